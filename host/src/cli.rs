@@ -1,0 +1,47 @@
+//! Command-line interface: argument parsing and dispatch to `commands::*`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Unsupervised brain tumor segmentation (CLISC) with pluggable stages.
+#[derive(Debug, Parser)]
+#[command(name = "clisc", version, about)]
+pub struct Cli {
+    /// Only errors on stderr; no progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the available plugins.
+    #[command(subcommand)]
+    Plugins(crate::commands::plugins::PluginsCommand),
+}
+
+/// Parses arguments, sets up logging, runs the command, reports errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    let result = match cli.command {
+        Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLISC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

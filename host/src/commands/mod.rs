@@ -1,0 +1,3 @@
+//! One module per `clisc` subcommand.
+
+pub mod plugins;

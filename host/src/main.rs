@@ -1,0 +1,5 @@
+//! The `clisc` command-line tool.
+
+fn main() -> std::process::ExitCode {
+    clisc_host::cli::main()
+}

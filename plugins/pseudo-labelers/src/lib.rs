@@ -1,0 +1,1 @@
+//! Built-in clisc pseudo-labelers.

@@ -1,0 +1,373 @@
+//! The six stage traits a plugin can implement, the data they exchange, and
+//! [`StageObject`], the ABI-stable box a plugin constructor returns.
+//!
+//! Plugin authors implement one of the traits on their own type and wrap it
+//! with the matching `StageObject` constructor (for example
+//! [`StageObject::pseudo_labeler`]); the wrapper catches panics on the
+//! plugin's side so they reach the host as [`ErrorKind::Panicked`] errors.
+
+use crate::data::{Image2d, LabelVolume, Mask2d, Volume};
+use crate::error::{panic_to_error, PluginError};
+use crate::labels::SlicePseudoLabels;
+use crate::prompt::{CasePrompts, PromptSet};
+use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec};
+use abi_stable::StableAbi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+#[allow(unused_imports)]
+use crate::error::ErrorKind;
+
+/// One case as a stage sees it: the preprocessed image channels (FLAIR at
+/// least, cropped to the brain, clipped and z-scored) and the brain mask
+/// (nonzero voxels of the raw FLAIR) on the same grid.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct CaseInput {
+    /// Case identifier, e.g. `BraTS20_Training_001`.
+    pub id: RString,
+    /// Preprocessed channels; `flair` is always present.
+    pub image: Volume,
+    /// 1 inside the brain.
+    pub brain_mask: LabelVolume,
+}
+
+/// A case with its slice pseudo-labels, for training an ROI extractor.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct LabelledCase {
+    /// The case.
+    pub case: CaseInput,
+    /// Its slice labels.
+    pub labels: SlicePseudoLabels,
+}
+
+/// One round of activation maps (e.g. before and after adaptive masking).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct RoiRound {
+    /// Name of the round, e.g. `initial`, `amda-1`.
+    pub name: RString,
+    /// Activation map in `[0, 1]`, one channel named `cam`.
+    pub cam: Volume,
+    /// Binary region of interest derived from `cam`.
+    pub roi: LabelVolume,
+}
+
+/// What an ROI extractor produces for one case: every round, last = final.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct RoiResult {
+    /// Rounds in the order they were computed; the last one is used downstream.
+    pub rounds: RVec<RoiRound>,
+}
+
+impl RoiResult {
+    /// The final round, if any.
+    pub fn final_round(&self) -> Option<&RoiRound> {
+        self.rounds.last()
+    }
+}
+
+/// One axial slice handed to a promptable segmenter.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct SliceImage {
+    /// Case the slice comes from (for caches keyed by case).
+    pub case_id: RString,
+    /// Axial index `z`.
+    pub index: u32,
+    /// The preprocessed (z-scored) slice, one channel.
+    pub image: Image2d,
+}
+
+/// A case with the label volume a volumetric network should learn.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct TrainingCase {
+    /// The case.
+    pub case: CaseInput,
+    /// Binary target (pseudo-label) on the case's grid.
+    pub target: LabelVolume,
+}
+
+/// A pseudo-label whose quality a filter judges against a second opinion.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FilterCandidate {
+    /// Case identifier.
+    pub case_id: RString,
+    /// The label that would be trained on (e.g. the network's prediction).
+    pub pseudo_label: LabelVolume,
+    /// An independent estimate (e.g. SAM re-prompted from the prediction).
+    pub reference: LabelVolume,
+}
+
+/// A filter's verdict on one candidate.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FilterDecision {
+    /// Case identifier.
+    pub case_id: RString,
+    /// Quality score (higher is better), e.g. Dice agreement.
+    pub score: f64,
+    /// Whether the case is kept for training.
+    pub keep: bool,
+}
+
+/// A named number a stage reports (loss, accuracy, ...).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct NamedValue {
+    /// Metric name.
+    pub name: RString,
+    /// Value.
+    pub value: f64,
+}
+
+/// Summary numbers of a training step, shown in the run report.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+pub struct StageReport {
+    /// Metrics such as final loss or training accuracy.
+    pub metrics: RVec<NamedValue>,
+}
+
+impl StageReport {
+    /// Adds a metric.
+    pub fn push(&mut self, name: &str, value: f64) {
+        self.metrics.push(NamedValue { name: name.into(), value });
+    }
+}
+
+/// Labels every axial slice of a volume "tumor / no tumor" with a confidence.
+#[sabi_trait]
+pub trait PseudoLabeler: Send {
+    /// Labels the slices of one case.
+    fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError>;
+}
+
+/// Learns from slice labels and localises the tumor (activation maps, ROIs).
+#[sabi_trait]
+pub trait RoiExtractor: Send {
+    /// Trains on the labelled cases (the kept slices).
+    fn fit(&mut self, cases: RSlice<'_, LabelledCase>) -> RResult<StageReport, PluginError>;
+    /// Activation maps and ROIs of one case, every round.
+    fn extract(
+        &mut self,
+        case: &CaseInput,
+        labels: &SlicePseudoLabels,
+    ) -> RResult<RoiResult, PluginError>;
+}
+
+/// Turns an ROI into box and point prompts per slice.
+#[sabi_trait]
+pub trait PromptGenerator: Send {
+    /// Prompts for every slice of `case` where `roi` is non-empty.
+    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume) -> RResult<CasePrompts, PluginError>;
+}
+
+/// Segments an object on a 2D slice from prompts (SAM and its alternatives).
+#[sabi_trait]
+pub trait PromptableSegmenter: Send {
+    /// One mask per prompt set, all on the same slice (so an image
+    /// embedding can be computed once and reused).
+    fn segment(
+        &mut self,
+        slice: &SliceImage,
+        prompts: RSlice<'_, PromptSet>,
+    ) -> RResult<RVec<Mask2d>, PluginError>;
+}
+
+/// A trainable volumetric segmenter (the 3D network).
+#[sabi_trait]
+pub trait VolumetricSegmenter: Send {
+    /// Trains from scratch (or resumes from its work dir) on the cases.
+    fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError>;
+    /// Binary segmentation of one case on its grid.
+    fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError>;
+    /// Saves the trained model to `path`.
+    fn save(&self, path: RStr<'_>) -> RResult<(), PluginError>;
+    /// Loads a model saved by [`VolumetricSegmenter::save`].
+    fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError>;
+}
+
+/// Scores pseudo-labels and chooses which cases to keep.
+#[sabi_trait]
+pub trait Filter: Send {
+    /// One decision per candidate, in the same order.
+    fn select(
+        &mut self,
+        candidates: RSlice<'_, FilterCandidate>,
+    ) -> RResult<RVec<FilterDecision>, PluginError>;
+}
+
+/// Boxed pseudo-labeler.
+pub type PseudoLabelerBox = PseudoLabeler_TO<'static, RBox<()>>;
+/// Boxed ROI extractor.
+pub type RoiExtractorBox = RoiExtractor_TO<'static, RBox<()>>;
+/// Boxed prompt generator.
+pub type PromptGeneratorBox = PromptGenerator_TO<'static, RBox<()>>;
+/// Boxed promptable segmenter.
+pub type PromptableSegmenterBox = PromptableSegmenter_TO<'static, RBox<()>>;
+/// Boxed volumetric segmenter.
+pub type VolumetricSegmenterBox = VolumetricSegmenter_TO<'static, RBox<()>>;
+/// Boxed filter.
+pub type FilterBox = Filter_TO<'static, RBox<()>>;
+
+/// What a plugin constructor returns: one stage of one kind.
+#[repr(u8)]
+#[derive(StableAbi)]
+pub enum StageObject {
+    /// A pseudo-labeler.
+    PseudoLabeler(PseudoLabelerBox),
+    /// An ROI extractor.
+    RoiExtractor(RoiExtractorBox),
+    /// A prompt generator.
+    PromptGenerator(PromptGeneratorBox),
+    /// A promptable 2D segmenter.
+    PromptableSegmenter(PromptableSegmenterBox),
+    /// A volumetric segmenter.
+    VolumetricSegmenter(VolumetricSegmenterBox),
+    /// A filter.
+    Filter(FilterBox),
+}
+
+impl StageObject {
+    /// The stage kind held.
+    pub fn kind(&self) -> crate::plugin::StageKind {
+        use crate::plugin::StageKind as K;
+        match self {
+            StageObject::PseudoLabeler(_) => K::PseudoLabeler,
+            StageObject::RoiExtractor(_) => K::RoiExtractor,
+            StageObject::PromptGenerator(_) => K::PromptGenerator,
+            StageObject::PromptableSegmenter(_) => K::PromptableSegmenter,
+            StageObject::VolumetricSegmenter(_) => K::VolumetricSegmenter,
+            StageObject::Filter(_) => K::Filter,
+        }
+    }
+    /// Wraps a pseudo-labeler (panics are caught on the plugin side).
+    pub fn pseudo_labeler<T: PseudoLabeler + 'static>(stage: T) -> Self {
+        Self::PseudoLabeler(PseudoLabeler_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+    /// Wraps an ROI extractor.
+    pub fn roi_extractor<T: RoiExtractor + 'static>(stage: T) -> Self {
+        Self::RoiExtractor(RoiExtractor_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+    /// Wraps a prompt generator.
+    pub fn prompt_generator<T: PromptGenerator + 'static>(stage: T) -> Self {
+        Self::PromptGenerator(PromptGenerator_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+    /// Wraps a promptable segmenter.
+    pub fn promptable_segmenter<T: PromptableSegmenter + 'static>(stage: T) -> Self {
+        Self::PromptableSegmenter(PromptableSegmenter_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+    /// Wraps a volumetric segmenter.
+    pub fn volumetric_segmenter<T: VolumetricSegmenter + 'static>(stage: T) -> Self {
+        Self::VolumetricSegmenter(VolumetricSegmenter_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+    /// Wraps a filter.
+    pub fn filter<T: Filter + 'static>(stage: T) -> Self {
+        Self::Filter(Filter_TO::from_value(Guarded(stage), TD_Opaque))
+    }
+}
+
+/// Runs `f` and turns a panic into a [`PluginError`].
+pub fn guard<R>(f: impl FnOnce() -> RResult<R, PluginError>) -> RResult<R, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => RResult::RErr(panic_to_error(payload)),
+    }
+}
+
+/// Forwards every call to the wrapped stage under [`guard`].
+struct Guarded<T>(T);
+
+impl<T: PseudoLabeler> PseudoLabeler for Guarded<T> {
+    fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
+        guard(|| self.0.label_slices(case))
+    }
+}
+
+impl<T: RoiExtractor> RoiExtractor for Guarded<T> {
+    fn fit(&mut self, cases: RSlice<'_, LabelledCase>) -> RResult<StageReport, PluginError> {
+        guard(|| self.0.fit(cases))
+    }
+    fn extract(
+        &mut self,
+        case: &CaseInput,
+        labels: &SlicePseudoLabels,
+    ) -> RResult<RoiResult, PluginError> {
+        guard(|| self.0.extract(case, labels))
+    }
+}
+
+impl<T: PromptGenerator> PromptGenerator for Guarded<T> {
+    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume) -> RResult<CasePrompts, PluginError> {
+        guard(|| self.0.prompts(case, roi))
+    }
+}
+
+impl<T: PromptableSegmenter> PromptableSegmenter for Guarded<T> {
+    fn segment(
+        &mut self,
+        slice: &SliceImage,
+        prompts: RSlice<'_, PromptSet>,
+    ) -> RResult<RVec<Mask2d>, PluginError> {
+        guard(|| self.0.segment(slice, prompts))
+    }
+}
+
+impl<T: VolumetricSegmenter> VolumetricSegmenter for Guarded<T> {
+    fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
+        guard(|| self.0.train(cases))
+    }
+    fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
+        guard(|| self.0.predict(case))
+    }
+    fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.save(path))
+    }
+    fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.load(path))
+    }
+}
+
+impl<T: Filter> Filter for Guarded<T> {
+    fn select(
+        &mut self,
+        candidates: RSlice<'_, FilterCandidate>,
+    ) -> RResult<RVec<FilterDecision>, PluginError> {
+        guard(|| self.0.select(candidates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Grid;
+
+    struct Explodes;
+    impl PseudoLabeler for Explodes {
+        fn label_slices(&mut self, _: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
+            panic!("boom at slice 3")
+        }
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let grid = Grid::new([1, 1, 1], [1.0; 3]);
+        let case = CaseInput {
+            id: "c".into(),
+            image: Volume::single(grid, "flair", vec![0.0]),
+            brain_mask: LabelVolume::zeros(grid),
+        };
+        let StageObject::PseudoLabeler(mut stage) = StageObject::pseudo_labeler(Explodes) else {
+            panic!("wrong kind")
+        };
+        let err = stage.label_slices(&case).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Panicked);
+        assert!(err.message.contains("boom at slice 3"));
+    }
+}
