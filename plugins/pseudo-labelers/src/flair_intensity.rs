@@ -1,0 +1,199 @@
+//! `flair-intensity`: weight-free slice pseudo-labels from FLAIR hyperintensity.
+//!
+//! Whole tumor (tumor core plus edema) is hyperintense on FLAIR relative to
+//! normal brain. The labeler standardises the brain's FLAIR values with
+//! robust statistics (median and MAD, which the lesion barely moves),
+//! marks voxels more than `k` robust deviations above the median, cleans
+//! that mask in 3D (opening, then dropping components much smaller than
+//! the largest) and labels each axial slice by the area of the remaining
+//! hyperintense region. The output contract is the same as CLIP's: label,
+//! confidence and a kept flag per slice, so either can feed the classifier.
+
+use abi_stable::std_types::{RResult, RVec};
+use clisc_imaging::components::keep_at_least_fraction_of_largest;
+use clisc_imaging::intensity::percentile;
+use clisc_imaging::morphology::opening;
+use clisc_imaging::Connectivity;
+use clisc_sdk::config::Settings;
+use clisc_sdk::stage::{CaseInput, PseudoLabeler};
+use clisc_sdk::{
+    ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels, StageKind, StageObject,
+};
+
+/// Plugin registration of [`FlairIntensity`].
+pub struct FlairIntensityPlugin;
+
+impl Plugin for FlairIntensityPlugin {
+    const NAME: &'static str = "flair-intensity";
+    const KIND: StageKind = StageKind::PseudoLabeler;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Weight-free slice labels from FLAIR hyperintensity (robust statistics of the brain)";
+
+    fn settings() -> Vec<ConfigField> {
+        vec![
+            ConfigField::float("k", 3.0, "hyperintense = more than k robust SDs (1.4826 MAD) above the brain median"),
+            ConfigField::float(
+                "min_component_fraction",
+                0.1,
+                "drop hyperintense 3D components smaller than this fraction of the largest",
+            ),
+            ConfigField::float("half_area", 40.0, "hyperintense slice area (pixels) at which P(tumor) = 0.5"),
+            ConfigField::float("threshold", 0.6, "keep a slice when its label probability is at least this"),
+            ConfigField::integer("min_brain_pixels", 200, "slices with less brain than this are labelled 0 and not kept"),
+        ]
+    }
+
+    fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let labeler = FlairIntensity {
+            k: settings.f64("k")? as f32,
+            min_component_fraction: settings.f64("min_component_fraction")?,
+            half_area: settings.f64("half_area")?,
+            threshold: settings.f64("threshold")? as f32,
+            min_brain_pixels: settings.usize("min_brain_pixels")?,
+        };
+        labeler.validate()?;
+        Ok(StageObject::pseudo_labeler(labeler))
+    }
+}
+
+/// The labeler with its settings (see the plugin's schema for meanings).
+#[derive(Debug, Clone)]
+pub struct FlairIntensity {
+    /// Robust-SD threshold for hyperintensity.
+    pub k: f32,
+    /// Components below this fraction of the largest are noise.
+    pub min_component_fraction: f64,
+    /// Slice area (pixels) where the tumor probability is one half.
+    pub half_area: f64,
+    /// Confidence needed to keep a slice.
+    pub threshold: f32,
+    /// Minimum brain area for a slice to be labelled at all.
+    pub min_brain_pixels: usize,
+}
+
+impl FlairIntensity {
+    fn validate(&self) -> Result<(), PluginError> {
+        if !(self.half_area > 0.0) {
+            return Err(PluginError::config(format!("flair-intensity: `half_area` must be > 0, found {}", self.half_area)));
+        }
+        if !(0.5..=1.0).contains(&self.threshold) {
+            return Err(PluginError::config(format!(
+                "flair-intensity: `threshold` must be in [0.5, 1], found {}",
+                self.threshold
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cleaned 3D hyperintensity mask of a case.
+    pub fn hyperintense_mask(&self, case: &CaseInput) -> Result<Vec<u8>, PluginError> {
+        let flair = case.image.require_channel("flair")?;
+        let brain = &case.brain_mask.data;
+        case.image.grid.check_len(brain.len(), "brain mask")?;
+        let mut values: Vec<f32> = flair.iter().zip(brain.iter()).filter(|(_, &m)| m != 0).map(|(&v, _)| v).collect();
+        if values.is_empty() {
+            return Ok(vec![0; flair.len()]);
+        }
+        let median = percentile(&mut values, 50.0);
+        for v in values.iter_mut() {
+            *v = (*v - median).abs();
+        }
+        let mad = percentile(&mut values, 50.0).max(1e-6) * 1.4826;
+        let cut = median + self.k * mad;
+        let raw: Vec<u8> = flair.iter().zip(brain.iter()).map(|(&v, &m)| u8::from(m != 0 && v > cut)).collect();
+        let dims = case.image.grid.dims();
+        let opened = opening(&raw, dims);
+        Ok(keep_at_least_fraction_of_largest(&opened, dims, Connectivity::Full, self.min_component_fraction))
+    }
+
+    /// Labels from a hyperintensity mask and the brain mask.
+    pub fn label_from_mask(&self, mask: &[u8], brain: &[u8], slice_len: usize) -> SlicePseudoLabels {
+        let slices = mask
+            .chunks(slice_len)
+            .zip(brain.chunks(slice_len))
+            .enumerate()
+            .map(|(z, (m, b))| {
+                let brain_area = b.iter().filter(|&&v| v != 0).count();
+                if brain_area < self.min_brain_pixels {
+                    return SliceLabel { index: z as u32, label: 0, probability: 1.0, kept: false };
+                }
+                let area = m.iter().filter(|&&v| v != 0).count() as f64;
+                // Hill function: 0 at no area, 1/2 at `half_area`, -> 1 for large areas.
+                let p_tumor = (area * area / (area * area + self.half_area * self.half_area)) as f32;
+                let label = u8::from(p_tumor >= 0.5);
+                let probability = if label == 1 { p_tumor } else { 1.0 - p_tumor };
+                SliceLabel { index: z as u32, label, probability, kept: probability >= self.threshold }
+            })
+            .collect::<Vec<_>>();
+        SlicePseudoLabels { slices: RVec::from(slices) }
+    }
+}
+
+impl PseudoLabeler for FlairIntensity {
+    fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
+        self.hyperintense_mask(case)
+            .map(|mask| self.label_from_mask(&mask, &case.brain_mask.data, case.image.grid.slice_len()))
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clisc_sdk::{Grid, LabelVolume, Volume};
+
+    /// A noisy "brain" filling the volume with a bright cube in slices 4..8.
+    fn phantom() -> CaseInput {
+        let grid = Grid::new([32, 32, 12], [1.0; 3]);
+        let mut state = 12345u64;
+        let mut noise = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let mut data = vec![0f32; grid.len()];
+        for z in 0..12 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let lesion = (4..8).contains(&z) && (10..20).contains(&x) && (10..20).contains(&y);
+                    data[grid.index(x, y, z)] = if lesion { 4.0 } else { 0.0 } + noise();
+                }
+            }
+        }
+        CaseInput {
+            id: "phantom".into(),
+            image: Volume::single(grid, "flair", data),
+            brain_mask: LabelVolume { grid, data: vec![1u8; grid.len()].into() },
+        }
+    }
+
+    fn labeler() -> FlairIntensity {
+        FlairIntensity { k: 3.0, min_component_fraction: 0.1, half_area: 40.0, threshold: 0.6, min_brain_pixels: 200 }
+    }
+
+    #[test]
+    fn labels_lesion_slices_positive_and_others_negative() {
+        let labels = labeler().label_slices(&phantom()).unwrap();
+        assert_eq!(labels.slices.len(), 12);
+        for s in labels.slices.iter() {
+            let expected = u8::from((4..8).contains(&s.index));
+            assert_eq!(s.label, expected, "slice {}", s.index);
+            assert!(s.kept, "slice {} should be confident", s.index);
+        }
+    }
+
+    #[test]
+    fn small_brain_slices_are_not_kept() {
+        let mut case = phantom();
+        let n = case.image.grid.slice_len();
+        case.brain_mask.data[..n].iter_mut().for_each(|v| *v = 0);
+        let labels = labeler().label_slices(&case).unwrap();
+        assert!(!labels.slices[0].kept);
+        assert_eq!(labels.slices[0].label, 0);
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let bad = FlairIntensity { threshold: 0.3, ..labeler() };
+        assert!(bad.validate().unwrap_err().message.contains("threshold"));
+    }
+}
