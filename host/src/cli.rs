@@ -21,6 +21,8 @@ pub enum Command {
     /// Inspect the available plugins.
     #[command(subcommand)]
     Plugins(crate::commands::plugins::PluginsCommand),
+    /// Validate a pipeline file and print it resolved (defaults filled in).
+    Check(crate::commands::check::CheckArgs),
 }
 
 /// Parses arguments, sets up logging, runs the command, reports errors.
@@ -29,6 +31,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.quiet);
     let result = match cli.command {
         Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
+        Command::Check(args) => crate::commands::check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

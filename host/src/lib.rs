@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod progress;
 pub mod loader;
+pub mod pipeline;
 pub mod registry;
 
 // Built-in plugin crates register themselves with `inventory`; naming them

@@ -1,3 +1,4 @@
 //! One module per `clisc` subcommand.
 
+pub mod check;
 pub mod plugins;

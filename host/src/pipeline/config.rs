@@ -1,0 +1,418 @@
+//! Pipeline files: parsing with positions, validation against each
+//! plugin's settings schema, and the resolved form `clisc check` prints.
+//!
+//! A pipeline file names the run (output folder, device, seed), the
+//! dataset, extra plugin libraries, and for each stage the plugin and its
+//! settings:
+//!
+//! ```toml
+//! [run]
+//! output = "work/demo"
+//! device = "auto"
+//! seed = 7
+//!
+//! [dataset]
+//! root = "data/demo"
+//!
+//! [stages.pseudo_labeler]
+//! plugin = "flair-intensity"
+//! settings = { k = 3.0 }
+//! ```
+//!
+//! Relative paths (output, dataset, plugin paths and `path` settings) are
+//! relative to the pipeline file. Every problem is reported with the file,
+//! line and column.
+
+use crate::registry::{Registry, RegistryError};
+use clisc_sdk::config::resolve;
+use clisc_sdk::{ConfigKind, StageKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A problem in a pipeline file, with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// All problems found in one pipeline file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// The stage slots of a CLISC pipeline, in execution order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageSlot {
+    /// Slice pseudo-labels (CLIP or weight-free).
+    PseudoLabeler,
+    /// Classifier + CAM + ROIs.
+    RoiExtractor,
+    /// ROI -> prompts for the first pseudo-labels.
+    PromptGenerator,
+    /// Promptable segmenter (SAM or weight-free).
+    PromptableSegmenter,
+    /// The 3D network.
+    VolumetricSegmenter,
+    /// Prediction -> prompts for the self-learning filter's re-prompting.
+    RepromptGenerator,
+    /// Pseudo-label selection (S3F).
+    Filter,
+}
+
+impl StageSlot {
+    /// Every slot in execution order.
+    pub const ALL: [StageSlot; 7] = [
+        StageSlot::PseudoLabeler,
+        StageSlot::RoiExtractor,
+        StageSlot::PromptGenerator,
+        StageSlot::PromptableSegmenter,
+        StageSlot::VolumetricSegmenter,
+        StageSlot::RepromptGenerator,
+        StageSlot::Filter,
+    ];
+    /// The key under `[stages]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            StageSlot::PseudoLabeler => "pseudo_labeler",
+            StageSlot::RoiExtractor => "roi_extractor",
+            StageSlot::PromptGenerator => "prompt_generator",
+            StageSlot::PromptableSegmenter => "promptable_segmenter",
+            StageSlot::VolumetricSegmenter => "volumetric_segmenter",
+            StageSlot::RepromptGenerator => "reprompt_generator",
+            StageSlot::Filter => "filter",
+        }
+    }
+    /// The plugin kind the slot needs.
+    pub fn kind(self) -> StageKind {
+        match self {
+            StageSlot::PseudoLabeler => StageKind::PseudoLabeler,
+            StageSlot::RoiExtractor => StageKind::RoiExtractor,
+            StageSlot::PromptGenerator | StageSlot::RepromptGenerator => StageKind::PromptGenerator,
+            StageSlot::PromptableSegmenter => StageKind::PromptableSegmenter,
+            StageSlot::VolumetricSegmenter => StageKind::VolumetricSegmenter,
+            StageSlot::Filter => StageKind::Filter,
+        }
+    }
+    /// Whether a pipeline may leave the slot out (the filter and its
+    /// re-prompting are optional: without them no S3F round runs).
+    pub fn optional(self) -> bool {
+        matches!(self, StageSlot::RepromptGenerator | StageSlot::Filter)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    run: Spanned<RawRun>,
+    dataset: Spanned<RawDataset>,
+    #[serde(default)]
+    plugins: Option<RawPlugins>,
+    stages: Spanned<BTreeMap<Spanned<String>, Spanned<RawStage>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    output: Spanned<String>,
+    #[serde(default = "default_device")]
+    device: Spanned<String>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    threads: Option<u32>,
+}
+
+fn default_device() -> Spanned<String> {
+    Spanned::new(0..0, "auto".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    plugin: Spanned<String>,
+    #[serde(default)]
+    settings: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+/// Where and how a run happens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSettings {
+    /// Work folder for all artefacts.
+    pub output: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Threads for libtorch and parallel loops.
+    pub threads: u32,
+}
+
+/// The dataset section as written (interpreted by [`crate::dataset`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    /// Dataset root folder.
+    pub root: String,
+    /// Layout and split settings, passed through to the dataset module.
+    #[serde(flatten)]
+    pub rest: toml::Table,
+}
+
+/// One resolved stage: plugin name and complete settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageSpec {
+    /// Plugin name.
+    pub plugin: String,
+    /// Settings with defaults filled in and paths made absolute.
+    pub settings: toml::Table,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pipeline {
+    /// The file it came from.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// Run settings.
+    pub run: RunSettings,
+    /// Dataset section (root made absolute).
+    pub dataset: RawDataset,
+    /// External plugin libraries or folders (absolute).
+    pub plugin_paths: Vec<PathBuf>,
+    /// Stages by slot.
+    pub stages: BTreeMap<StageSlot, StageSpec>,
+}
+
+impl Pipeline {
+    /// The stage in `slot`, if configured.
+    pub fn stage(&self, slot: StageSlot) -> Option<&StageSpec> {
+        self.stages.get(&slot)
+    }
+
+    /// The resolved pipeline as TOML (what `clisc check` prints).
+    pub fn to_toml(&self) -> String {
+        let mut doc = toml::Table::new();
+        doc.insert("run".into(), toml::Value::try_from(&self.run).expect("run serialises"));
+        doc.insert("dataset".into(), toml::Value::try_from(&self.dataset).expect("dataset serialises"));
+        let paths: Vec<toml::Value> =
+            self.plugin_paths.iter().map(|p| toml::Value::from(p.display().to_string())).collect();
+        let mut plugins = toml::Table::new();
+        plugins.insert("paths".into(), toml::Value::Array(paths));
+        doc.insert("plugins".into(), toml::Value::Table(plugins));
+        let mut stages = toml::Table::new();
+        for (slot, spec) in &self.stages {
+            let mut t = toml::Table::new();
+            t.insert("plugin".into(), spec.plugin.clone().into());
+            t.insert("settings".into(), toml::Value::Table(spec.settings.clone()));
+            stages.insert(slot.key().into(), toml::Value::Table(t));
+        }
+        doc.insert("stages".into(), toml::Value::Table(stages));
+        toml::to_string_pretty(&doc).expect("pipeline serialises")
+    }
+}
+
+/// Maps byte offsets of a source text to line/column.
+struct Positions<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Positions<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = match span {
+            Some(r) if r.end > 0 || r.start > 0 => {
+                let before = &self.text[..r.start.min(self.text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                (line, column)
+            }
+            _ => (0, 0),
+        };
+        ConfigError { file: self.file.to_path_buf(), line, column, message: message.into() }
+    }
+}
+
+/// Reads and validates a pipeline file against the plugins in `registry`
+/// (external libraries named in the file are loaded into it first).
+pub fn load(path: &Path, registry: &mut Registry) -> Result<Pipeline, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read pipeline file: {e}"),
+        }])
+    })?;
+    parse(path, &text, registry)
+}
+
+/// Validates pipeline `text` (from `path`, used for messages and relative paths).
+pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipeline, ConfigErrors> {
+    let pos = Positions { file: path, text };
+    let raw: RawPipeline =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![pos.error(e.span(), e.message().trim().to_string())]))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let absolute = |p: &str| -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+    let mut errors = Vec::new();
+
+    let plugin_paths: Vec<PathBuf> =
+        raw.plugins.map(|p| p.paths.iter().map(|s| absolute(s.get_ref())).collect()).unwrap_or_default();
+    for lib in crate::loader::find_libraries(&plugin_paths).unwrap_or_default() {
+        if let Err(e) = registry.load_library(&lib) {
+            errors.push(pos.error(None, e.to_string()));
+        }
+    }
+
+    let run_in = raw.run.get_ref();
+    let device = run_in.device.get_ref().clone();
+    if !is_device(&device) {
+        errors.push(pos.error(
+            Some(run_in.device.span()),
+            format!("`device` must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", found {device:?}"),
+        ));
+    }
+    let run = RunSettings {
+        output: absolute(run_in.output.get_ref()),
+        device,
+        seed: run_in.seed,
+        threads: run_in.threads.unwrap_or_else(default_threads),
+    };
+    let mut dataset = raw.dataset.get_ref().clone();
+    dataset.root = absolute(&dataset.root).display().to_string();
+
+    let mut stages = BTreeMap::new();
+    for (key, stage) in raw.stages.get_ref() {
+        let Some(slot) = StageSlot::ALL.iter().copied().find(|s| s.key() == key.get_ref()) else {
+            let known: Vec<&str> = StageSlot::ALL.iter().map(|s| s.key()).collect();
+            errors.push(pos.error(
+                Some(key.span()),
+                format!("unknown stage `{}` (stages: {known:?})", key.get_ref()),
+            ));
+            continue;
+        };
+        match resolve_stage(slot, stage, registry, &pos, &absolute) {
+            Ok(spec) => {
+                stages.insert(slot, spec);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let present: Vec<&str> = raw.stages.get_ref().keys().map(|k| k.get_ref().as_str()).collect();
+    for slot in StageSlot::ALL {
+        if !slot.optional() && !present.contains(&slot.key()) {
+            errors.push(pos.error(
+                Some(raw.stages.span()),
+                format!("missing stage `[stages.{}]` (a {} plugin)", slot.key(), slot.kind()),
+            ));
+        }
+    }
+    if present.contains(&StageSlot::Filter.key()) != present.contains(&StageSlot::RepromptGenerator.key()) {
+        errors.push(pos.error(
+            Some(raw.stages.span()),
+            "`[stages.filter]` and `[stages.reprompt_generator]` go together (the self-learning filter re-prompts the segmenter); give both or neither",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(Pipeline { source: path.to_path_buf(), run, dataset, plugin_paths, stages })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn resolve_stage(
+    slot: StageSlot,
+    stage: &Spanned<RawStage>,
+    registry: &Registry,
+    pos: &Positions<'_>,
+    absolute: &dyn Fn(&str) -> PathBuf,
+) -> Result<StageSpec, Vec<ConfigError>> {
+    let raw = stage.get_ref();
+    let name = raw.plugin.get_ref();
+    let plugin = registry.find(name, slot.kind()).map_err(|e| vec![pos.error(Some(raw.plugin.span()), e.to_string())])?;
+    let schema = &plugin.descriptor.info.settings;
+    let mut table = toml::Table::new();
+    for (k, v) in &raw.settings {
+        table.insert(k.get_ref().clone(), v.get_ref().clone());
+    }
+    let mut resolved = match resolve(schema, &table) {
+        Ok(t) => t,
+        Err(problems) => {
+            return Err(problems
+                .into_iter()
+                .map(|p| {
+                    let span = raw
+                        .settings
+                        .iter()
+                        .find(|(k, _)| *k.get_ref() == p.key)
+                        .map(|(k, v)| if p.message.starts_with("unknown") { k.span() } else { v.span() })
+                        .unwrap_or_else(|| raw.plugin.span());
+                    pos.error(Some(span), format!("[stages.{}] {name}: {}", slot.key(), p.message))
+                })
+                .collect())
+        }
+    };
+    for field in schema.iter().filter(|f| f.kind == ConfigKind::Path) {
+        if let Some(toml::Value::String(s)) = resolved.get_mut(field.name.as_str()) {
+            *s = absolute(s).display().to_string();
+        }
+    }
+    Ok(StageSpec { plugin: name.clone(), settings: resolved })
+}
+
+fn is_device(s: &str) -> bool {
+    matches!(s, "auto" | "cpu" | "cuda") || s.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+fn default_threads() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+/// Turns a registry error into a config error without position.
+impl From<(PathBuf, RegistryError)> for ConfigErrors {
+    fn from((file, e): (PathBuf, RegistryError)) -> Self {
+        ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }])
+    }
+}

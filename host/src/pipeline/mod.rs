@@ -1,0 +1,6 @@
+//! The pipeline: configuration, work folder with cached artefacts, and the
+//! runner that drives the stages through the SDK traits.
+
+pub mod config;
+
+pub use config::{load, Pipeline, StageSlot, StageSpec};
