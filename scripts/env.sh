@@ -2,10 +2,10 @@
 # Sourced by ./dev: makes sure the cached Python environment that provides
 # libtorch (and the reference implementations for parity tests) exists, and
 # exports what `tch` needs to build and run. Idempotent and quick when the
-# environment is already there.
+# environment is already there. It does not change the caller's shell
+# options (no `set -e` leaks into an interactive shell).
 #
 #   CLISC_CACHE_DIR   where the environment lives (default ~/.cache/clisc)
-set -euo pipefail
 
 _clisc_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLISC_CACHE_DIR="${CLISC_CACHE_DIR:-$HOME/.cache/clisc}"
@@ -15,15 +15,15 @@ _clisc_stamp="$CLISC_VENV/.clisc-requirements"
 
 if ! cmp -s "$_clisc_req" "$_clisc_stamp" 2>/dev/null; then
     echo "clisc: preparing the Python/libtorch environment in $CLISC_VENV (one time)" >&2
-    mkdir -p "$CLISC_CACHE_DIR"
-    [ -x "$CLISC_VENV/bin/python" ] || python3 -m venv "$CLISC_VENV"
-    "$CLISC_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$_clisc_req"
-    cp "$_clisc_req" "$_clisc_stamp"
+    mkdir -p "$CLISC_CACHE_DIR" || return 1
+    [ -x "$CLISC_VENV/bin/python" ] || python3 -m venv "$CLISC_VENV" || return 1
+    "$CLISC_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$_clisc_req" || return 1
+    cp "$_clisc_req" "$_clisc_stamp" || return 1
 fi
 
 export VIRTUAL_ENV="$CLISC_VENV"
 export PATH="$CLISC_VENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
-_clisc_torch_lib="$("$CLISC_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+_clisc_torch_lib="$("$CLISC_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || return 1
 export LD_LIBRARY_PATH="$_clisc_torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CLISC_PYTHON="$CLISC_VENV/bin/python"
