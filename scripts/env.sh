@@ -24,6 +24,6 @@ fi
 export VIRTUAL_ENV="$CLISC_VENV"
 export PATH="$CLISC_VENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
-_clisc_torch_lib="$("$CLISC_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || return 1
+_clisc_torch_lib="$("$CLISC_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/lib" || return 1
 export LD_LIBRARY_PATH="$_clisc_torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CLISC_PYTHON="$CLISC_VENV/bin/python"

@@ -2,5 +2,6 @@
 //! runner that drives the stages through the SDK traits.
 
 pub mod config;
+pub mod workdir;
 
 pub use config::{load, Pipeline, StageSlot, StageSpec};
