@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages that the test suite needs, installed only when missing
+# (idempotent; quick when everything is there). Run as root, e.g. from .ci/run.
+#
+#   dcm2niix  reference DICOM -> NIfTI converter (host/tests/dicom_*.rs)
+#   dcmtk     independent DICOM tools: JPEG/RLE compression of test series,
+#             dcmdump to read our DICOM SEG back
+set -euo pipefail
+
+packages=(dcm2niix dcmtk)
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
