@@ -2,8 +2,11 @@
 //! runner that drives the stages through the SDK traits.
 
 pub mod artefacts;
+pub mod cases;
 pub mod config;
 pub mod stages;
+pub mod summary;
 pub mod workdir;
 
 pub use config::{load, Pipeline, StageSlot, StageSpec};
+pub use summary::RunSummary;

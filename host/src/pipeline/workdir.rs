@@ -172,10 +172,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A temporary name next to `path` (same folder, so rename is atomic).
+/// A temporary name next to `path` (same folder, so rename is atomic). The
+/// original name stays the suffix, so writers that choose the format by
+/// extension (`.nii.gz`) still do the right thing.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
+    path.with_file_name(format!(".partial.{name}"))
 }
 
 /// A short stable hash of `parts` (SHA-256, first 16 hex digits).
