@@ -1,0 +1,504 @@
+//! The host side of one plugin process: start, handshake, configure,
+//! request/reply with timeouts, and shutdown.
+//!
+//! Reading and writing happen on two helper threads so that a plugin that
+//! stops reading its stdin or stops answering can never block the host:
+//! the host waits for frames with a deadline, and on expiry kills the
+//! process, which unblocks both threads.
+
+use super::protocol::{read_frame, Frame, ReadError, PROTOCOL, PROTOCOL_VERSION};
+use clisc_sdk::config::ConfigField;
+use clisc_sdk::{HostContext, PluginError, ProgressSinkBox};
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Lines of the plugin's stderr kept for error messages.
+const STDERR_LINES: usize = 20;
+/// How long a plugin may take to exit after `shutdown` before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How to start a plugin process and what the adapter expects of it.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Name of the adapter plugin (`process-pseudo-labeler`, ...), for messages.
+    pub adapter: &'static str,
+    /// Stage kind the adapter implements; the process must announce it.
+    pub kind: &'static str,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Working directory of the process (the host's when `None`).
+    pub working_dir: Option<PathBuf>,
+    /// Longest silence allowed while waiting for the handshake or a reply.
+    pub timeout: Duration,
+    /// The plugin's own settings as given by the user (validated against the
+    /// schema the plugin announces).
+    pub settings: Map<String, Value>,
+}
+
+/// What the plugin announced in its handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    /// Plugin name.
+    pub name: String,
+    /// Stage kind (`pseudo-labeler`, ...).
+    pub kind: String,
+    /// Plugin version.
+    pub version: String,
+    /// One-line description.
+    pub description: String,
+    /// Settings schema, as announced.
+    pub settings: Vec<Value>,
+}
+
+struct Running {
+    child: Child,
+    to_child: Option<Sender<Vec<u8>>>,
+    from_child: Receiver<Result<Frame, ReadError>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A started (or restartable) plugin process.
+pub struct PluginProcess {
+    spec: ProcessSpec,
+    context: Value,
+    progress: ProgressSinkBox,
+    running: Option<Running>,
+    hello: Option<Hello>,
+}
+
+impl PluginProcess {
+    /// Starts the process, checks its handshake and configures it.
+    pub fn start(spec: ProcessSpec, ctx: &HostContext) -> Result<Self, PluginError> {
+        if spec.command.is_empty() {
+            return Err(PluginError::config(format!("{}: setting `command` is empty", spec.adapter)));
+        }
+        let context = json!({
+            "device": ctx.device.as_str(),
+            "seed": ctx.seed,
+            "threads": ctx.threads,
+            "work_dir": ctx.work_dir.as_str(),
+        });
+        let mut process = Self { spec, context, progress: ctx.progress.clone(), running: None, hello: None };
+        process.ensure_running()?;
+        Ok(process)
+    }
+
+    /// What the plugin announced (after a successful start).
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Sends a `call` for `method` and returns the `result` frame.
+    /// Restarts the process first if an earlier failure stopped it.
+    pub fn call(&mut self, method: &str, mut request: Frame) -> Result<Frame, PluginError> {
+        self.ensure_running()?;
+        request.header.insert("type".into(), "call".into());
+        request.header.insert("method".into(), method.into());
+        self.send(&request, method)?;
+        let reply = self.receive(method)?;
+        match reply.kind() {
+            "result" => Ok(reply),
+            "error" => {
+                let message = reply.header.get("message").and_then(Value::as_str).unwrap_or("(no message)");
+                Err(PluginError::internal(format!("{} failed in `{method}`: {message}", self.who())))
+            }
+            other => Err(self.fail(&format!("answered `{method}` with a frame of type {other:?} instead of \"result\""))),
+        }
+    }
+
+    fn ensure_running(&mut self) -> Result<(), PluginError> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let spec = &self.spec;
+        let mut command = Command::new(&spec.command[0]);
+        command.args(&spec.command[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(dir) = &spec.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            PluginError::config(format!(
+                "{}: cannot start command {:?}{}: {e}",
+                spec.adapter,
+                spec.command,
+                spec.working_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+            ))
+        })?;
+        tracing::info!(adapter = spec.adapter, command = ?spec.command, pid = child.id(), "started plugin process");
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let (to_child, writer_rx) = mpsc::channel::<Vec<u8>>();
+        let (reader_tx, from_child) = mpsc::channel();
+        let writer = std::thread::spawn(move || write_loop(stdin, writer_rx));
+        let reader = std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            loop {
+                let frame = read_frame(&mut stdout);
+                let stop = frame.is_err();
+                if reader_tx.send(frame).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let tail = stderr.clone();
+        let name = spec.adapter;
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                tracing::debug!(adapter = name, "plugin stderr: {line}");
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == STDERR_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        self.running = Some(Running {
+            child,
+            to_child: Some(to_child),
+            from_child,
+            stderr,
+            threads: vec![writer, reader, err_reader],
+        });
+        self.handshake()
+    }
+
+    fn handshake(&mut self) -> Result<(), PluginError> {
+        let hello = self.receive("handshake")?;
+        let hello = self.check_hello(&hello)?;
+        let settings = resolve_settings(&hello, &self.spec.settings).map_err(|m| {
+            let who = format!("{} `{}` (command {:?})", self.spec.adapter, hello.name, self.spec.command);
+            self.stop();
+            PluginError::config(format!("{who}: {m}"))
+        })?;
+        self.hello = Some(hello);
+        let configure = Frame::new("configure", json!({"settings": settings, "context": self.context}));
+        self.send(&configure, "configure")?;
+        let reply = self.receive("configure")?;
+        match reply.kind() {
+            "ready" => Ok(()),
+            "error" => {
+                let message = reply.header.get("message").and_then(Value::as_str).unwrap_or("(no message)");
+                let err = PluginError::config(format!("{} rejected its settings: {message}", self.who()));
+                self.stop();
+                Err(err)
+            }
+            other => Err(self.fail(&format!("answered `configure` with {other:?} instead of \"ready\""))),
+        }
+    }
+
+    fn check_hello(&mut self, frame: &Frame) -> Result<Hello, PluginError> {
+        let h = &frame.header;
+        if frame.kind() != "hello" {
+            return Err(self.fail(&format!("first frame is of type {:?}, expected the \"hello\" handshake", frame.kind())));
+        }
+        let protocol = h.get("protocol").and_then(Value::as_str).unwrap_or_default();
+        let version = h.get("protocol_version").and_then(Value::as_u64);
+        if protocol != PROTOCOL || version != Some(PROTOCOL_VERSION) {
+            return Err(self.fail(&format!(
+                "speaks protocol {protocol:?} version {version:?}; this host speaks {PROTOCOL:?} version {PROTOCOL_VERSION}"
+            )));
+        }
+        let plugin = h.get("plugin").cloned().unwrap_or(Value::Null);
+        let field = |k: &str| plugin.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let hello = Hello {
+            name: field("name"),
+            kind: field("kind"),
+            version: field("version"),
+            description: field("description"),
+            settings: h.get("settings").and_then(Value::as_array).cloned().unwrap_or_default(),
+        };
+        if hello.name.is_empty() {
+            return Err(self.fail("handshake has no plugin name (`plugin.name`)"));
+        }
+        if hello.kind != self.spec.kind {
+            return Err(self.fail(&format!(
+                "plugin `{}` is a {:?} but adapter {} runs {:?} plugins",
+                hello.name, hello.kind, self.spec.adapter, self.spec.kind
+            )));
+        }
+        tracing::info!(plugin = %hello.name, version = %hello.version, "plugin process ready");
+        Ok(hello)
+    }
+
+    fn send(&mut self, frame: &Frame, what: &str) -> Result<(), PluginError> {
+        let bytes = frame.encode();
+        let sent = self.running.as_ref().and_then(|r| r.to_child.as_ref()).map(|tx| tx.send(bytes).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            Err(self.fail(&format!("cannot send `{what}`: the process is no longer reading its stdin")))
+        }
+    }
+
+    /// Waits for the next non-log frame; every frame (log and progress
+    /// included) restarts the timeout.
+    fn receive(&mut self, what: &str) -> Result<Frame, PluginError> {
+        loop {
+            let Some(running) = self.running.as_ref() else {
+                return Err(self.fail(&format!("is not running (while waiting for `{what}`)")));
+            };
+            match running.from_child.recv_timeout(self.spec.timeout) {
+                Ok(Ok(frame)) => match frame.kind() {
+                    "log" => {
+                        let message = frame.header.get("message").and_then(Value::as_str).unwrap_or_default();
+                        self.progress.log(format!("{}: {message}", self.plugin_name()).as_str().into());
+                    }
+                    "progress" => {
+                        let h = &frame.header;
+                        let task = h.get("task").and_then(Value::as_str).unwrap_or(what);
+                        let done = h.get("done").and_then(Value::as_u64).unwrap_or(0);
+                        let total = h.get("total").and_then(Value::as_u64).unwrap_or(0);
+                        let message = h.get("message").and_then(Value::as_str).unwrap_or_default();
+                        self.progress.report(task.into(), done, total, message.into());
+                    }
+                    _ => return Ok(frame),
+                },
+                Ok(Err(ReadError::Closed)) | Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.wait_exit(Duration::from_secs(1));
+                    let how = match status {
+                        Some(s) if s.success() => "exited (status 0)".to_string(),
+                        Some(s) => format!("crashed ({})", describe_status(s)),
+                        None => "closed its stdout".to_string(),
+                    };
+                    return Err(self.fail(&format!("{how} while the host waited for `{what}`")));
+                }
+                Ok(Err(e)) => return Err(self.fail(&format!("sent a bad frame while the host waited for `{what}`: {e}"))),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(self.fail(&format!(
+                        "sent nothing for {:.1} s while the host waited for `{what}` (timeout_seconds); the process was killed",
+                        self.spec.timeout.as_secs_f64()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn wait_exit(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let running = self.running.as_mut()?;
+        let deadline = Instant::now() + grace;
+        loop {
+            match running.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => return None,
+            }
+        }
+    }
+
+    fn plugin_name(&self) -> String {
+        self.hello.as_ref().map(|h| h.name.clone()).unwrap_or_else(|| "?".into())
+    }
+
+    fn who(&self) -> String {
+        match &self.hello {
+            Some(h) => format!("{} `{}` (command {:?})", self.spec.adapter, h.name, self.spec.command),
+            None => format!("{} (command {:?})", self.spec.adapter, self.spec.command),
+        }
+    }
+
+    /// Stops the process and builds an error naming the plugin, its command
+    /// and the last lines of its stderr.
+    fn fail(&mut self, what: &str) -> PluginError {
+        let who = self.who();
+        let stderr = self.stop();
+        let mut message = format!("{who} {what}");
+        if !stderr.is_empty() {
+            message += "; last lines of its stderr:\n    ";
+            message += &stderr.join("\n    ");
+        }
+        tracing::warn!("{message}");
+        PluginError::internal(message)
+    }
+
+    /// Kills the process (if any) and returns the tail of its stderr.
+    fn stop(&mut self) -> Vec<String> {
+        let Some(mut running) = self.running.take() else { return Vec::new() };
+        let _ = running.child.kill();
+        let _ = running.child.wait();
+        running.to_child.take();
+        for t in running.threads.drain(..) {
+            let _ = t.join();
+        }
+        let tail = running.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        tail.iter().cloned().collect()
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        let Some(running) = self.running.as_mut() else { return };
+        if let Some(tx) = running.to_child.take() {
+            let _ = tx.send(Frame::new("shutdown", json!({})).encode());
+        }
+        let exited = self.wait_exit(SHUTDOWN_GRACE);
+        if exited.is_none() {
+            tracing::warn!("{} did not exit within {:?} of `shutdown`; killing it", self.who(), SHUTDOWN_GRACE);
+        }
+        self.stop();
+    }
+}
+
+fn write_loop(stdin: ChildStdin, frames: Receiver<Vec<u8>>) {
+    let mut stdin = BufWriter::new(stdin);
+    for bytes in frames {
+        if stdin.write_all(&bytes).and_then(|_| stdin.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => status.to_string(),
+    }
+}
+
+/// The schema type names used in the handshake, mapped to TOML kinds.
+fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
+    let name = spec.get("name").and_then(Value::as_str).ok_or("a setting without `name`")?;
+    let doc = spec.get("doc").and_then(Value::as_str).unwrap_or_default();
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("string");
+    let default = spec.get("default").filter(|v| !v.is_null());
+    let bad = || format!("setting `{name}`: default {default:?} does not match type {ty:?}");
+    let mut field = match ty {
+        "float" => ConfigField::float(name, default.map(|d| d.as_f64().ok_or_else(bad)).transpose()?.unwrap_or(0.0), doc),
+        "integer" => ConfigField::integer(name, default.map(|d| d.as_i64().ok_or_else(bad)).transpose()?.unwrap_or(0), doc),
+        "bool" => ConfigField::bool(name, default.map(|d| d.as_bool().ok_or_else(bad)).transpose()?.unwrap_or(false), doc),
+        "string" => ConfigField::string(name, default.map(|d| d.as_str().ok_or_else(bad)).transpose()?.unwrap_or(""), doc),
+        "float_list" => ConfigField::float_list(name, &[], doc),
+        "string_list" => ConfigField::string_list(name, &[], doc),
+        other => return Err(format!("setting `{name}` has unknown type {other:?}")),
+    };
+    match ty {
+        "float_list" | "string_list" => {
+            if let Some(d) = default {
+                let v = json_to_toml(d).ok_or_else(bad)?;
+                field.default = abi_stable::std_types::ROption::RSome(v.to_string().into());
+            }
+        }
+        _ => {}
+    }
+    if default.is_none() && !matches!(ty, "float_list" | "string_list") {
+        field.default = abi_stable::std_types::ROption::RNone;
+    }
+    if let Some(choices) = spec.get("choices").and_then(Value::as_array) {
+        field.choices = choices.iter().filter_map(Value::as_str).map(Into::into).collect();
+    }
+    Ok(field)
+}
+
+fn json_to_toml(v: &Value) -> Option<toml::Value> {
+    Some(match v {
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        Value::String(s) => toml::Value::String(s.clone()),
+        Value::Array(a) => toml::Value::Array(a.iter().map(json_to_toml).collect::<Option<_>>()?),
+        Value::Object(m) => {
+            toml::Value::Table(m.iter().map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect::<Option<_>>()?)
+        }
+        Value::Null => return None,
+    })
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Integer(i) => json!(i),
+        toml::Value::Float(f) => json!(f),
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+    }
+}
+
+/// Validates the user's passthrough settings against the schema the
+/// plugin announced (unknown keys, types, choices) and fills its defaults.
+pub fn resolve_settings(hello: &Hello, given: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let schema = hello.settings.iter().map(field_from_json).collect::<Result<Vec<_>, _>>()?;
+    let mut table = toml::Table::new();
+    for (k, v) in given {
+        let v = json_to_toml(v).ok_or_else(|| format!("setting `{k}` is null"))?;
+        table.insert(k.clone(), v);
+    }
+    let resolved = clisc_sdk::config::resolve(&schema, &table).map_err(|problems| {
+        problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ")
+    })?;
+    Ok(resolved.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+}
+
+/// Parses the `settings` passthrough: a JSON object (`{"k": 2.0}`) or TOML
+/// key/value lines (`k = 2.0`). Empty text means no settings.
+pub fn parse_passthrough(adapter: &str, text: &str) -> Result<Map<String, Value>, PluginError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Map::new());
+    }
+    if text.starts_with('{') {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(PluginError::config(format!("{adapter}: setting `settings` must be a JSON object"))),
+            Err(e) => Err(PluginError::config(format!("{adapter}: setting `settings` is not valid JSON: {e}"))),
+        }
+    } else {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            PluginError::config(format!("{adapter}: setting `settings` is neither a JSON object nor TOML key/values: {e}"))
+        })?;
+        Ok(table.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            name: "p".into(),
+            kind: "pseudo-labeler".into(),
+            version: "1".into(),
+            description: String::new(),
+            settings: vec![
+                json!({"name": "k", "type": "float", "default": 2.0, "doc": "threshold"}),
+                json!({"name": "mode", "type": "string", "default": "a", "choices": ["a", "b"]}),
+                json!({"name": "weights", "type": "string", "doc": "required"}),
+            ],
+        }
+    }
+
+    #[test]
+    fn passthrough_settings_are_validated_against_the_announced_schema() {
+        let given = parse_passthrough("x", "weights = \"w.pt\"\nk = 3").unwrap();
+        let r = resolve_settings(&hello(), &given).unwrap();
+        assert_eq!(r["k"], json!(3));
+        assert_eq!(r["mode"], json!("a"));
+        let given = parse_passthrough("x", r#"{"mode": "c", "kk": 1}"#).unwrap();
+        let err = resolve_settings(&hello(), &given).unwrap_err();
+        assert!(err.contains("unknown setting `kk`"), "{err}");
+        assert!(err.contains("must be one of"), "{err}");
+        assert!(err.contains("missing required setting `weights`"), "{err}");
+        assert!(parse_passthrough("x", "{not json").unwrap_err().message.contains("JSON"));
+    }
+}

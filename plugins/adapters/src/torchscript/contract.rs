@@ -1,0 +1,266 @@
+//! The model contract shared by the TorchScript adapters: how an image
+//! becomes the model's input tensor and how its output becomes a
+//! probability of "tumour".
+
+use clisc_sdk::config::Settings;
+use clisc_sdk::{ConfigField, PluginError};
+use std::path::{Path, PathBuf};
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+/// ImageNet channel means (RGB), for `normalization = "imagenet"`.
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// How input intensities are rescaled before the model sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalization {
+    /// Passed as is (clisc's inputs are already z-scored over the brain).
+    None,
+    /// Per image (slice or volume) to `[0, 1]`.
+    MinMax,
+    /// Per image to zero mean and unit variance.
+    ZScore,
+    /// Per image to `[0, 1]`, then per channel `(x - mean) / std` with the
+    /// ImageNet constants (needs 3 input channels).
+    ImageNet,
+}
+
+/// What the model's output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Raw scores: sigmoid for one channel, softmax over channels otherwise.
+    Logits,
+    /// Probabilities in `[0, 1]`.
+    Probabilities,
+    /// A hard 0/1 mask (or class scores already thresholded).
+    Mask,
+}
+
+/// The settings every TorchScript adapter shares.
+pub fn common_settings() -> Vec<ConfigField> {
+    vec![
+        ConfigField::required_path("model", "the TorchScript file (torch.jit.script / torch.jit.trace + .save)"),
+        ConfigField::string("channel", "flair", "the image channel fed to the model"),
+        ConfigField::integer(
+            "input_channels",
+            1,
+            "channels the model expects; the grey image is repeated (3 for RGB-pretrained backbones)",
+        ),
+        ConfigField::choice(
+            "normalization",
+            "none",
+            &["none", "minmax", "zscore", "imagenet"],
+            "intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1], zscore, imagenet (minmax then ImageNet mean/std, 3 channels)",
+        ),
+        ConfigField::choice(
+            "output",
+            "logits",
+            &["logits", "probabilities", "mask"],
+            "what the model returns: logits (sigmoid for 1 channel, softmax otherwise), probabilities, or a 0/1 mask",
+        ),
+        ConfigField::integer(
+            "class_index",
+            1,
+            "the tumour's class/channel when the output has several channels (ignored for one channel)",
+        ),
+        ConfigField::float("threshold", 0.5, "tumour when its probability is at least this"),
+    ]
+}
+
+/// The parsed common contract plus the loaded model.
+pub struct Contract {
+    /// Plugin name for messages.
+    pub plugin: &'static str,
+    /// Model path for messages.
+    pub model_path: PathBuf,
+    /// The loaded module (eval mode, on `device`).
+    pub module: CModule,
+    /// Where tensors live.
+    pub device: Device,
+    /// Image channel to read.
+    pub channel: String,
+    /// Channels the model expects.
+    pub input_channels: i64,
+    /// Intensity normalisation.
+    pub normalization: Normalization,
+    /// Output interpretation.
+    pub output: OutputKind,
+    /// Tumour class for multi-channel outputs.
+    pub class_index: i64,
+    /// Decision threshold on the tumour probability.
+    pub threshold: f64,
+}
+
+impl Contract {
+    /// Reads the common settings and loads the model on the context's device.
+    pub fn from_settings(plugin: &'static str, settings: &Settings, device_spec: &str) -> Result<Self, PluginError> {
+        let device = clisc_nn::resolve_device(device_spec)?;
+        let model_path = settings
+            .path("model")?
+            .ok_or_else(|| PluginError::config(format!("{plugin}: setting `model` is missing")))?;
+        let module = load_module(plugin, &model_path, device)?;
+        let input_channels = settings.i64("input_channels")?;
+        if input_channels < 1 {
+            return Err(PluginError::config(format!("{plugin}: `input_channels` must be at least 1, found {input_channels}")));
+        }
+        let normalization = match settings.str("normalization")? {
+            "none" => Normalization::None,
+            "minmax" => Normalization::MinMax,
+            "zscore" => Normalization::ZScore,
+            _ => Normalization::ImageNet,
+        };
+        if normalization == Normalization::ImageNet && input_channels != 3 {
+            return Err(PluginError::config(format!(
+                "{plugin}: normalization = \"imagenet\" needs input_channels = 3, found {input_channels}"
+            )));
+        }
+        let output = match settings.str("output")? {
+            "logits" => OutputKind::Logits,
+            "probabilities" => OutputKind::Probabilities,
+            _ => OutputKind::Mask,
+        };
+        let threshold = settings.f64("threshold")?;
+        Ok(Self {
+            plugin,
+            model_path,
+            module,
+            device,
+            channel: settings.str("channel")?.to_string(),
+            input_channels,
+            normalization,
+            output,
+            class_index: settings.i64("class_index")?,
+            threshold,
+        })
+    }
+
+    /// Normalises `x` (`[N, 1, ...spatial]`, one image per row) and repeats
+    /// it to the model's channel count.
+    pub fn prepare(&self, x: &Tensor) -> Tensor {
+        let n = x.size()[0];
+        let flat = x.reshape([n, -1]);
+        let eps = 1e-8;
+        let normed = match self.normalization {
+            Normalization::None => flat,
+            Normalization::MinMax | Normalization::ImageNet => {
+                let lo = flat.amin([1i64].as_slice(), true);
+                let hi = flat.amax([1i64].as_slice(), true);
+                (&flat - &lo) / (hi - &lo).clamp_min(eps)
+            }
+            Normalization::ZScore => {
+                let mean = flat.mean_dim([1i64].as_slice(), true, Kind::Float);
+                let std = flat.std_correction([1i64].as_slice(), 0, true).clamp_min(eps);
+                (&flat - mean) / std
+            }
+        };
+        let normed = normed.reshape(x.size());
+        let mut repeat = vec![1i64; x.dim()];
+        repeat[1] = self.input_channels;
+        let mut out = normed.repeat(repeat.as_slice());
+        if self.normalization == Normalization::ImageNet {
+            let mut shape = vec![1i64; x.dim()];
+            shape[1] = 3;
+            let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float).to_device(self.device).reshape(shape.as_slice());
+            let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float).to_device(self.device).reshape(shape.as_slice());
+            out = (out - mean) / std;
+        }
+        out
+    }
+
+    /// Runs the model; a tuple or list output yields its first tensor.
+    pub fn forward(&self, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
+        let args: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
+        let out = self.module.forward_is(&args).map_err(|e| {
+            let shapes: Vec<Vec<i64>> = inputs.iter().map(|t| t.size()).collect();
+            PluginError::input(format!(
+                "{}: model {} failed on inputs of shapes {shapes:?}: {}",
+                self.plugin,
+                self.model_path.display(),
+                first_line(&e.to_string())
+            ))
+        })?;
+        first_tensor(out).ok_or_else(|| {
+            PluginError::input(format!(
+                "{}: model {} did not return a tensor (nor a tuple/list starting with one)",
+                self.plugin,
+                self.model_path.display()
+            ))
+        })
+    }
+
+    /// Turns class scores `[N, K, ...]` into the tumour probability
+    /// `[N, ...]` according to `output` and `class_index`.
+    pub fn tumour_probability(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
+        let k = scores.size()[1];
+        let scores = scores.to_kind(Kind::Float);
+        let pick = |t: &Tensor| -> Result<Tensor, PluginError> {
+            if k == 1 {
+                return Ok(t.select(1, 0));
+            }
+            if self.class_index < 0 || self.class_index >= k {
+                return Err(PluginError::config(format!(
+                    "{}: class_index {} is outside the model's {k} output channels",
+                    self.plugin, self.class_index
+                )));
+            }
+            Ok(t.select(1, self.class_index))
+        };
+        Ok(match self.output {
+            OutputKind::Logits if k == 1 => pick(&scores)?.sigmoid(),
+            OutputKind::Logits => pick(&scores.softmax(1, Kind::Float))?,
+            OutputKind::Probabilities => pick(&scores)?,
+            OutputKind::Mask => pick(&scores)?.gt(0.5).to_kind(Kind::Float),
+        })
+    }
+
+    /// An input error about the model's output shape.
+    pub fn bad_output(&self, shape: &[i64], expected: &str) -> PluginError {
+        PluginError::input(format!(
+            "{}: model {} returned a tensor of shape {shape:?}; expected {expected}",
+            self.plugin,
+            self.model_path.display()
+        ))
+    }
+}
+
+/// Loads a TorchScript module in eval mode.
+pub fn load_module(plugin: &str, path: &Path, device: Device) -> Result<CModule, PluginError> {
+    if !path.is_file() {
+        return Err(PluginError::weights(format!("{plugin}: TorchScript file {} does not exist", path.display())));
+    }
+    let mut module = CModule::load_on_device(path, device).map_err(|e| {
+        PluginError::weights(format!(
+            "{plugin}: {} is not a loadable TorchScript file (save it with torch.jit.save): {}",
+            path.display(),
+            first_line(&e.to_string())
+        ))
+    })?;
+    module.set_eval();
+    Ok(module)
+}
+
+fn first_tensor(v: IValue) -> Option<Tensor> {
+    match v {
+        IValue::Tensor(t) => Some(t),
+        IValue::Tuple(items) | IValue::GenericList(items) => items.into_iter().next().and_then(first_tensor),
+        IValue::TensorList(ts) => ts.into_iter().next(),
+        _ => None,
+    }
+}
+
+/// A libtorch error shortened for a one-paragraph message: blank lines and
+/// C++ backtraces dropped, at most 600 characters.
+fn first_line(s: &str) -> String {
+    let text: Vec<&str> = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("frame #") && !l.starts_with("Exception raised from"))
+        .collect();
+    let text = text.join(" ");
+    if text.chars().count() > 600 {
+        format!("{}...", text.chars().take(600).collect::<String>())
+    } else {
+        text
+    }
+}

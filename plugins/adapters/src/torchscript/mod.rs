@@ -1,0 +1,407 @@
+//! TorchScript adapters: any `torch.jit` file as a pseudo-labeler, a
+//! promptable segmenter or a volumetric segmenter, with the model's
+//! contract declared in TOML (see [`contract`] and
+//! `docs/plugins-torchscript.md`).
+//!
+//! Tensor layouts (clisc's volumes are x-fastest, so a volume is the tensor
+//! `[D, H, W] = [nz, ny, nx]` and a slice `[H, W] = [ny, nx]`):
+//!
+//! * pseudo-labeler: input `[B, C, S, S]` (a batch of axial slices),
+//!   output `[B, K]`, `[B, 1]` or `[B]` scores per slice;
+//! * promptable segmenter: input `[1, C, S, S]` plus, for
+//!   `prompt_encoding = "box-points"`, `box` `[1, 4]` (x0, y0, x1, y1 in
+//!   model-input pixels, all -1 without a box) and `points` `[1, N, 3]`
+//!   (x, y, 1 = positive / 0 = negative); for `"prompt-channels"`, two
+//!   extra input channels (box mask, point map) instead. Output
+//!   `[1, K, S', S']`, `[1, S', S']` or `[S', S']`;
+//! * volumetric segmenter: input `[1, C, D, H, W]`, output
+//!   `[1, K, D, H, W]` or `[1, D, H, W]`.
+
+pub mod contract;
+
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
+use clisc_sdk::config::Settings;
+use clisc_sdk::stage::{CaseInput, PromptableSegmenter, PseudoLabeler, SliceImage, StageReport, TrainingCase, VolumetricSegmenter};
+use clisc_sdk::{
+    ConfigField, HostContext, LabelVolume, Mask2d, Plugin, PluginError, PromptSet, SliceLabel, SlicePseudoLabels,
+    StageKind, StageObject,
+};
+use contract::{common_settings, load_module, Contract, OutputKind};
+use tch::{Kind, Tensor};
+
+fn tensor_err(plugin: &str, e: tch::TchError) -> PluginError {
+    PluginError::internal(format!("{plugin}: tensor operation failed: {e}"))
+}
+
+// ---------------------------------------------------------------- labeler
+
+/// `torchscript-pseudo-labeler`: a slice classifier exported from Python.
+pub struct TorchScriptLabelerPlugin;
+
+impl Plugin for TorchScriptLabelerPlugin {
+    const NAME: &'static str = "torchscript-pseudo-labeler";
+    const KIND: StageKind = StageKind::PseudoLabeler;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Any TorchScript slice classifier as a pseudo-labeler; input/output contract declared in TOML";
+
+    fn settings() -> Vec<ConfigField> {
+        let mut s = common_settings();
+        s.extend([
+            ConfigField::integer("input_size", 0, "side of the square input the model expects (0 = native slice size)"),
+            ConfigField::integer("batch_size", 16, "slices per forward pass"),
+            ConfigField::float(
+                "keep_confidence",
+                0.0,
+                "a slice is kept for training when the probability of its label is at least this",
+            ),
+        ]);
+        s
+    }
+
+    fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
+        let batch_size = settings.usize("batch_size")?.max(1);
+        Ok(StageObject::pseudo_labeler(TorchScriptLabeler {
+            contract,
+            input_size: settings.i64("input_size")?,
+            batch_size,
+            keep_confidence: settings.f64("keep_confidence")? as f32,
+        }))
+    }
+}
+
+/// The stage of `torchscript-pseudo-labeler`.
+pub struct TorchScriptLabeler {
+    contract: Contract,
+    input_size: i64,
+    batch_size: usize,
+    keep_confidence: f32,
+}
+
+impl TorchScriptLabeler {
+    fn run(&self, case: &CaseInput) -> Result<SlicePseudoLabels, PluginError> {
+        let c = &self.contract;
+        let data = case.image.require_channel(&c.channel)?;
+        let [nx, ny, nz] = case.image.grid.dims();
+        let volume = Tensor::from_slice(data).to_device(c.device).reshape([nz as i64, 1, ny as i64, nx as i64]);
+        let per_slice = nx * ny;
+        let mut probabilities: Vec<f32> = Vec::with_capacity(nz);
+        tch::no_grad(|| -> Result<(), PluginError> {
+            for start in (0..nz).step_by(self.batch_size) {
+                let n = self.batch_size.min(nz - start);
+                let mut x = c.prepare(&volume.narrow(0, start as i64, n as i64));
+                if self.input_size > 0 {
+                    x = x.upsample_bilinear2d([self.input_size, self.input_size], false, None, None);
+                }
+                let out = c.forward(&[x])?;
+                let scores = match out.size().as_slice() {
+                    [b] if *b == n as i64 => out.reshape([n as i64, 1]),
+                    [b, _] if *b == n as i64 => out,
+                    s => return Err(c.bad_output(s, &format!("[{n}, K] or [{n}] scores for a batch of {n} slices"))),
+                };
+                let p = c.tumour_probability(&scores)?.to_device(tch::Device::Cpu).to_kind(Kind::Float);
+                let p: Vec<f32> = Vec::<f32>::try_from(&p).map_err(|e| tensor_err(c.plugin, e))?;
+                probabilities.extend(p);
+            }
+            Ok(())
+        })?;
+        let brain = &case.brain_mask.data;
+        let slices = probabilities
+            .iter()
+            .enumerate()
+            .map(|(z, &p)| {
+                let label = u8::from(p as f64 >= c.threshold);
+                let confidence = if label == 1 { p } else { 1.0 - p };
+                let has_brain = brain[z * per_slice..(z + 1) * per_slice].iter().any(|&m| m != 0);
+                SliceLabel { index: z as u32, label, probability: confidence, kept: has_brain && confidence >= self.keep_confidence }
+            })
+            .collect();
+        Ok(SlicePseudoLabels { slices })
+    }
+}
+
+impl PseudoLabeler for TorchScriptLabeler {
+    fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
+        self.run(case).into()
+    }
+}
+
+// ---------------------------------------------------------------- promptable
+
+/// `torchscript-promptable-segmenter`: a box/point-promptable 2D model.
+pub struct TorchScriptPromptablePlugin;
+
+impl Plugin for TorchScriptPromptablePlugin {
+    const NAME: &'static str = "torchscript-promptable-segmenter";
+    const KIND: StageKind = StageKind::PromptableSegmenter;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Any TorchScript promptable 2D segmenter (box/points as tensors or as prompt channels); contract in TOML";
+
+    fn settings() -> Vec<ConfigField> {
+        let mut s = common_settings();
+        s.extend([
+            ConfigField::integer("input_size", 0, "side of the square input the model expects (0 = native slice size)"),
+            ConfigField::choice(
+                "prompt_encoding",
+                "box-points",
+                &["box-points", "prompt-channels"],
+                "box-points: forward(image, box [1,4], points [1,N,3]); prompt-channels: forward(image with 2 extra channels: box mask, point map)",
+            ),
+            ConfigField::integer("point_radius", 2, "prompt-channels: radius in model pixels of the disc drawn per point"),
+        ]);
+        s
+    }
+
+    fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
+        Ok(StageObject::promptable_segmenter(TorchScriptPromptable {
+            contract,
+            input_size: settings.i64("input_size")?,
+            channels: settings.str("prompt_encoding")? == "prompt-channels",
+            point_radius: settings.i64("point_radius")?,
+        }))
+    }
+}
+
+/// The stage of `torchscript-promptable-segmenter`.
+pub struct TorchScriptPromptable {
+    contract: Contract,
+    input_size: i64,
+    channels: bool,
+    point_radius: i64,
+}
+
+impl TorchScriptPromptable {
+    fn run(&self, slice: &SliceImage, prompts: &[PromptSet]) -> Result<Vec<Mask2d>, PluginError> {
+        let c = &self.contract;
+        let img = &slice.image;
+        let (w, h) = (img.width as i64, img.height as i64);
+        if img.channels != 1 {
+            return Err(PluginError::input(format!("{}: expected a one-channel slice, got {} channels", c.plugin, img.channels)));
+        }
+        let (sw, sh) = if self.input_size > 0 { (self.input_size, self.input_size) } else { (w, h) };
+        let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+        tch::no_grad(|| {
+            let x = Tensor::from_slice(img.data.as_slice()).to_device(c.device).reshape([1, 1, h, w]);
+            let mut x = c.prepare(&x);
+            if (sw, sh) != (w, h) {
+                x = x.upsample_bilinear2d([sh, sw], false, None, None);
+            }
+            let mut masks = Vec::with_capacity(prompts.len());
+            for set in prompts {
+                let bbox = match &set.bbox {
+                    ROption::RSome(b) => [b.x0 * fx, b.y0 * fy, b.x1 * fx, b.y1 * fy],
+                    ROption::RNone => [-1.0; 4],
+                };
+                let points: Vec<[f32; 3]> =
+                    set.points.iter().map(|p| [p.x * fx, p.y * fy, if p.positive { 1.0 } else { 0.0 }]).collect();
+                let out = if self.channels {
+                    let has_box = matches!(set.bbox, ROption::RSome(_));
+                    let prompt = prompt_channels(sw, sh, &has_box.then_some(bbox), &points, self.point_radius);
+                    let prompt = Tensor::from_slice(&prompt).to_device(c.device).reshape([1, 2, sh, sw]);
+                    c.forward(&[Tensor::cat(&[&x, &prompt], 1)])?
+                } else {
+                    let b = Tensor::from_slice(&bbox).to_device(c.device).reshape([1, 4]);
+                    let flat: Vec<f32> = points.iter().flatten().copied().collect();
+                    let p = Tensor::from_slice(&flat).to_device(c.device).reshape([1, points.len() as i64, 3]);
+                    c.forward(&[x.shallow_clone(), b, p])?
+                };
+                let scores = match out.size().as_slice() {
+                    [1, _, _, _] => out,
+                    [1, _, _] | [_, _] => out.reshape([1, 1, out.size()[out.dim() - 2], out.size()[out.dim() - 1]]),
+                    s => return Err(c.bad_output(s, "[1, K, H, W], [1, H, W] or [H, W]")),
+                };
+                let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
+                if prob.size()[2..] != [h, w] {
+                    prob = if c.output == OutputKind::Mask {
+                        prob.upsample_nearest2d([h, w], None, None)
+                    } else {
+                        prob.upsample_bilinear2d([h, w], false, None, None)
+                    };
+                }
+                let mask = prob.ge(c.threshold).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).reshape([-1]);
+                let data: Vec<u8> = Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
+                masks.push(Mask2d { width: img.width, height: img.height, data: data.into() });
+            }
+            Ok(masks)
+        })
+    }
+}
+
+/// The two prompt channels of `prompt_encoding = "prompt-channels"`:
+/// channel 0 is 1 inside the box (all 0 without a box), channel 1 is +1 in
+/// a disc around positive points and -1 around negative ones.
+pub fn prompt_channels(width: i64, height: i64, bbox: &Option<[f32; 4]>, points: &[[f32; 3]], radius: i64) -> Vec<f32> {
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0f32; 2 * w * h];
+    if let Some([x0, y0, x1, y1]) = *bbox {
+        for y in 0..h {
+            for x in 0..w {
+                let (xf, yf) = (x as f32, y as f32);
+                if xf >= x0.floor() && xf <= x1.ceil() && yf >= y0.floor() && yf <= y1.ceil() {
+                    out[y * w + x] = 1.0;
+                }
+            }
+        }
+    }
+    let r2 = (radius * radius) as f32;
+    for &[px, py, positive] in points {
+        let v = if positive > 0.5 { 1.0 } else { -1.0 };
+        for y in 0..h {
+            for x in 0..w {
+                let (dx, dy) = (x as f32 - px, y as f32 - py);
+                if dx * dx + dy * dy <= r2 {
+                    out[w * h + y * w + x] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl PromptableSegmenter for TorchScriptPromptable {
+    fn segment(&mut self, slice: &SliceImage, prompts: RSlice<'_, PromptSet>) -> RResult<RVec<Mask2d>, PluginError> {
+        self.run(slice, prompts.as_slice()).map(RVec::from).into()
+    }
+}
+
+// ---------------------------------------------------------------- volumetric
+
+/// `torchscript-volumetric-segmenter`: a pretrained 3D network.
+pub struct TorchScriptVolumetricPlugin;
+
+impl Plugin for TorchScriptVolumetricPlugin {
+    const NAME: &'static str = "torchscript-volumetric-segmenter";
+    const KIND: StageKind = StageKind::VolumetricSegmenter;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Any pretrained TorchScript 3D segmenter (inference only: `train` keeps the exported weights)";
+
+    fn settings() -> Vec<ConfigField> {
+        let mut s = common_settings();
+        s.extend([
+            ConfigField::float_list(
+                "input_shape",
+                &[],
+                "[D, H, W] the model expects (volume resized trilinearly); empty = native size",
+            ),
+            ConfigField::integer(
+                "pad_multiple",
+                1,
+                "with a native-size input, zero-pad D, H, W up to a multiple of this (e.g. 16 for a 4-level U-Net)",
+            ),
+        ]);
+        s
+    }
+
+    fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
+        let shape = settings.f64_list("input_shape")?;
+        let input_shape = match shape.as_slice() {
+            [] => None,
+            [d, h, w] if [d, h, w].iter().all(|v| **v >= 1.0 && v.fract() == 0.0) => Some([*d as i64, *h as i64, *w as i64]),
+            other => {
+                return Err(PluginError::config(format!(
+                    "{}: `input_shape` must be empty or three positive integers [D, H, W], found {other:?}",
+                    Self::NAME
+                )))
+            }
+        };
+        let pad_multiple = settings.i64("pad_multiple")?;
+        if pad_multiple < 1 {
+            return Err(PluginError::config(format!("{}: `pad_multiple` must be at least 1, found {pad_multiple}", Self::NAME)));
+        }
+        Ok(StageObject::volumetric_segmenter(TorchScriptVolumetric { contract, input_shape, pad_multiple }))
+    }
+}
+
+/// The stage of `torchscript-volumetric-segmenter`.
+pub struct TorchScriptVolumetric {
+    contract: Contract,
+    input_shape: Option<[i64; 3]>,
+    pad_multiple: i64,
+}
+
+impl TorchScriptVolumetric {
+    fn run(&self, case: &CaseInput) -> Result<LabelVolume, PluginError> {
+        let c = &self.contract;
+        let data = case.image.require_channel(&c.channel)?;
+        let [nx, ny, nz] = case.image.grid.dims().map(|d| d as i64);
+        tch::no_grad(|| {
+            let x = c.prepare(&Tensor::from_slice(data).to_device(c.device).reshape([1, 1, nz, ny, nx]));
+            let (x, target) = match self.input_shape {
+                Some(s) => (x.upsample_trilinear3d(s, false, None, None, None), s),
+                None => {
+                    let m = self.pad_multiple;
+                    let padded = [nz, ny, nx].map(|d| (d + m - 1) / m * m);
+                    let pad = [0, padded[2] - nx, 0, padded[1] - ny, 0, padded[0] - nz];
+                    (x.constant_pad_nd(pad), padded)
+                }
+            };
+            let out = c.forward(&[x])?;
+            let scores = match out.size().as_slice() {
+                [1, _, d, h, w] if [*d, *h, *w] == target => out,
+                [1, d, h, w] if [*d, *h, *w] == target => out.unsqueeze(1),
+                s => return Err(c.bad_output(s, &format!("[1, K, {}, {}, {}] or [1, {0}, {1}, {2}]", target[0], target[1], target[2]))),
+            };
+            let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
+            if self.input_shape.is_some() {
+                prob = if c.output == OutputKind::Mask {
+                    prob.upsample_nearest3d([nz, ny, nx], None, None, None)
+                } else {
+                    prob.upsample_trilinear3d([nz, ny, nx], false, None, None, None)
+                };
+            } else {
+                prob = prob.narrow(2, 0, nz).narrow(3, 0, ny).narrow(4, 0, nx);
+            }
+            let mask = prob.ge(c.threshold).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).contiguous().reshape([-1]);
+            let labels: Vec<u8> = Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
+            Ok(LabelVolume { grid: case.image.grid, data: labels.into() })
+        })
+    }
+}
+
+impl VolumetricSegmenter for TorchScriptVolumetric {
+    fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
+        // The exported weights are used as they are: fine-tune in Python and
+        // export again. The cases are still checked so a pipeline that
+        // feeds the wrong channel fails here, not at prediction time.
+        for t in cases.iter() {
+            if let Err(e) = t.case.image.require_channel(&self.contract.channel) {
+                return RResult::RErr(e);
+            }
+        }
+        tracing::info!(
+            "{}: pretrained TorchScript model {} is used as is ({} training cases ignored)",
+            self.contract.plugin,
+            self.contract.model_path.display(),
+            cases.len()
+        );
+        let mut report = StageReport::default();
+        report.push("training_cases_ignored", cases.len() as f64);
+        RResult::ROk(report)
+    }
+    fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
+        self.run(case).into()
+    }
+    fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
+        let c = &self.contract;
+        c.module
+            .save(path.as_str())
+            .map_err(|e| PluginError::io(format!("{}: cannot save the model to {}: {e}", c.plugin, path.as_str())))
+            .into()
+    }
+    fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError> {
+        let c = &mut self.contract;
+        match load_module(c.plugin, std::path::Path::new(path.as_str()), c.device) {
+            Ok(m) => {
+                c.module = m;
+                c.model_path = path.as_str().into();
+                RResult::ROk(())
+            }
+            Err(e) => RResult::RErr(e),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Out-of-process plugins through the `process-*` adapters: the shipped
+//! Python example on a synthetic case, pure-Python plugins (no numpy) of
+//! three more kinds, and crashing, hanging and garbage-speaking processes,
+//! each of which must give a clear, quick error.
+//!
+//! Needs `$CLISC_PYTHON` (set by `scripts/env.sh`).
+
+use abi_stable::std_types::{ROption, RResult, RVec};
+use clisc_adapters::process::{ProcessFilterPlugin, ProcessLabelerPlugin, ProcessPromptablePlugin, ProcessVolumetricPlugin};
+use clisc_sdk::plugin::descriptor;
+use clisc_sdk::stage::{CaseInput, FilterCandidate, SliceImage, TrainingCase};
+use clisc_sdk::{BoxXyxy, Grid, HostContext, LabelVolume, Plugin, PluginError, PromptSet, StageObject, Volume};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn python() -> String {
+    std::env::var("CLISC_PYTHON")
+        .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (it points at the cached Python environment)")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    repo().join("plugins/adapters/tests/process").join(name).display().to_string()
+}
+
+fn create<P: Plugin>(settings: &str) -> Result<StageObject, PluginError> {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = HostContext::for_tests(dir.path().to_str().unwrap(), 7);
+    match (descriptor::<P>().create)(settings.into(), &ctx) {
+        RResult::ROk(s) => Ok(s),
+        RResult::RErr(e) => Err(e),
+    }
+}
+
+fn command(parts: &[&str]) -> String {
+    let quoted: Vec<String> = parts.iter().map(|p| format!("{p:?}")).collect();
+    format!("command = [{}]", quoted.join(", "))
+}
+
+/// 16 x 12 x 8 volume, brain everywhere but the border, a bright 4x4 block
+/// (value 4) on slices 3..=5 at x 5..=8, y 4..=7.
+fn synthetic_case() -> (CaseInput, LabelVolume) {
+    let grid = Grid::new([16, 12, 8], [1.0; 3]);
+    let mut flair = vec![0f32; grid.len()];
+    let mut brain = LabelVolume::zeros(grid);
+    let mut tumour = LabelVolume::zeros(grid);
+    for z in 0..8 {
+        for y in 0..12 {
+            for x in 0..16 {
+                let i = grid.index(x, y, z);
+                brain.data[i] = u8::from(x > 0 && y > 0 && x < 15 && y < 11);
+                flair[i] = ((x * 7 + y * 3 + z) % 5) as f32 * 0.1;
+                if (3..=5).contains(&z) && (5..=8).contains(&x) && (4..=7).contains(&y) {
+                    flair[i] = 4.0;
+                    tumour.data[i] = 1;
+                }
+            }
+        }
+    }
+    let case = CaseInput { id: "synthetic_001".into(), image: Volume::single(grid, "flair", flair), brain_mask: brain };
+    (case, tumour)
+}
+
+#[test]
+fn python_example_labels_the_bright_slices_and_is_reused_across_calls() {
+    let script = repo().join("plugins/examples/python-labeler/plugin.py");
+    let settings = format!("{}\nsettings = \"k = 2.0\\nmin_fraction = 0.05\"", command(&[&python(), script.to_str().unwrap()]));
+    let Ok(StageObject::PseudoLabeler(mut stage)) = create::<ProcessLabelerPlugin>(&settings) else {
+        panic!("could not start the python example")
+    };
+    let (case, _) = synthetic_case();
+    let t = Instant::now();
+    for _ in 0..3 {
+        let labels = stage.label_slices(&case).unwrap();
+        let positive: Vec<u32> = labels.slices.iter().filter(|s| s.label == 1).map(|s| s.index).collect();
+        assert_eq!(positive, vec![3, 4, 5]);
+        assert!(labels.slices.iter().all(|s| s.kept));
+    }
+    // The same process answers every call (start-up happens once, in create).
+    assert!(t.elapsed() < Duration::from_secs(5), "3 calls took {:?}", t.elapsed());
+}
+
+#[test]
+fn plugin_settings_are_checked_against_the_announced_schema() {
+    let script = repo().join("plugins/examples/python-labeler/plugin.py");
+    let settings = format!("{}\nsettings = '{{\"kk\": 1}}'", command(&[&python(), script.to_str().unwrap()]));
+    let err = create::<ProcessLabelerPlugin>(&settings).err().expect("unknown setting must be refused");
+    assert!(err.message.contains("unknown setting `kk`"), "{err}");
+    assert!(err.message.contains("python-labeler"), "{err}");
+}
+
+#[test]
+fn pure_python_volumetric_segmenter_trains_predicts_saves_and_loads() {
+    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "volumetric-segmenter"]);
+    let Ok(StageObject::VolumetricSegmenter(mut stage)) = create::<ProcessVolumetricPlugin>(&settings) else {
+        panic!("could not start the pure-python volumetric plugin")
+    };
+    let (case, tumour) = synthetic_case();
+    let report = stage.train(vec![TrainingCase { case: case.clone(), target: tumour.clone() }].as_slice().into()).unwrap();
+    assert_eq!(report.metrics[0].name.as_str(), "threshold");
+    assert!((report.metrics[0].value - 2.0).abs() < 1e-6);
+    let predicted = stage.predict(&case).unwrap();
+    assert_eq!(predicted, tumour);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.txt");
+    stage.save(path.to_str().unwrap().into()).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "2.0");
+}
+
+#[test]
+fn pure_python_promptable_segmenter_and_filter() {
+    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "promptable-segmenter"]);
+    let Ok(StageObject::PromptableSegmenter(mut stage)) = create::<ProcessPromptablePlugin>(&settings) else {
+        panic!("could not start the pure-python promptable plugin")
+    };
+    let (case, tumour) = synthetic_case();
+    let image = case.image.axial_slice("flair", 4).unwrap();
+    let slice = SliceImage { case_id: case.id.clone(), index: 4, image };
+    let prompt = PromptSet {
+        slice: 4,
+        bbox: ROption::RSome(BoxXyxy { x0: 3.0, y0: 3.0, x1: 10.0, y1: 9.0 }),
+        points: RVec::new(),
+    };
+    let masks = stage.segment(&slice, vec![prompt.clone(), prompt].as_slice().into()).unwrap();
+    assert_eq!(masks.len(), 2);
+    assert_eq!(masks[0], tumour.axial_slice(4));
+
+    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "filter"]);
+    let Ok(StageObject::Filter(mut filter)) = create::<ProcessFilterPlugin>(&settings) else {
+        panic!("could not start the pure-python filter")
+    };
+    let empty = LabelVolume::zeros(tumour.grid);
+    let candidates = vec![
+        FilterCandidate { case_id: "a".into(), pseudo_label: tumour.clone(), reference: tumour.clone() },
+        FilterCandidate { case_id: "b".into(), pseudo_label: tumour.clone(), reference: empty },
+    ];
+    let decisions = filter.select(candidates.as_slice().into()).unwrap();
+    assert_eq!((decisions[0].keep, decisions[0].score), (true, 1.0));
+    assert_eq!((decisions[1].keep, decisions[1].score), (false, 0.0));
+    assert_eq!(decisions[1].case_id.as_str(), "b");
+}
+
+fn misbehaving(mode: &str, timeout: f64) -> Result<StageObject, PluginError> {
+    let settings = format!("{}\ntimeout_seconds = {timeout:?}", command(&[&python(), &fixture("misbehaving.py"), mode]));
+    create::<ProcessLabelerPlugin>(&settings)
+}
+
+#[test]
+fn a_crashing_process_is_a_clear_error_and_the_next_call_restarts_it() {
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("crash", 20.0) else { panic!("handshake failed") };
+    let (case, _) = synthetic_case();
+    let err = stage.label_slices(&case).unwrap_err();
+    let m = err.message.as_str();
+    assert!(m.contains("process-pseudo-labeler `misbehaving-crash`"), "{m}");
+    assert!(m.contains("misbehaving.py"), "command missing: {m}");
+    assert!(m.contains("crashed (exit status 3)"), "{m}");
+    assert!(m.contains("label_slices"), "{m}");
+    assert!(m.contains("segmentation model exploded"), "stderr tail missing: {m}");
+    // A fresh process is started for the next call (and crashes again).
+    let again = stage.label_slices(&case).unwrap_err();
+    assert!(again.message.contains("exit status 3"), "{again}");
+}
+
+#[test]
+fn a_hanging_process_is_killed_after_the_timeout() {
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("hang", 1.0) else { panic!("handshake failed") };
+    let (case, _) = synthetic_case();
+    let t = Instant::now();
+    let err = stage.label_slices(&case).unwrap_err();
+    let elapsed = t.elapsed();
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let m = err.message.as_str();
+    assert!(m.contains("misbehaving-hang"), "{m}");
+    assert!(m.contains("sent nothing for 1.0 s"), "{m}");
+    assert!(m.contains("killed"), "{m}");
+}
+
+#[test]
+fn a_garbage_speaking_process_is_refused_at_the_handshake() {
+    let t = Instant::now();
+    let err = misbehaving("garbage", 20.0).err().expect("garbage must not pass the handshake");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let m = err.message.as_str();
+    assert!(m.contains("process-pseudo-labeler"), "{m}");
+    assert!(m.contains("misbehaving.py"), "{m}");
+    assert!(m.contains("magic bytes"), "{m}");
+    assert!(m.contains("hello from a p"), "the offending bytes should be shown: {m}");
+}
+
+#[test]
+fn an_exception_in_the_plugin_is_reported_and_the_process_keeps_serving() {
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("error", 20.0) else { panic!("handshake failed") };
+    let (case, _) = synthetic_case();
+    for _ in 0..2 {
+        let err = stage.label_slices(&case).unwrap_err();
+        assert!(err.message.contains("misbehaving-error"), "{err}");
+        assert!(err.message.contains("RuntimeError: label_slices is not implemented"), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_program_is_a_config_error() {
+    let err = create::<ProcessLabelerPlugin>(&command(&["/nonexistent/clisc-plugin"])).err().unwrap();
+    assert!(err.message.contains("cannot start command"), "{err}");
+    assert!(err.message.contains("/nonexistent/clisc-plugin"), "{err}");
+}

@@ -1,0 +1,41 @@
+"""Test fixture: a pseudo-labeler process that misbehaves on purpose.
+
+usage: misbehaving.py MODE   with MODE one of
+  crash    handshake fine, then dies with exit status 3 on the first call
+  hang     handshake fine, then never answers a call
+  garbage  writes text instead of frames (before any handshake)
+  error    handshake fine, every call raises (reported, process keeps serving)
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+import clisc_plugin as cp  # noqa: E402
+
+MODE = sys.argv[1]
+
+
+class Misbehaving:
+    name = "misbehaving-" + MODE
+    kind = "pseudo-labeler"
+    version = "0.0.1"
+    settings = []
+
+    def label_slices(self, case):
+        if MODE == "crash":
+            sys.stderr.write("about to crash: segmentation model exploded\n")
+            sys.stderr.flush()
+            os._exit(3)
+        if MODE == "hang":
+            time.sleep(3600)
+        raise RuntimeError("label_slices is not implemented in this fixture")
+
+
+if MODE == "garbage":
+    sys.stdout.write("hello from a plugin that prints instead of speaking the protocol\n")
+    sys.stdout.flush()
+    time.sleep(3600)
+else:
+    cp.serve(Misbehaving())
