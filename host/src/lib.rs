@@ -10,6 +10,11 @@ pub mod cli;
 pub mod commands;
 pub mod progress;
 pub mod loader;
+pub mod dataset;
+pub mod metrics;
+pub mod nifti_io;
+pub mod preprocess;
+pub mod splits;
 pub mod pipeline;
 pub mod registry;
 

@@ -1,0 +1,620 @@
+//! NIfTI-1 reading and writing (`.nii`, `.nii.gz`) into the SDK's
+//! [`Volume`] / [`LabelVolume`] types, keeping the geometry exact.
+//!
+//! Reading accepts the common data types (u8, i8, u16, i16, u32, i32, u64,
+//! i64, f32, f64), applies `scl_slope`/`scl_inter` (ignored when the slope
+//! is 0 or not finite, as the NIfTI standard and nibabel do) and stores the
+//! voxels as x-fastest `f32`. The voxel-to-world affine of the [`Grid`] is
+//! chosen as the standard says: the sform when `sform_code > 0`, else the
+//! qform built from the quaternion when `qform_code > 0`, else plain
+//! scaling by `pixdim` (NIfTI "method 1"; nibabel instead centres the
+//! volume in that last, rare case). Spacing is `|pixdim[1..4]|`.
+//!
+//! The header of the input is kept in a [`NiftiInfo`] so that outputs can be
+//! written with the same codes, units, intent and description. Writers store
+//! the grid's affine both as the sform and as the qform (nearest rigid +
+//! scaling approximation for sheared affines), so outputs overlay the
+//! inputs exactly in other tools (ITK-SNAP, FSLeyes, nibabel, 3D Slicer).
+
+use clisc_sdk::{Grid, LabelVolume, Volume};
+use nifti::{Endianness, NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+use std::path::{Path, PathBuf};
+
+/// A NIfTI read or write failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum NiftiError {
+    /// The file could not be opened, decompressed or parsed.
+    #[error("cannot read NIfTI file {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file is readable but its content is not supported.
+    #[error("unsupported NIfTI file {path}: {message}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is unsupported and what would be.
+        message: String,
+    },
+    /// Writing failed.
+    #[error("cannot write NIfTI file {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl From<NiftiError> for clisc_sdk::PluginError {
+    fn from(e: NiftiError) -> Self {
+        clisc_sdk::PluginError::io(e.to_string())
+    }
+}
+
+/// Header facts of a file that was read, kept to write outputs that match it.
+#[derive(Debug, Clone)]
+pub struct NiftiInfo {
+    /// The complete header as read (reference for writers).
+    pub header: NiftiHeader,
+    /// `sform_code` (0 = no sform).
+    pub sform_code: i16,
+    /// `qform_code` (0 = no qform).
+    pub qform_code: i16,
+    /// NIfTI datatype code on disk (2 = u8, 4 = i16, 16 = f32, ...).
+    pub datatype: i16,
+    /// `intent_code`.
+    pub intent_code: i16,
+    /// `descrip`, trimmed at the first NUL.
+    pub description: String,
+    /// Scaling applied when reading (`slope`, `inter`); `(1, 0)` when none.
+    pub scaling: (f32, f32),
+}
+
+/// A volume read from disk: geometry, voxels and header facts.
+#[derive(Debug, Clone)]
+pub struct NiftiVolume {
+    /// Geometry (shape, spacing, affine).
+    pub grid: Grid,
+    /// Scaled voxel values, x-fastest.
+    pub data: Vec<f32>,
+    /// Header facts of the file.
+    pub info: NiftiInfo,
+}
+
+impl NiftiVolume {
+    /// Wraps the voxels as a single-channel [`Volume`] named `channel`.
+    pub fn into_volume(self, channel: &str) -> Volume {
+        Volume::single(self.grid, channel, self.data)
+    }
+    /// Converts to labels (values rounded, clamped to 0..=255).
+    pub fn into_labels(self) -> LabelVolume {
+        LabelVolume {
+            grid: self.grid,
+            data: self
+                .data
+                .iter()
+                .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        }
+    }
+}
+
+fn read_err(path: &Path, message: impl Into<String>) -> NiftiError {
+    NiftiError::Read {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn unsupported(path: &Path, message: impl Into<String>) -> NiftiError {
+    NiftiError::Unsupported {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads only the header of `path` (fast: the voxel data is not decoded).
+pub fn read_header(path: &Path) -> Result<NiftiHeader, NiftiError> {
+    NiftiHeader::from_file(path).map_err(|e| read_err(path, e.to_string()))
+}
+
+/// The geometry a header describes (3D part only).
+pub fn grid_from_header(path: &Path, h: &NiftiHeader) -> Result<Grid, NiftiError> {
+    let ndim = h.dim[0] as usize;
+    if !(1..=7).contains(&ndim) {
+        return Err(unsupported(
+            path,
+            format!("dim[0] = {} (expected 1..7)", h.dim[0]),
+        ));
+    }
+    let mut shape = [1u32; 3];
+    for d in 0..3.min(ndim) {
+        shape[d] = h.dim[d + 1] as u32;
+    }
+    let extra: usize = (4..=ndim).map(|d| h.dim[d].max(1) as usize).product();
+    if extra > 1 {
+        return Err(unsupported(
+            path,
+            format!(
+                "{}D image with {} volumes; only single 3D volumes are supported (dim = {:?})",
+                ndim,
+                extra,
+                &h.dim[1..=ndim]
+            ),
+        ));
+    }
+    let spacing = [1, 2, 3].map(|d| {
+        let p = h.pixdim[d].abs() as f64;
+        if p > 0.0 && p.is_finite() && d <= ndim.max(3) {
+            p
+        } else {
+            1.0
+        }
+    });
+    let affine = if h.sform_code > 0 {
+        let mut a = [[0.0; 4]; 4];
+        for (r, row) in [h.srow_x, h.srow_y, h.srow_z].iter().enumerate() {
+            for c in 0..4 {
+                a[r][c] = row[c] as f64;
+            }
+        }
+        a[3][3] = 1.0;
+        a
+    } else if h.qform_code > 0 {
+        qform_to_affine(h, spacing)
+    } else {
+        Grid::new(shape, spacing).affine
+    };
+    Ok(Grid {
+        shape,
+        spacing,
+        affine,
+    })
+}
+
+/// The qform affine of a header (NIfTI-1 quaternion formula).
+fn qform_to_affine(h: &NiftiHeader, spacing: [f64; 3]) -> [[f64; 4]; 4] {
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let a2 = 1.0 - (b * b + c * c + d * d);
+    let a = if a2 < 1e-7 {
+        // Nearly 180 degrees: renormalise (b, c, d) and take a = 0.
+        0.0
+    } else {
+        a2.sqrt()
+    };
+    let (b, c, d) = if a2 < 1e-7 {
+        let n = (b * b + c * c + d * d).sqrt();
+        (b / n, c / n, d / n)
+    } else {
+        (b, c, d)
+    };
+    let r = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let scale = [spacing[0], spacing[1], spacing[2] * qfac];
+    let mut m = [[0.0; 4]; 4];
+    for i in 0..3 {
+        for j in 0..3 {
+            m[i][j] = r[i][j] * scale[j];
+        }
+    }
+    m[0][3] = h.quatern_x as f64;
+    m[1][3] = h.quatern_y as f64;
+    m[2][3] = h.quatern_z as f64;
+    m[3][3] = 1.0;
+    m
+}
+
+fn det3(m: &[[f64; 3]; 3]) -> f64 {
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+}
+
+fn inv3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let d = det3(m);
+    if d.abs() < 1e-12 {
+        return None;
+    }
+    let mut r = [[0.0; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            let (i1, i2) = ((j + 1) % 3, (j + 2) % 3);
+            let (j1, j2) = ((i + 1) % 3, (i + 2) % 3);
+            r[i][j] = (m[i1][j1] * m[i2][j2] - m[i1][j2] * m[i2][j1]) / d;
+        }
+    }
+    Some(r)
+}
+
+/// Quaternion parameters `(b, c, d, qfac, pixdim)` of an affine's 3x3 part:
+/// column norms give the voxel sizes, the closest rotation (polar
+/// decomposition) gives the quaternion, a negative determinant gives qfac -1.
+fn affine_to_quaternion(a: &[[f64; 4]; 4]) -> ([f64; 3], f64, [f64; 3]) {
+    let mut r = [[0.0; 3]; 3];
+    let mut zooms = [0.0; 3];
+    for j in 0..3 {
+        let n = (0..3).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt();
+        zooms[j] = if n > 0.0 { n } else { 1.0 };
+        for i in 0..3 {
+            r[i][j] = if n > 0.0 {
+                a[i][j] / n
+            } else if i == j {
+                1.0
+            } else {
+                0.0
+            };
+        }
+    }
+    let mut qfac = 1.0;
+    if det3(&r) < 0.0 {
+        qfac = -1.0;
+        for row in r.iter_mut() {
+            row[2] = -row[2];
+        }
+    }
+    // Polar decomposition by Newton iteration: R <- (R + R^-T) / 2.
+    for _ in 0..50 {
+        let Some(inv) = inv3(&r) else { break };
+        let mut next = [[0.0; 3]; 3];
+        let mut delta = 0.0f64;
+        for i in 0..3 {
+            for j in 0..3 {
+                next[i][j] = 0.5 * (r[i][j] + inv[j][i]);
+                delta = delta.max((next[i][j] - r[i][j]).abs());
+            }
+        }
+        r = next;
+        if delta < 1e-15 {
+            break;
+        }
+    }
+    // Rotation matrix to quaternion (NIfTI reference algorithm).
+    let (r11, r12, r13) = (r[0][0], r[0][1], r[0][2]);
+    let (r21, r22, r23) = (r[1][0], r[1][1], r[1][2]);
+    let (r31, r32, r33) = (r[2][0], r[2][1], r[2][2]);
+    let trace = r11 + r22 + r33 + 1.0;
+    let (mut qa, mut qb, mut qc, mut qd);
+    if trace > 0.5 {
+        qa = 0.5 * trace.sqrt();
+        qb = 0.25 * (r32 - r23) / qa;
+        qc = 0.25 * (r13 - r31) / qa;
+        qd = 0.25 * (r21 - r12) / qa;
+    } else {
+        let xd = 1.0 + r11 - (r22 + r33);
+        let yd = 1.0 + r22 - (r11 + r33);
+        let zd = 1.0 + r33 - (r11 + r22);
+        if xd > 1.0 {
+            qb = 0.5 * xd.sqrt();
+            qc = 0.25 * (r12 + r21) / qb;
+            qd = 0.25 * (r13 + r31) / qb;
+            qa = 0.25 * (r32 - r23) / qb;
+        } else if yd > 1.0 {
+            qc = 0.5 * yd.sqrt();
+            qb = 0.25 * (r12 + r21) / qc;
+            qd = 0.25 * (r23 + r32) / qc;
+            qa = 0.25 * (r13 - r31) / qc;
+        } else {
+            qd = 0.5 * zd.sqrt();
+            qb = 0.25 * (r13 + r31) / qd;
+            qc = 0.25 * (r23 + r32) / qd;
+            qa = 0.25 * (r21 - r12) / qd;
+        }
+        if qa < 0.0 {
+            qa = -qa;
+            qb = -qb;
+            qc = -qc;
+            qd = -qd;
+        }
+    }
+    let _ = qa;
+    ([qb, qc, qd], qfac, zooms)
+}
+
+/// Reads a `.nii` / `.nii.gz` file into a grid, `f32` voxels and header facts.
+pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
+    let obj = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| read_err(path, e.to_string()))?;
+    let header = obj.header().clone();
+    let grid = grid_from_header(path, &header)?;
+    let dtype = header
+        .data_type()
+        .map_err(|_| unsupported(path, format!("datatype code {}", header.datatype)))?;
+    let raw = obj.into_volume().into_raw_data();
+    let n = grid.len();
+    let size = dtype.size_of();
+    if raw.len() < n * size {
+        return Err(read_err(
+            path,
+            format!("{} bytes of voxel data, {} expected", raw.len(), n * size),
+        ));
+    }
+    let big = header.endianness == Endianness::Big;
+    let bytes = &raw[..n * size];
+    macro_rules! decode {
+        ($t:ty, $w:expr) => {
+            bytes
+                .chunks_exact($w)
+                .map(|c| {
+                    let arr: [u8; $w] = c.try_into().expect("chunk size");
+                    (if big {
+                        <$t>::from_be_bytes(arr)
+                    } else {
+                        <$t>::from_le_bytes(arr)
+                    }) as f64
+                })
+                .collect::<Vec<f64>>()
+        };
+    }
+    let values: Vec<f64> = match dtype {
+        NiftiType::Uint8 => bytes.iter().map(|&b| b as f64).collect(),
+        NiftiType::Int8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
+        NiftiType::Int16 => decode!(i16, 2),
+        NiftiType::Uint16 => decode!(u16, 2),
+        NiftiType::Int32 => decode!(i32, 4),
+        NiftiType::Uint32 => decode!(u32, 4),
+        NiftiType::Int64 => decode!(i64, 8),
+        NiftiType::Uint64 => decode!(u64, 8),
+        NiftiType::Float32 => decode!(f32, 4),
+        NiftiType::Float64 => decode!(f64, 8),
+        other => return Err(unsupported(
+            path,
+            format!(
+                "datatype {other:?} (supported: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64)"
+            ),
+        )),
+    };
+    let (slope, inter) = (header.scl_slope, header.scl_inter);
+    let scaling = if slope != 0.0 && slope.is_finite() && inter.is_finite() {
+        (slope, inter)
+    } else {
+        (1.0, 0.0)
+    };
+    let data: Vec<f32> = if scaling == (1.0, 0.0) {
+        values.into_iter().map(|v| v as f32).collect()
+    } else {
+        let (s, i) = (scaling.0 as f64, scaling.1 as f64);
+        values.into_iter().map(|v| (v * s + i) as f32).collect()
+    };
+    let description = {
+        let end = header
+            .descrip
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(header.descrip.len());
+        String::from_utf8_lossy(&header.descrip[..end])
+            .trim()
+            .to_string()
+    };
+    let info = NiftiInfo {
+        sform_code: header.sform_code,
+        qform_code: header.qform_code,
+        datatype: header.datatype,
+        intent_code: header.intent_code,
+        description,
+        scaling,
+        header,
+    };
+    Ok(NiftiVolume { grid, data, info })
+}
+
+/// Reads a file as a single-channel [`Volume`] named `channel`.
+pub fn read_volume(path: &Path, channel: &str) -> Result<(Volume, NiftiInfo), NiftiError> {
+    let v = read(path)?;
+    let info = v.info.clone();
+    Ok((v.into_volume(channel), info))
+}
+
+/// Reads a label file (e.g. a BraTS `seg`) as a [`LabelVolume`]; values
+/// must be integers in 0..=255.
+pub fn read_labels(path: &Path) -> Result<(LabelVolume, NiftiInfo), NiftiError> {
+    let v = read(path)?;
+    if let Some(bad) = v
+        .data
+        .iter()
+        .find(|&&x| !(0.0..=255.0).contains(&x) || x.fract() != 0.0)
+    {
+        return Err(unsupported(
+            path,
+            format!("label value {bad} (labels must be integers 0..=255)"),
+        ));
+    }
+    let info = v.info.clone();
+    Ok((v.into_labels(), info))
+}
+
+/// Builds the header for writing `grid` with `datatype`.
+fn header_for(grid: &Grid, datatype: NiftiType, reference: Option<&NiftiInfo>) -> NiftiHeader {
+    let mut h = match reference {
+        Some(r) => r.header.clone(),
+        None => NiftiHeader {
+            xyzt_units: 2 | 8,
+            ..NiftiHeader::default()
+        },
+    };
+    // Geometry: always from the grid.
+    h.dim = [
+        3,
+        grid.shape[0] as u16,
+        grid.shape[1] as u16,
+        grid.shape[2] as u16,
+        1,
+        1,
+        1,
+        1,
+    ];
+    h.datatype = datatype as i16;
+    h.bitpix = (datatype.size_of() * 8) as i16;
+    h.scl_slope = 1.0;
+    h.scl_inter = 0.0;
+    h.cal_min = 0.0;
+    h.cal_max = 0.0;
+    h.glmin = 0;
+    h.glmax = 0;
+    h.endianness = Endianness::Little;
+    let (codes_s, codes_q) = match reference {
+        Some(r) if r.sform_code > 0 || r.qform_code > 0 => (r.sform_code, r.qform_code),
+        _ => (1, 1),
+    };
+    let a = &grid.affine;
+    for (r, row) in [&mut h.srow_x, &mut h.srow_y, &mut h.srow_z]
+        .into_iter()
+        .enumerate()
+    {
+        for c in 0..4 {
+            row[c] = a[r][c] as f32;
+        }
+    }
+    let ([qb, qc, qd], qfac, zooms) = affine_to_quaternion(a);
+    h.quatern_b = qb as f32;
+    h.quatern_c = qc as f32;
+    h.quatern_d = qd as f32;
+    h.quatern_x = a[0][3] as f32;
+    h.quatern_y = a[1][3] as f32;
+    h.quatern_z = a[2][3] as f32;
+    h.pixdim = [
+        qfac as f32,
+        zooms[0] as f32,
+        zooms[1] as f32,
+        zooms[2] as f32,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
+    if reference.is_some_and(|r| r.header.pixdim[4] > 0.0) {
+        h.pixdim[4] = reference.map(|r| r.header.pixdim[4]).unwrap_or(0.0);
+    }
+    h.sform_code = codes_s;
+    h.qform_code = codes_q;
+    if h.xyzt_units & 7 == 0 {
+        h.xyzt_units |= 2; // millimetres
+    }
+    h
+}
+
+/// Voxels to write, in one of the two output types.
+enum Payload {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+fn write_payload(
+    path: &Path,
+    grid: &Grid,
+    data: Payload,
+    reference: Option<&NiftiInfo>,
+) -> Result<(), NiftiError> {
+    use ndarray::ShapeBuilder;
+    let werr = |m: String| NiftiError::Write {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let len = match &data {
+        Payload::U8(v) => v.len(),
+        Payload::F32(v) => v.len(),
+    };
+    grid.check_len(len, &path.display().to_string())
+        .map_err(|e| werr(e.message.to_string()))?;
+    let name = path.to_string_lossy();
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        return Err(werr("the file name must end in .nii or .nii.gz".into()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| werr(format!("creating {}: {e}", dir.display())))?;
+    }
+    let [nx, ny, nz] = grid.dims();
+    let shape = (nx, ny, nz).f();
+    let result = match data {
+        Payload::U8(v) => {
+            let header = header_for(grid, NiftiType::Uint8, reference);
+            let arr = ndarray::Array3::from_shape_vec(shape, v).map_err(|e| werr(e.to_string()))?;
+            nifti::writer::WriterOptions::new(path)
+                .reference_header(&header)
+                .write_nifti(&arr)
+        }
+        Payload::F32(v) => {
+            let header = header_for(grid, NiftiType::Float32, reference);
+            let arr = ndarray::Array3::from_shape_vec(shape, v).map_err(|e| werr(e.to_string()))?;
+            nifti::writer::WriterOptions::new(path)
+                .reference_header(&header)
+                .write_nifti(&arr)
+        }
+    };
+    result.map_err(|e| werr(e.to_string()))
+}
+
+/// Writes `data` (x-fastest, `grid.len()` values) as a float32 NIfTI file.
+///
+/// The grid's affine becomes both the sform and the qform. Codes and other
+/// header fields (units, intent, description, TR) come from `reference`
+/// when given (codes 1 = scanner when the reference has none); data type,
+/// dimensions, scaling and geometry always come from the arguments.
+pub fn write_f32(
+    path: &Path,
+    grid: &Grid,
+    data: &[f32],
+    reference: Option<&NiftiInfo>,
+) -> Result<(), NiftiError> {
+    write_payload(path, grid, Payload::F32(data.to_vec()), reference)
+}
+
+/// Writes one channel of a volume as float32 (see [`write_f32`]).
+pub fn write_volume_channel(
+    path: &Path,
+    volume: &Volume,
+    channel: &str,
+    reference: Option<&NiftiInfo>,
+) -> Result<(), NiftiError> {
+    let data = volume.channel(channel).ok_or_else(|| NiftiError::Write {
+        path: path.to_path_buf(),
+        message: format!("volume has no channel `{channel}`"),
+    })?;
+    write_f32(path, &volume.grid, data, reference)
+}
+
+/// Writes a label volume as uint8 NIfTI (see [`write_f32`] for the header).
+pub fn write_labels(
+    path: &Path,
+    labels: &LabelVolume,
+    reference: Option<&NiftiInfo>,
+) -> Result<(), NiftiError> {
+    write_payload(
+        path,
+        &labels.grid,
+        Payload::U8(labels.data.to_vec()),
+        reference,
+    )
+}
+
+/// Returns true when two grids have the same shape and affines equal within
+/// `tol_mm` per element (the check used between modalities of one case).
+pub fn same_geometry(a: &Grid, b: &Grid, tol_mm: f64) -> bool {
+    a.shape == b.shape
+        && a.affine
+            .iter()
+            .flatten()
+            .zip(b.affine.iter().flatten())
+            .all(|(x, y)| (x - y).abs() <= tol_mm)
+}
