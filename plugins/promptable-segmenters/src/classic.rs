@@ -1,0 +1,445 @@
+//! `classic-prompt`: a weight-free promptable segmenter with SAM's
+//! contract (box + positive/negative points -> mask), so the whole
+//! pipeline runs where SAM weights are not available.
+//!
+//! Method: seeded region growing with a seed-relative threshold, tuned for
+//! hyperintense lesions (tumour + edema) on z-scored FLAIR slices:
+//!
+//! 1. The working region is the box dilated by `box_margin` pixels (or,
+//!    without a box, the positive points' bounding box dilated by
+//!    `no_box_margin`), clipped to the slice.
+//! 2. Intensities are smoothed with a 3x3 mean (`smooth`), which suppresses
+//!    pixel noise without moving lesion borders by more than a pixel.
+//! 3. Foreground level `f`: median of the smoothed values in 3x3
+//!    neighbourhoods of the positive points. Background level `b`: median
+//!    of the region's border ring and of the negative points'
+//!    neighbourhoods, using only tissue pixels (above the slice minimum,
+//!    which after z-scoring is the constant value of everything outside the
+//!    brain). Threshold `t = b + alpha (f - b)`.
+//! 4. The mask is the union of the 4-connected components of
+//!    `{smoothed >= t}` inside the region that contain a positive point
+//!    (or the best pixel of its neighbourhood); negative points are never
+//!    included. Holes are filled.
+//!
+//! Without positive points, the region's brightest pixel seeds the growth.
+
+use abi_stable::std_types::{RResult, RSlice, RVec};
+use clisc_imaging::intensity::min_max;
+use clisc_imaging::morphology::fill_holes_2d;
+use clisc_sdk::config::Settings;
+use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
+use clisc_sdk::{
+    ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet, StageKind,
+    StageObject,
+};
+
+/// Plugin registration of [`ClassicPrompt`].
+pub struct ClassicPromptPlugin;
+
+impl Plugin for ClassicPromptPlugin {
+    const NAME: &'static str = "classic-prompt";
+    const KIND: StageKind = StageKind::PromptableSegmenter;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Weight-free promptable segmenter: seeded region growing inside the box from the positive points";
+
+    fn settings() -> Vec<ConfigField> {
+        let d = ClassicPrompt::default();
+        vec![
+            ConfigField::float(
+                "alpha",
+                d.alpha as f64,
+                "threshold position between the background (0) and the positive points' level (1)",
+            ),
+            ConfigField::integer("box_margin", d.box_margin as i64, "pixels the box is dilated by before growing"),
+            ConfigField::integer(
+                "no_box_margin",
+                d.no_box_margin as i64,
+                "without a box: pixels around the positive points' bounding box that may be grown into",
+            ),
+            ConfigField::bool("smooth", d.smooth, "3x3 mean smoothing of the slice before thresholding"),
+            ConfigField::bool("fill_holes", d.fill_holes, "fill holes of the grown mask"),
+        ]
+    }
+
+    fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let seg = ClassicPrompt {
+            alpha: settings.f64("alpha")? as f32,
+            box_margin: settings.usize("box_margin")?,
+            no_box_margin: settings.usize("no_box_margin")?,
+            smooth: settings.bool("smooth")?,
+            fill_holes: settings.bool("fill_holes")?,
+        };
+        if !(0.0..=1.0).contains(&seg.alpha) {
+            return Err(PluginError::config(format!(
+                "classic-prompt: `alpha` must be in [0, 1], found {}",
+                seg.alpha
+            )));
+        }
+        Ok(StageObject::promptable_segmenter(seg))
+    }
+}
+
+/// The segmenter and its settings (see the plugin schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicPrompt {
+    /// Threshold between background (0) and foreground (1) levels.
+    pub alpha: f32,
+    /// Box dilation in pixels.
+    pub box_margin: usize,
+    /// Growth margin around the points when there is no box.
+    pub no_box_margin: usize,
+    /// 3x3 mean smoothing first.
+    pub smooth: bool,
+    /// Fill holes of the result.
+    pub fill_holes: bool,
+}
+
+impl Default for ClassicPrompt {
+    fn default() -> Self {
+        Self {
+            alpha: 0.3,
+            box_margin: 2,
+            no_box_margin: 30,
+            smooth: true,
+            fill_holes: true,
+        }
+    }
+}
+
+fn median(v: &mut [f32]) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
+    Some(*m)
+}
+
+/// 3x3 mean with edge replication.
+fn mean3x3(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0.0; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let mut s = 0.0;
+            for dy in [-1i64, 0, 1] {
+                for dx in [-1i64, 0, 1] {
+                    let yy = (y as i64 + dy).clamp(0, h as i64 - 1) as usize;
+                    let xx = (x as i64 + dx).clamp(0, w as i64 - 1) as usize;
+                    s += src[yy * w + xx];
+                }
+            }
+            out[y * w + x] = s / 9.0;
+        }
+    }
+    out
+}
+
+impl ClassicPrompt {
+    /// Segments one prompt set on a one-channel slice.
+    pub fn segment_one(&self, image: &Image2d, set: &PromptSet) -> Result<Mask2d, PluginError> {
+        if image.channels != 1 {
+            return Err(PluginError::input(format!(
+                "classic-prompt: expected a one-channel slice, got {}",
+                image.channels
+            )));
+        }
+        let (w, h) = (image.width as usize, image.height as usize);
+        let mut mask = Mask2d::zeros(image.width, image.height);
+        if w == 0 || h == 0 {
+            return Ok(mask);
+        }
+        let clamp_pt = |x: f32, y: f32| -> (usize, usize) {
+            (
+                (x.round().max(0.0) as usize).min(w - 1),
+                (y.round().max(0.0) as usize).min(h - 1),
+            )
+        };
+        let positives: Vec<(usize, usize)> = set
+            .points
+            .iter()
+            .filter(|p| p.positive)
+            .map(|p| clamp_pt(p.x, p.y))
+            .collect();
+        let negatives: Vec<(usize, usize)> = set
+            .points
+            .iter()
+            .filter(|p| !p.positive)
+            .map(|p| clamp_pt(p.x, p.y))
+            .collect();
+        // Working region [x0, x1] x [y0, y1], inclusive.
+        let (x0, y0, x1, y1) = match set.bbox.as_ref().into_option() {
+            Some(b) => {
+                let m = self.box_margin as f32;
+                (
+                    b.x0.min(b.x1) - m,
+                    b.y0.min(b.y1) - m,
+                    b.x0.max(b.x1) + m,
+                    b.y0.max(b.y1) + m,
+                )
+            }
+            None if !positives.is_empty() => {
+                let m = self.no_box_margin as f32;
+                let xs = positives.iter().map(|p| p.0 as f32);
+                let ys = positives.iter().map(|p| p.1 as f32);
+                (
+                    xs.clone().fold(f32::INFINITY, f32::min) - m,
+                    ys.clone().fold(f32::INFINITY, f32::min) - m,
+                    xs.fold(f32::NEG_INFINITY, f32::max) + m,
+                    ys.fold(f32::NEG_INFINITY, f32::max) + m,
+                )
+            }
+            None => return Ok(mask),
+        };
+        let x0 = (x0.floor().max(0.0) as usize).min(w - 1);
+        let y0 = (y0.floor().max(0.0) as usize).min(h - 1);
+        let x1 = (x1.ceil().max(0.0) as usize).min(w - 1);
+        let y1 = (y1.ceil().max(0.0) as usize).min(h - 1);
+        if x1 < x0 || y1 < y0 {
+            return Ok(mask);
+        }
+        let values: Vec<f32> = if self.smooth {
+            mean3x3(&image.data, w, h)
+        } else {
+            image.data.to_vec()
+        };
+        let (slice_min, _) = min_max(&image.data);
+        let is_tissue = |i: usize| image.data[i] > slice_min + 1e-4;
+        let inside = |x: usize, y: usize| x >= x0 && x <= x1 && y >= y0 && y <= y1;
+
+        // Seeds: positive points (moved to the brightest pixel of their 3x3
+        // neighbourhood), or the region's brightest pixel.
+        let mut seeds: Vec<usize> = positives
+            .iter()
+            .filter(|&&(x, y)| inside(x, y))
+            .map(|&(x, y)| {
+                let mut best = y * w + x;
+                for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                    for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                        if inside(xx, yy) && values[yy * w + xx] > values[best] {
+                            best = yy * w + xx;
+                        }
+                    }
+                }
+                best
+            })
+            .collect();
+        if seeds.is_empty() {
+            let mut best = y0 * w + x0;
+            for y in y0..=y1 {
+                for x in x0..=x1 {
+                    if values[y * w + x] > values[best] {
+                        best = y * w + x;
+                    }
+                }
+            }
+            seeds.push(best);
+        }
+        let mut fg: Vec<f32> = Vec::new();
+        for &s in &seeds {
+            let (x, y) = (s % w, s / w);
+            for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                    fg.push(values[yy * w + xx]);
+                }
+            }
+        }
+        let f = median(&mut fg).expect("seeds exist");
+        let mut bg: Vec<f32> = Vec::new();
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let ring = x < x0 + 2 || x + 2 > x1 || y < y0 + 2 || y + 2 > y1;
+                if ring && is_tissue(y * w + x) {
+                    bg.push(values[y * w + x]);
+                }
+            }
+        }
+        for &(x, y) in &negatives {
+            if is_tissue(y * w + x) {
+                bg.push(values[y * w + x]);
+            }
+        }
+        let b = match median(&mut bg) {
+            Some(b) => b,
+            None => {
+                let mut all: Vec<f32> = (y0..=y1)
+                    .flat_map(|y| (x0..=x1).map(move |x| (x, y)))
+                    .map(|(x, y)| values[y * w + x])
+                    .collect();
+                median(&mut all).expect("non-empty region")
+            }
+        };
+        let t = if f > b { b + self.alpha * (f - b) } else { f };
+        let blocked: Vec<usize> = negatives.iter().map(|&(x, y)| y * w + x).collect();
+        let mut grown = vec![0u8; w * h];
+        let mut stack: Vec<usize> = Vec::new();
+        for &s in &seeds {
+            if grown[s] == 0 && values[s] >= t.min(values[s]) && !blocked.contains(&s) {
+                grown[s] = 1;
+                stack.push(s);
+            }
+        }
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            let mut visit = |xx: usize, yy: usize| {
+                let j = yy * w + xx;
+                if inside(xx, yy) && grown[j] == 0 && values[j] >= t && !blocked.contains(&j) {
+                    grown[j] = 1;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(x - 1, y);
+            }
+            if x + 1 < w {
+                visit(x + 1, y);
+            }
+            if y > 0 {
+                visit(x, y - 1);
+            }
+            if y + 1 < h {
+                visit(x, y + 1);
+            }
+        }
+        if self.fill_holes {
+            grown = fill_holes_2d(&grown, w, h);
+        }
+        mask.data = RVec::from(grown);
+        Ok(mask)
+    }
+}
+
+impl PromptableSegmenter for ClassicPrompt {
+    fn segment(
+        &mut self,
+        slice: &SliceImage,
+        prompts: RSlice<'_, PromptSet>,
+    ) -> RResult<RVec<Mask2d>, PluginError> {
+        prompts
+            .iter()
+            .map(|set| self.segment_one(&slice.image, set))
+            .collect::<Result<Vec<_>, _>>()
+            .map(RVec::from)
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clisc_sdk::{BoxXyxy, PromptPoint};
+
+    /// A dark background outside the "brain", tissue at 0, a bright disc
+    /// (lesion, 3) with a dimmer rim (edema, 1.5), plus a second bright
+    /// blob outside the box that must not be segmented.
+    fn phantom() -> (Image2d, Vec<u8>) {
+        let (w, h) = (64usize, 48usize);
+        let mut data = vec![-1.5f32; w * h];
+        let mut truth = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                let (dx, dy) = (x as f32 - 32.0, y as f32 - 24.0);
+                if (dx * dx) / (28.0 * 28.0) + (dy * dy) / (22.0 * 22.0) < 1.0 {
+                    data[i] = 0.1 * (((x * 7 + y * 13) % 5) as f32 - 2.0);
+                }
+                let r = ((x as f32 - 25.0).powi(2) + (y as f32 - 22.0).powi(2)).sqrt();
+                if r < 6.0 {
+                    data[i] = 3.0;
+                    truth[i] = 1;
+                } else if r < 9.0 {
+                    data[i] = 1.5;
+                    truth[i] = 1;
+                }
+                if ((x as f32 - 48.0).powi(2) + (y as f32 - 30.0).powi(2)).sqrt() < 4.0 {
+                    data[i] = 3.0;
+                }
+            }
+        }
+        (
+            Image2d {
+                width: w as u32,
+                height: h as u32,
+                channels: 1,
+                data: data.into(),
+            },
+            truth,
+        )
+    }
+
+    fn prompt(positives: &[(f32, f32)]) -> PromptSet {
+        let mut points: Vec<PromptPoint> = positives
+            .iter()
+            .map(|&(x, y)| PromptPoint {
+                x,
+                y,
+                positive: true,
+            })
+            .collect();
+        let b = BoxXyxy {
+            x0: 14.0,
+            y0: 11.0,
+            x1: 36.0,
+            y1: 33.0,
+        };
+        for (x, y) in [(b.x0, b.y0), (b.x1, b.y0), (b.x0, b.y1), (b.x1, b.y1)] {
+            points.push(PromptPoint {
+                x,
+                y,
+                positive: false,
+            });
+        }
+        PromptSet {
+            slice: 0,
+            bbox: abi_stable::std_types::ROption::RSome(b),
+            points: points.into(),
+        }
+    }
+
+    #[test]
+    fn grows_the_lesion_with_its_edema_inside_the_box() {
+        let (img, truth) = phantom();
+        let seg = ClassicPrompt::default();
+        let m = seg
+            .segment_one(&img, &prompt(&[(25.0, 22.0), (23.0, 20.0), (27.0, 24.0)]))
+            .unwrap();
+        let d = clisc_imaging::overlap::dice(&m.data, &truth);
+        let area = |v: &[u8]| v.iter().filter(|&&x| x != 0).count();
+        assert!(
+            d > 0.95,
+            "dice {d}, mask {} truth {}",
+            area(&m.data),
+            area(&truth)
+        );
+        // The bright blob outside the box stays out.
+        assert_eq!(m.data[30 * 64 + 48], 0);
+    }
+
+    #[test]
+    fn no_prompt_gives_an_empty_mask_and_bad_input_errors() {
+        let (img, _) = phantom();
+        let empty = PromptSet {
+            slice: 0,
+            bbox: abi_stable::std_types::ROption::RNone,
+            points: RVec::new(),
+        };
+        let m = ClassicPrompt::default().segment_one(&img, &empty).unwrap();
+        assert!(m.data.iter().all(|&v| v == 0));
+        let rgb = Image2d {
+            width: 1,
+            height: 1,
+            channels: 3,
+            data: vec![0.0; 3].into(),
+        };
+        assert!(ClassicPrompt::default().segment_one(&rgb, &empty).is_err());
+    }
+
+    #[test]
+    fn box_only_seeds_from_the_brightest_pixel() {
+        let (img, truth) = phantom();
+        let m = ClassicPrompt::default()
+            .segment_one(&img, &prompt(&[]))
+            .unwrap();
+        assert!(clisc_imaging::overlap::dice(&m.data, &truth) > 0.9);
+    }
+}
