@@ -23,6 +23,9 @@ pub enum Command {
     Plugins(crate::commands::plugins::PluginsCommand),
     /// Validate a pipeline file and print it resolved (defaults filled in).
     Check(crate::commands::check::CheckArgs),
+    /// DICOM studies: list series, convert to NIfTI.
+    #[command(subcommand)]
+    Dicom(crate::commands::dicom::DicomCommand),
 }
 
 /// Parses arguments, sets up logging, runs the command, reports errors.
@@ -32,6 +35,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
         Command::Check(args) => crate::commands::check::run(args),
+        Command::Dicom(cmd) => crate::commands::dicom::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod dicom;
 pub mod progress;
 pub mod loader;
 pub mod dataset;

@@ -1,4 +1,5 @@
 //! One module per `clisc` subcommand.
 
 pub mod check;
+pub mod dicom;
 pub mod plugins;
