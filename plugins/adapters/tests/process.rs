@@ -6,10 +6,14 @@
 //! Needs `$CLISC_PYTHON` (set by `scripts/env.sh`).
 
 use abi_stable::std_types::{ROption, RResult, RVec};
-use clisc_adapters::process::{ProcessFilterPlugin, ProcessLabelerPlugin, ProcessPromptablePlugin, ProcessVolumetricPlugin};
+use clisc_adapters::process::{
+    ProcessFilterPlugin, ProcessLabelerPlugin, ProcessPromptablePlugin, ProcessVolumetricPlugin,
+};
 use clisc_sdk::plugin::descriptor;
 use clisc_sdk::stage::{CaseInput, FilterCandidate, SliceImage, TrainingCase};
-use clisc_sdk::{BoxXyxy, Grid, HostContext, LabelVolume, Plugin, PluginError, PromptSet, StageObject, Volume};
+use clisc_sdk::{
+    BoxXyxy, Grid, HostContext, LabelVolume, Plugin, PluginError, PromptSet, StageObject, Volume,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,11 +23,18 @@ fn python() -> String {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn fixture(name: &str) -> String {
-    repo().join("plugins/adapters/tests/process").join(name).display().to_string()
+    repo()
+        .join("plugins/adapters/tests/process")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn create<P: Plugin>(settings: &str) -> Result<StageObject, PluginError> {
@@ -60,46 +71,85 @@ fn synthetic_case() -> (CaseInput, LabelVolume) {
             }
         }
     }
-    let case = CaseInput { id: "synthetic_001".into(), image: Volume::single(grid, "flair", flair), brain_mask: brain };
+    let case = CaseInput {
+        id: "synthetic_001".into(),
+        image: Volume::single(grid, "flair", flair),
+        brain_mask: brain,
+    };
     (case, tumour)
 }
 
 #[test]
 fn python_example_labels_the_bright_slices_and_is_reused_across_calls() {
     let script = repo().join("plugins/examples/python-labeler/plugin.py");
-    let settings = format!("{}\nsettings = \"k = 2.0\\nmin_fraction = 0.05\"", command(&[&python(), script.to_str().unwrap()]));
-    let Ok(StageObject::PseudoLabeler(mut stage)) = create::<ProcessLabelerPlugin>(&settings) else {
+    let settings = format!(
+        "{}\nsettings = \"k = 2.0\\nmin_fraction = 0.05\"",
+        command(&[&python(), script.to_str().unwrap()])
+    );
+    let Ok(StageObject::PseudoLabeler(mut stage)) = create::<ProcessLabelerPlugin>(&settings)
+    else {
         panic!("could not start the python example")
     };
     let (case, _) = synthetic_case();
     let t = Instant::now();
     for _ in 0..3 {
         let labels = stage.label_slices(&case).unwrap();
-        let positive: Vec<u32> = labels.slices.iter().filter(|s| s.label == 1).map(|s| s.index).collect();
+        let positive: Vec<u32> = labels
+            .slices
+            .iter()
+            .filter(|s| s.label == 1)
+            .map(|s| s.index)
+            .collect();
         assert_eq!(positive, vec![3, 4, 5]);
         assert!(labels.slices.iter().all(|s| s.kept));
     }
     // The same process answers every call (start-up happens once, in create).
-    assert!(t.elapsed() < Duration::from_secs(5), "3 calls took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "3 calls took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
 fn plugin_settings_are_checked_against_the_announced_schema() {
     let script = repo().join("plugins/examples/python-labeler/plugin.py");
-    let settings = format!("{}\nsettings = '{{\"kk\": 1}}'", command(&[&python(), script.to_str().unwrap()]));
-    let err = create::<ProcessLabelerPlugin>(&settings).err().expect("unknown setting must be refused");
+    let settings = format!(
+        "{}\nsettings = '{{\"kk\": 1}}'",
+        command(&[&python(), script.to_str().unwrap()])
+    );
+    let err = create::<ProcessLabelerPlugin>(&settings)
+        .err()
+        .expect("unknown setting must be refused");
     assert!(err.message.contains("unknown setting `kk`"), "{err}");
     assert!(err.message.contains("python-labeler"), "{err}");
 }
 
 #[test]
 fn pure_python_volumetric_segmenter_trains_predicts_saves_and_loads() {
-    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "volumetric-segmenter"]);
-    let Ok(StageObject::VolumetricSegmenter(mut stage)) = create::<ProcessVolumetricPlugin>(&settings) else {
+    let settings = command(&[
+        "env",
+        "CLISC_PLUGIN_NUMPY=0",
+        &python(),
+        &fixture("pure_python.py"),
+        "volumetric-segmenter",
+    ]);
+    let Ok(StageObject::VolumetricSegmenter(mut stage)) =
+        create::<ProcessVolumetricPlugin>(&settings)
+    else {
         panic!("could not start the pure-python volumetric plugin")
     };
     let (case, tumour) = synthetic_case();
-    let report = stage.train(vec![TrainingCase { case: case.clone(), target: tumour.clone() }].as_slice().into()).unwrap();
+    let report = stage
+        .train(
+            vec![TrainingCase {
+                case: case.clone(),
+                target: tumour.clone(),
+            }]
+            .as_slice()
+            .into(),
+        )
+        .unwrap();
     assert_eq!(report.metrics[0].name.as_str(), "threshold");
     assert!((report.metrics[0].value - 2.0).abs() < 1e-6);
     let predicted = stage.predict(&case).unwrap();
@@ -112,30 +162,63 @@ fn pure_python_volumetric_segmenter_trains_predicts_saves_and_loads() {
 
 #[test]
 fn pure_python_promptable_segmenter_and_filter() {
-    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "promptable-segmenter"]);
-    let Ok(StageObject::PromptableSegmenter(mut stage)) = create::<ProcessPromptablePlugin>(&settings) else {
+    let settings = command(&[
+        "env",
+        "CLISC_PLUGIN_NUMPY=0",
+        &python(),
+        &fixture("pure_python.py"),
+        "promptable-segmenter",
+    ]);
+    let Ok(StageObject::PromptableSegmenter(mut stage)) =
+        create::<ProcessPromptablePlugin>(&settings)
+    else {
         panic!("could not start the pure-python promptable plugin")
     };
     let (case, tumour) = synthetic_case();
     let image = case.image.axial_slice("flair", 4).unwrap();
-    let slice = SliceImage { case_id: case.id.clone(), index: 4, image };
+    let slice = SliceImage {
+        case_id: case.id.clone(),
+        index: 4,
+        image,
+    };
     let prompt = PromptSet {
         slice: 4,
-        bbox: ROption::RSome(BoxXyxy { x0: 3.0, y0: 3.0, x1: 10.0, y1: 9.0 }),
+        bbox: ROption::RSome(BoxXyxy {
+            x0: 3.0,
+            y0: 3.0,
+            x1: 10.0,
+            y1: 9.0,
+        }),
         points: RVec::new(),
     };
-    let masks = stage.segment(&slice, vec![prompt.clone(), prompt].as_slice().into()).unwrap();
+    let masks = stage
+        .segment(&slice, vec![prompt.clone(), prompt].as_slice().into())
+        .unwrap();
     assert_eq!(masks.len(), 2);
     assert_eq!(masks[0], tumour.axial_slice(4));
 
-    let settings = command(&["env", "CLISC_PLUGIN_NUMPY=0", &python(), &fixture("pure_python.py"), "filter"]);
+    let settings = command(&[
+        "env",
+        "CLISC_PLUGIN_NUMPY=0",
+        &python(),
+        &fixture("pure_python.py"),
+        "filter",
+    ]);
     let Ok(StageObject::Filter(mut filter)) = create::<ProcessFilterPlugin>(&settings) else {
         panic!("could not start the pure-python filter")
     };
     let empty = LabelVolume::zeros(tumour.grid);
     let candidates = vec![
-        FilterCandidate { case_id: "a".into(), pseudo_label: tumour.clone(), reference: tumour.clone() },
-        FilterCandidate { case_id: "b".into(), pseudo_label: tumour.clone(), reference: empty },
+        FilterCandidate {
+            case_id: "a".into(),
+            pseudo_label: tumour.clone(),
+            reference: tumour.clone(),
+        },
+        FilterCandidate {
+            case_id: "b".into(),
+            pseudo_label: tumour.clone(),
+            reference: empty,
+        },
     ];
     let decisions = filter.select(candidates.as_slice().into()).unwrap();
     assert_eq!((decisions[0].keep, decisions[0].score), (true, 1.0));
@@ -144,21 +227,32 @@ fn pure_python_promptable_segmenter_and_filter() {
 }
 
 fn misbehaving(mode: &str, timeout: f64) -> Result<StageObject, PluginError> {
-    let settings = format!("{}\ntimeout_seconds = {timeout:?}", command(&[&python(), &fixture("misbehaving.py"), mode]));
+    let settings = format!(
+        "{}\ntimeout_seconds = {timeout:?}",
+        command(&[&python(), &fixture("misbehaving.py"), mode])
+    );
     create::<ProcessLabelerPlugin>(&settings)
 }
 
 #[test]
 fn a_crashing_process_is_a_clear_error_and_the_next_call_restarts_it() {
-    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("crash", 20.0) else { panic!("handshake failed") };
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("crash", 20.0) else {
+        panic!("handshake failed")
+    };
     let (case, _) = synthetic_case();
     let err = stage.label_slices(&case).unwrap_err();
     let m = err.message.as_str();
-    assert!(m.contains("process-pseudo-labeler `misbehaving-crash`"), "{m}");
+    assert!(
+        m.contains("process-pseudo-labeler `misbehaving-crash`"),
+        "{m}"
+    );
     assert!(m.contains("misbehaving.py"), "command missing: {m}");
     assert!(m.contains("crashed (exit status 3)"), "{m}");
     assert!(m.contains("label_slices"), "{m}");
-    assert!(m.contains("segmentation model exploded"), "stderr tail missing: {m}");
+    assert!(
+        m.contains("segmentation model exploded"),
+        "stderr tail missing: {m}"
+    );
     // A fresh process is started for the next call (and crashes again).
     let again = stage.label_slices(&case).unwrap_err();
     assert!(again.message.contains("exit status 3"), "{again}");
@@ -166,12 +260,17 @@ fn a_crashing_process_is_a_clear_error_and_the_next_call_restarts_it() {
 
 #[test]
 fn a_hanging_process_is_killed_after_the_timeout() {
-    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("hang", 1.0) else { panic!("handshake failed") };
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("hang", 1.0) else {
+        panic!("handshake failed")
+    };
     let (case, _) = synthetic_case();
     let t = Instant::now();
     let err = stage.label_slices(&case).unwrap_err();
     let elapsed = t.elapsed();
-    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
     let m = err.message.as_str();
     assert!(m.contains("misbehaving-hang"), "{m}");
     assert!(m.contains("sent nothing for 1.0 s"), "{m}");
@@ -181,29 +280,42 @@ fn a_hanging_process_is_killed_after_the_timeout() {
 #[test]
 fn a_garbage_speaking_process_is_refused_at_the_handshake() {
     let t = Instant::now();
-    let err = misbehaving("garbage", 20.0).err().expect("garbage must not pass the handshake");
+    let err = misbehaving("garbage", 20.0)
+        .err()
+        .expect("garbage must not pass the handshake");
     assert!(t.elapsed() < Duration::from_secs(10));
     let m = err.message.as_str();
     assert!(m.contains("process-pseudo-labeler"), "{m}");
     assert!(m.contains("misbehaving.py"), "{m}");
     assert!(m.contains("magic bytes"), "{m}");
-    assert!(m.contains("hello from a p"), "the offending bytes should be shown: {m}");
+    assert!(
+        m.contains("hello from a p"),
+        "the offending bytes should be shown: {m}"
+    );
 }
 
 #[test]
 fn an_exception_in_the_plugin_is_reported_and_the_process_keeps_serving() {
-    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("error", 20.0) else { panic!("handshake failed") };
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("error", 20.0) else {
+        panic!("handshake failed")
+    };
     let (case, _) = synthetic_case();
     for _ in 0..2 {
         let err = stage.label_slices(&case).unwrap_err();
         assert!(err.message.contains("misbehaving-error"), "{err}");
-        assert!(err.message.contains("RuntimeError: label_slices is not implemented"), "{err}");
+        assert!(
+            err.message
+                .contains("RuntimeError: label_slices is not implemented"),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn a_missing_program_is_a_config_error() {
-    let err = create::<ProcessLabelerPlugin>(&command(&["/nonexistent/clisc-plugin"])).err().unwrap();
+    let err = create::<ProcessLabelerPlugin>(&command(&["/nonexistent/clisc-plugin"]))
+        .err()
+        .unwrap();
     assert!(err.message.contains("cannot start command"), "{err}");
     assert!(err.message.contains("/nonexistent/clisc-plugin"), "{err}");
 }

@@ -78,7 +78,10 @@ impl PluginProcess {
     /// Starts the process, checks its handshake and configures it.
     pub fn start(spec: ProcessSpec, ctx: &HostContext) -> Result<Self, PluginError> {
         if spec.command.is_empty() {
-            return Err(PluginError::config(format!("{}: setting `command` is empty", spec.adapter)));
+            return Err(PluginError::config(format!(
+                "{}: setting `command` is empty",
+                spec.adapter
+            )));
         }
         let context = json!({
             "device": ctx.device.as_str(),
@@ -86,7 +89,13 @@ impl PluginProcess {
             "threads": ctx.threads,
             "work_dir": ctx.work_dir.as_str(),
         });
-        let mut process = Self { spec, context, progress: ctx.progress.clone(), running: None, hello: None };
+        let mut process = Self {
+            spec,
+            context,
+            progress: ctx.progress.clone(),
+            running: None,
+            hello: None,
+        };
         process.ensure_running()?;
         Ok(process)
     }
@@ -107,10 +116,19 @@ impl PluginProcess {
         match reply.kind() {
             "result" => Ok(reply),
             "error" => {
-                let message = reply.header.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-                Err(PluginError::internal(format!("{} failed in `{method}`: {message}", self.who())))
+                let message = reply
+                    .header
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no message)");
+                Err(PluginError::internal(format!(
+                    "{} failed in `{method}`: {message}",
+                    self.who()
+                )))
             }
-            other => Err(self.fail(&format!("answered `{method}` with a frame of type {other:?} instead of \"result\""))),
+            other => Err(self.fail(&format!(
+                "answered `{method}` with a frame of type {other:?} instead of \"result\""
+            ))),
         }
     }
 
@@ -120,7 +138,11 @@ impl PluginProcess {
         }
         let spec = &self.spec;
         let mut command = Command::new(&spec.command[0]);
-        command.args(&spec.command[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(&spec.command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
@@ -129,7 +151,10 @@ impl PluginProcess {
                 "{}: cannot start command {:?}{}: {e}",
                 spec.adapter,
                 spec.command,
-                spec.working_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+                spec.working_dir
+                    .as_ref()
+                    .map(|d| format!(" in {}", d.display()))
+                    .unwrap_or_default()
             ))
         })?;
         tracing::info!(adapter = spec.adapter, command = ?spec.command, pid = child.id(), "started plugin process");
@@ -177,32 +202,51 @@ impl PluginProcess {
         let hello = self.receive("handshake")?;
         let hello = self.check_hello(&hello)?;
         let settings = resolve_settings(&hello, &self.spec.settings).map_err(|m| {
-            let who = format!("{} `{}` (command {:?})", self.spec.adapter, hello.name, self.spec.command);
+            let who = format!(
+                "{} `{}` (command {:?})",
+                self.spec.adapter, hello.name, self.spec.command
+            );
             self.stop();
             PluginError::config(format!("{who}: {m}"))
         })?;
         self.hello = Some(hello);
-        let configure = Frame::new("configure", json!({"settings": settings, "context": self.context}));
+        let configure = Frame::new(
+            "configure",
+            json!({"settings": settings, "context": self.context}),
+        );
         self.send(&configure, "configure")?;
         let reply = self.receive("configure")?;
         match reply.kind() {
             "ready" => Ok(()),
             "error" => {
-                let message = reply.header.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-                let err = PluginError::config(format!("{} rejected its settings: {message}", self.who()));
+                let message = reply
+                    .header
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no message)");
+                let err =
+                    PluginError::config(format!("{} rejected its settings: {message}", self.who()));
                 self.stop();
                 Err(err)
             }
-            other => Err(self.fail(&format!("answered `configure` with {other:?} instead of \"ready\""))),
+            other => Err(self.fail(&format!(
+                "answered `configure` with {other:?} instead of \"ready\""
+            ))),
         }
     }
 
     fn check_hello(&mut self, frame: &Frame) -> Result<Hello, PluginError> {
         let h = &frame.header;
         if frame.kind() != "hello" {
-            return Err(self.fail(&format!("first frame is of type {:?}, expected the \"hello\" handshake", frame.kind())));
+            return Err(self.fail(&format!(
+                "first frame is of type {:?}, expected the \"hello\" handshake",
+                frame.kind()
+            )));
         }
-        let protocol = h.get("protocol").and_then(Value::as_str).unwrap_or_default();
+        let protocol = h
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let version = h.get("protocol_version").and_then(Value::as_u64);
         if protocol != PROTOCOL || version != Some(PROTOCOL_VERSION) {
             return Err(self.fail(&format!(
@@ -210,13 +254,23 @@ impl PluginProcess {
             )));
         }
         let plugin = h.get("plugin").cloned().unwrap_or(Value::Null);
-        let field = |k: &str| plugin.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let field = |k: &str| {
+            plugin
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let hello = Hello {
             name: field("name"),
             kind: field("kind"),
             version: field("version"),
             description: field("description"),
-            settings: h.get("settings").and_then(Value::as_array).cloned().unwrap_or_default(),
+            settings: h
+                .get("settings")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         };
         if hello.name.is_empty() {
             return Err(self.fail("handshake has no plugin name (`plugin.name`)"));
@@ -233,11 +287,17 @@ impl PluginProcess {
 
     fn send(&mut self, frame: &Frame, what: &str) -> Result<(), PluginError> {
         let bytes = frame.encode();
-        let sent = self.running.as_ref().and_then(|r| r.to_child.as_ref()).map(|tx| tx.send(bytes).is_ok());
+        let sent = self
+            .running
+            .as_ref()
+            .and_then(|r| r.to_child.as_ref())
+            .map(|tx| tx.send(bytes).is_ok());
         if sent == Some(true) {
             Ok(())
         } else {
-            Err(self.fail(&format!("cannot send `{what}`: the process is no longer reading its stdin")))
+            Err(self.fail(&format!(
+                "cannot send `{what}`: the process is no longer reading its stdin"
+            )))
         }
     }
 
@@ -290,19 +350,27 @@ impl PluginProcess {
         loop {
             match running.child.try_wait() {
                 Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 _ => return None,
             }
         }
     }
 
     fn plugin_name(&self) -> String {
-        self.hello.as_ref().map(|h| h.name.clone()).unwrap_or_else(|| "?".into())
+        self.hello
+            .as_ref()
+            .map(|h| h.name.clone())
+            .unwrap_or_else(|| "?".into())
     }
 
     fn who(&self) -> String {
         match &self.hello {
-            Some(h) => format!("{} `{}` (command {:?})", self.spec.adapter, h.name, self.spec.command),
+            Some(h) => format!(
+                "{} `{}` (command {:?})",
+                self.spec.adapter, h.name, self.spec.command
+            ),
             None => format!("{} (command {:?})", self.spec.adapter, self.spec.command),
         }
     }
@@ -323,7 +391,9 @@ impl PluginProcess {
 
     /// Kills the process (if any) and returns the tail of its stderr.
     fn stop(&mut self) -> Vec<String> {
-        let Some(mut running) = self.running.take() else { return Vec::new() };
+        let Some(mut running) = self.running.take() else {
+            return Vec::new();
+        };
         let _ = running.child.kill();
         let _ = running.child.wait();
         running.to_child.take();
@@ -337,13 +407,19 @@ impl PluginProcess {
 
 impl Drop for PluginProcess {
     fn drop(&mut self) {
-        let Some(running) = self.running.as_mut() else { return };
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
         if let Some(tx) = running.to_child.take() {
             let _ = tx.send(Frame::new("shutdown", json!({})).encode());
         }
         let exited = self.wait_exit(SHUTDOWN_GRACE);
         if exited.is_none() {
-            tracing::warn!("{} did not exit within {:?} of `shutdown`; killing it", self.who(), SHUTDOWN_GRACE);
+            tracing::warn!(
+                "{} did not exit within {:?} of `shutdown`; killing it",
+                self.who(),
+                SHUTDOWN_GRACE
+            );
         }
         self.stop();
     }
@@ -374,16 +450,47 @@ fn describe_status(status: ExitStatus) -> String {
 
 /// The schema type names used in the handshake, mapped to TOML kinds.
 fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
-    let name = spec.get("name").and_then(Value::as_str).ok_or("a setting without `name`")?;
+    let name = spec
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a setting without `name`")?;
     let doc = spec.get("doc").and_then(Value::as_str).unwrap_or_default();
     let ty = spec.get("type").and_then(Value::as_str).unwrap_or("string");
     let default = spec.get("default").filter(|v| !v.is_null());
     let bad = || format!("setting `{name}`: default {default:?} does not match type {ty:?}");
     let mut field = match ty {
-        "float" => ConfigField::float(name, default.map(|d| d.as_f64().ok_or_else(bad)).transpose()?.unwrap_or(0.0), doc),
-        "integer" => ConfigField::integer(name, default.map(|d| d.as_i64().ok_or_else(bad)).transpose()?.unwrap_or(0), doc),
-        "bool" => ConfigField::bool(name, default.map(|d| d.as_bool().ok_or_else(bad)).transpose()?.unwrap_or(false), doc),
-        "string" => ConfigField::string(name, default.map(|d| d.as_str().ok_or_else(bad)).transpose()?.unwrap_or(""), doc),
+        "float" => ConfigField::float(
+            name,
+            default
+                .map(|d| d.as_f64().ok_or_else(bad))
+                .transpose()?
+                .unwrap_or(0.0),
+            doc,
+        ),
+        "integer" => ConfigField::integer(
+            name,
+            default
+                .map(|d| d.as_i64().ok_or_else(bad))
+                .transpose()?
+                .unwrap_or(0),
+            doc,
+        ),
+        "bool" => ConfigField::bool(
+            name,
+            default
+                .map(|d| d.as_bool().ok_or_else(bad))
+                .transpose()?
+                .unwrap_or(false),
+            doc,
+        ),
+        "string" => ConfigField::string(
+            name,
+            default
+                .map(|d| d.as_str().ok_or_else(bad))
+                .transpose()?
+                .unwrap_or(""),
+            doc,
+        ),
         "float_list" => ConfigField::float_list(name, &[], doc),
         "string_list" => ConfigField::string_list(name, &[], doc),
         other => return Err(format!("setting `{name}` has unknown type {other:?}")),
@@ -401,7 +508,11 @@ fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
         field.default = abi_stable::std_types::ROption::RNone;
     }
     if let Some(choices) = spec.get("choices").and_then(Value::as_array) {
-        field.choices = choices.iter().filter_map(Value::as_str).map(Into::into).collect();
+        field.choices = choices
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Into::into)
+            .collect();
     }
     Ok(field)
 }
@@ -415,9 +526,11 @@ fn json_to_toml(v: &Value) -> Option<toml::Value> {
         },
         Value::String(s) => toml::Value::String(s.clone()),
         Value::Array(a) => toml::Value::Array(a.iter().map(json_to_toml).collect::<Option<_>>()?),
-        Value::Object(m) => {
-            toml::Value::Table(m.iter().map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect::<Option<_>>()?)
-        }
+        Value::Object(m) => toml::Value::Table(
+            m.iter()
+                .map(|(k, v)| Some((k.clone(), json_to_toml(v)?)))
+                .collect::<Option<_>>()?,
+        ),
         Value::Null => return None,
     })
 }
@@ -429,24 +542,42 @@ fn toml_to_json(v: &toml::Value) -> Value {
         toml::Value::Float(f) => json!(f),
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
     }
 }
 
 /// Validates the user's passthrough settings against the schema the
 /// plugin announced (unknown keys, types, choices) and fills its defaults.
-pub fn resolve_settings(hello: &Hello, given: &Map<String, Value>) -> Result<Map<String, Value>, String> {
-    let schema = hello.settings.iter().map(field_from_json).collect::<Result<Vec<_>, _>>()?;
+pub fn resolve_settings(
+    hello: &Hello,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
+    let schema = hello
+        .settings
+        .iter()
+        .map(field_from_json)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut table = toml::Table::new();
     for (k, v) in given {
         let v = json_to_toml(v).ok_or_else(|| format!("setting `{k}` is null"))?;
         table.insert(k.clone(), v);
     }
     let resolved = clisc_sdk::config::resolve(&schema, &table).map_err(|problems| {
-        problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ")
+        problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; ")
     })?;
-    Ok(resolved.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+    Ok(resolved
+        .iter()
+        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+        .collect())
 }
 
 /// Parses the `settings` passthrough: a JSON object (`{"k": 2.0}`) or TOML
@@ -459,14 +590,23 @@ pub fn parse_passthrough(adapter: &str, text: &str) -> Result<Map<String, Value>
     if text.starts_with('{') {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => Ok(m),
-            Ok(_) => Err(PluginError::config(format!("{adapter}: setting `settings` must be a JSON object"))),
-            Err(e) => Err(PluginError::config(format!("{adapter}: setting `settings` is not valid JSON: {e}"))),
+            Ok(_) => Err(PluginError::config(format!(
+                "{adapter}: setting `settings` must be a JSON object"
+            ))),
+            Err(e) => Err(PluginError::config(format!(
+                "{adapter}: setting `settings` is not valid JSON: {e}"
+            ))),
         }
     } else {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
-            PluginError::config(format!("{adapter}: setting `settings` is neither a JSON object nor TOML key/values: {e}"))
+            PluginError::config(format!(
+                "{adapter}: setting `settings` is neither a JSON object nor TOML key/values: {e}"
+            ))
         })?;
-        Ok(table.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+        Ok(table
+            .iter()
+            .map(|(k, v)| (k.clone(), toml_to_json(v)))
+            .collect())
     }
 }
 
@@ -499,6 +639,9 @@ mod tests {
         assert!(err.contains("unknown setting `kk`"), "{err}");
         assert!(err.contains("must be one of"), "{err}");
         assert!(err.contains("missing required setting `weights`"), "{err}");
-        assert!(parse_passthrough("x", "{not json").unwrap_err().message.contains("JSON"));
+        assert!(parse_passthrough("x", "{not json")
+            .unwrap_err()
+            .message
+            .contains("JSON"));
     }
 }

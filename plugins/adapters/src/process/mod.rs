@@ -26,16 +26,18 @@ pub mod client;
 pub mod protocol;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
+use client::{parse_passthrough, PluginProcess, ProcessSpec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
-    CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator, PromptableSegmenter,
-    PseudoLabeler, RoiExtractor, RoiResult, RoiRound, SliceImage, StageReport, TrainingCase, VolumetricSegmenter,
+    CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator,
+    PromptableSegmenter, PseudoLabeler, RoiExtractor, RoiResult, RoiRound, SliceImage, StageReport,
+    TrainingCase, VolumetricSegmenter,
 };
 use clisc_sdk::{
-    BoxXyxy, CasePrompts, ConfigField, ConfigKind, Grid, HostContext, LabelVolume, Mask2d, Plugin, PluginError,
-    PromptPoint, PromptSet, SliceLabel, SlicePseudoLabels, StageKind, StageObject, Volume,
+    BoxXyxy, CasePrompts, ConfigField, ConfigKind, Grid, HostContext, LabelVolume, Mask2d, Plugin,
+    PluginError, PromptPoint, PromptSet, SliceLabel, SlicePseudoLabels, StageKind, StageObject,
+    Volume,
 };
-use client::{parse_passthrough, PluginProcess, ProcessSpec};
 use protocol::{Buffer, Frame};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -65,10 +67,17 @@ fn process_settings() -> Vec<ConfigField> {
     ]
 }
 
-fn start(adapter: &'static str, kind: StageKind, settings: &Settings, ctx: &HostContext) -> Result<PluginProcess, PluginError> {
+fn start(
+    adapter: &'static str,
+    kind: StageKind,
+    settings: &Settings,
+    ctx: &HostContext,
+) -> Result<PluginProcess, PluginError> {
     let timeout = settings.f64("timeout_seconds")?;
     if !(timeout > 0.0 && timeout.is_finite()) {
-        return Err(PluginError::config(format!("{adapter}: `timeout_seconds` must be positive, found {timeout}")));
+        return Err(PluginError::config(format!(
+            "{adapter}: `timeout_seconds` must be positive, found {timeout}"
+        )));
     }
     let spec = ProcessSpec {
         adapter,
@@ -96,7 +105,9 @@ macro_rules! process_plugin {
             }
             fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
                 let process = start($name, $kind, &settings, ctx)?;
-                Ok(StageObject::$wrap($stage { process: std::sync::Mutex::new(process) }))
+                Ok(StageObject::$wrap($stage {
+                    process: std::sync::Mutex::new(process),
+                }))
             }
         }
 
@@ -108,7 +119,9 @@ macro_rules! process_plugin {
 
         impl $stage {
             fn lock(&self) -> std::sync::MutexGuard<'_, PluginProcess> {
-                self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+                self.process
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
             }
         }
     };
@@ -179,15 +192,25 @@ fn put_case(frame: &mut Frame, prefix: &str, case: &CaseInput) -> Value {
     let shape = volume_shape(&case.image.grid);
     let mut channels = Vec::new();
     for c in case.image.channels.iter() {
-        frame.buffers.push(Buffer::f32(&format!("{prefix}image/{}", c.name), shape.clone(), &c.data));
+        frame.buffers.push(Buffer::f32(
+            &format!("{prefix}image/{}", c.name),
+            shape.clone(),
+            &c.data,
+        ));
         channels.push(c.name.to_string());
     }
-    frame.buffers.push(Buffer::u8(&format!("{prefix}brain_mask"), shape, &case.brain_mask.data));
+    frame.buffers.push(Buffer::u8(
+        &format!("{prefix}brain_mask"),
+        shape,
+        &case.brain_mask.data,
+    ));
     json!({"id": case.id.as_str(), "grid": grid_json(&case.image.grid), "channels": channels})
 }
 
 fn put_labels(frame: &mut Frame, name: &str, labels: &LabelVolume) {
-    frame.buffers.push(Buffer::u8(name, volume_shape(&labels.grid), &labels.data));
+    frame
+        .buffers
+        .push(Buffer::u8(name, volume_shape(&labels.grid), &labels.data));
 }
 
 fn reply_err(p: &PluginProcess, what: String) -> PluginError {
@@ -196,32 +219,61 @@ fn reply_err(p: &PluginProcess, what: String) -> PluginError {
 }
 
 /// The buffer `name` of `frame`, checked to hold `len` values.
-fn take<'a>(p: &PluginProcess, frame: &'a Frame, name: &str, len: usize) -> Result<&'a Buffer, PluginError> {
-    let b = frame.buffer(name).ok_or_else(|| reply_err(p, format!("no buffer `{name}`")))?;
+fn take<'a>(
+    p: &PluginProcess,
+    frame: &'a Frame,
+    name: &str,
+    len: usize,
+) -> Result<&'a Buffer, PluginError> {
+    let b = frame
+        .buffer(name)
+        .ok_or_else(|| reply_err(p, format!("no buffer `{name}`")))?;
     if b.len() != len {
-        return Err(reply_err(p, format!("buffer `{name}` has {} values (shape {:?}), expected {len}", b.len(), b.shape)));
+        return Err(reply_err(
+            p,
+            format!(
+                "buffer `{name}` has {} values (shape {:?}), expected {len}",
+                b.len(),
+                b.shape
+            ),
+        ));
     }
     Ok(b)
 }
 
 fn get<'a>(p: &PluginProcess, v: &'a Value, key: &str) -> Result<&'a Value, PluginError> {
-    v.get(key).ok_or_else(|| reply_err(p, format!("missing `{key}`")))
+    v.get(key)
+        .ok_or_else(|| reply_err(p, format!("missing `{key}`")))
 }
 
 fn num(p: &PluginProcess, v: &Value, key: &str) -> Result<f64, PluginError> {
-    get(p, v, key)?.as_f64().ok_or_else(|| reply_err(p, format!("`{key}` is not a number")))
+    get(p, v, key)?
+        .as_f64()
+        .ok_or_else(|| reply_err(p, format!("`{key}` is not a number")))
 }
 
-fn header_array<'a>(p: &PluginProcess, frame: &'a Frame, key: &str) -> Result<&'a Vec<Value>, PluginError> {
-    frame.header.get(key).and_then(Value::as_array).ok_or_else(|| reply_err(p, format!("no `{key}` array")))
+fn header_array<'a>(
+    p: &PluginProcess,
+    frame: &'a Frame,
+    key: &str,
+) -> Result<&'a Vec<Value>, PluginError> {
+    frame
+        .header
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| reply_err(p, format!("no `{key}` array")))
 }
 
 fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError> {
     let mut report = StageReport::default();
     if let Some(m) = frame.header.get("metrics") {
-        let m = m.as_object().ok_or_else(|| reply_err(p, "`metrics` is not an object".into()))?;
+        let m = m
+            .as_object()
+            .ok_or_else(|| reply_err(p, "`metrics` is not an object".into()))?;
         for (k, v) in m {
-            let v = v.as_f64().ok_or_else(|| reply_err(p, format!("metric `{k}` is not a number")))?;
+            let v = v
+                .as_f64()
+                .ok_or_else(|| reply_err(p, format!("metric `{k}` is not a number")))?;
             report.push(k, v);
         }
     }
@@ -236,7 +288,12 @@ fn boxed_json(b: &ROption<BoxXyxy>) -> Value {
 }
 
 fn points_json(points: &[PromptPoint]) -> Value {
-    Value::Array(points.iter().map(|q| json!([q.x, q.y, u8::from(q.positive)])).collect())
+    Value::Array(
+        points
+            .iter()
+            .map(|q| json!([q.x, q.y, u8::from(q.positive)]))
+            .collect(),
+    )
 }
 
 fn parse_prompt_set(p: &PluginProcess, v: &Value) -> Result<PromptSet, PluginError> {
@@ -245,17 +302,46 @@ fn parse_prompt_set(p: &PluginProcess, v: &Value) -> Result<PromptSet, PluginErr
         None | Some(Value::Null) => ROption::RNone,
         Some(Value::Array(a)) if a.len() == 4 && a.iter().all(Value::is_number) => {
             let c: Vec<f32> = a.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
-            ROption::RSome(BoxXyxy { x0: c[0], y0: c[1], x1: c[2], y1: c[3] })
+            ROption::RSome(BoxXyxy {
+                x0: c[0],
+                y0: c[1],
+                x1: c[2],
+                y1: c[3],
+            })
         }
-        Some(_) => return Err(reply_err(p, "`box` must be [x0, y0, x1, y1] or null".into())),
+        Some(_) => {
+            return Err(reply_err(
+                p,
+                "`box` must be [x0, y0, x1, y1] or null".into(),
+            ))
+        }
     };
     let mut points = RVec::new();
-    for q in v.get("points").and_then(Value::as_array).into_iter().flatten() {
-        let c = q.as_array().filter(|a| a.len() == 3).ok_or_else(|| reply_err(p, "a point must be [x, y, positive]".into()))?;
-        let f = |i: usize| c[i].as_f64().ok_or_else(|| reply_err(p, "point coordinates must be numbers".into()));
-        points.push(PromptPoint { x: f(0)? as f32, y: f(1)? as f32, positive: f(2)? != 0.0 });
+    for q in v
+        .get("points")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let c = q
+            .as_array()
+            .filter(|a| a.len() == 3)
+            .ok_or_else(|| reply_err(p, "a point must be [x, y, positive]".into()))?;
+        let f = |i: usize| {
+            c[i].as_f64()
+                .ok_or_else(|| reply_err(p, "point coordinates must be numbers".into()))
+        };
+        points.push(PromptPoint {
+            x: f(0)? as f32,
+            y: f(1)? as f32,
+            positive: f(2)? != 0.0,
+        });
     }
-    Ok(PromptSet { slice, bbox, points })
+    Ok(PromptSet {
+        slice,
+        bbox,
+        points,
+    })
 }
 
 // ---------------------------------------------------------------- stages
@@ -269,17 +355,29 @@ impl PseudoLabeler for ProcessLabeler {
             let mut guard = self.lock();
             let reply = guard.call("label_slices", frame)?;
             let p = &*guard;
-            let list = reply.header.get("slices").and_then(Value::as_array).ok_or_else(|| reply_err(p, "no `slices` array".into()))?;
+            let list = reply
+                .header
+                .get("slices")
+                .and_then(Value::as_array)
+                .ok_or_else(|| reply_err(p, "no `slices` array".into()))?;
             let nz = case.image.grid.shape[2] as usize;
             if list.len() != nz {
-                return Err(reply_err(p, format!("{} slice labels for a volume of {nz} slices", list.len())));
+                return Err(reply_err(
+                    p,
+                    format!("{} slice labels for a volume of {nz} slices", list.len()),
+                ));
             }
             let mut slices = RVec::new();
             for (z, s) in list.iter().enumerate() {
                 let label = num(p, s, "label")?;
                 let probability = num(p, s, "probability")? as f32;
                 let kept = s.get("kept").and_then(Value::as_bool).unwrap_or(true);
-                slices.push(SliceLabel { index: z as u32, label: u8::from(label != 0.0), probability, kept });
+                slices.push(SliceLabel {
+                    index: z as u32,
+                    label: u8::from(label != 0.0),
+                    probability,
+                    kept,
+                });
             }
             Ok(SlicePseudoLabels { slices })
         })()
@@ -304,7 +402,11 @@ impl RoiExtractor for ProcessRoiExtractor {
         })()
         .into()
     }
-    fn extract(&mut self, case: &CaseInput, labels: &SlicePseudoLabels) -> RResult<RoiResult, PluginError> {
+    fn extract(
+        &mut self,
+        case: &CaseInput,
+        labels: &SlicePseudoLabels,
+    ) -> RResult<RoiResult, PluginError> {
         (|| {
             let mut frame = Frame::new("call", json!({}));
             let mut h = put_case(&mut frame, "", case);
@@ -316,13 +418,20 @@ impl RoiExtractor for ProcessRoiExtractor {
             let grid = case.image.grid;
             let mut rounds = RVec::new();
             for (i, r) in header_array(p, &reply, "rounds")?.iter().enumerate() {
-                let name = r.get("name").and_then(Value::as_str).unwrap_or("round").to_string();
+                let name = r
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("round")
+                    .to_string();
                 let cam = take(p, &reply, &format!("round{i}/cam"), grid.len())?.to_f32();
                 let roi = take(p, &reply, &format!("round{i}/roi"), grid.len())?.to_u8();
                 rounds.push(RoiRound {
                     name: name.into(),
                     cam: Volume::single(grid, "cam", cam),
-                    roi: LabelVolume { grid, data: roi.into() },
+                    roi: LabelVolume {
+                        grid,
+                        data: roi.into(),
+                    },
                 });
             }
             Ok(RoiResult { rounds })
@@ -342,7 +451,11 @@ fn labels_json(labels: &SlicePseudoLabels) -> Value {
 }
 
 impl PromptGenerator for ProcessPromptGenerator {
-    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume) -> RResult<CasePrompts, PluginError> {
+    fn prompts(
+        &mut self,
+        case: &CaseInput,
+        roi: &LabelVolume,
+    ) -> RResult<CasePrompts, PluginError> {
         (|| {
             let mut frame = Frame::new("call", json!({}));
             let h = put_case(&mut frame, "", case);
@@ -362,7 +475,11 @@ impl PromptGenerator for ProcessPromptGenerator {
 }
 
 impl PromptableSegmenter for ProcessPromptable {
-    fn segment(&mut self, slice: &SliceImage, prompts: RSlice<'_, PromptSet>) -> RResult<RVec<Mask2d>, PluginError> {
+    fn segment(
+        &mut self,
+        slice: &SliceImage,
+        prompts: RSlice<'_, PromptSet>,
+    ) -> RResult<RVec<Mask2d>, PluginError> {
         (|| {
             let img = &slice.image;
             let (w, h) = (img.width as usize, img.height as usize);
@@ -410,40 +527,73 @@ impl VolumetricSegmenter for ProcessVolumetric {
             let reply = guard.call("predict", frame)?;
             let grid = case.image.grid;
             let data = take(&guard, &reply, "labels", grid.len())?.to_u8();
-            Ok(LabelVolume { grid, data: data.into_iter().map(|v| u8::from(v != 0)).collect() })
+            Ok(LabelVolume {
+                grid,
+                data: data.into_iter().map(|v| u8::from(v != 0)).collect(),
+            })
         })()
         .into()
     }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
-        self.lock().call("save", Frame::new("call", json!({"path": path.as_str()}))).map(|_| ()).into()
+        self.lock()
+            .call("save", Frame::new("call", json!({"path": path.as_str()})))
+            .map(|_| ())
+            .into()
     }
     fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError> {
-        self.lock().call("load", Frame::new("call", json!({"path": path.as_str()}))).map(|_| ()).into()
+        self.lock()
+            .call("load", Frame::new("call", json!({"path": path.as_str()})))
+            .map(|_| ())
+            .into()
     }
 }
 
 impl Filter for ProcessFilter {
-    fn select(&mut self, candidates: RSlice<'_, FilterCandidate>) -> RResult<RVec<FilterDecision>, PluginError> {
+    fn select(
+        &mut self,
+        candidates: RSlice<'_, FilterCandidate>,
+    ) -> RResult<RVec<FilterDecision>, PluginError> {
         (|| {
             let mut frame = Frame::new("call", json!({}));
             let mut headers = Vec::new();
             for (i, c) in candidates.iter().enumerate() {
-                put_labels(&mut frame, &format!("candidate{i}/pseudo_label"), &c.pseudo_label);
+                put_labels(
+                    &mut frame,
+                    &format!("candidate{i}/pseudo_label"),
+                    &c.pseudo_label,
+                );
                 put_labels(&mut frame, &format!("candidate{i}/reference"), &c.reference);
-                headers.push(json!({"case_id": c.case_id.as_str(), "grid": grid_json(&c.pseudo_label.grid)}));
+                headers.push(
+                    json!({"case_id": c.case_id.as_str(), "grid": grid_json(&c.pseudo_label.grid)}),
+                );
             }
-            frame.header.insert("candidates".into(), Value::Array(headers));
+            frame
+                .header
+                .insert("candidates".into(), Value::Array(headers));
             let mut guard = self.lock();
             let reply = guard.call("select", frame)?;
             let p = &*guard;
             let list = header_array(p, &reply, "decisions")?;
             if list.len() != candidates.len() {
-                return Err(reply_err(p, format!("{} decisions for {} candidates", list.len(), candidates.len())));
+                return Err(reply_err(
+                    p,
+                    format!(
+                        "{} decisions for {} candidates",
+                        list.len(),
+                        candidates.len()
+                    ),
+                ));
             }
             let mut out = RVec::new();
             for (c, d) in candidates.iter().zip(list) {
-                let keep = get(p, d, "keep")?.as_bool().ok_or_else(|| reply_err(p, "`keep` is not a boolean".into()))?;
-                out.push(FilterDecision { case_id: c.case_id.clone(), score: num(p, d, "score")?, keep });
+                let keep = get(p, d, "keep")?
+                    .as_bool()
+                    .ok_or_else(|| reply_err(p, "`keep` is not a boolean".into()))?;
+                out.push(FilterDecision {
+                    case_id: c.case_id.clone(),
+                    score: num(p, d, "score")?,
+                    keep,
+                });
             }
             Ok(out)
         })()

@@ -85,11 +85,21 @@ impl Buffer {
         for v in values {
             data.extend_from_slice(&v.to_le_bytes());
         }
-        Self { name: name.to_string(), dtype: Dtype::F32, shape, data }
+        Self {
+            name: name.to_string(),
+            dtype: Dtype::F32,
+            shape,
+            data,
+        }
     }
     /// A byte buffer.
     pub fn u8(name: &str, shape: Vec<usize>, values: &[u8]) -> Self {
-        Self { name: name.to_string(), dtype: Dtype::U8, shape, data: values.to_vec() }
+        Self {
+            name: name.to_string(),
+            dtype: Dtype::U8,
+            shape,
+            data: values.to_vec(),
+        }
     }
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -102,9 +112,11 @@ impl Buffer {
     /// The values as floats (u8 values are widened).
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {
-            Dtype::F32 => {
-                self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            }
+            Dtype::F32 => self
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::U8 => self.data.iter().map(|&v| v as f32).collect(),
         }
     }
@@ -112,7 +124,11 @@ impl Buffer {
     pub fn to_u8(&self) -> Vec<u8> {
         match self.dtype {
             Dtype::U8 => self.data.clone(),
-            Dtype::F32 => self.to_f32().into_iter().map(|v| u8::from(v > 0.5)).collect(),
+            Dtype::F32 => self
+                .to_f32()
+                .into_iter()
+                .map(|v| u8::from(v > 0.5))
+                .collect(),
         }
     }
 }
@@ -134,7 +150,10 @@ impl Frame {
             _ => Map::new(),
         };
         header.insert("type".into(), Value::String(kind.into()));
-        Self { header, buffers: Vec::new() }
+        Self {
+            header,
+            buffers: Vec::new(),
+        }
     }
     /// Adds a buffer.
     pub fn with(mut self, buffer: Buffer) -> Self {
@@ -143,7 +162,10 @@ impl Frame {
     }
     /// The `type` field.
     pub fn kind(&self) -> &str {
-        self.header.get("type").and_then(Value::as_str).unwrap_or("")
+        self.header
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
     /// The buffer called `name`.
     pub fn buffer(&self, name: &str) -> Option<&Buffer> {
@@ -229,10 +251,14 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ReadError> {
     let header_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
     let payload_len = u64::from_le_bytes(prefix[8..16].try_into().expect("8 bytes"));
     if header_len > MAX_HEADER {
-        return Err(ReadError::Malformed(format!("header length {header_len} exceeds {MAX_HEADER} bytes")));
+        return Err(ReadError::Malformed(format!(
+            "header length {header_len} exceeds {MAX_HEADER} bytes"
+        )));
     }
     if payload_len > MAX_PAYLOAD {
-        return Err(ReadError::Malformed(format!("payload length {payload_len} exceeds {MAX_PAYLOAD} bytes")));
+        return Err(ReadError::Malformed(format!(
+            "payload length {payload_len} exceeds {MAX_PAYLOAD} bytes"
+        )));
     }
     let mut header = vec![0u8; header_len as usize];
     r.read_exact(&mut header).map_err(ReadError::Io)?;
@@ -249,22 +275,39 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ReadError> {
     let mut buffers = Vec::with_capacity(specs.len());
     let mut expected: u64 = 0;
     for spec in &specs {
-        let name = spec.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = spec
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let dtype = spec
             .get("dtype")
             .and_then(Value::as_str)
             .and_then(Dtype::parse)
-            .ok_or_else(|| ReadError::Malformed(format!("buffer `{name}`: dtype must be \"f32\" or \"u8\"")))?;
+            .ok_or_else(|| {
+                ReadError::Malformed(format!("buffer `{name}`: dtype must be \"f32\" or \"u8\""))
+            })?;
         let shape: Vec<usize> = spec
             .get("shape")
             .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|u| u as usize)).collect::<Option<Vec<_>>>())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| v.as_u64().map(|u| u as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| {
-                ReadError::Malformed(format!("buffer `{name}`: shape must be an array of non-negative integers"))
+                ReadError::Malformed(format!(
+                    "buffer `{name}`: shape must be an array of non-negative integers"
+                ))
             })?;
         let bytes = shape.iter().product::<usize>() * dtype.size();
         expected += bytes as u64;
-        buffers.push(Buffer { name, dtype, shape, data: vec![0u8; bytes] });
+        buffers.push(Buffer {
+            name,
+            dtype,
+            shape,
+            data: vec![0u8; bytes],
+        });
     }
     if expected != payload_len {
         return Err(ReadError::Malformed(format!(
@@ -280,7 +323,13 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ReadError> {
 fn printable(bytes: &[u8]) -> String {
     let text: String = bytes
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { (b as char).to_string() } else { format!("\\x{b:02x}") })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
         .collect();
     format!("\"{text}\"")
 }
@@ -292,13 +341,20 @@ mod tests {
     #[test]
     fn frames_round_trip_with_buffers() {
         let frame = Frame::new("call", json!({"method": "predict"}))
-            .with(Buffer::f32("image/flair", vec![2, 1, 2], &[0.5, -1.0, 2.0, 3.25]))
+            .with(Buffer::f32(
+                "image/flair",
+                vec![2, 1, 2],
+                &[0.5, -1.0, 2.0, 3.25],
+            ))
             .with(Buffer::u8("brain_mask", vec![2, 1, 2], &[1, 0, 1, 1]));
         let bytes = frame.encode();
         assert_eq!(&bytes[..4], b"CLSC");
         let back = read_frame(&mut bytes.as_slice()).unwrap();
         assert_eq!(back, frame);
-        assert_eq!(back.buffer("image/flair").unwrap().to_f32(), vec![0.5, -1.0, 2.0, 3.25]);
+        assert_eq!(
+            back.buffer("image/flair").unwrap().to_f32(),
+            vec![0.5, -1.0, 2.0, 3.25]
+        );
         assert_eq!(back.kind(), "call");
     }
 
@@ -308,14 +364,21 @@ mod tests {
         assert!(err.to_string().contains("magic bytes"), "{err}");
         assert!(err.to_string().contains("hello world"), "{err}");
         assert!(matches!(read_frame(&mut &b""[..]), Err(ReadError::Closed)));
-        let mut bytes = Frame::new("x", json!({})).with(Buffer::u8("m", vec![4], &[1, 2, 3, 4])).encode();
+        let mut bytes = Frame::new("x", json!({}))
+            .with(Buffer::u8("m", vec![4], &[1, 2, 3, 4]))
+            .encode();
         bytes.truncate(bytes.len() - 1);
-        assert!(matches!(read_frame(&mut bytes.as_slice()), Err(ReadError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut bytes.as_slice()),
+            Err(ReadError::Io(_))
+        ));
     }
 
     #[test]
     fn rejects_payload_that_disagrees_with_the_header() {
-        let mut bytes = Frame::new("x", json!({})).with(Buffer::u8("m", vec![4], &[1, 2, 3, 4])).encode();
+        let mut bytes = Frame::new("x", json!({}))
+            .with(Buffer::u8("m", vec![4], &[1, 2, 3, 4]))
+            .encode();
         bytes[8] = 3; // payload_len = 3, buffers need 4
         let err = read_frame(&mut bytes.as_slice()).unwrap_err();
         assert!(err.to_string().contains("need 4"), "{err}");

@@ -94,7 +94,11 @@ pub struct Contract {
 
 impl Contract {
     /// Reads the common settings and loads the model on the context's device.
-    pub fn from_settings(plugin: &'static str, settings: &Settings, device_spec: &str) -> Result<Self, PluginError> {
+    pub fn from_settings(
+        plugin: &'static str,
+        settings: &Settings,
+        device_spec: &str,
+    ) -> Result<Self, PluginError> {
         let device = clisc_nn::resolve_device(device_spec)?;
         let model_path = settings
             .path("model")?
@@ -102,7 +106,9 @@ impl Contract {
         let module = load_module(plugin, &model_path, device)?;
         let input_channels = settings.i64("input_channels")?;
         if input_channels < 1 {
-            return Err(PluginError::config(format!("{plugin}: `input_channels` must be at least 1, found {input_channels}")));
+            return Err(PluginError::config(format!(
+                "{plugin}: `input_channels` must be at least 1, found {input_channels}"
+            )));
         }
         let normalization = match settings.str("normalization")? {
             "none" => Normalization::None,
@@ -138,39 +144,15 @@ impl Contract {
     /// Normalises `x` (`[N, 1, ...spatial]`, one image per row) and repeats
     /// it to the model's channel count.
     pub fn prepare(&self, x: &Tensor) -> Tensor {
-        let n = x.size()[0];
-        let flat = x.reshape([n, -1]);
-        let eps = 1e-8;
-        let normed = match self.normalization {
-            Normalization::None => flat,
-            Normalization::MinMax | Normalization::ImageNet => {
-                let lo = flat.amin([1i64].as_slice(), true);
-                let hi = flat.amax([1i64].as_slice(), true);
-                (&flat - &lo) / (hi - &lo).clamp_min(eps)
-            }
-            Normalization::ZScore => {
-                let mean = flat.mean_dim([1i64].as_slice(), true, Kind::Float);
-                let std = flat.std_correction([1i64].as_slice(), 0, true).clamp_min(eps);
-                (&flat - mean) / std
-            }
-        };
-        let normed = normed.reshape(x.size());
-        let mut repeat = vec![1i64; x.dim()];
-        repeat[1] = self.input_channels;
-        let mut out = normed.repeat(repeat.as_slice());
-        if self.normalization == Normalization::ImageNet {
-            let mut shape = vec![1i64; x.dim()];
-            shape[1] = 3;
-            let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float).to_device(self.device).reshape(shape.as_slice());
-            let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float).to_device(self.device).reshape(shape.as_slice());
-            out = (out - mean) / std;
-        }
-        out
+        prepare_input(x, self.normalization, self.input_channels)
     }
 
     /// Runs the model; a tuple or list output yields its first tensor.
     pub fn forward(&self, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
-        let args: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
+        let args: Vec<IValue> = inputs
+            .iter()
+            .map(|t| IValue::Tensor(t.shallow_clone()))
+            .collect();
         let out = self.module.forward_is(&args).map_err(|e| {
             let shapes: Vec<Vec<i64>> = inputs.iter().map(|t| t.size()).collect();
             PluginError::input(format!(
@@ -224,10 +206,56 @@ impl Contract {
     }
 }
 
+/// Normalises `x` (`[N, 1, ...spatial]`, one image per row, statistics per
+/// image) and repeats it to `channels` channels; `ImageNet` then applies
+/// the per-channel ImageNet mean and standard deviation.
+pub fn prepare_input(x: &Tensor, normalization: Normalization, channels: i64) -> Tensor {
+    let n = x.size()[0];
+    let flat = x.reshape([n, -1]);
+    let eps = 1e-8;
+    let normed = match normalization {
+        Normalization::None => flat,
+        Normalization::MinMax | Normalization::ImageNet => {
+            let lo = flat.amin([1i64].as_slice(), true);
+            let hi = flat.amax([1i64].as_slice(), true);
+            (&flat - &lo) / (hi - &lo).clamp_min(eps)
+        }
+        Normalization::ZScore => {
+            let mean = flat.mean_dim([1i64].as_slice(), true, Kind::Float);
+            let std = flat
+                .std_correction([1i64].as_slice(), 0, true)
+                .clamp_min(eps);
+            (&flat - mean) / std
+        }
+    };
+    let normed = normed.reshape(x.size());
+    let mut repeat = vec![1i64; x.dim()];
+    repeat[1] = channels;
+    let out = normed.repeat(repeat.as_slice());
+    if normalization != Normalization::ImageNet {
+        return out;
+    }
+    let mut shape = vec![1i64; x.dim()];
+    shape[1] = 3;
+    let device = x.device();
+    let mean = Tensor::from_slice(&IMAGENET_MEAN)
+        .to_kind(Kind::Float)
+        .to_device(device)
+        .reshape(shape.as_slice());
+    let std = Tensor::from_slice(&IMAGENET_STD)
+        .to_kind(Kind::Float)
+        .to_device(device)
+        .reshape(shape.as_slice());
+    (out - mean) / std
+}
+
 /// Loads a TorchScript module in eval mode.
 pub fn load_module(plugin: &str, path: &Path, device: Device) -> Result<CModule, PluginError> {
     if !path.is_file() {
-        return Err(PluginError::weights(format!("{plugin}: TorchScript file {} does not exist", path.display())));
+        return Err(PluginError::weights(format!(
+            "{plugin}: TorchScript file {} does not exist",
+            path.display()
+        )));
     }
     let mut module = CModule::load_on_device(path, device).map_err(|e| {
         PluginError::weights(format!(
@@ -243,7 +271,9 @@ pub fn load_module(plugin: &str, path: &Path, device: Device) -> Result<CModule,
 fn first_tensor(v: IValue) -> Option<Tensor> {
     match v {
         IValue::Tensor(t) => Some(t),
-        IValue::Tuple(items) | IValue::GenericList(items) => items.into_iter().next().and_then(first_tensor),
+        IValue::Tuple(items) | IValue::GenericList(items) => {
+            items.into_iter().next().and_then(first_tensor)
+        }
         IValue::TensorList(ts) => ts.into_iter().next(),
         _ => None,
     }
@@ -255,12 +285,45 @@ fn first_line(s: &str) -> String {
     let text: Vec<&str> = s
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("frame #") && !l.starts_with("Exception raised from"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("frame #") && !l.starts_with("Exception raised from")
+        })
         .collect();
     let text = text.join(" ");
     if text.chars().count() > 600 {
         format!("{}...", text.chars().take(600).collect::<String>())
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.reshape([-1])).unwrap()
+    }
+
+    #[test]
+    fn normalisations_are_per_image() {
+        // Two 1x1x2x2 images.
+        let x = Tensor::from_slice(&[0f32, 1.0, 2.0, 3.0, 10.0, 10.0, 20.0, 30.0])
+            .reshape([2, 1, 2, 2]);
+        assert_eq!(
+            values(&prepare_input(&x, Normalization::None, 1)),
+            values(&x)
+        );
+        let mm = values(&prepare_input(&x, Normalization::MinMax, 1));
+        assert_eq!(mm, vec![0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0, 0.0, 0.0, 0.5, 1.0]);
+        let z = prepare_input(&x, Normalization::ZScore, 2);
+        assert_eq!(z.size(), vec![2, 2, 2, 2]);
+        let z0 = values(&z.get(0).get(1));
+        let mean: f32 = z0.iter().sum::<f32>() / 4.0;
+        let var: f32 = z0.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{z0:?}");
+        let im = prepare_input(&x, Normalization::ImageNet, 3);
+        let blue_max = values(&im.get(0).get(2))[3];
+        assert!((blue_max - (1.0 - 0.406) / 0.225).abs() < 1e-5);
     }
 }

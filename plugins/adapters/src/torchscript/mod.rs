@@ -21,10 +21,13 @@ pub mod contract;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
 use clisc_sdk::config::Settings;
-use clisc_sdk::stage::{CaseInput, PromptableSegmenter, PseudoLabeler, SliceImage, StageReport, TrainingCase, VolumetricSegmenter};
+use clisc_sdk::stage::{
+    CaseInput, PromptableSegmenter, PseudoLabeler, SliceImage, StageReport, TrainingCase,
+    VolumetricSegmenter,
+};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Mask2d, Plugin, PluginError, PromptSet, SliceLabel, SlicePseudoLabels,
-    StageKind, StageObject,
+    ConfigField, HostContext, LabelVolume, Mask2d, Plugin, PluginError, PromptSet, SliceLabel,
+    SlicePseudoLabels, StageKind, StageObject,
 };
 use contract::{common_settings, load_module, Contract, OutputKind};
 use tch::{Kind, Tensor};
@@ -48,7 +51,11 @@ impl Plugin for TorchScriptLabelerPlugin {
     fn settings() -> Vec<ConfigField> {
         let mut s = common_settings();
         s.extend([
-            ConfigField::integer("input_size", 0, "side of the square input the model expects (0 = native slice size)"),
+            ConfigField::integer(
+                "input_size",
+                0,
+                "side of the square input the model expects (0 = native slice size)",
+            ),
             ConfigField::integer("batch_size", 16, "slices per forward pass"),
             ConfigField::float(
                 "keep_confidence",
@@ -84,7 +91,9 @@ impl TorchScriptLabeler {
         let c = &self.contract;
         let data = case.image.require_channel(&c.channel)?;
         let [nx, ny, nz] = case.image.grid.dims();
-        let volume = Tensor::from_slice(data).to_device(c.device).reshape([nz as i64, 1, ny as i64, nx as i64]);
+        let volume = Tensor::from_slice(data)
+            .to_device(c.device)
+            .reshape([nz as i64, 1, ny as i64, nx as i64]);
         let per_slice = nx * ny;
         let mut probabilities: Vec<f32> = Vec::with_capacity(nz);
         tch::no_grad(|| -> Result<(), PluginError> {
@@ -92,15 +101,28 @@ impl TorchScriptLabeler {
                 let n = self.batch_size.min(nz - start);
                 let mut x = c.prepare(&volume.narrow(0, start as i64, n as i64));
                 if self.input_size > 0 {
-                    x = x.upsample_bilinear2d([self.input_size, self.input_size], false, None, None);
+                    x = x.upsample_bilinear2d(
+                        [self.input_size, self.input_size],
+                        false,
+                        None,
+                        None,
+                    );
                 }
                 let out = c.forward(&[x])?;
                 let scores = match out.size().as_slice() {
                     [b] if *b == n as i64 => out.reshape([n as i64, 1]),
                     [b, _] if *b == n as i64 => out,
-                    s => return Err(c.bad_output(s, &format!("[{n}, K] or [{n}] scores for a batch of {n} slices"))),
+                    s => {
+                        return Err(c.bad_output(
+                            s,
+                            &format!("[{n}, K] or [{n}] scores for a batch of {n} slices"),
+                        ))
+                    }
                 };
-                let p = c.tumour_probability(&scores)?.to_device(tch::Device::Cpu).to_kind(Kind::Float);
+                let p = c
+                    .tumour_probability(&scores)?
+                    .to_device(tch::Device::Cpu)
+                    .to_kind(Kind::Float);
                 let p: Vec<f32> = Vec::<f32>::try_from(&p).map_err(|e| tensor_err(c.plugin, e))?;
                 probabilities.extend(p);
             }
@@ -113,8 +135,15 @@ impl TorchScriptLabeler {
             .map(|(z, &p)| {
                 let label = u8::from(p as f64 >= c.threshold);
                 let confidence = if label == 1 { p } else { 1.0 - p };
-                let has_brain = brain[z * per_slice..(z + 1) * per_slice].iter().any(|&m| m != 0);
-                SliceLabel { index: z as u32, label, probability: confidence, kept: has_brain && confidence >= self.keep_confidence }
+                let has_brain = brain[z * per_slice..(z + 1) * per_slice]
+                    .iter()
+                    .any(|&m| m != 0);
+                SliceLabel {
+                    index: z as u32,
+                    label,
+                    probability: confidence,
+                    kept: has_brain && confidence >= self.keep_confidence,
+                }
             })
             .collect();
         Ok(SlicePseudoLabels { slices })
@@ -179,12 +208,21 @@ impl TorchScriptPromptable {
         let img = &slice.image;
         let (w, h) = (img.width as i64, img.height as i64);
         if img.channels != 1 {
-            return Err(PluginError::input(format!("{}: expected a one-channel slice, got {} channels", c.plugin, img.channels)));
+            return Err(PluginError::input(format!(
+                "{}: expected a one-channel slice, got {} channels",
+                c.plugin, img.channels
+            )));
         }
-        let (sw, sh) = if self.input_size > 0 { (self.input_size, self.input_size) } else { (w, h) };
+        let (sw, sh) = if self.input_size > 0 {
+            (self.input_size, self.input_size)
+        } else {
+            (w, h)
+        };
         let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
         tch::no_grad(|| {
-            let x = Tensor::from_slice(img.data.as_slice()).to_device(c.device).reshape([1, 1, h, w]);
+            let x = Tensor::from_slice(img.data.as_slice())
+                .to_device(c.device)
+                .reshape([1, 1, h, w]);
             let mut x = c.prepare(&x);
             if (sw, sh) != (w, h) {
                 x = x.upsample_bilinear2d([sh, sw], false, None, None);
@@ -195,22 +233,41 @@ impl TorchScriptPromptable {
                     ROption::RSome(b) => [b.x0 * fx, b.y0 * fy, b.x1 * fx, b.y1 * fy],
                     ROption::RNone => [-1.0; 4],
                 };
-                let points: Vec<[f32; 3]> =
-                    set.points.iter().map(|p| [p.x * fx, p.y * fy, if p.positive { 1.0 } else { 0.0 }]).collect();
+                let points: Vec<[f32; 3]> = set
+                    .points
+                    .iter()
+                    .map(|p| [p.x * fx, p.y * fy, if p.positive { 1.0 } else { 0.0 }])
+                    .collect();
                 let out = if self.channels {
                     let has_box = matches!(set.bbox, ROption::RSome(_));
-                    let prompt = prompt_channels(sw, sh, &has_box.then_some(bbox), &points, self.point_radius);
-                    let prompt = Tensor::from_slice(&prompt).to_device(c.device).reshape([1, 2, sh, sw]);
+                    let prompt = prompt_channels(
+                        sw,
+                        sh,
+                        &has_box.then_some(bbox),
+                        &points,
+                        self.point_radius,
+                    );
+                    let prompt = Tensor::from_slice(&prompt)
+                        .to_device(c.device)
+                        .reshape([1, 2, sh, sw]);
                     c.forward(&[Tensor::cat(&[&x, &prompt], 1)])?
                 } else {
-                    let b = Tensor::from_slice(&bbox).to_device(c.device).reshape([1, 4]);
+                    let b = Tensor::from_slice(&bbox)
+                        .to_device(c.device)
+                        .reshape([1, 4]);
                     let flat: Vec<f32> = points.iter().flatten().copied().collect();
-                    let p = Tensor::from_slice(&flat).to_device(c.device).reshape([1, points.len() as i64, 3]);
+                    let p = Tensor::from_slice(&flat).to_device(c.device).reshape([
+                        1,
+                        points.len() as i64,
+                        3,
+                    ]);
                     c.forward(&[x.shallow_clone(), b, p])?
                 };
                 let scores = match out.size().as_slice() {
                     [1, _, _, _] => out,
-                    [1, _, _] | [_, _] => out.reshape([1, 1, out.size()[out.dim() - 2], out.size()[out.dim() - 1]]),
+                    [1, _, _] | [_, _] => {
+                        out.reshape([1, 1, out.size()[out.dim() - 2], out.size()[out.dim() - 1]])
+                    }
                     s => return Err(c.bad_output(s, "[1, K, H, W], [1, H, W] or [H, W]")),
                 };
                 let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
@@ -221,9 +278,18 @@ impl TorchScriptPromptable {
                         prob.upsample_bilinear2d([h, w], false, None, None)
                     };
                 }
-                let mask = prob.ge(c.threshold).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).reshape([-1]);
-                let data: Vec<u8> = Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
-                masks.push(Mask2d { width: img.width, height: img.height, data: data.into() });
+                let mask = prob
+                    .ge(c.threshold)
+                    .to_kind(Kind::Uint8)
+                    .to_device(tch::Device::Cpu)
+                    .reshape([-1]);
+                let data: Vec<u8> =
+                    Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
+                masks.push(Mask2d {
+                    width: img.width,
+                    height: img.height,
+                    data: data.into(),
+                });
             }
             Ok(masks)
         })
@@ -233,7 +299,13 @@ impl TorchScriptPromptable {
 /// The two prompt channels of `prompt_encoding = "prompt-channels"`:
 /// channel 0 is 1 inside the box (all 0 without a box), channel 1 is +1 in
 /// a disc around positive points and -1 around negative ones.
-pub fn prompt_channels(width: i64, height: i64, bbox: &Option<[f32; 4]>, points: &[[f32; 3]], radius: i64) -> Vec<f32> {
+pub fn prompt_channels(
+    width: i64,
+    height: i64,
+    bbox: &Option<[f32; 4]>,
+    points: &[[f32; 3]],
+    radius: i64,
+) -> Vec<f32> {
     let (w, h) = (width as usize, height as usize);
     let mut out = vec![0f32; 2 * w * h];
     if let Some([x0, y0, x1, y1]) = *bbox {
@@ -262,7 +334,11 @@ pub fn prompt_channels(width: i64, height: i64, bbox: &Option<[f32; 4]>, points:
 }
 
 impl PromptableSegmenter for TorchScriptPromptable {
-    fn segment(&mut self, slice: &SliceImage, prompts: RSlice<'_, PromptSet>) -> RResult<RVec<Mask2d>, PluginError> {
+    fn segment(
+        &mut self,
+        slice: &SliceImage,
+        prompts: RSlice<'_, PromptSet>,
+    ) -> RResult<RVec<Mask2d>, PluginError> {
         self.run(slice, prompts.as_slice()).map(RVec::from).into()
     }
 }
@@ -311,9 +387,16 @@ impl Plugin for TorchScriptVolumetricPlugin {
         };
         let pad_multiple = settings.i64("pad_multiple")?;
         if pad_multiple < 1 {
-            return Err(PluginError::config(format!("{}: `pad_multiple` must be at least 1, found {pad_multiple}", Self::NAME)));
+            return Err(PluginError::config(format!(
+                "{}: `pad_multiple` must be at least 1, found {pad_multiple}",
+                Self::NAME
+            )));
         }
-        Ok(StageObject::volumetric_segmenter(TorchScriptVolumetric { contract, input_shape, pad_multiple }))
+        Ok(StageObject::volumetric_segmenter(TorchScriptVolumetric {
+            contract,
+            input_shape,
+            pad_multiple,
+        }))
     }
 }
 
@@ -330,7 +413,11 @@ impl TorchScriptVolumetric {
         let data = case.image.require_channel(&c.channel)?;
         let [nx, ny, nz] = case.image.grid.dims().map(|d| d as i64);
         tch::no_grad(|| {
-            let x = c.prepare(&Tensor::from_slice(data).to_device(c.device).reshape([1, 1, nz, ny, nx]));
+            let x = c.prepare(
+                &Tensor::from_slice(data)
+                    .to_device(c.device)
+                    .reshape([1, 1, nz, ny, nx]),
+            );
             let (x, target) = match self.input_shape {
                 Some(s) => (x.upsample_trilinear3d(s, false, None, None, None), s),
                 None => {
@@ -344,7 +431,15 @@ impl TorchScriptVolumetric {
             let scores = match out.size().as_slice() {
                 [1, _, d, h, w] if [*d, *h, *w] == target => out,
                 [1, d, h, w] if [*d, *h, *w] == target => out.unsqueeze(1),
-                s => return Err(c.bad_output(s, &format!("[1, K, {}, {}, {}] or [1, {0}, {1}, {2}]", target[0], target[1], target[2]))),
+                s => {
+                    return Err(c.bad_output(
+                        s,
+                        &format!(
+                            "[1, K, {}, {}, {}] or [1, {0}, {1}, {2}]",
+                            target[0], target[1], target[2]
+                        ),
+                    ))
+                }
             };
             let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
             if self.input_shape.is_some() {
@@ -356,9 +451,18 @@ impl TorchScriptVolumetric {
             } else {
                 prob = prob.narrow(2, 0, nz).narrow(3, 0, ny).narrow(4, 0, nx);
             }
-            let mask = prob.ge(c.threshold).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).contiguous().reshape([-1]);
-            let labels: Vec<u8> = Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
-            Ok(LabelVolume { grid: case.image.grid, data: labels.into() })
+            let mask = prob
+                .ge(c.threshold)
+                .to_kind(Kind::Uint8)
+                .to_device(tch::Device::Cpu)
+                .contiguous()
+                .reshape([-1]);
+            let labels: Vec<u8> =
+                Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
+            Ok(LabelVolume {
+                grid: case.image.grid,
+                data: labels.into(),
+            })
         })
     }
 }
@@ -390,7 +494,13 @@ impl VolumetricSegmenter for TorchScriptVolumetric {
         let c = &self.contract;
         c.module
             .save(path.as_str())
-            .map_err(|e| PluginError::io(format!("{}: cannot save the model to {}: {e}", c.plugin, path.as_str())))
+            .map_err(|e| {
+                PluginError::io(format!(
+                    "{}: cannot save the model to {}: {e}",
+                    c.plugin,
+                    path.as_str()
+                ))
+            })
             .into()
     }
     fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError> {
