@@ -26,6 +26,8 @@ pub enum Command {
     /// DICOM studies: list series, convert to NIfTI.
     #[command(subcommand)]
     Dicom(crate::commands::dicom::DicomCommand),
+    /// Segment one 2D image or one slice of a volume with SAM from box/point prompts.
+    Sam(crate::commands::sam::SamArgs),
 }
 
 /// Parses arguments, sets up logging, runs the command, reports errors.
@@ -36,6 +38,7 @@ pub fn main() -> ExitCode {
         Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
         Command::Check(args) => crate::commands::check::run(args),
         Command::Dicom(cmd) => crate::commands::dicom::run(cmd),
+        Command::Sam(args) => crate::commands::sam::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

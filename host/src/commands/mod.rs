@@ -3,3 +3,4 @@
 pub mod check;
 pub mod dicom;
 pub mod plugins;
+pub mod sam;
