@@ -1,0 +1,231 @@
+//! `unet3d` checkpoints: one safetensors file holding the weights (PyTorch
+//! state-dict names, fp32) and, in the safetensors header metadata, the
+//! plugin name and version, the settings (TOML, as the stage takes them)
+//! and the training progress.
+//!
+//! One file keeps the checkpoint atomic to move around (the pipeline saves
+//! to a temporary name and renames it), readable from Python with
+//! `safetensors.torch.load_file`, and self-describing for `clisc infer`,
+//! which rebuilds the stage from the metadata keys [`KEY_PLUGIN`] and
+//! [`KEY_SETTINGS`].
+
+use super::config::UNetConfig;
+use clisc_sdk::PluginError;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Metadata key: the plugin name (`unet3d`).
+pub const KEY_PLUGIN: &str = "clisc.plugin";
+/// Metadata key: the plugin version that wrote the file.
+pub const KEY_VERSION: &str = "clisc.plugin_version";
+/// Metadata key: the stage settings as TOML (accepted by the plugin's schema).
+pub const KEY_SETTINGS: &str = "clisc.settings";
+/// Metadata key: SGD steps done.
+pub const KEY_STEP: &str = "clisc.step";
+/// Metadata key: SGD steps planned.
+pub const KEY_TOTAL: &str = "clisc.total_steps";
+/// Metadata key: fingerprint of the training data (resume check).
+pub const KEY_DATA: &str = "clisc.data";
+/// Metadata key: smoothed training loss at `step`.
+pub const KEY_LOSS: &str = "clisc.loss";
+
+/// What a checkpoint says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    /// Plugin version that wrote it.
+    pub plugin_version: String,
+    /// The full configuration it was trained with.
+    pub config: UNetConfig,
+    /// Steps done.
+    pub step: usize,
+    /// Steps planned.
+    pub total_steps: usize,
+    /// Fingerprint of the training data.
+    pub data_key: String,
+    /// Smoothed loss at `step`.
+    pub loss: f64,
+}
+
+struct Bytes {
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for Bytes {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_bytes(t: &Tensor) -> Result<Bytes, PluginError> {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let values: Vec<f32> = Vec::<f32>::try_from(t.flatten(0, -1))
+        .map_err(|e| PluginError::internal(format!("unet3d: reading a weight tensor: {e}")))?;
+    let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok(Bytes {
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
+}
+
+/// Writes the variables of `vs` and `meta` to `path` (overwriting it).
+pub fn save(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), PluginError> {
+    let mut tensors = Vec::new();
+    for (name, t) in vs.variables() {
+        tensors.push((name, to_bytes(&t)?));
+    }
+    let info: HashMap<String, String> = [
+        (KEY_PLUGIN, super::NAME.to_string()),
+        (KEY_VERSION, meta.plugin_version.clone()),
+        (KEY_SETTINGS, meta.config.to_settings_toml()),
+        (KEY_STEP, meta.step.to_string()),
+        (KEY_TOTAL, meta.total_steps.to_string()),
+        (KEY_DATA, meta.data_key.clone()),
+        (KEY_LOSS, meta.loss.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PluginError::io(format!("unet3d: creating {}: {e}", dir.display())))?;
+    }
+    safetensors::tensor::serialize_to_file(tensors, &Some(info), path).map_err(|e| {
+        PluginError::io(format!(
+            "unet3d: writing checkpoint {}: {e:?}",
+            path.display()
+        ))
+    })
+}
+
+/// Writes to a temporary sibling, then renames: a reader never sees half a file.
+pub fn save_atomic(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), PluginError> {
+    let tmp = path.with_extension("partial");
+    save(vs, meta, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        PluginError::io(format!(
+            "unet3d: renaming {} to {}: {e}",
+            tmp.display(),
+            path.display()
+        ))
+    })
+}
+
+/// A checkpoint read from disk: its metadata and its tensors (CPU, fp32).
+pub struct Checkpoint {
+    /// What the file says about itself.
+    pub meta: CheckpointMeta,
+    /// Tensors by state-dict name.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn read(path: &Path) -> Result<Checkpoint, PluginError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        PluginError::io(format!(
+            "unet3d: reading checkpoint {}: {e}",
+            path.display()
+        ))
+    })?;
+    let bad = |what: String| {
+        PluginError::weights(format!("unet3d: checkpoint {}: {what}", path.display()))
+    };
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e:?})")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("unreadable header ({e:?})")))?;
+    let info = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| {
+        info.get(k)
+            .cloned()
+            .ok_or_else(|| bad(format!("metadata key `{k}` is missing")))
+    };
+    let plugin = get(KEY_PLUGIN)?;
+    if plugin != super::NAME {
+        return Err(bad(format!(
+            "written by plugin `{plugin}`, expected `{}`",
+            super::NAME
+        )));
+    }
+    let settings = get(KEY_SETTINGS)?;
+    let config: UNetConfig = toml::from_str(&settings)
+        .map_err(|e| bad(format!("settings in `{KEY_SETTINGS}` are not valid: {e}")))?;
+    config.validate().map_err(|e| bad(e.message.to_string()))?;
+    let num = |k: &str| -> Result<usize, PluginError> {
+        get(k)?
+            .parse()
+            .map_err(|_| bad(format!("metadata `{k}` is not an integer")))
+    };
+    let meta = CheckpointMeta {
+        plugin_version: get(KEY_VERSION)?,
+        config,
+        step: num(KEY_STEP)?,
+        total_steps: num(KEY_TOTAL)?,
+        data_key: info.get(KEY_DATA).cloned().unwrap_or_default(),
+        loss: info
+            .get(KEY_LOSS)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN),
+    };
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        tensors.insert(name, t);
+    }
+    Ok(Checkpoint { meta, tensors })
+}
+
+/// Copies `tensors` into the variables of `vs`; every variable must be
+/// present with the same shape, and no extra tensor may be left over.
+pub fn load_into(
+    vs: &mut VarStore,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), PluginError> {
+    let vars = vs.variables();
+    let bad = |what: String| {
+        PluginError::weights(format!("unet3d: checkpoint {}: {what}", path.display()))
+    };
+    if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
+        return Err(bad(format!(
+            "unexpected tensor `{extra}` (not a parameter of the configured network)"
+        )));
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            let src = tensors
+                .get(&name)
+                .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+            if src.size() != var.size() {
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    src.size(),
+                    var.size()
+                )));
+            }
+            var.copy_(&src.to_device(var.device()).to_kind(var.kind()));
+        }
+        Ok(())
+    })
+}

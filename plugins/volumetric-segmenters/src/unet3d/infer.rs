@@ -1,0 +1,207 @@
+//! Whole-case prediction: Gaussian-weighted sliding windows at native
+//! resolution (default) or the reference code's resize-to-N^3.
+//!
+//! In sliding mode the device only ever holds `window_batch` windows; the
+//! volume-sized accumulators live in host memory.
+
+use super::config::{InferenceMode, UNetConfig};
+use super::train::Model;
+use tch::{Kind, Tensor};
+
+/// Window origins along one axis of length `dim` (>= `window`) so that
+/// neighbours overlap by at least `overlap` and the last window ends at
+/// the edge (nnU-Net's spacing).
+pub fn window_starts(dim: usize, window: usize, overlap: f64) -> Vec<usize> {
+    assert!(dim >= window && window > 0);
+    let step = ((window as f64) * (1.0 - overlap)).floor().max(1.0);
+    let span = (dim - window) as f64;
+    let n = (span / step).ceil() as usize + 1;
+    if n == 1 {
+        return vec![0];
+    }
+    (0..n)
+        .map(|i| ((i as f64) * span / (n - 1) as f64).round() as usize)
+        .collect()
+}
+
+/// Separable Gaussian importance map over a window `[x, y, z]` (x fastest),
+/// sigma = 1/8 of the window, maximum 1, no zeros (nnU-Net's weighting).
+pub fn gaussian_map(window: [usize; 3]) -> Vec<f32> {
+    let axis = |w: usize| -> Vec<f64> {
+        let c = (w as f64 - 1.0) / 2.0;
+        let s = (w as f64 / 8.0).max(1e-3);
+        (0..w)
+            .map(|i| (-((i as f64 - c).powi(2)) / (2.0 * s * s)).exp())
+            .collect()
+    };
+    let (gx, gy, gz) = (axis(window[0]), axis(window[1]), axis(window[2]));
+    let mut out = Vec::with_capacity(window.iter().product());
+    for z in &gz {
+        for y in &gy {
+            for x in &gx {
+                out.push((x * y * z) as f32);
+            }
+        }
+    }
+    let max = out.iter().copied().fold(0.0f32, f32::max);
+    let min_pos = out
+        .iter()
+        .copied()
+        .filter(|&v| v > 0.0)
+        .fold(f32::INFINITY, f32::min)
+        / max;
+    out.iter_mut().for_each(|v| *v = (*v / max).max(min_pos));
+    out
+}
+
+/// Foreground probability of every voxel of `image` (`dims` = x, y, z),
+/// `pad` filling the outside when the volume is smaller than the window;
+/// the inference settings (mode, window = `patch_size`, overlap, ...) come
+/// from `cfg`.
+pub fn foreground_probability(
+    model: &Model,
+    cfg: &UNetConfig,
+    image: &[f32],
+    dims: [usize; 3],
+    pad: f32,
+) -> Vec<f32> {
+    let _guard = tch::no_grad_guard();
+    match cfg.inference {
+        InferenceMode::Sliding => sliding(model, cfg, image, dims, pad),
+        InferenceMode::Resize => resized(model, cfg, image, dims),
+    }
+}
+
+fn sliding(model: &Model, cfg: &UNetConfig, image: &[f32], dims: [usize; 3], pad: f32) -> Vec<f32> {
+    let window = cfg.patch_size.map(|v| v as usize);
+    let padded = [0, 1, 2].map(|d| dims[d].max(window[d]));
+    // Pad at the far end only when the volume is smaller than the window.
+    let source: Vec<f32> = if padded == dims {
+        image.to_vec()
+    } else {
+        let mut v = vec![pad; padded.iter().product()];
+        for z in 0..dims[2] {
+            for y in 0..dims[1] {
+                let src = dims[0] * (y + dims[1] * z);
+                let dst = padded[0] * (y + padded[1] * z);
+                v[dst..dst + dims[0]].copy_from_slice(&image[src..src + dims[0]]);
+            }
+        }
+        v
+    };
+    let starts: Vec<[usize; 3]> = {
+        let (sx, sy, sz) = (
+            window_starts(padded[0], window[0], cfg.overlap),
+            window_starts(padded[1], window[1], cfg.overlap),
+            window_starts(padded[2], window[2], cfg.overlap),
+        );
+        let mut all = Vec::new();
+        for &z in &sz {
+            for &y in &sy {
+                for &x in &sx {
+                    all.push([x, y, z]);
+                }
+            }
+        }
+        all
+    };
+    let gauss = gaussian_map(window);
+    let wlen: usize = window.iter().product();
+    let total: usize = padded.iter().product();
+    let (mut acc, mut weight) = (vec![0f32; total], vec![0f32; total]);
+    let [wx, wy, wz] = window;
+    for chunk in starts.chunks(cfg.window_batch) {
+        let mut buf = vec![0f32; chunk.len() * wlen];
+        for (b, s) in chunk.iter().enumerate() {
+            for z in 0..wz {
+                for y in 0..wy {
+                    let src = s[0] + padded[0] * (s[1] + y + padded[1] * (s[2] + z));
+                    let dst = b * wlen + wx * (y + wy * z);
+                    buf[dst..dst + wx].copy_from_slice(&source[src..src + wx]);
+                }
+            }
+        }
+        let x = Tensor::from_slice(&buf)
+            .view([chunk.len() as i64, 1, wz as i64, wy as i64, wx as i64])
+            .to_device(model.device());
+        let p = model
+            .logits(&x, false)
+            .softmax(1, Kind::Float)
+            .select(1, 1)
+            .to_device(tch::Device::Cpu)
+            .contiguous();
+        let probs: Vec<f32> =
+            Vec::<f32>::try_from(p.flatten(0, -1)).expect("probabilities are f32");
+        for (b, s) in chunk.iter().enumerate() {
+            for z in 0..wz {
+                for y in 0..wy {
+                    let dst = s[0] + padded[0] * (s[1] + y + padded[1] * (s[2] + z));
+                    let src = b * wlen + wx * (y + wy * z);
+                    for i in 0..wx {
+                        let g = gauss[src - b * wlen + i];
+                        acc[dst + i] += probs[src + i] * g;
+                        weight[dst + i] += g;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(dims.iter().product());
+    for z in 0..dims[2] {
+        for y in 0..dims[1] {
+            let row = padded[0] * (y + padded[1] * z);
+            out.extend((0..dims[0]).map(|x| acc[row + x] / weight[row + x].max(1e-12)));
+        }
+    }
+    out
+}
+
+fn resized(model: &Model, cfg: &UNetConfig, image: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    let n = cfg.resize_size;
+    let [nx, ny, nz] = dims.map(|v| v as i64);
+    let x = Tensor::from_slice(image)
+        .view([1, 1, nz, ny, nx])
+        .to_device(model.device());
+    let small = x.upsample_nearest3d([n, n, n], None, None, None);
+    let p = model
+        .logits(&small, false)
+        .softmax(1, Kind::Float)
+        .narrow(1, 1, 1);
+    let back = p
+        .upsample_nearest3d([nz, ny, nx], None, None, None)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
+    Vec::<f32>::try_from(back.flatten(0, -1)).expect("probabilities are f32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_axis_and_overlap() {
+        assert_eq!(window_starts(64, 64, 0.5), vec![0]);
+        assert_eq!(window_starts(96, 64, 0.5), vec![0, 32]);
+        let s = window_starts(100, 32, 0.5);
+        assert_eq!(*s.first().unwrap(), 0);
+        assert_eq!(*s.last().unwrap(), 68);
+        assert!(
+            s.windows(2).all(|w| w[1] - w[0] <= 16 && w[1] > w[0]),
+            "{s:?}"
+        );
+        assert_eq!(window_starts(100, 32, 0.0).len(), 4);
+    }
+
+    #[test]
+    fn gaussian_peaks_in_the_centre_and_never_vanishes() {
+        let g = gaussian_map([8, 8, 4]);
+        let at = |x: usize, y: usize, z: usize| g[x + 8 * (y + 8 * z)];
+        assert!(at(4, 4, 2) > at(0, 4, 2));
+        assert!(at(0, 0, 0) > 0.0);
+        assert!(g.iter().all(|&v| v <= 1.0));
+        assert!(
+            (at(3, 3, 1) - at(4, 4, 2)).abs() < 1e-6,
+            "symmetric around the centre"
+        );
+    }
+}

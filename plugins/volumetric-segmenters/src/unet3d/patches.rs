@@ -1,0 +1,357 @@
+//! Training patches: cases held in memory, random crops with padding, random
+//! flips and in-plane 90-degree rotations, cut on a background thread.
+//!
+//! The training loop never waits for data in practice: a producer thread
+//! fills a bounded channel with ready batches (plain `Vec`s, no libtorch on
+//! that thread) while the network trains on the previous ones. Patches are
+//! stored like torch tensors of shape `[z, y, x]` (x fastest), which is the
+//! memory order of clisc volumes.
+
+use clisc_sdk::stage::TrainingCase;
+use clisc_sdk::PluginError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// One training case as flat arrays.
+#[derive(Debug, Clone)]
+pub struct CaseArrays {
+    /// Case identifier (for messages).
+    pub id: String,
+    /// Size along x, y, z.
+    pub dims: [usize; 3],
+    /// Preprocessed FLAIR, x fastest.
+    pub image: Vec<f32>,
+    /// Binary target (0/1), x fastest.
+    pub target: Vec<u8>,
+    /// Value used outside the volume (its minimum: background after z-scoring).
+    pub pad: f32,
+    /// Linear indices of the target voxels (for foreground-centred patches).
+    pub foreground: Vec<u32>,
+}
+
+impl CaseArrays {
+    /// Copies the `flair` channel and the target of a training case,
+    /// checking that they lie on the same grid.
+    pub fn from_training(case: &TrainingCase) -> Result<Self, PluginError> {
+        let id = case.case.id.to_string();
+        let grid = case.case.image.grid;
+        let image = case.case.image.require_channel("flair").map_err(|e| {
+            PluginError::input(format!("unet3d: training case `{id}`: {}", e.message))
+        })?;
+        grid.check_len(image.len(), &format!("unet3d: training case `{id}` flair"))?;
+        if case.target.grid.shape != grid.shape {
+            return Err(PluginError::input(format!(
+                "unet3d: training case `{id}`: target grid {:?} differs from the image grid {:?}",
+                case.target.grid.shape, grid.shape
+            )));
+        }
+        grid.check_len(
+            case.target.data.len(),
+            &format!("unet3d: training case `{id}` target"),
+        )?;
+        if grid.len() >= u32::MAX as usize {
+            return Err(PluginError::input(format!(
+                "unet3d: training case `{id}` is too large"
+            )));
+        }
+        let target: Vec<u8> = case.target.data.iter().map(|&v| u8::from(v != 0)).collect();
+        let foreground = target
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v != 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let pad = image.iter().copied().fold(f32::INFINITY, f32::min);
+        Ok(Self {
+            id,
+            dims: grid.dims(),
+            image: image.to_vec(),
+            target,
+            pad: if pad.is_finite() { pad } else { 0.0 },
+            foreground,
+        })
+    }
+}
+
+/// A batch of patches, `[batch, 1, z, y, x]` images and `[batch, z, y, x]` labels.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Number of patches.
+    pub batch: usize,
+    /// Patch size along x, y, z.
+    pub patch: [usize; 3],
+    /// Image values.
+    pub image: Vec<f32>,
+    /// Class per voxel (0/1).
+    pub target: Vec<u8>,
+}
+
+/// Cuts augmented patches from the cases.
+#[derive(Debug, Clone)]
+pub struct PatchSampler {
+    /// The cases, shared with the producer thread.
+    pub cases: Arc<Vec<CaseArrays>>,
+    /// Patch size along x, y, z.
+    pub patch: [usize; 3],
+    /// Probability of centring a patch on a target voxel.
+    pub foreground_fraction: f64,
+    /// Random flips along each axis.
+    pub flips: bool,
+    /// Random in-plane rotations by multiples of 90 degrees.
+    pub rotations: bool,
+}
+
+/// The geometric part of one patch draw (exposed for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchDraw {
+    /// Case index.
+    pub case: usize,
+    /// Crop origin in the volume (may be negative: padding).
+    pub start: [isize; 3],
+    /// Flip along x, y, z.
+    pub flip: [bool; 3],
+    /// Quarter turns in the x-y plane.
+    pub quarter_turns: u8,
+}
+
+impl PatchSampler {
+    /// Draws where and how to cut the next patch.
+    pub fn draw(&self, rng: &mut impl Rng) -> PatchDraw {
+        let case = rng.random_range(0..self.cases.len());
+        let c = &self.cases[case];
+        let centre = if !c.foreground.is_empty() && rng.random_bool(self.foreground_fraction) {
+            let i = c.foreground[rng.random_range(0..c.foreground.len())] as usize;
+            Some([
+                i % c.dims[0],
+                (i / c.dims[0]) % c.dims[1],
+                i / (c.dims[0] * c.dims[1]),
+            ])
+        } else {
+            None
+        };
+        let mut start = [0isize; 3];
+        for d in 0..3 {
+            let (dim, p) = (c.dims[d] as i64, self.patch[d] as i64);
+            // Allowed origins keep the patch inside the volume, or, when the
+            // volume is smaller, keep the volume inside the patch.
+            let (lo, hi) = ((dim - p).min(0), (dim - p).max(0));
+            start[d] = match centre {
+                Some(cv) => (cv[d] as i64 - p / 2).clamp(lo, hi),
+                None => rng.random_range(lo..=hi),
+            } as isize;
+        }
+        let flip = if self.flips {
+            [
+                rng.random_bool(0.5),
+                rng.random_bool(0.5),
+                rng.random_bool(0.5),
+            ]
+        } else {
+            [false; 3]
+        };
+        let quarter_turns = if !self.rotations {
+            0
+        } else if self.patch[0] == self.patch[1] {
+            rng.random_range(0..4u8)
+        } else {
+            2 * rng.random_range(0..2u8)
+        };
+        PatchDraw {
+            case,
+            start,
+            flip,
+            quarter_turns,
+        }
+    }
+
+    /// Cuts the patch described by `draw` into `image` and `target`
+    /// (`patch` voxels each, x fastest).
+    pub fn cut(&self, draw: &PatchDraw, image: &mut [f32], target: &mut [u8]) {
+        let c = &self.cases[draw.case];
+        let [px, py, pz] = self.patch;
+        let [nx, ny, nz] = c.dims.map(|d| d as isize);
+        for k in 0..pz {
+            let w = if draw.flip[2] { pz - 1 - k } else { k };
+            let sz = draw.start[2] + w as isize;
+            for j in 0..py {
+                for i in 0..px {
+                    let fi = if draw.flip[0] { px - 1 - i } else { i };
+                    let fj = if draw.flip[1] { py - 1 - j } else { j };
+                    // Rotations only happen with px == py unless by 180 degrees.
+                    let (u, v) = match draw.quarter_turns {
+                        1 => (fj, py - 1 - fi),
+                        2 => (px - 1 - fi, py - 1 - fj),
+                        3 => (px - 1 - fj, fi),
+                        _ => (fi, fj),
+                    };
+                    let (sx, sy) = (draw.start[0] + u as isize, draw.start[1] + v as isize);
+                    let o = i + px * (j + py * k);
+                    if sx < 0 || sy < 0 || sz < 0 || sx >= nx || sy >= ny || sz >= nz {
+                        image[o] = c.pad;
+                        target[o] = 0;
+                    } else {
+                        let s = sx as usize + c.dims[0] * (sy as usize + c.dims[1] * sz as usize);
+                        image[o] = c.image[s];
+                        target[o] = c.target[s];
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch of `n` random patches.
+    pub fn batch(&self, rng: &mut impl Rng, n: usize) -> Batch {
+        let len: usize = self.patch.iter().product();
+        let mut image = vec![0f32; n * len];
+        let mut target = vec![0u8; n * len];
+        for b in 0..n {
+            let draw = self.draw(rng);
+            self.cut(
+                &draw,
+                &mut image[b * len..(b + 1) * len],
+                &mut target[b * len..(b + 1) * len],
+            );
+        }
+        Batch {
+            batch: n,
+            patch: self.patch,
+            image,
+            target,
+        }
+    }
+
+    /// Starts a producer thread that sends `steps` batches of `batch_size`
+    /// patches, seeded by `seed`; it stops early when the receiver is dropped.
+    pub fn spawn(
+        self,
+        seed: u64,
+        steps: usize,
+        batch_size: usize,
+    ) -> (Receiver<Batch>, JoinHandle<()>) {
+        let (tx, rx) = sync_channel(4);
+        let handle = std::thread::Builder::new()
+            .name("unet3d-patches".into())
+            .spawn(move || {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                for _ in 0..steps {
+                    if tx.send(self.batch(&mut rng, batch_size)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the patch thread");
+        (rx, handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(dims: [usize; 3]) -> CaseArrays {
+        let n: usize = dims.iter().product();
+        let image: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let target: Vec<u8> = (0..n).map(|i| u8::from(i % 7 == 0)).collect();
+        let foreground = target
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v != 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        CaseArrays {
+            id: "c".into(),
+            dims,
+            image,
+            target,
+            pad: -1.0,
+            foreground,
+        }
+    }
+
+    fn sampler(dims: [usize; 3], patch: [usize; 3]) -> PatchSampler {
+        PatchSampler {
+            cases: Arc::new(vec![case(dims)]),
+            patch,
+            foreground_fraction: 0.5,
+            flips: true,
+            rotations: true,
+        }
+    }
+
+    #[test]
+    fn identity_crop_copies_the_volume_region() {
+        let s = sampler([6, 5, 4], [4, 4, 2]);
+        let draw = PatchDraw {
+            case: 0,
+            start: [1, 1, 2],
+            flip: [false; 3],
+            quarter_turns: 0,
+        };
+        let (mut img, mut tgt) = (vec![0f32; 32], vec![0u8; 32]);
+        s.cut(&draw, &mut img, &mut tgt);
+        // patch (i, j, k) = volume (1 + i, 1 + j, 2 + k)
+        let at = |x: usize, y: usize, z: usize| (x + 6 * (y + 5 * z)) as f32;
+        assert_eq!(img[0], at(1, 1, 2));
+        assert_eq!(img[3 + 4 * (2 + 4)], at(4, 3, 3));
+        for (v, t) in img.iter().zip(&tgt) {
+            assert_eq!(
+                *t,
+                u8::from((*v as usize) % 7 == 0),
+                "image and target stay aligned"
+            );
+        }
+    }
+
+    #[test]
+    fn small_volumes_are_padded_and_augmentations_keep_alignment() {
+        let s = sampler([3, 3, 2], [4, 4, 4]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut saw_turn = false;
+        for _ in 0..50 {
+            let d = s.draw(&mut rng);
+            saw_turn |= d.quarter_turns % 2 == 1;
+            assert!(
+                d.start.iter().all(|&v| v <= 0),
+                "volume smaller than the patch: {d:?}"
+            );
+            let (mut img, mut tgt) = (vec![0f32; 64], vec![0u8; 64]);
+            s.cut(&d, &mut img, &mut tgt);
+            let inside: Vec<f32> = img.iter().copied().filter(|&v| v >= 0.0).collect();
+            assert_eq!(inside.len(), 18, "every voxel of the volume appears once");
+            assert_eq!(img.iter().filter(|&&v| v == -1.0).count(), 64 - 18);
+            for (v, t) in img.iter().zip(&tgt) {
+                let expect = *v >= 0.0 && (*v as usize) % 7 == 0;
+                assert_eq!(*t, u8::from(expect));
+            }
+        }
+        assert!(saw_turn, "square patches get quarter turns");
+    }
+
+    #[test]
+    fn rectangular_patches_only_turn_by_half() {
+        let s = sampler([8, 8, 8], [4, 2, 2]);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..50 {
+            assert!(s.draw(&mut rng).quarter_turns % 2 == 0);
+        }
+    }
+
+    #[test]
+    fn background_thread_delivers_seeded_batches() {
+        let s = sampler([8, 8, 8], [4, 4, 4]);
+        let (rx, h) = s.clone().spawn(9, 3, 2);
+        let got: Vec<Batch> = rx.iter().collect();
+        h.join().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].image.len(), 2 * 64);
+        let (rx2, _) = s.spawn(9, 1, 2);
+        assert_eq!(
+            rx2.recv().unwrap().image,
+            got[0].image,
+            "same seed, same patches"
+        );
+    }
+}

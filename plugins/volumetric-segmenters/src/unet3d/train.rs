@@ -1,0 +1,342 @@
+//! The training loop: SGD with poly decay on random patches, losses,
+//! mixed precision on CUDA, resumable checkpoints in the work dir.
+
+use super::checkpoint::{self, CheckpointMeta};
+use super::config::{Loss, UNetConfig};
+use super::network::UNet3d;
+use super::patches::{Batch, CaseArrays, PatchSampler};
+use clisc_sdk::PluginError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// A network with its parameters on a device.
+pub struct Model {
+    /// Parameters (PyTorch state-dict names).
+    pub vs: nn::VarStore,
+    /// The network.
+    pub net: UNet3d,
+    /// The configuration it was built (and trained) with.
+    pub cfg: UNetConfig,
+}
+
+impl Model {
+    /// A freshly initialised network; `seed` makes the initialisation reproducible.
+    pub fn new(cfg: &UNetConfig, device: Device, seed: u64) -> Self {
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = UNet3d::new(&vs.root(), 1, 2, &cfg.features, cfg.dropout);
+        Self {
+            vs,
+            net,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The device holding the parameters.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Whether fp16 autocast is used (CUDA and `mixed_precision`).
+    pub fn amp(&self) -> bool {
+        self.cfg.mixed_precision && self.device().is_cuda()
+    }
+
+    /// Logits in fp32 of an input batch already on the device.
+    pub fn logits(&self, x: &Tensor, train: bool) -> Tensor {
+        tch::autocast(self.amp(), || self.net.forward_t(x, train)).to_kind(Kind::Float)
+    }
+}
+
+/// A short fingerprint of the training data: ids, grids and target sizes.
+/// A checkpoint is resumed only for the same data.
+pub fn data_key(cases: &[CaseArrays]) -> String {
+    // FNV-1a over a textual description; stable across runs and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for c in cases {
+        let text = format!(
+            "{}|{:?}|{}|{};",
+            c.id,
+            c.dims,
+            c.foreground.len(),
+            c.image.iter().map(|v| *v as f64).sum::<f64>()
+        );
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{}cases-{h:016x}", cases.len())
+}
+
+/// The training loss of `logits` `[B, 2, D, H, W]` against `target` `[B, D, H, W]` (int64).
+pub fn loss(kind: Loss, gce_q: f64, logits: &Tensor, target: &Tensor) -> Tensor {
+    match kind {
+        Loss::Ce => logits.cross_entropy_loss::<Tensor>(target, None, Reduction::Mean, -100, 0.0),
+        Loss::DiceCe => {
+            let ce = logits.cross_entropy_loss::<Tensor>(target, None, Reduction::Mean, -100, 0.0);
+            let p = logits.softmax(1, Kind::Float).select(1, 1);
+            let t = target.to_kind(Kind::Float);
+            let inter = (&p * &t).sum(Kind::Float);
+            let dice = (inter * 2.0 + 1e-5) / (p.sum(Kind::Float) + t.sum(Kind::Float) + 1e-5);
+            ce - dice + 1.0
+        }
+        Loss::Gce => {
+            let p = logits
+                .softmax(1, Kind::Float)
+                .gather(1, &target.unsqueeze(1), false)
+                .squeeze_dim(1);
+            let py = p.clamp_min(1e-7).pow_tensor_scalar(gce_q);
+            ((py.neg() + 1.0) / gce_q).mean(Kind::Float)
+        }
+    }
+}
+
+/// Dynamic loss scaling for fp16 training (what `torch.cuda.amp.GradScaler` does).
+struct LossScaler {
+    scale: f64,
+    good_steps: usize,
+}
+
+impl LossScaler {
+    fn new() -> Self {
+        Self {
+            scale: 65536.0,
+            good_steps: 0,
+        }
+    }
+
+    /// Backpropagates the scaled loss; unscales the gradients and returns
+    /// true when they are finite (then the step may be taken), otherwise
+    /// halves the scale, clears the gradients and returns false.
+    fn backward(&mut self, loss: &Tensor, opt: &mut nn::Optimizer, vs: &nn::VarStore) -> bool {
+        (loss * self.scale).backward();
+        let grads: Vec<Tensor> = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
+        let finite = tch::no_grad(|| {
+            grads
+                .iter()
+                .all(|g| g.isfinite().all().int64_value(&[]) != 0)
+        });
+        if finite {
+            tch::no_grad(|| {
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(1.0 / self.scale);
+                }
+            });
+            self.good_steps += 1;
+            if self.good_steps % 2000 == 0 {
+                self.scale *= 2.0;
+            }
+        } else {
+            opt.zero_grad();
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+        }
+        finite
+    }
+}
+
+/// What one training run did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainOutcome {
+    /// Steps planned.
+    pub total_steps: usize,
+    /// Step the run started from (0 unless resumed).
+    pub resumed_from: usize,
+    /// Smoothed loss at the end.
+    pub final_loss: f64,
+    /// Wall time of the steps run now.
+    pub seconds: f64,
+    /// Steps skipped by the fp16 loss scaler (non-finite gradients).
+    pub skipped_steps: usize,
+}
+
+/// Where the loop reports to.
+pub trait TrainMonitor {
+    /// After each step; returning false interrupts training (the last
+    /// periodic checkpoint stays in place for a later resume).
+    fn step(&mut self, done: usize, total: usize, loss: f64, lr: f64) -> bool;
+    /// Log line.
+    fn log(&mut self, message: &str);
+}
+
+fn batch_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
+    let [px, py, pz] = b.patch.map(|v| v as i64);
+    let n = b.batch as i64;
+    let x = Tensor::from_slice(&b.image)
+        .view([n, 1, pz, py, px])
+        .to_device(device);
+    let y = Tensor::from_slice(&b.target)
+        .view([n, pz, py, px])
+        .to_device(device)
+        .to_kind(Kind::Int64);
+    (x, y)
+}
+
+/// Trains `model` on `cases`, resuming from `checkpoint` when it holds a
+/// compatible, unfinished run (same training settings, data and plugin
+/// version); saves `checkpoint` every `checkpoint_every` steps and at the end.
+pub fn train(
+    model: &mut Model,
+    cases: Vec<CaseArrays>,
+    seed: u64,
+    checkpoint_path: &Path,
+    monitor: &mut dyn TrainMonitor,
+) -> Result<TrainOutcome, PluginError> {
+    if cases.is_empty() {
+        return Err(PluginError::input("unet3d: no training cases"));
+    }
+    let cfg = model.cfg.clone();
+    let total = cfg.total_steps(cases.len());
+    let key = data_key(&cases);
+    let mut start = 0;
+    let mut smoothed = f64::NAN;
+    if checkpoint_path.exists() {
+        match checkpoint::read(checkpoint_path) {
+            Ok(ck)
+                if ck.meta.config.training_key() == cfg.training_key()
+                    && ck.meta.data_key == key
+                    && ck.meta.plugin_version == super::VERSION
+                    && ck.meta.total_steps == total =>
+            {
+                checkpoint::load_into(&mut model.vs, &ck.tensors, checkpoint_path)?;
+                start = ck.meta.step.min(total);
+                smoothed = ck.meta.loss;
+                monitor.log(&format!("unet3d: resuming from step {start}/{total} ({})", checkpoint_path.display()));
+            }
+            Ok(_) => monitor.log(&format!(
+                "unet3d: ignoring {} (other settings, data or plugin version); training from scratch",
+                checkpoint_path.display()
+            )),
+            Err(e) => monitor.log(&format!("unet3d: ignoring unreadable checkpoint: {}", e.message)),
+        }
+    }
+    let started = Instant::now();
+    if start >= total {
+        return Ok(TrainOutcome {
+            total_steps: total,
+            resumed_from: start,
+            final_loss: smoothed,
+            seconds: 0.0,
+            skipped_steps: 0,
+        });
+    }
+    let device = model.device();
+    let mut opt = nn::Sgd {
+        momentum: cfg.momentum,
+        dampening: 0.0,
+        wd: cfg.weight_decay,
+        nesterov: false,
+    }
+    .build(&model.vs, cfg.learning_rate)
+    .map_err(|e| PluginError::internal(format!("unet3d: building SGD: {e}")))?;
+    let sampler = PatchSampler {
+        cases: Arc::new(cases),
+        patch: cfg.patch_size.map(|v| v as usize),
+        foreground_fraction: cfg.foreground_fraction,
+        flips: cfg.flips,
+        rotations: cfg.rotations,
+    };
+    // Each resumed segment gets its own stream of patches.
+    let stream_seed = seed ^ (start as u64).wrapping_mul(0x9e3779b97f4a7c15);
+    let (batches, producer) = sampler.spawn(stream_seed, total - start, cfg.batch_size);
+    tch::manual_seed(stream_seed as i64);
+    let mut scaler = model.amp().then(LossScaler::new);
+    let mut skipped = 0;
+    let save = |model: &Model, step: usize, loss: f64| {
+        let meta = CheckpointMeta {
+            plugin_version: super::VERSION.to_string(),
+            config: cfg.clone(),
+            step,
+            total_steps: total,
+            data_key: key.clone(),
+            loss,
+        };
+        checkpoint::save_atomic(&model.vs, &meta, checkpoint_path)
+    };
+    for step in start..total {
+        let lr = cfg.learning_rate * (1.0 - step as f64 / total as f64).powf(cfg.poly_power);
+        opt.set_lr(lr);
+        let batch = batches
+            .recv()
+            .map_err(|_| PluginError::internal("unet3d: the patch thread stopped early"))?;
+        let (x, y) = batch_tensors(&batch, device);
+        let logits = model.logits(&x, true);
+        let l = loss(cfg.loss, cfg.gce_q, &logits, &y);
+        opt.zero_grad();
+        let take = match scaler.as_mut() {
+            Some(s) => s.backward(&l, &mut opt, &model.vs),
+            None => {
+                l.backward();
+                true
+            }
+        };
+        if take {
+            opt.step();
+        } else {
+            skipped += 1;
+        }
+        let value = l.double_value(&[]);
+        if !value.is_finite() && scaler.is_none() {
+            return Err(PluginError::internal(format!(
+                "unet3d: training diverged at step {step} (loss {value}); lower `learning_rate`"
+            )));
+        }
+        smoothed = if smoothed.is_finite() {
+            0.9 * smoothed + 0.1 * value
+        } else {
+            value
+        };
+        if (step + 1) % cfg.checkpoint_every == 0 && step + 1 < total {
+            save(model, step + 1, smoothed)?;
+        }
+        if !monitor.step(step + 1, total, smoothed, lr) {
+            return Err(PluginError::internal(format!(
+                "unet3d: training interrupted at step {}/{total}",
+                step + 1
+            )));
+        }
+    }
+    drop(batches);
+    let _ = producer.join();
+    save(model, total, smoothed)?;
+    Ok(TrainOutcome {
+        total_steps: total,
+        resumed_from: start,
+        final_loss: smoothed,
+        seconds: started.elapsed().as_secs_f64(),
+        skipped_steps: skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_are_small_for_confident_correct_logits_and_large_otherwise() {
+        let target = Tensor::from_slice(&[0i64, 1, 1, 0]).view([1, 1, 1, 4]);
+        let good =
+            Tensor::from_slice(&[5f32, -5., -5., 5., -5., 5., 5., -5.]).view([1, 2, 1, 1, 4]);
+        let bad = -&good;
+        for kind in [Loss::Ce, Loss::DiceCe, Loss::Gce] {
+            let t = target.view([1, 1, 1, 4]);
+            let lg = loss(kind, 0.7, &good, &t).double_value(&[]);
+            let lb = loss(kind, 0.7, &bad, &t).double_value(&[]);
+            assert!(lg < 0.01, "{kind:?}: {lg}");
+            assert!(lb > 0.9, "{kind:?}: {lb}");
+        }
+        // GCE with q = 1 is 1 - p_y (mean absolute error on the probability).
+        let zero = Tensor::zeros([1, 2, 1, 1, 4], (Kind::Float, Device::Cpu));
+        let g = loss(Loss::Gce, 1.0, &zero, &target.view([1, 1, 1, 4])).double_value(&[]);
+        assert!((g - 0.5).abs() < 1e-6);
+    }
+}
