@@ -26,8 +26,14 @@ pub enum Command {
     /// DICOM studies: list series, convert to NIfTI.
     #[command(subcommand)]
     Dicom(crate::commands::dicom::DicomCommand),
+    /// Run a pipeline end to end (cached, resumable).
+    Run(crate::commands::run::RunArgs),
     /// Segment one 2D image or one slice of a volume with SAM from box/point prompts.
     Sam(crate::commands::sam::SamArgs),
+    /// CLIP zero-shot probabilities of texts for one image or NIfTI slice.
+    Clip(crate::commands::clip::ClipArgs),
+    /// Segment new volumes with a trained network (model file from a pipeline run).
+    Infer(crate::commands::infer::InferArgs),
 }
 
 /// Parses arguments, sets up logging, runs the command, reports errors.
@@ -38,7 +44,10 @@ pub fn main() -> ExitCode {
         Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
         Command::Check(args) => crate::commands::check::run(args),
         Command::Dicom(cmd) => crate::commands::dicom::run(cmd),
+        Command::Run(args) => crate::commands::run::run(args, cli.quiet),
         Command::Sam(args) => crate::commands::sam::run(args),
+        Command::Clip(args) => crate::commands::clip::run(args),
+        Command::Infer(args) => crate::commands::infer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

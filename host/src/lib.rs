@@ -8,19 +8,23 @@
 
 pub mod cli;
 pub mod commands;
-pub mod dicom;
 pub mod progress;
 pub mod loader;
 pub mod dataset;
+pub mod dicom;
 pub mod metrics;
 pub mod nifti_io;
 pub mod preprocess;
 pub mod splits;
 pub mod pipeline;
 pub mod registry;
+pub mod report;
+pub mod scaffold;
+pub mod montage;
 
 // Built-in plugin crates register themselves with `inventory`; naming them
 // here makes sure the linker keeps them.
+use clisc_adapters as _;
 use clisc_filters as _;
 use clisc_prompt_generators as _;
 use clisc_promptable_segmenters as _;

@@ -1,6 +1,9 @@
 //! One module per `clisc` subcommand.
 
 pub mod check;
+pub mod clip;
 pub mod dicom;
+pub mod infer;
 pub mod plugins;
+pub mod run;
 pub mod sam;

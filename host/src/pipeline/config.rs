@@ -121,11 +121,6 @@ impl StageSlot {
             StageSlot::Filter => StageKind::Filter,
         }
     }
-    /// Whether a pipeline may leave the slot out (the filter and its
-    /// re-prompting are optional: without them no S3F round runs).
-    pub fn optional(self) -> bool {
-        matches!(self, StageSlot::RepromptGenerator | StageSlot::Filter)
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,13 +336,31 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         }
     }
     let present: Vec<&str> = raw.stages.get_ref().keys().map(|k| k.get_ref().as_str()).collect();
-    for slot in StageSlot::ALL {
-        if !slot.optional() && !present.contains(&slot.key()) {
-            errors.push(pos.error(
-                Some(raw.stages.span()),
-                format!("missing stage `[stages.{}]` (a {} plugin)", slot.key(), slot.kind()),
-            ));
+    // A pipeline may stop early (e.g. only pseudo-labels), but it may not
+    // skip a stage in the middle: every stage needs the previous one.
+    let chain = [
+        StageSlot::PseudoLabeler,
+        StageSlot::RoiExtractor,
+        StageSlot::PromptGenerator,
+        StageSlot::PromptableSegmenter,
+        StageSlot::VolumetricSegmenter,
+    ];
+    if let Some(last) = chain.iter().rposition(|s| present.contains(&s.key())) {
+        for slot in &chain[..last] {
+            if !present.contains(&slot.key()) {
+                errors.push(pos.error(
+                    Some(raw.stages.span()),
+                    format!(
+                        "missing stage `[stages.{}]` (a {} plugin): `[stages.{}]` needs it",
+                        slot.key(),
+                        slot.kind(),
+                        chain[last].key()
+                    ),
+                ));
+            }
         }
+    } else {
+        errors.push(pos.error(Some(raw.stages.span()), "no stage configured: give at least `[stages.pseudo_labeler]`"));
     }
     if present.contains(&StageSlot::Filter.key()) != present.contains(&StageSlot::RepromptGenerator.key()) {
         errors.push(pos.error(

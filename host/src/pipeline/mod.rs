@@ -4,9 +4,13 @@
 pub mod artefacts;
 pub mod cases;
 pub mod config;
+pub mod io;
+pub mod prepare;
+pub mod run;
 pub mod stages;
 pub mod summary;
 pub mod workdir;
 
 pub use config::{load, Pipeline, StageSlot, StageSpec};
+pub use run::{RunOptions, Runner};
 pub use summary::RunSummary;

@@ -1,0 +1,570 @@
+//! The pipeline runner: drives the configured stages over the dataset,
+//! step by step, with cached artefacts in the work folder.
+
+use super::artefacts::{
+    decisions_to_json, labels_from_json, labels_to_json, prompts_from_json, prompts_to_json, PromptSetRecord,
+    SliceLabelRecord,
+};
+use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
+use super::config::{Pipeline, StageSlot};
+use super::io;
+use super::stages::StageFactory;
+use super::summary::{CaseScore, RunSummary, SliceLabelStats};
+use super::workdir::{fingerprint, write_atomic, Manifest, Step, StepRecord, WorkDir};
+use crate::progress::Bars;
+use crate::registry::Registry;
+use abi_stable::std_types::{RResult, RSlice};
+use anyhow::{anyhow, bail, Context};
+use clisc_imaging::components::largest_component;
+use clisc_imaging::overlap::dice;
+use clisc_imaging::Connectivity;
+use clisc_sdk::stage::{
+    FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult, SliceImage, TrainingCase,
+    VolumetricSegmenterBox,
+};
+use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which steps to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Rerun this step and everything after it.
+    pub from: Option<Step>,
+    /// Rerun only this step (earlier steps must be cached).
+    pub only: Option<Step>,
+}
+
+/// Converts a plugin result into an error naming the stage and case.
+fn plugin<T>(r: RResult<T, PluginError>, what: &str) -> anyhow::Result<T> {
+    r.into_result().map_err(|e| anyhow!("{what}: {e}"))
+}
+
+/// A run in progress.
+pub struct Runner<'a> {
+    factory: StageFactory<'a>,
+    work: WorkDir,
+    manifest: Manifest,
+    options: RunOptions,
+    cases: Cases,
+    /// Metrics gathered for the report.
+    pub summary: RunSummary,
+}
+
+impl<'a> Runner<'a> {
+    /// Prepares a run of `pipeline` on already prepared `cases`.
+    pub fn new(
+        pipeline: &'a Pipeline,
+        registry: &'a Registry,
+        device: String,
+        cases: Cases,
+        bars: Bars,
+        options: RunOptions,
+    ) -> anyhow::Result<Self> {
+        let work = WorkDir::open(&pipeline.run.output)
+            .with_context(|| format!("creating work folder {}", pipeline.run.output.display()))?;
+        let mut manifest = work.read_manifest();
+        manifest.clisc_version = env!("CARGO_PKG_VERSION").into();
+        manifest.pipeline_file = pipeline.source.display().to_string();
+        manifest.config_hash = fingerprint(&[pipeline.to_toml()]);
+        manifest.seed = pipeline.run.seed;
+        manifest.device = device.clone();
+        let summary = RunSummary::new(pipeline);
+        Ok(Self { factory: StageFactory { pipeline, registry, device, bars }, work, manifest, options, cases, summary })
+    }
+
+    /// The work folder.
+    pub fn work_dir(&self) -> &Path {
+        self.work.root()
+    }
+
+    /// The prepared cases.
+    pub fn cases(&self) -> &Cases {
+        &self.cases
+    }
+
+    /// Decides whether `step` must run, clearing stale artefacts; returns
+    /// its folder, or `None` when the step is not part of this run.
+    fn begin(&mut self, step: Step, fp: &str) -> anyhow::Result<Option<PathBuf>> {
+        let record = self.manifest.steps.get(step.name()).cloned();
+        let cached = record.as_ref().is_some_and(|r| r.fingerprint == fp && r.status == "done");
+        let forced = match (self.options.only, self.options.from) {
+            (Some(only), _) => {
+                if step < only && !cached {
+                    bail!(
+                        "--only {}: step `{}` has no valid cached results; run without --only first",
+                        only.name(),
+                        step.name()
+                    );
+                }
+                if step > only {
+                    return Ok(None);
+                }
+                step == only
+            }
+            (None, Some(from)) => step >= from,
+            (None, None) => false,
+        };
+        let stale = record.as_ref().is_some_and(|r| r.fingerprint != fp);
+        if forced || stale {
+            self.work.clear_step(step)?;
+        }
+        let dir = self.work.step_dir(step)?;
+        self.manifest.steps.insert(
+            step.name().into(),
+            StepRecord {
+                fingerprint: fp.into(),
+                status: if cached && !forced { "done".into() } else { "running".into() },
+                plugins: vec![],
+                seconds: record.map(|r| r.seconds).unwrap_or_default(),
+                finished_at: String::new(),
+            },
+        );
+        self.work.write_manifest(&self.manifest)?;
+        Ok(Some(dir))
+    }
+
+    fn finish(&mut self, step: Step, plugins: Vec<String>, started: Instant) -> anyhow::Result<()> {
+        if let Some(r) = self.manifest.steps.get_mut(step.name()) {
+            if r.status != "done" {
+                r.seconds = started.elapsed().as_secs_f64();
+            }
+            r.status = "done".into();
+            r.plugins = plugins;
+            r.finished_at = chrono::Utc::now().to_rfc3339();
+            self.summary.timings.insert(step.name().into(), r.seconds);
+        }
+        self.work.write_manifest(&self.manifest)?;
+        Ok(())
+    }
+
+    fn ids(&self, split: Split) -> Vec<String> {
+        ids_in(&self.cases, split)
+    }
+
+    fn case(&self, id: &str) -> &PreparedCase {
+        &self.cases[id]
+    }
+
+    /// Runs every step; returns the summary (also written to `summary.json`).
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        let train = self.ids(Split::Train);
+        if train.is_empty() {
+            bail!("the training split is empty: nothing to learn from");
+        }
+        let data_fp = fingerprint(&[train.join(","), self.ids(Split::Test).join(",")]);
+
+        let Some(labels) = self.pseudo_labels(&data_fp)? else { return self.stop() };
+        if !self.configured(StageSlot::RoiExtractor) {
+            return self.stop();
+        }
+        let roi_fp = self.fp(Step::Roi, &[&data_fp, &self.step_fp(Step::PseudoLabels)]);
+        let Some(rois) = self.rois(&roi_fp, &labels)? else { return self.stop() };
+        if !self.configured(StageSlot::PromptGenerator) {
+            return self.stop();
+        }
+        let Some(prompts) = self.prompts(&rois)? else { return self.stop() };
+        if !self.configured(StageSlot::PromptableSegmenter) {
+            return self.stop();
+        }
+        let Some(masks) = self.pseudo_masks(&prompts)? else { return self.stop() };
+        if !self.configured(StageSlot::VolumetricSegmenter) {
+            return self.stop();
+        }
+        let Some(net1) = self.network(Step::Network1, &masks, &[self.step_fp(Step::PseudoMasks)])? else {
+            return self.stop();
+        };
+        let final_model = if self.factory.pipeline.stage(StageSlot::Filter).is_some() {
+            let Some(kept_targets) = self.filter(&net1)? else { return self.stop() };
+            let fp = self.step_fp(Step::Filter);
+            match self.network(Step::Network2, &kept_targets, &[fp])? {
+                Some(net2) => Some(net2),
+                None => return self.stop(),
+            }
+        } else {
+            None
+        };
+        self.predict_and_evaluate(&net1, final_model.as_ref())?;
+        self.stop()
+    }
+
+    /// Whether the pipeline has `slot`; a pipeline ends before its first
+    /// missing stage.
+    fn configured(&self, slot: StageSlot) -> bool {
+        let present = self.factory.pipeline.stage(slot).is_some();
+        if !present {
+            tracing::info!("the pipeline has no [stages.{}]: it ends here", slot.key());
+        }
+        present
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&self.summary)?;
+        write_atomic(&self.work.root().join("summary.json"), &bytes)?;
+        Ok(())
+    }
+
+    fn step_fp(&self, step: Step) -> String {
+        self.manifest.steps.get(step.name()).map(|r| r.fingerprint.clone()).unwrap_or_default()
+    }
+
+    fn fp(&self, step: Step, upstream: &[&str]) -> String {
+        let slots: &[StageSlot] = match step {
+            Step::PseudoLabels => &[StageSlot::PseudoLabeler],
+            Step::Roi => &[StageSlot::RoiExtractor],
+            Step::Prompts => &[StageSlot::PromptGenerator],
+            Step::PseudoMasks => &[StageSlot::PromptableSegmenter],
+            Step::Network1 | Step::Network2 => &[StageSlot::VolumetricSegmenter],
+            Step::Filter => &[StageSlot::RepromptGenerator, StageSlot::PromptableSegmenter, StageSlot::Filter],
+            _ => &[],
+        };
+        let mut parts: Vec<String> = vec![step.name().into(), self.factory.pipeline.run.seed.to_string()];
+        parts.extend(slots.iter().map(|s| self.factory.identity(*s)));
+        parts.extend(upstream.iter().map(|s| s.to_string()));
+        fingerprint(&parts)
+    }
+
+    fn pseudo_labels(&mut self, data_fp: &str) -> anyhow::Result<Option<BTreeMap<String, SlicePseudoLabels>>> {
+        let started = Instant::now();
+        let fp = self.fp(Step::PseudoLabels, &[data_fp]);
+        let Some(dir) = self.begin(Step::PseudoLabels, &fp)? else { return Ok(None) };
+        let mut stage = None;
+        let mut out = BTreeMap::new();
+        let ids = self.ids(Split::Train);
+        for (i, id) in ids.iter().enumerate() {
+            let path = dir.join(format!("{id}.json"));
+            let labels = if path.exists() {
+                let records: Vec<SliceLabelRecord> = read_json(&path)?;
+                labels_from_json(&records)
+            } else {
+                if stage.is_none() {
+                    stage = Some(self.factory.pseudo_labeler(StageSlot::PseudoLabeler, &dir.join("plugin"), 1)?);
+                }
+                let s = stage.as_mut().expect("created");
+                let labels = plugin(s.label_slices(&self.case(id).input), &format!("pseudo-labeler on case {id}"))?;
+                write_json(&path, &labels_to_json(&labels))?;
+                labels
+            };
+            self.factory.bars.update("pseudo-labels", i as u64 + 1, ids.len() as u64, id);
+            out.insert(id.clone(), labels);
+        }
+        self.summary.slice_labels = Some(SliceLabelStats::measure(&self.cases, &out));
+        self.finish(Step::PseudoLabels, vec![self.factory.stamp(StageSlot::PseudoLabeler)], started)?;
+        Ok(Some(out))
+    }
+
+    fn rois(
+        &mut self,
+        fp: &str,
+        labels: &BTreeMap<String, SlicePseudoLabels>,
+    ) -> anyhow::Result<Option<BTreeMap<String, RoiResult>>> {
+        let started = Instant::now();
+        let Some(dir) = self.begin(Step::Roi, fp)? else { return Ok(None) };
+        let ids = self.ids(Split::Train);
+        let missing: Vec<&String> = ids.iter().filter(|id| !dir.join(format!("{id}.rounds.json")).exists()).collect();
+        let mut out = BTreeMap::new();
+        if !missing.is_empty() {
+            let mut stage = self.factory.roi_extractor(StageSlot::RoiExtractor, &dir.join("plugin"), 2)?;
+            let training: Vec<LabelledCase> = ids
+                .iter()
+                .map(|id| LabelledCase { case: self.case(id).input.clone(), labels: labels[id].clone() })
+                .collect();
+            let report = plugin(stage.fit(RSlice::from_slice(&training)), "roi-extractor training")?;
+            drop(training);
+            self.summary.add_stage_report("roi-extractor", &report);
+            for (i, id) in missing.iter().enumerate() {
+                let result = plugin(stage.extract(&self.case(id).input, &labels[*id]), &format!("roi-extractor on case {id}"))?;
+                io::write_roi_result(&dir, id, &result)?;
+                self.factory.bars.update("rois", i as u64 + 1, missing.len() as u64, id);
+            }
+        }
+        for id in &ids {
+            out.insert(id.clone(), io::read_roi_result(&dir, id)?);
+        }
+        self.summary.measure_rois(&self.cases, &out);
+        self.finish(Step::Roi, vec![self.factory.stamp(StageSlot::RoiExtractor)], started)?;
+        Ok(Some(out))
+    }
+
+    fn prompts(&mut self, rois: &BTreeMap<String, RoiResult>) -> anyhow::Result<Option<BTreeMap<String, CasePrompts>>> {
+        let started = Instant::now();
+        let fp = self.fp(Step::Prompts, &[&self.step_fp(Step::Roi)]);
+        let Some(dir) = self.begin(Step::Prompts, &fp)? else { return Ok(None) };
+        let mut stage = None;
+        let mut out = BTreeMap::new();
+        for id in self.ids(Split::Train) {
+            let path = dir.join(format!("{id}.json"));
+            let prompts = if path.exists() {
+                let records: Vec<PromptSetRecord> = read_json(&path)?;
+                prompts_from_json(&records)
+            } else {
+                if stage.is_none() {
+                    stage = Some(self.factory.prompt_generator(StageSlot::PromptGenerator, &dir.join("plugin"), 3)?);
+                }
+                let roi = &rois[&id].final_round().ok_or_else(|| anyhow!("roi-extractor returned no round for {id}"))?.roi;
+                let p = plugin(
+                    stage.as_mut().expect("created").prompts(&self.case(&id).input, roi),
+                    &format!("prompt-generator on case {id}"),
+                )?;
+                write_json(&path, &prompts_to_json(&p))?;
+                p
+            };
+            out.insert(id, prompts);
+        }
+        self.finish(Step::Prompts, vec![self.factory.stamp(StageSlot::PromptGenerator)], started)?;
+        Ok(Some(out))
+    }
+
+    fn pseudo_masks(
+        &mut self,
+        prompts: &BTreeMap<String, CasePrompts>,
+    ) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
+        let started = Instant::now();
+        let fp = self.fp(Step::PseudoMasks, &[&self.step_fp(Step::Prompts)]);
+        let Some(dir) = self.begin(Step::PseudoMasks, &fp)? else { return Ok(None) };
+        let mut stage = None;
+        let mut out = BTreeMap::new();
+        let ids = self.ids(Split::Train);
+        for (i, id) in ids.iter().enumerate() {
+            let path = case_file(&dir, id, "");
+            let mask = if path.exists() {
+                io::read_labels(&path)?
+            } else {
+                if stage.is_none() {
+                    stage =
+                        Some(self.factory.promptable_segmenter(StageSlot::PromptableSegmenter, &dir.join("plugin"), 4)?);
+                }
+                let m = segment_case(stage.as_mut().expect("created"), self.case(id), &prompts[id])?;
+                io::write_labels(&path, &m)?;
+                m
+            };
+            self.factory.bars.update("pseudo-masks", i as u64 + 1, ids.len() as u64, id);
+            out.insert(id.clone(), mask);
+        }
+        self.summary.pseudo_masks = self.score_against_truth(&out);
+        self.finish(Step::PseudoMasks, vec![self.factory.stamp(StageSlot::PromptableSegmenter)], started)?;
+        Ok(Some(out))
+    }
+
+    fn score_against_truth(&self, masks: &BTreeMap<String, LabelVolume>) -> Vec<CaseScore> {
+        masks
+            .iter()
+            .filter_map(|(id, m)| {
+                let truth = self.case(id).truth.as_ref()?;
+                Some(CaseScore::dice_only(id, dice(&m.data, &truth.data)))
+            })
+            .collect()
+    }
+
+    /// Trains (or loads) a network on `targets`; returns the model file.
+    fn network(
+        &mut self,
+        step: Step,
+        targets: &BTreeMap<String, LabelVolume>,
+        upstream: &[String],
+    ) -> anyhow::Result<Option<PathBuf>> {
+        let started = Instant::now();
+        let up: Vec<&str> = upstream.iter().map(String::as_str).collect();
+        let fp = self.fp(step, &up);
+        let Some(dir) = self.begin(step, &fp)? else { return Ok(None) };
+        let model = dir.join("model.ckpt");
+        if !model.exists() {
+            let seed_offset = if step == Step::Network1 { 5 } else { 7 };
+            let mut net = self.factory.volumetric_segmenter(StageSlot::VolumetricSegmenter, &dir.join("plugin"), seed_offset)?;
+            let training: Vec<TrainingCase> = targets
+                .iter()
+                .map(|(id, t)| TrainingCase { case: self.case(id).input.clone(), target: t.clone() })
+                .collect();
+            let report = plugin(net.train(RSlice::from_slice(&training)), &format!("{} training", step.name()))?;
+            self.summary.add_stage_report(step.name(), &report);
+            let tmp = super::workdir::temporary_sibling(&model);
+            plugin(net.save(tmp.display().to_string().as_str().into()), "saving the network")?;
+            std::fs::rename(&tmp, &model)?;
+        }
+        self.finish(step, vec![self.factory.stamp(StageSlot::VolumetricSegmenter)], started)?;
+        Ok(Some(model))
+    }
+
+    fn load_network(&self, model: &Path, work: &Path) -> anyhow::Result<VolumetricSegmenterBox> {
+        let mut net = self.factory.volumetric_segmenter(StageSlot::VolumetricSegmenter, work, 9)?;
+        plugin(net.load(model.display().to_string().as_str().into()), &format!("loading {}", model.display()))?;
+        Ok(net)
+    }
+
+    /// S3F: predict training cases, re-prompt, score, select. Returns the
+    /// kept cases' targets (the network's predictions).
+    fn filter(&mut self, net1: &Path) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
+        let started = Instant::now();
+        let fp = self.fp(Step::Filter, &[&self.step_fp(Step::Network1)]);
+        let Some(dir) = self.begin(Step::Filter, &fp)? else { return Ok(None) };
+        let (pred_dir, reprompt_dir) = (dir.join("predictions"), dir.join("reprompted"));
+        std::fs::create_dir_all(&pred_dir)?;
+        std::fs::create_dir_all(&reprompt_dir)?;
+        let ids = self.ids(Split::Train);
+        let mut net: Option<VolumetricSegmenterBox> = None;
+        let mut generator: Option<PromptGeneratorBox> = None;
+        let mut segmenter: Option<PromptableSegmenterBox> = None;
+        let mut candidates = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (p_path, r_path) = (case_file(&pred_dir, id, ""), case_file(&reprompt_dir, id, ""));
+            let prediction = if p_path.exists() {
+                io::read_labels(&p_path)?
+            } else {
+                if net.is_none() {
+                    net = Some(self.load_network(net1, &dir.join("network"))?);
+                }
+                let raw = plugin(net.as_mut().expect("loaded").predict(&self.case(id).input), &format!("predicting {id}"))?;
+                let kept = LabelVolume {
+                    grid: raw.grid,
+                    data: largest_component(&raw.data, raw.grid.dims(), Connectivity::Full).into(),
+                };
+                io::write_labels(&p_path, &kept)?;
+                kept
+            };
+            let reference = if r_path.exists() {
+                io::read_labels(&r_path)?
+            } else {
+                if generator.is_none() {
+                    generator =
+                        Some(self.factory.prompt_generator(StageSlot::RepromptGenerator, &dir.join("reprompt-generator"), 11)?);
+                    segmenter =
+                        Some(self.factory.promptable_segmenter(StageSlot::PromptableSegmenter, &dir.join("segmenter"), 12)?);
+                }
+                let prompts = plugin(
+                    generator.as_mut().expect("created").prompts(&self.case(id).input, &prediction),
+                    &format!("re-prompting {id}"),
+                )?;
+                let m = segment_case(segmenter.as_mut().expect("created"), self.case(id), &prompts)?;
+                io::write_labels(&r_path, &m)?;
+                m
+            };
+            self.factory.bars.update("self-learning filter", i as u64 + 1, ids.len() as u64, id);
+            candidates.push(FilterCandidate { case_id: id.as_str().into(), pseudo_label: prediction, reference });
+        }
+        let mut filter = self.factory.filter(StageSlot::Filter, &dir.join("plugin"), 13)?;
+        let decisions = plugin(filter.select(RSlice::from_slice(&candidates)), "filter selection")?;
+        if decisions.len() != candidates.len() {
+            bail!("the filter returned {} decisions for {} cases", decisions.len(), candidates.len());
+        }
+        write_json(&dir.join("decisions.json"), &decisions_to_json(&decisions))?;
+        self.summary.measure_filter(&self.cases, &candidates, &decisions);
+        let kept: BTreeMap<String, LabelVolume> = candidates
+            .into_iter()
+            .zip(decisions.iter())
+            .filter(|(_, d)| d.keep)
+            .map(|(c, _)| (c.case_id.to_string(), c.pseudo_label))
+            .collect();
+        if kept.is_empty() {
+            bail!("the filter kept no case; nothing to train the final network on");
+        }
+        let plugins = [StageSlot::RepromptGenerator, StageSlot::PromptableSegmenter, StageSlot::Filter]
+            .iter()
+            .map(|s| self.factory.stamp(*s))
+            .collect();
+        self.finish(Step::Filter, plugins, started)?;
+        Ok(Some(kept))
+    }
+
+    fn predict_and_evaluate(&mut self, net1: &Path, net2: Option<&PathBuf>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let last = if net2.is_some() { Step::Network2 } else { Step::Network1 };
+        let fp = self.fp(Step::Predictions, &[&self.step_fp(Step::Network1), &self.step_fp(last)]);
+        let Some(dir) = self.begin(Step::Predictions, &fp)? else { return Ok(()) };
+        let test = self.ids(Split::Test);
+        let mut models: Vec<(&str, &Path)> = vec![("network-1", net1)];
+        if let Some(n2) = net2 {
+            models.push(("final", n2.as_path()));
+        }
+        let mut predictions: BTreeMap<&str, BTreeMap<String, LabelVolume>> = BTreeMap::new();
+        for (name, model) in &models {
+            let out_dir = if *name == "final" || net2.is_none() { dir.clone() } else { dir.join(name) };
+            std::fs::create_dir_all(&out_dir)?;
+            let mut net = None;
+            let mut preds = BTreeMap::new();
+            for (i, id) in test.iter().enumerate() {
+                let path = case_file(&out_dir, id, "");
+                let case = self.case(id);
+                let cropped_path = case_file(&out_dir.join("cropped"), id, "");
+                let pred = if cropped_path.exists() && path.exists() {
+                    io::read_labels(&cropped_path)?
+                } else {
+                    if net.is_none() {
+                        net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
+                    }
+                    let p = plugin(net.as_mut().expect("loaded").predict(&case.input), &format!("predicting {id}"))?;
+                    std::fs::create_dir_all(out_dir.join("cropped"))?;
+                    io::write_labels(&cropped_path, &p)?;
+                    io::write_labels_like(&path, &(case.restore)(&p), &case.flair_path)?;
+                    p
+                };
+                self.factory.bars.update(&format!("predict ({name})"), i as u64 + 1, test.len() as u64, id);
+                preds.insert(id.clone(), pred);
+            }
+            predictions.insert(name, preds);
+        }
+        self.finish(Step::Predictions, vec![self.factory.stamp(StageSlot::VolumetricSegmenter)], started)?;
+
+        let started = Instant::now();
+        let fp = self.fp(Step::Evaluation, &[&self.step_fp(Step::Predictions)]);
+        let Some(eval_dir) = self.begin(Step::Evaluation, &fp)? else { return Ok(()) };
+        for (name, preds) in &predictions {
+            let scores = io::evaluate(&self.cases, preds)?;
+            if !scores.is_empty() {
+                io::write_scores(&eval_dir, name, &scores)?;
+            }
+            self.summary.test.insert(name.to_string(), scores);
+        }
+        self.finish(Step::Evaluation, vec![], started)?;
+        Ok(())
+    }
+}
+
+/// Runs the promptable segmenter on every prompted slice of a case and
+/// stacks the masks into a volume restricted to the brain.
+pub fn segment_case(
+    segmenter: &mut PromptableSegmenterBox,
+    case: &PreparedCase,
+    prompts: &CasePrompts,
+) -> anyhow::Result<LabelVolume> {
+    let input = &case.input;
+    let mut volume = LabelVolume::zeros(input.image.grid);
+    let mut by_slice: BTreeMap<u32, Vec<clisc_sdk::PromptSet>> = BTreeMap::new();
+    for set in prompts.sets.iter() {
+        by_slice.entry(set.slice).or_default().push(set.clone());
+    }
+    for (z, sets) in by_slice {
+        let image = input.image.axial_slice("flair", z as usize).map_err(|e| anyhow!("case {}: {e}", case.id()))?;
+        let slice = SliceImage { case_id: input.id.clone(), index: z, image };
+        let masks = plugin(segmenter.segment(&slice, RSlice::from_slice(&sets)), &format!("segmenting {} slice {z}", case.id()))?;
+        if masks.len() != sets.len() {
+            bail!("segmenter returned {} masks for {} prompt sets ({} slice {z})", masks.len(), sets.len(), case.id());
+        }
+        let mut union = clisc_sdk::Mask2d::zeros(input.image.grid.shape[0], input.image.grid.shape[1]);
+        for m in masks.iter() {
+            if m.width != union.width || m.height != union.height {
+                bail!("segmenter returned a {}x{} mask for a {}x{} slice", m.width, m.height, union.width, union.height);
+            }
+            for (u, &v) in union.data.iter_mut().zip(m.data.iter()) {
+                *u |= u8::from(v != 0);
+            }
+        }
+        volume.set_axial_slice(z as usize, &union).map_err(|e| anyhow!("{e}"))?;
+    }
+    for (v, &b) in volume.data.iter_mut().zip(input.brain_mask.data.iter()) {
+        if b == 0 {
+            *v = 0;
+        }
+    }
+    Ok(volume)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)?;
+    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,206 @@
+//! Numbers a run measures for its report: every figure here is computed
+//! from the run's own artefacts (ground truth is only ever read to report,
+//! never to choose anything).
+
+use super::cases::Cases;
+use super::config::{Pipeline, StageSlot};
+use clisc_imaging::overlap::dice;
+use clisc_sdk::stage::{FilterCandidate, FilterDecision, RoiResult, StageReport};
+use clisc_sdk::SlicePseudoLabels;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A score of one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseScore {
+    /// Case identifier.
+    pub case: String,
+    /// Whole-tumor Dice.
+    pub dice: f64,
+    /// Whole-tumor HD95 in mm; `None` when undefined (one mask empty).
+    pub hd95: Option<f64>,
+    /// Further metrics (sensitivity, specificity, TC/ET Dice, ...).
+    #[serde(default)]
+    pub extra: BTreeMap<String, f64>,
+}
+
+impl CaseScore {
+    /// A Dice-only score.
+    pub fn dice_only(case: &str, dice: f64) -> Self {
+        Self { case: case.into(), dice, hd95: None, extra: BTreeMap::new() }
+    }
+}
+
+/// Mean and population standard deviation of the finite values.
+pub fn mean_std(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64, usize)> {
+    let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Some((mean, std, v.len()))
+}
+
+/// Binary classification figures of slice labels against ground truth.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Confusion {
+    /// Slices counted.
+    pub slices: usize,
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// TP / (TP + FP).
+    pub precision: f64,
+    /// TP / (TP + FN).
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+}
+
+impl Confusion {
+    fn from_counts(tp: usize, fp: usize, tn: usize, fn_: usize) -> Self {
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision = ratio(tp, tp + fp);
+        let recall = ratio(tp, tp + fn_);
+        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+        Self { slices: tp + fp + tn + fn_, accuracy: ratio(tp + tn, tp + fp + tn + fn_), precision, recall, f1 }
+    }
+}
+
+/// Slice-label quality: over the kept slices and over all slices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SliceLabelStats {
+    /// Figures over the slices the labeler kept.
+    pub kept: Confusion,
+    /// Figures over every slice (labels of unkept slices included).
+    pub all: Confusion,
+    /// Fraction of slices kept.
+    pub kept_fraction: f64,
+}
+
+impl SliceLabelStats {
+    /// Measures labels of cases with ground truth (a slice is tumor when
+    /// its ground truth has a tumor voxel).
+    pub fn measure(cases: &Cases, labels: &BTreeMap<String, SlicePseudoLabels>) -> Self {
+        let (mut kept, mut all) = ([0usize; 4], [0usize; 4]);
+        let (mut n_kept, mut n) = (0usize, 0usize);
+        for (id, l) in labels {
+            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else { continue };
+            let per = truth.grid.slice_len();
+            for s in l.slices.iter() {
+                let z = s.index as usize;
+                let t = truth.data[z * per..(z + 1) * per].iter().any(|&v| v != 0);
+                let idx = match (s.label == 1, t) {
+                    (true, true) => 0,
+                    (true, false) => 1,
+                    (false, false) => 2,
+                    (false, true) => 3,
+                };
+                all[idx] += 1;
+                n += 1;
+                if s.kept {
+                    kept[idx] += 1;
+                    n_kept += 1;
+                }
+            }
+        }
+        Self {
+            kept: Confusion::from_counts(kept[0], kept[1], kept[2], kept[3]),
+            all: Confusion::from_counts(all[0], all[1], all[2], all[3]),
+            kept_fraction: if n == 0 { 0.0 } else { n_kept as f64 / n as f64 },
+        }
+    }
+}
+
+/// One case of the self-learning filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterScore {
+    /// Case identifier.
+    pub case: String,
+    /// Filter score (agreement of network and re-prompted segmenter).
+    pub score: f64,
+    /// Kept for the final network.
+    pub keep: bool,
+    /// Dice of the network's pseudo-label against ground truth (report only).
+    pub dice_vs_truth: Option<f64>,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Pipeline file.
+    pub pipeline: String,
+    /// `slot=plugin` for every configured stage.
+    pub stages: Vec<String>,
+    /// Whether ground truth influenced any choice (always false here: the
+    /// runner has no ground-truth-assisted mode).
+    pub ground_truth_used_for_choices: bool,
+    /// Slice-label quality on the training split.
+    pub slice_labels: Option<SliceLabelStats>,
+    /// Numbers reported by training steps.
+    pub stage_reports: BTreeMap<String, BTreeMap<String, f64>>,
+    /// ROI Dice against ground truth per round (training split).
+    pub rois: BTreeMap<String, Vec<CaseScore>>,
+    /// Order of the ROI rounds.
+    pub roi_rounds: Vec<String>,
+    /// Promptable-segmenter pseudo-mask Dice (training split).
+    pub pseudo_masks: Vec<CaseScore>,
+    /// Self-learning filter per case.
+    pub filter: Vec<FilterScore>,
+    /// Test-split scores per model (`network-1`, `final`).
+    pub test: BTreeMap<String, Vec<CaseScore>>,
+    /// Seconds per step.
+    pub timings: BTreeMap<String, f64>,
+}
+
+impl RunSummary {
+    /// An empty summary for `pipeline`.
+    pub fn new(pipeline: &Pipeline) -> Self {
+        Self {
+            pipeline: pipeline.source.display().to_string(),
+            stages: StageSlot::ALL
+                .iter()
+                .filter_map(|s| pipeline.stage(*s).map(|spec| format!("{}={}", s.key(), spec.plugin)))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Records a training step's own numbers.
+    pub fn add_stage_report(&mut self, step: &str, report: &StageReport) {
+        let entry = self.stage_reports.entry(step.into()).or_default();
+        for m in report.metrics.iter() {
+            entry.insert(m.name.to_string(), m.value);
+        }
+    }
+
+    /// ROI Dice per round against ground truth.
+    pub fn measure_rois(&mut self, cases: &Cases, rois: &BTreeMap<String, RoiResult>) {
+        self.rois.clear();
+        self.roi_rounds.clear();
+        for (id, result) in rois {
+            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else { continue };
+            for round in result.rounds.iter() {
+                let name = round.name.to_string();
+                if !self.roi_rounds.contains(&name) {
+                    self.roi_rounds.push(name.clone());
+                }
+                self.rois.entry(name).or_default().push(CaseScore::dice_only(id, dice(&round.roi.data, &truth.data)));
+            }
+        }
+    }
+
+    /// Filter decisions with the (report-only) quality of each candidate.
+    pub fn measure_filter(&mut self, cases: &Cases, candidates: &[FilterCandidate], decisions: &[FilterDecision]) {
+        self.filter = candidates
+            .iter()
+            .zip(decisions)
+            .map(|(c, d)| {
+                let id = c.case_id.to_string();
+                let dice_vs_truth = cases.get(&id).and_then(|k| k.truth.as_ref()).map(|t| dice(&c.pseudo_label.data, &t.data));
+                FilterScore { case: id, score: d.score, keep: d.keep, dice_vs_truth }
+            })
+            .collect();
+    }
+}

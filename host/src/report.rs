@@ -1,0 +1,182 @@
+//! The run report: one self-contained HTML file (tables, an inline SVG
+//! Dice-distribution plot per stage, and per-case montage PNGs embedded as
+//! data URIs and also saved next to it).
+
+use crate::pipeline::summary::{mean_std, CaseScore, RunSummary};
+use crate::pipeline::workdir::Step;
+use crate::pipeline::Runner;
+use base64::Engine;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Writes `report.html` for a finished (or partial) run; returns its path.
+pub fn write_report(runner: &Runner<'_>) -> anyhow::Result<PathBuf> {
+    let dir = runner.work_dir().join(Step::Report.folder());
+    std::fs::create_dir_all(&dir)?;
+    let html = render(&runner.summary, &[]);
+    let path = dir.join("report.html");
+    crate::pipeline::workdir::write_atomic(&path, html.as_bytes())?;
+    Ok(path)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn fmt_mean(values: impl IntoIterator<Item = f64>, digits: usize) -> String {
+    match mean_std(values) {
+        Some((m, s, n)) => format!("{m:.digits$} ± {s:.digits$} (n={n})"),
+        None => "–".into(),
+    }
+}
+
+/// Renders the HTML page of a summary with the given montage PNGs.
+pub fn render(summary: &RunSummary, montages: &[(String, PathBuf)]) -> String {
+    let mut h = String::new();
+    h += "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>clisc run report</title><style>\
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:90%}\
+img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
+    let _ = write!(h, "<h1>clisc run report</h1><p>Pipeline: <code>{}</code></p>", esc(&summary.pipeline));
+    h += "<p>Stages: ";
+    h += &summary.stages.iter().map(|s| format!("<code>{}</code>", esc(s))).collect::<Vec<_>>().join(", ");
+    let _ = write!(
+        h,
+        "</p><p class=\"note\">Mode: <b>{}</b>. Ground truth is read only to compute the figures below.</p>",
+        if summary.ground_truth_used_for_choices { "ground-truth assisted" } else { "unsupervised" }
+    );
+
+    h += "<h2>Test split</h2><table><tr><th>model</th><th>Dice</th><th>HD95 (mm)</th><th>cases with undefined HD95</th></tr>";
+    for (model, scores) in &summary.test {
+        let undefined = scores.iter().filter(|s| s.hd95.is_none()).count();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{undefined}</td></tr>",
+            esc(model),
+            fmt_mean(scores.iter().map(|s| s.dice), 4),
+            fmt_mean(scores.iter().filter_map(|s| s.hd95), 2)
+        );
+    }
+    h += "</table>";
+
+    h += "<h2>Stages (training split)</h2><table><tr><th>stage</th><th>measure</th><th>value</th></tr>";
+    if let Some(sl) = &summary.slice_labels {
+        let _ = write!(
+            h,
+            "<tr><td>pseudo-labels (kept slices, {:.0}% kept)</td><td>accuracy / precision / recall / F1</td><td>{:.3} / {:.3} / {:.3} / {:.3}</td></tr>",
+            sl.kept_fraction * 100.0,
+            sl.kept.accuracy,
+            sl.kept.precision,
+            sl.kept.recall,
+            sl.kept.f1
+        );
+        let _ = write!(
+            h,
+            "<tr><td>pseudo-labels (all slices)</td><td>accuracy / precision / recall / F1</td><td>{:.3} / {:.3} / {:.3} / {:.3}</td></tr>",
+            sl.all.accuracy, sl.all.precision, sl.all.recall, sl.all.f1
+        );
+    }
+    for round in &summary.roi_rounds {
+        let scores = &summary.rois[round];
+        let _ = write!(h, "<tr><td>ROI ({})</td><td>Dice</td><td>{}</td></tr>", esc(round), fmt_mean(scores.iter().map(|s| s.dice), 4));
+    }
+    if !summary.pseudo_masks.is_empty() {
+        let _ = write!(
+            h,
+            "<tr><td>pseudo-masks</td><td>Dice</td><td>{}</td></tr>",
+            fmt_mean(summary.pseudo_masks.iter().map(|s| s.dice), 4)
+        );
+    }
+    if !summary.filter.is_empty() {
+        for keep in [true, false] {
+            let _ = write!(
+                h,
+                "<tr><td>filter: {} cases</td><td>Dice of network pseudo-label</td><td>{}</td></tr>",
+                if keep { "kept" } else { "dropped" },
+                fmt_mean(summary.filter.iter().filter(|f| f.keep == keep).filter_map(|f| f.dice_vs_truth), 4)
+            );
+        }
+    }
+    for (step, metrics) in &summary.stage_reports {
+        for (name, value) in metrics {
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{value:.4}</td></tr>", esc(step), esc(name));
+        }
+    }
+    h += "</table>";
+
+    h += "<h2>Dice distribution per stage</h2>";
+    h += &dice_plot(summary);
+
+    h += "<h2>Timings</h2><table><tr><th>step</th><th>seconds</th></tr>";
+    for (step, s) in &summary.timings {
+        let _ = write!(h, "<tr><td>{}</td><td>{s:.1}</td></tr>", esc(step));
+    }
+    h += "</table>";
+
+    if !montages.is_empty() {
+        h += "<h2>Cases</h2><p class=\"note\">FLAIR, activation map, prompts, pseudo-mask, prediction; ground-truth contour in green where available.</p>";
+        for (case, png) in montages {
+            if let Ok(bytes) = std::fs::read(png) {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                let _ = write!(h, "<h3>{}</h3><img alt=\"montage of {}\" src=\"data:image/png;base64,{b64}\">", esc(case), esc(case));
+            }
+        }
+    }
+    h += "</body></html>\n";
+    h
+}
+
+/// Strip plot of per-case Dice for every stage that has scores.
+fn dice_plot(summary: &RunSummary) -> String {
+    let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    for round in &summary.roi_rounds {
+        columns.push((format!("ROI {round}"), summary.rois[round].iter().map(|s| s.dice).collect()));
+    }
+    let scores = |v: &[CaseScore]| v.iter().map(|s| s.dice).collect::<Vec<_>>();
+    if !summary.pseudo_masks.is_empty() {
+        columns.push(("pseudo-masks".into(), scores(&summary.pseudo_masks)));
+    }
+    if !summary.filter.is_empty() {
+        columns.push(("filter kept".into(), summary.filter.iter().filter(|f| f.keep).filter_map(|f| f.dice_vs_truth).collect()));
+    }
+    for (model, s) in &summary.test {
+        columns.push((format!("test {model}"), scores(s)));
+    }
+    if columns.is_empty() {
+        return "<p class=\"note\">No ground truth: nothing to plot.</p>".into();
+    }
+    let (w, hgt, left, top, bottom) = (160.0 * columns.len() as f64 + 60.0, 320.0, 50.0, 20.0, 60.0);
+    let plot_h = hgt - top - bottom;
+    let y = |d: f64| top + (1.0 - d.clamp(0.0, 1.0)) * plot_h;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" font-size=\"12\">");
+    for tick in 0..=5 {
+        let d = tick as f64 / 5.0;
+        let (yy, right, label_x) = (y(d), w - 10.0, left - 6.0);
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/><text x=\"{label_x}\" y=\"{:.1}\" text-anchor=\"end\">{d:.1}</text>",
+            yy + 4.0,
+        );
+    }
+    let _ = write!(s, "<text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\">Dice</text>", top + plot_h / 2.0, top + plot_h / 2.0);
+    for (i, (name, values)) in columns.iter().enumerate() {
+        let cx = left + 80.0 + 160.0 * i as f64;
+        for (j, v) in values.iter().enumerate() {
+            let jitter = ((j * 7919) % 41) as f64 - 20.0;
+            let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#3367d6\" fill-opacity=\"0.6\"/>", cx + jitter, y(*v));
+        }
+        if let Some((m, _, _)) = mean_std(values.iter().copied()) {
+            let (x0, x1, ym) = (cx - 30.0, cx + 30.0, y(m));
+            let _ = write!(s, "<line x1=\"{x0:.1}\" x2=\"{x1:.1}\" y1=\"{ym:.1}\" y2=\"{ym:.1}\" stroke=\"#d33\" stroke-width=\"2\"/>");
+        }
+        let _ = write!(s, "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", hgt - bottom + 20.0, esc(name));
+    }
+    s += "</svg>";
+    s
+}
+
+/// Where the report of a work folder is.
+pub fn report_path(work_dir: &Path) -> PathBuf {
+    work_dir.join(Step::Report.folder()).join("report.html")
+}

@@ -1,0 +1,71 @@
+//! Helpers shared by the end-to-end tests: tiny BraTS-layout datasets
+//! written with the host's NIfTI writer, and locating build outputs.
+
+use clisc_host::nifti_io;
+use clisc_sdk::{Grid, LabelVolume};
+use std::path::{Path, PathBuf};
+
+/// Writes `cases` cases of `shape` in the BraTS 2020 layout (FLAIR and
+/// seg only): a noisy brain-shaped ellipsoid with a bright lesion in
+/// slices `nz/3 .. nz/3 + nz/4` of every case (varying position).
+pub fn write_tiny_dataset(root: &Path, cases: usize, shape: [u32; 3]) {
+    let grid = Grid::new(shape, [1.0; 3]);
+    let [nx, ny, nz] = grid.dims();
+    let mut state = 7u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    for c in 0..cases {
+        let id = format!("BraTS20_Training_{:03}", c + 1);
+        let dir = root.join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut flair, mut seg) = (vec![0f32; grid.len()], vec![0u8; grid.len()]);
+        let lesion_z = nz / 3..nz / 3 + nz / 4;
+        let (lx, ly) = (nx / 3 + c % 3 * 2, ny / 3 + c % 2 * 3);
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let (dx, dy, dz) = (
+                        (x as f32 - nx as f32 / 2.0) / (nx as f32 * 0.45),
+                        (y as f32 - ny as f32 / 2.0) / (ny as f32 * 0.45),
+                        (z as f32 - nz as f32 / 2.0) / (nz as f32 * 0.45),
+                    );
+                    if dx * dx + dy * dy + dz * dz > 1.0 {
+                        continue;
+                    }
+                    let i = grid.index(x, y, z);
+                    let lesion = lesion_z.contains(&z) && x.abs_diff(lx) < nx / 6 && y.abs_diff(ly) < ny / 6;
+                    flair[i] = 100.0 + 10.0 * noise() + if lesion { 120.0 } else { 0.0 };
+                    seg[i] = if lesion { 2 } else { 0 };
+                }
+            }
+        }
+        nifti_io::write_f32(&dir.join(format!("{id}_flair.nii.gz")), &grid, &flair, None).unwrap();
+        let labels = LabelVolume { grid, data: seg.into() };
+        nifti_io::write_labels(&dir.join(format!("{id}_seg.nii.gz")), &labels, None).unwrap();
+    }
+}
+
+/// The folder holding this build's artefacts (`target/<profile>`).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// The example external plugin library, which `cargo build --workspace`
+/// (run by `./dev test` before the tests) produces.
+pub fn example_plugin_library() -> PathBuf {
+    let path = build_dir().join("libclisc_example_threshold_labeler.so");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p clisc-example-threshold-labeler` (./dev test does)",
+        path.display()
+    );
+    path
+}
+
+/// Reads `manifest.json` of a work folder.
+pub fn manifest(work: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(work.join("manifest.json")).expect("manifest.json")).expect("valid JSON")
+}
