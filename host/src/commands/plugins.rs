@@ -18,6 +18,9 @@ pub enum PluginsCommand {
         #[arg(long)]
         settings: bool,
     },
+    /// Scaffold a ready-to-build external plugin crate (cdylib) with a
+    /// working example implementation of KIND and a unit test.
+    New(crate::scaffold::NewArgs),
 }
 
 /// Runs a `plugins` subcommand.
@@ -30,6 +33,7 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<()> {
             print!("{}", render_list(&registry, settings));
             Ok(())
         }
+        PluginsCommand::New(args) => crate::scaffold::run(args),
     }
 }
 
