@@ -52,8 +52,8 @@ pub fn phantom(spec: PhantomSpec, seed: u64) -> TrainingCase {
         .collect();
     // Smooth bias field and a darker "ventricle" for a bit of structure.
     let phase = [
-        rng.random_range(0.0f32..6.28),
-        rng.random_range(0.0f32..6.28),
+        rng.random_range(0.0f32..std::f32::consts::TAU),
+        rng.random_range(0.0f32..std::f32::consts::TAU),
     ];
     let mut flair = vec![0f32; grid.len()];
     let mut brain = vec![0u8; grid.len()];
@@ -132,12 +132,12 @@ mod tests {
         let lesion = a.target.count_nonzero();
         assert!(lesion > 50, "lesion of {lesion} voxels");
         let (mut lv, mut bv, mut bn) = (0.0, 0.0, 0);
-        for i in 0..flair.len() {
+        for (i, &v) in flair.iter().enumerate() {
             if a.target.data[i] != 0 {
                 assert_eq!(a.case.brain_mask.data[i], 1);
-                lv += flair[i];
+                lv += v;
             } else if a.case.brain_mask.data[i] != 0 {
-                bv += flair[i];
+                bv += v;
                 bn += 1;
             }
         }

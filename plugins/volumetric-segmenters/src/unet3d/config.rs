@@ -254,7 +254,7 @@ impl UNetConfig {
         if self.epochs == 0 && self.iterations == 0 {
             return err("set `iterations` or `epochs` above 0".into());
         }
-        if !(self.learning_rate > 0.0)
+        if self.learning_rate.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
             || self.momentum < 0.0
             || self.weight_decay < 0.0
             || self.poly_power < 0.0
