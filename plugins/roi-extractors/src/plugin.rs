@@ -1,0 +1,648 @@
+//! The `cam` ROI extractor plugin: slice classifier, CAMs, AMDA rounds and
+//! unsupervised 3D ROIs.
+//!
+//! `fit` trains the first classifier on the kept pseudo-labelled slices of
+//! every case, then, for each AMDA round, derives masks from the previous
+//! classifier's CAMs of the positive training slices, and trains a new
+//! classifier (fresh initialisation, same settings) on the original slices
+//! plus their masked copies. `extract` computes one CAM volume and one ROI
+//! per classifier: rounds `initial`, `amda-1`, ... (the last is final).
+//!
+//! Everything is unsupervised. Two optional gates zero the CAM of a slice:
+//! `gate_negative_slices` (slices the pseudo-labeler labelled negative and
+//! kept; CLISC's code used ground truth here) and `gate_classifier` (slices
+//! the round's own classifier gives a tumor probability below 0.5).
+
+use crate::amda::{masks_for_set, Threshold};
+use crate::cam::{self, CamMethod};
+use crate::classifier::{self, Classifier, TrainConfig, TrainStats};
+use crate::resnet::{Arch, Stage};
+use crate::roi::roi_from_cam;
+use crate::slices::{kept_slices, prepare_slice, SliceSet};
+use abi_stable::std_types::{RResult, RSlice, RVec};
+use clisc_sdk::config::Settings;
+use clisc_sdk::stage::{CaseInput, LabelledCase, RoiExtractor, RoiResult, RoiRound, StageReport};
+use clisc_sdk::{
+    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProgressSinkBox, SlicePseudoLabels,
+    StageKind, StageObject, Volume,
+};
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+/// Plugin registration of [`CamExtractor`].
+pub struct CamPlugin;
+
+impl Plugin for CamPlugin {
+    const NAME: &'static str = "cam";
+    const KIND: StageKind = StageKind::RoiExtractor;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "ResNet slice classifier + LayerCAM/Grad-CAM/CAM with adaptive masking (AMDA) and unsupervised 3D ROIs";
+
+    fn settings() -> Vec<ConfigField> {
+        vec![
+            ConfigField::choice("arch", "resnet18", &["resnet18", "resnet34", "resnet50"], "classifier backbone (CLISC: resnet50)"),
+            ConfigField::optional_path("pretrained", "torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch"),
+            ConfigField::integer("input_size", 224, "slices are resized to input_size x input_size (CLISC: 224)"),
+            ConfigField::integer("epochs", 5, "training epochs per classifier"),
+            ConfigField::integer("batch_size", 16, "training mini-batch size (CLISC: 8)"),
+            ConfigField::float("lr", 1e-4, "Adam learning rate (CLISC: 1e-4)"),
+            ConfigField::integer("lr_step", 7, "StepLR period in epochs (CLISC: 7)"),
+            ConfigField::float("lr_gamma", 0.1, "StepLR factor (CLISC: 0.1)"),
+            ConfigField::bool("class_weights", true, "weight the cross-entropy by inverse class frequency"),
+            ConfigField::bool("flips", true, "random horizontal/vertical flips while training"),
+            ConfigField::choice("cam", "layercam", &["layercam", "gradcam", "cam"], "activation map method"),
+            ConfigField::choice("target_layer", "layer3", &["layer1", "layer2", "layer3", "layer4"], "layer hooked by LayerCAM / Grad-CAM (plain CAM always uses layer4)"),
+            ConfigField::integer("cam_batch_size", 32, "slices per CAM batch"),
+            ConfigField::integer("amda_rounds", 1, "adaptive-masking rounds (0 = CAM of the first classifier only)"),
+            ConfigField::float("amda_ratio", 0.8, "hide pixels with CAM > min + ratio * (max - min) inside the ROI box"),
+            ConfigField::bool("amda_mask_negatives", true, "give negative slices random masks of comparable size"),
+            ConfigField::string("threshold", "0.5", "CAM threshold for ROIs: a number in [0, 1) or \"otsu\" (Otsu of the brain's CAM values)"),
+            ConfigField::float("min_component_fraction", 1.0 / 3.0, "keep 3D ROI components of at least this fraction of the largest"),
+            ConfigField::bool("gate_negative_slices", true, "zero the CAM on slices the pseudo-labeler labelled negative and kept"),
+            ConfigField::bool("gate_classifier", true, "zero the CAM on slices the round's classifier calls normal (P(tumor) < 0.5)"),
+            ConfigField::integer("min_brain_pixels", 100, "slices with fewer brain pixels get no CAM"),
+        ]
+    }
+
+    fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
+        Ok(StageObject::roi_extractor(CamExtractor::new(
+            CamSettings::from_settings(&settings)?,
+            ctx,
+        )?))
+    }
+}
+
+/// The resolved settings of the `cam` plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CamSettings {
+    /// Backbone.
+    pub arch: Arch,
+    /// Optional torchvision weights.
+    pub pretrained: Option<PathBuf>,
+    /// Square input side.
+    pub input_size: usize,
+    /// Epochs per classifier.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// StepLR period.
+    pub lr_step: usize,
+    /// StepLR factor.
+    pub lr_gamma: f64,
+    /// Inverse-frequency class weights.
+    pub class_weights: bool,
+    /// Flip augmentation.
+    pub flips: bool,
+    /// CAM method.
+    pub cam: CamMethod,
+    /// Hooked layer.
+    pub target_layer: Stage,
+    /// CAM batch size.
+    pub cam_batch_size: usize,
+    /// AMDA rounds.
+    pub amda_rounds: usize,
+    /// AMDA hiding ratio.
+    pub amda_ratio: f32,
+    /// Random masks on negatives.
+    pub amda_mask_negatives: bool,
+    /// ROI threshold.
+    pub threshold: Threshold,
+    /// Component filter.
+    pub min_component_fraction: f64,
+    /// Pseudo-label gate.
+    pub gate_negative_slices: bool,
+    /// Classifier gate.
+    pub gate_classifier: bool,
+    /// Minimum brain pixels for a slice to get a CAM.
+    pub min_brain_pixels: usize,
+}
+
+impl CamSettings {
+    /// Reads and checks the settings.
+    pub fn from_settings(s: &Settings) -> Result<Self, PluginError> {
+        let out = Self {
+            arch: Arch::parse(s.str("arch")?)?,
+            pretrained: s.path("pretrained")?,
+            input_size: s.usize("input_size")?,
+            epochs: s.usize("epochs")?,
+            batch_size: s.usize("batch_size")?,
+            lr: s.f64("lr")?,
+            lr_step: s.usize("lr_step")?,
+            lr_gamma: s.f64("lr_gamma")?,
+            class_weights: s.bool("class_weights")?,
+            flips: s.bool("flips")?,
+            cam: CamMethod::parse(s.str("cam")?)?,
+            target_layer: Stage::parse_layer(s.str("target_layer")?)?,
+            cam_batch_size: s.usize("cam_batch_size")?,
+            amda_rounds: s.usize("amda_rounds")?,
+            amda_ratio: s.f64("amda_ratio")? as f32,
+            amda_mask_negatives: s.bool("amda_mask_negatives")?,
+            threshold: Threshold::parse(s.str("threshold")?)?,
+            min_component_fraction: s.f64("min_component_fraction")?,
+            gate_negative_slices: s.bool("gate_negative_slices")?,
+            gate_classifier: s.bool("gate_classifier")?,
+            min_brain_pixels: s.usize("min_brain_pixels")?,
+        };
+        if out.input_size < 32 {
+            return Err(PluginError::config(format!(
+                "cam: `input_size` must be at least 32, found {}",
+                out.input_size
+            )));
+        }
+        if out.epochs == 0 || out.batch_size < 2 || out.cam_batch_size == 0 {
+            return Err(PluginError::config(
+                "cam: `epochs` and `cam_batch_size` must be >= 1 and `batch_size` >= 2",
+            ));
+        }
+        if !(0.0..=1.0).contains(&out.amda_ratio)
+            || !(0.0..=1.0).contains(&out.min_component_fraction)
+        {
+            return Err(PluginError::config(
+                "cam: `amda_ratio` and `min_component_fraction` must lie in [0, 1]",
+            ));
+        }
+        if let Some(p) = &out.pretrained {
+            if !p.is_file() {
+                return Err(PluginError::weights(format!(
+                    "cam: `pretrained` file {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One trained classifier and the name of the CAM round it produces.
+#[derive(Debug)]
+struct Round {
+    name: String,
+    classifier: Classifier,
+}
+
+/// The `cam` ROI extractor.
+pub struct CamExtractor {
+    settings: CamSettings,
+    device: Device,
+    seed: u64,
+    work_dir: PathBuf,
+    progress: ProgressSinkBox,
+    rounds: Vec<Round>,
+}
+
+impl CamExtractor {
+    /// Builds the stage (no training yet).
+    pub fn new(settings: CamSettings, ctx: &HostContext) -> Result<Self, PluginError> {
+        let device = clisc_nn::resolve_device(ctx.device.as_str())?;
+        if ctx.threads > 0 {
+            tch::set_num_threads(ctx.threads as i32);
+        }
+        let work_dir = PathBuf::from(ctx.work_dir.as_str());
+        std::fs::create_dir_all(&work_dir).map_err(|e| {
+            PluginError::io(format!(
+                "cam: cannot create work dir {}: {e}",
+                work_dir.display()
+            ))
+        })?;
+        Ok(Self {
+            settings,
+            device,
+            seed: ctx.seed,
+            work_dir,
+            progress: ctx.progress.clone(),
+            rounds: Vec::new(),
+        })
+    }
+
+    fn train_config(&self, round: usize) -> TrainConfig {
+        let s = &self.settings;
+        TrainConfig {
+            arch: s.arch,
+            epochs: s.epochs,
+            batch_size: s.batch_size,
+            lr: s.lr,
+            lr_step: s.lr_step,
+            lr_gamma: s.lr_gamma,
+            class_weights: s.class_weights,
+            flips: s.flips,
+            pretrained: s.pretrained.clone(),
+            seed: self.seed.wrapping_add(round as u64),
+            device: self.device,
+        }
+    }
+
+    /// Trains every round on the kept slices (see the module docs).
+    pub fn fit_cases(&mut self, cases: &[LabelledCase]) -> Result<StageReport, PluginError> {
+        let s = self.settings.clone();
+        let (mut images, mut brains, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for c in cases {
+            kept_slices(
+                &c.case.image,
+                &c.case.brain_mask,
+                &c.labels,
+                s.input_size,
+                &mut images,
+                &mut brains,
+                &mut labels,
+            )
+            .map_err(|e| PluginError::new(e.kind, format!("case {}: {}", c.case.id, e.message)))?;
+        }
+        let data = SliceSet::from_parts(images, brains, labels, s.input_size);
+        let (n, pos) = (data.len(), data.positives());
+        if pos == 0 || pos == n {
+            return Err(PluginError::input(format!(
+                "cam: the kept slices must contain both classes to train a classifier ({pos} tumor of {n})"
+            )));
+        }
+        self.progress.log(
+            format!(
+                "cam: {n} kept slices ({pos} tumor) at {0}x{0}",
+                s.input_size
+            )
+            .as_str()
+            .into(),
+        );
+        let mut report = StageReport::default();
+        report.push("slices", n as f64);
+        report.push("tumor_slices", pos as f64);
+        self.rounds.clear();
+        let (clf, stats) = self.train_round(&data, 0, "initial")?;
+        push_stats(&mut report, "initial", &stats);
+        self.rounds.push(Round {
+            name: "initial".into(),
+            classifier: clf,
+        });
+        for r in 1..=s.amda_rounds {
+            let name = format!("amda-{r}");
+            let masked = self.masked_copies(&data, r)?;
+            let hidden = masked
+                .images
+                .lt(0.5)
+                .logical_and(&data.images.ge(0.5))
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            tracing::info!("cam: {name}: masked copies built");
+            report.push(
+                &format!("{name}.masked_pixels_per_slice"),
+                hidden as f64 / n as f64,
+            );
+            let (clf, stats) = self.train_round(&data.concat(&masked), r, &name)?;
+            push_stats(&mut report, &name, &stats);
+            self.rounds.push(Round {
+                name,
+                classifier: clf,
+            });
+        }
+        Ok(report)
+    }
+
+    fn train_round(
+        &self,
+        data: &SliceSet,
+        r: usize,
+        name: &str,
+    ) -> Result<(Classifier, TrainStats), PluginError> {
+        let stem = self.work_dir.join(format!("classifier-{name}"));
+        classifier::train(
+            data,
+            &self.train_config(r),
+            &stem,
+            &format!("train {name}"),
+            &self.progress,
+        )
+    }
+
+    /// Masked copies of the training slices from the last classifier's CAMs.
+    fn masked_copies(&self, data: &SliceSet, round: usize) -> Result<SliceSet, PluginError> {
+        let s = &self.settings;
+        let last = &self
+            .rounds
+            .last()
+            .expect("initial round trained")
+            .classifier;
+        let (maps, _) = cam::compute(last, &data.images, s.cam, s.target_layer, s.cam_batch_size);
+        let size = s.input_size;
+        let cams = cam::upsample(&maps, size, size) * data.brain.squeeze_dim(1);
+        let cams: Vec<f32> = Vec::try_from(cams.flatten(0, -1)).map_err(tch_err)?;
+        let brains: Vec<f32> = Vec::try_from(data.brain.flatten(0, -1)).map_err(tch_err)?;
+        let labels: Vec<i64> = Vec::try_from(&data.labels).map_err(tch_err)?;
+        let masks = masks_for_set(
+            &cams,
+            &brains,
+            &labels,
+            size,
+            s.threshold,
+            s.amda_ratio,
+            s.amda_mask_negatives,
+            self.seed.wrapping_add(1000 + round as u64),
+        );
+        let flat: Vec<f32> = masks
+            .iter()
+            .flat_map(|m| m.iter().map(|&v| f32::from(1 - v)))
+            .collect();
+        let keep =
+            Tensor::from_slice(&flat).view([labels.len() as i64, 1, size as i64, size as i64]);
+        Ok(SliceSet {
+            images: &data.images * keep,
+            brain: data.brain.shallow_clone(),
+            labels: data.labels.shallow_clone(),
+            size,
+        })
+    }
+
+    /// Every round's CAM and ROI for one case.
+    pub fn extract_case(
+        &self,
+        case: &CaseInput,
+        labels: &SlicePseudoLabels,
+    ) -> Result<RoiResult, PluginError> {
+        if self.rounds.is_empty() {
+            return Err(PluginError::input("cam: `extract` called before `fit`"));
+        }
+        let s = &self.settings;
+        let flair = case.image.require_channel("flair")?;
+        let grid = case.image.grid;
+        grid.check_len(case.brain_mask.data.len(), "brain mask")?;
+        let dims = grid.dims();
+        let [nx, ny, nz] = dims;
+        let n = nx * ny;
+        // Slices that get a CAM: enough brain, and not gated by the pseudo-labels.
+        let mut candidates = Vec::new();
+        for z in 0..nz {
+            let brain_px = case.brain_mask.data[z * n..(z + 1) * n]
+                .iter()
+                .filter(|&&v| v != 0)
+                .count();
+            let gated = s.gate_negative_slices
+                && labels
+                    .slices
+                    .iter()
+                    .any(|l| l.index as usize == z && l.kept && l.label == 0);
+            if brain_px >= s.min_brain_pixels.max(1) && !gated {
+                candidates.push(z);
+            }
+        }
+        let size = s.input_size;
+        let mut grey = Vec::with_capacity(candidates.len() * size * size);
+        for &z in &candidates {
+            grey.extend(prepare_slice(flair, &case.brain_mask.data, dims, z, size).0);
+        }
+        let grey =
+            Tensor::from_slice(&grey).view([candidates.len() as i64, 1, size as i64, size as i64]);
+        let mut rounds = RVec::new();
+        for round in &self.rounds {
+            let mut cam_vol = vec![0f32; grid.len()];
+            let mut active = vec![false; nz];
+            if !candidates.is_empty() {
+                let (maps, probs) = cam::compute(
+                    &round.classifier,
+                    &grey,
+                    s.cam,
+                    s.target_layer,
+                    s.cam_batch_size,
+                );
+                let up = cam::upsample(&maps, ny, nx);
+                let up: Vec<f32> = Vec::try_from(up.flatten(0, -1)).map_err(tch_err)?;
+                let probs: Vec<f32> = Vec::try_from(&probs).map_err(tch_err)?;
+                for (k, &z) in candidates.iter().enumerate() {
+                    if s.gate_classifier && probs[k] < 0.5 {
+                        continue;
+                    }
+                    active[z] = true;
+                    for i in 0..n {
+                        if case.brain_mask.data[z * n + i] != 0 {
+                            cam_vol[z * n + i] = up[k * n + i];
+                        }
+                    }
+                }
+            }
+            let (roi, t) = roi_from_cam(
+                &cam_vol,
+                &case.brain_mask.data,
+                &active,
+                dims,
+                s.threshold,
+                s.min_component_fraction,
+            );
+            tracing::debug!(
+                "cam: case {} round {}: threshold {t:.3}, {} ROI voxels",
+                case.id,
+                round.name,
+                roi.iter().filter(|&&v| v != 0).count()
+            );
+            rounds.push(RoiRound {
+                name: round.name.as_str().into(),
+                cam: Volume::single(grid, "cam", cam_vol),
+                roi: LabelVolume {
+                    grid,
+                    data: roi.into(),
+                },
+            });
+        }
+        Ok(RoiResult { rounds })
+    }
+}
+
+/// A libtorch failure as a plugin error.
+fn tch_err(e: tch::TchError) -> PluginError {
+    PluginError::internal(format!("cam: libtorch: {e}"))
+}
+
+fn push_stats(report: &mut StageReport, name: &str, st: &TrainStats) {
+    report.push(&format!("{name}.loss"), st.loss);
+    report.push(&format!("{name}.train_accuracy"), st.accuracy);
+    report.push(&format!("{name}.epochs_run"), st.epochs_run as f64);
+    report.push(&format!("{name}.seconds"), st.seconds);
+}
+
+impl RoiExtractor for CamExtractor {
+    fn fit(&mut self, cases: RSlice<'_, LabelledCase>) -> RResult<StageReport, PluginError> {
+        self.fit_cases(cases.as_slice()).into()
+    }
+    fn extract(
+        &mut self,
+        case: &CaseInput,
+        labels: &SlicePseudoLabels,
+    ) -> RResult<RoiResult, PluginError> {
+        self.extract_case(case, labels).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clisc_sdk::{Grid, SliceLabel};
+
+    /// A 40x36x14 "brain" (ellipse) with a bright ball on slices 4..10.
+    fn phantom(seed: u64, cx: f32) -> (CaseInput, SlicePseudoLabels, Vec<u8>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let grid = Grid::new([40, 36, 14], [1.0; 3]);
+        let [nx, ny, nz] = grid.dims();
+        let (mut flair, mut brain, mut gt) = (
+            vec![-1.5f32; grid.len()],
+            vec![0u8; grid.len()],
+            vec![0u8; grid.len()],
+        );
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let i = grid.index(x, y, z);
+                    let e = ((x as f32 - 20.0) / 18.0).powi(2) + ((y as f32 - 18.0) / 16.0).powi(2);
+                    if e < 1.0 {
+                        brain[i] = 1;
+                        flair[i] = rng.random::<f32>() * 0.5;
+                        let d = ((x as f32 - cx).powi(2)
+                            + (y as f32 - 16.0).powi(2)
+                            + (z as f32 - 7.0).powi(2))
+                        .sqrt();
+                        if d < 5.0 {
+                            gt[i] = 1;
+                            flair[i] += 2.0;
+                        }
+                    }
+                }
+            }
+        }
+        let slices = (0..nz)
+            .map(|z| {
+                let label = u8::from(gt[z * nx * ny..(z + 1) * nx * ny].iter().any(|&v| v != 0));
+                SliceLabel {
+                    index: z as u32,
+                    label,
+                    probability: 1.0,
+                    kept: true,
+                }
+            })
+            .collect();
+        let case = CaseInput {
+            id: format!("p{seed}").into(),
+            image: Volume::single(grid, "flair", flair),
+            brain_mask: LabelVolume {
+                grid,
+                data: brain.into(),
+            },
+        };
+        (case, SlicePseudoLabels { slices }, gt)
+    }
+
+    fn settings(extra: &str) -> Settings {
+        let mut table: toml::Table = toml::from_str(
+            "input_size = 48\nepochs = 4\nbatch_size = 8\nlr = 0.001\nmin_brain_pixels = 20",
+        )
+        .unwrap();
+        table.extend(toml::from_str::<toml::Table>(extra).unwrap());
+        let resolved = clisc_sdk::config::resolve(&CamPlugin::settings(), &table).unwrap();
+        Settings::parse(
+            "cam",
+            &toml::to_string(&resolved).unwrap(),
+            &CamPlugin::settings(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fits_extracts_rounds_and_localises_a_phantom_tumor() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = HostContext::for_tests(dir.path().to_str().unwrap(), 5);
+        let s = CamSettings::from_settings(&settings("")).unwrap();
+        assert_eq!(
+            (s.cam, s.target_layer, s.amda_rounds),
+            (CamMethod::LayerCam, Stage::Layer3, 1)
+        );
+        let mut stage = CamExtractor::new(s, &ctx).unwrap();
+        let cases: Vec<_> = (0..3).map(|i| phantom(i, 12.0 + 5.0 * i as f32)).collect();
+        let labelled: Vec<LabelledCase> = cases
+            .iter()
+            .map(|(c, l, _)| LabelledCase {
+                case: c.clone(),
+                labels: l.clone(),
+            })
+            .collect();
+        let report = stage.fit_cases(&labelled).unwrap();
+        let metric = |n: &str| {
+            report
+                .metrics
+                .iter()
+                .find(|m| m.name.as_str() == n)
+                .map(|m| m.value)
+        };
+        assert_eq!(metric("slices"), Some(42.0));
+        assert!(metric("amda-1.train_accuracy").is_some());
+        assert!(dir.path().join("classifier-amda-1.safetensors").is_file());
+        let (case, labels, gt) = &cases[1];
+        let result = stage.extract_case(case, labels).unwrap();
+        let names: Vec<&str> = result.rounds.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["initial", "amda-1"]);
+        for round in result.rounds.iter() {
+            let cam = round.cam.require_channel("cam").unwrap();
+            assert!(cam.iter().all(|v| (0.0..=1.0).contains(v)));
+            // Zero outside the brain and on the slices labelled negative (gate).
+            for (i, &v) in cam.iter().enumerate() {
+                let z = i / (40 * 36);
+                if case.brain_mask.data[i] == 0 || labels.slices[z].label == 0 {
+                    assert_eq!(v, 0.0, "voxel {i}");
+                }
+                if round.roi.data[i] != 0 {
+                    assert!(v >= 0.5);
+                }
+            }
+            let dice = clisc_imaging::overlap::dice(&round.roi.data, gt);
+            println!(
+                "round {}: ROI {} voxels, Dice {dice:.3}",
+                round.name,
+                round.roi.count_nonzero()
+            );
+            assert!(
+                round.roi.count_nonzero() > 0,
+                "round {} has an ROI",
+                round.name
+            );
+        }
+        // The final CAM is higher on the tumor than on the rest of the brain of its slices.
+        let cam = result
+            .final_round()
+            .unwrap()
+            .cam
+            .require_channel("cam")
+            .unwrap();
+        let (mut inside, mut outside) = ((0.0, 0), (0.0, 0));
+        for (i, &v) in cam.iter().enumerate() {
+            let z = i / (40 * 36);
+            if labels.slices[z].label == 1 && case.brain_mask.data[i] != 0 {
+                let acc = if gt[i] != 0 {
+                    &mut inside
+                } else {
+                    &mut outside
+                };
+                acc.0 += v as f64;
+                acc.1 += 1;
+            }
+        }
+        let (mi, mo) = (inside.0 / inside.1 as f64, outside.0 / outside.1 as f64);
+        println!("mean CAM tumor {mi:.3} vs rest of brain {mo:.3}");
+        assert!(mi > mo, "mean CAM tumor {mi:.3} vs rest of brain {mo:.3}");
+        assert!(
+            stage
+                .extract_case(case, &SlicePseudoLabels::default())
+                .is_ok(),
+            "labels only gate"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(CamSettings::from_settings(&settings("input_size = 8")).is_err());
+        let s = CamSettings::from_settings(&settings("threshold = \"otsu\"\ncam = \"gradcam\""))
+            .unwrap();
+        assert_eq!((s.threshold, s.cam), (Threshold::Otsu, CamMethod::GradCam));
+        let e = CamSettings::from_settings(&settings("threshold = \"high\"")).unwrap_err();
+        assert!(e.message.contains("threshold"));
+        let e = CamSettings::from_settings(&settings("pretrained = \"/nonexistent/r50.pth\""))
+            .unwrap_err();
+        assert!(e.message.contains("/nonexistent/r50.pth"));
+    }
+}
