@@ -1,5 +1,6 @@
 //! Measures `unet3d` on synthetic phantoms: seconds per training step and
-//! Dice on unseen phantoms. Settings come from the environment:
+//! Dice on unseen phantoms (`UNET_SAVE=path` also saves the model, e.g. for
+//! trying `clisc infer`). Settings come from the environment:
 //!
 //! ```sh
 //! UNET_SETTINGS='features = [8, 16, 32, 64]
@@ -67,6 +68,10 @@ fn main() {
     let train_cpu = cpu_seconds() - c;
     for m in report.metrics.iter() {
         println!("{} = {:.4}", m.name, m.value);
+    }
+    if let Ok(path) = std::env::var("UNET_SAVE") {
+        net.save(path.as_str().into()).unwrap();
+        println!("model saved to {path}");
     }
     let (t, c) = (Instant::now(), cpu_seconds());
     let dices: Vec<f64> = test
