@@ -26,7 +26,9 @@ fn blobs(grid: clisc_sdk::Grid) -> LabelVolume {
     for z in 0..nz {
         for y in 0..ny {
             for x in 0..nx {
-                let d = ((x as f64 - cx) / rx).powi(2) + ((y as f64 - cy) / ry).powi(2) + ((z as f64 - cz) / rz).powi(2);
+                let d = ((x as f64 - cx) / rx).powi(2)
+                    + ((y as f64 - cy) / ry).powi(2)
+                    + ((z as f64 - cz) / rz).powi(2);
                 let i = grid.index(x, y, z);
                 if d <= 1.0 {
                     labels.data[i] = 1;
@@ -41,7 +43,10 @@ fn blobs(grid: clisc_sdk::Grid) -> LabelVolume {
 
 fn close(a: &serde_json::Value, b: &serde_json::Value, tol: f64) -> bool {
     let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
-    a.len() == 3 && a.iter().zip(b).all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= tol)
+    a.len() == 3
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= tol)
 }
 
 #[test]
@@ -56,22 +61,43 @@ fn seg_is_read_back_by_highdicom_with_the_right_geometry() {
         let seg_path = dir.join("seg.dcm");
         let mask_path = dir.join("mask.nii.gz");
         let options = SegOptions {
-            segments: vec![SegSegment::tumor(1, "Tumor"), SegSegment::tumor(2, "Label 2")],
+            segments: vec![
+                SegSegment::tumor(1, "Tumor"),
+                SegSegment::tumor(2, "Label 2"),
+            ],
             ..SegOptions::default()
         };
         let summary = write_seg(series, &labels, &options, &seg_path).unwrap();
         clisc_host::nifti_io::write_labels(&mask_path, &labels, None).unwrap();
-        run(Command::new("dcmdump").arg("-q").arg(&seg_path), "dcmdump on the SEG");
+        run(
+            Command::new("dcmdump").arg("-q").arg(&seg_path),
+            "dcmdump on the SEG",
+        );
 
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/dicom/check_seg.py");
-        let text = run(Command::new(python()).arg(&script).arg(&seg_path).arg(&mask_path).arg(&c.dir), "check_seg.py");
-        let json_line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in:\n{text}"));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/reference/dicom/check_seg.py");
+        let text = run(
+            Command::new(python())
+                .arg(&script)
+                .arg(&seg_path)
+                .arg(&mask_path)
+                .arg(&c.dir),
+            "check_seg.py",
+        );
+        let json_line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON in:\n{text}"));
         let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
 
         assert_eq!(v["sop_class_uid"], "1.2.840.10008.5.1.4.1.1.66.4");
         assert_eq!(v["segmentation_type"], "BINARY");
         assert_eq!(v["study_uid"], series.study.study_uid.as_str());
-        assert_eq!(v["frame_of_reference_uid"], series.frame_of_reference_uid.as_str());
+        assert_eq!(
+            v["frame_of_reference_uid"],
+            series.frame_of_reference_uid.as_str()
+        );
         assert_eq!(v["referenced_series"][0], series.series_uid.as_str());
         let segs = v["segments"].as_array().unwrap();
         assert_eq!(segs.len(), 2);
@@ -82,19 +108,40 @@ fn seg_is_read_back_by_highdicom_with_the_right_geometry() {
         assert_eq!(segs[0]["algorithm_name"], "clisc");
         assert_eq!(segs[0]["algorithm_family"], "Artificial Intelligence");
         assert_eq!(v["frames"].as_u64().unwrap() as usize, summary.frames);
-        assert_eq!(v["bad_source_references"].as_array().unwrap().len(), 0, "{name}: {}", v["bad_source_references"]);
+        assert_eq!(
+            v["bad_source_references"].as_array().unwrap().len(),
+            0,
+            "{name}: {}",
+            v["bad_source_references"]
+        );
         for seg in ["1", "2"] {
-            assert_eq!(v["seg_counts"][seg], v["nifti_counts"][seg], "{name} segment {seg}: voxel counts");
+            assert_eq!(
+                v["seg_counts"][seg], v["nifti_counts"][seg],
+                "{name} segment {seg}: voxel counts"
+            );
             assert!(v["nifti_counts"][seg].as_u64().unwrap() > 0);
             let (ours, nii) = (&v["seg_centroids"][seg], &v["nifti_centroids"][seg]);
-            assert!(close(ours, nii, 1e-3), "{name} segment {seg}: centroid from SEG frames {ours} vs NIfTI {nii}");
-            assert!(v["highdicom_volume_error"].is_null(), "{name}: {}", v["highdicom_volume_error"]);
+            assert!(
+                close(ours, nii, 1e-3),
+                "{name} segment {seg}: centroid from SEG frames {ours} vs NIfTI {nii}"
+            );
+            assert!(
+                v["highdicom_volume_error"].is_null(),
+                "{name}: {}",
+                v["highdicom_volume_error"]
+            );
             let hd = &v["highdicom_centroids"][seg];
-            assert!(close(hd, nii, 1e-3), "{name} segment {seg}: highdicom volume centroid {hd} vs NIfTI {nii}");
+            assert!(
+                close(hd, nii, 1e-3),
+                "{name} segment {seg}: highdicom volume centroid {hd} vs NIfTI {nii}"
+            );
         }
         eprintln!(
             "{name}: {} frames, tumour centroid SEG {} / highdicom {} / NIfTI {}",
-            summary.frames, v["seg_centroids"]["1"], v["highdicom_centroids"]["1"], v["nifti_centroids"]["1"]
+            summary.frames,
+            v["seg_centroids"]["1"],
+            v["highdicom_centroids"]["1"],
+            v["nifti_centroids"]["1"]
         );
     }
 }
@@ -106,8 +153,16 @@ fn seg_refuses_labels_on_another_grid() {
     let series = scan.volumes().next().unwrap();
     let mut grid = series.geometry.as_ref().unwrap().grid;
     grid.affine[0][3] += 1.0;
-    let err = write_seg(series, &LabelVolume::zeros(grid), &SegOptions::default(), &scratch("seg/bad").join("x.dcm"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("is not the grid of series #3 'axial'"), "{err}");
+    let err = write_seg(
+        series,
+        &LabelVolume::zeros(grid),
+        &SegOptions::default(),
+        &scratch("seg/bad").join("x.dcm"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("is not the grid of series #3 'axial'"),
+        "{err}"
+    );
 }

@@ -65,7 +65,8 @@ fn fmt3(v: [f64; 3]) -> String {
 }
 
 fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let report = dicom::scan_dir(&args.dir).with_context(|| format!("scanning {}", args.dir.display()))?;
+    let report =
+        dicom::scan_dir(&args.dir).with_context(|| format!("scanning {}", args.dir.display()))?;
     let mut last_study = None;
     for s in &report.series {
         if last_study.as_ref() != Some(&s.study.study_uid) {
@@ -84,7 +85,11 @@ fn ls(args: LsArgs) -> anyhow::Result<()> {
             "  {} {} ({} files, {})",
             s.label(),
             s.modality,
-            s.slices.iter().map(|x| &x.path).collect::<std::collections::HashSet<_>>().len(),
+            s.slices
+                .iter()
+                .map(|x| &x.path)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             crate::dicom::pixels::transfer_syntax_name(&first.transfer_syntax)
         );
         println!("    uid {}", s.series_uid);
@@ -138,7 +143,10 @@ fn ls(args: LsArgs) -> anyhow::Result<()> {
 
 fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     let rules = args.rules.as_deref().map(load_rules).transpose()?;
-    let options = ConvertOptions { uncompressed: args.uncompressed, rules };
+    let options = ConvertOptions {
+        uncompressed: args.uncompressed,
+        rules,
+    };
     let summary = dicom::convert_dir(&args.dir, &args.out, &options)
         .with_context(|| format!("converting {}", args.dir.display()))?;
     for c in &summary.converted {
@@ -148,14 +156,29 @@ fn convert(args: ConvertArgs) -> anyhow::Result<()> {
         }
     }
     if !summary.report.skipped.is_empty() {
-        println!("{} file(s) skipped (see `clisc dicom ls --skipped`)", summary.report.skipped.len());
+        println!(
+            "{} file(s) skipped (see `clisc dicom ls --skipped`)",
+            summary.report.skipped.len()
+        );
     }
     if !summary.failed.is_empty() {
-        let lines: Vec<String> = summary.failed.iter().map(|(s, e)| format!("  {s}: {e}")).collect();
-        bail!("{} series could not be converted:\n{}", summary.failed.len(), lines.join("\n"));
+        let lines: Vec<String> = summary
+            .failed
+            .iter()
+            .map(|(s, e)| format!("  {s}: {e}"))
+            .collect();
+        bail!(
+            "{} series could not be converted:\n{}",
+            summary.failed.len(),
+            lines.join("\n")
+        );
     }
     if summary.converted.is_empty() {
-        bail!("no volume to convert under {}.\nSeries found:\n{}", args.dir.display(), describe_all(&summary.report.series));
+        bail!(
+            "no volume to convert under {}.\nSeries found:\n{}",
+            args.dir.display(),
+            describe_all(&summary.report.series)
+        );
     }
     Ok(())
 }

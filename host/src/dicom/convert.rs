@@ -22,7 +22,10 @@ pub fn load_data(series: &Series) -> Result<(Grid, Vec<f32>), DicomError> {
     // Read each file once, with all the frames it contributes.
     let mut by_file: BTreeMap<&Path, Vec<(usize, u32)>> = BTreeMap::new();
     for (k, s) in series.slices.iter().enumerate() {
-        by_file.entry(s.path.as_path()).or_default().push((k, s.frame));
+        by_file
+            .entry(s.path.as_path())
+            .or_default()
+            .push((k, s.frame));
     }
     for (path, wanted) in by_file {
         let frames: Vec<u32> = wanted.iter().map(|w| w.1).collect();
@@ -75,13 +78,20 @@ pub struct SelectedVolume<'a> {
 /// Each volume keeps its series' own grid: series of one study are not
 /// resampled onto each other (check [`crate::nifti_io::same_geometry`]
 /// before stacking them as channels).
-pub fn load_selected<'a>(report: &'a ScanReport, rules: &ModalityRules) -> Result<Vec<SelectedVolume<'a>>, DicomError> {
+pub fn load_selected<'a>(
+    report: &'a ScanReport,
+    rules: &ModalityRules,
+) -> Result<Vec<SelectedVolume<'a>>, DicomError> {
     rules
         .select(&report.series)?
         .into_iter()
         .map(|(modality, series)| {
             let volume = load_volume(series, &modality)?;
-            Ok(SelectedVolume { modality, series, volume })
+            Ok(SelectedVolume {
+                modality,
+                series,
+                volume,
+            })
         })
         .collect()
 }
@@ -121,8 +131,16 @@ pub struct ConvertSummary {
 }
 
 fn sanitize(s: &str) -> String {
-    let mut out: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     while out.contains("__") {
         out = out.replace("__", "_");
     }
@@ -151,15 +169,25 @@ pub fn output_stem(series: &Series) -> String {
 /// others: it is listed in [`ConvertSummary::failed`]. Errors only when
 /// the folder cannot be read, the rules select nothing coherent, or `out`
 /// cannot be created.
-pub fn convert_dir(dir: &Path, out: &Path, options: &ConvertOptions) -> Result<ConvertSummary, DicomError> {
+pub fn convert_dir(
+    dir: &Path,
+    out: &Path,
+    options: &ConvertOptions,
+) -> Result<ConvertSummary, DicomError> {
     let report = scan::scan_dir(dir)?;
-    let ext = if options.uncompressed { "nii" } else { "nii.gz" };
+    let ext = if options.uncompressed {
+        "nii"
+    } else {
+        "nii.gz"
+    };
     let jobs: Vec<(String, &Series)> = match &options.rules {
-        Some(rules) => rules.select(&report.series)?.into_iter().map(|(m, s)| (m, s)).collect(),
+        Some(rules) => rules.select(&report.series)?,
         None => report.volumes().map(|s| (output_stem(s), s)).collect(),
     };
-    std::fs::create_dir_all(out)
-        .map_err(|e| DicomError::Write { path: out.to_path_buf(), message: format!("creating the folder: {e}") })?;
+    std::fs::create_dir_all(out).map_err(|e| DicomError::Write {
+        path: out.to_path_buf(),
+        message: format!("creating the folder: {e}"),
+    })?;
     let mut summary = ConvertSummary::default();
     let mut used = std::collections::HashSet::new();
     for (stem, series) in jobs {
@@ -171,8 +199,12 @@ pub fn convert_dir(dir: &Path, out: &Path, options: &ConvertOptions) -> Result<C
         }
         let path = out.join(name);
         let result = load_data(series).and_then(|(grid, data)| {
-            crate::nifti_io::write_f32(&path, &grid, &data, None)
-                .map_err(|e| DicomError::Write { path: path.clone(), message: e.to_string() })?;
+            crate::nifti_io::write_f32(&path, &grid, &data, None).map_err(|e| {
+                DicomError::Write {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
             Ok(grid)
         });
         match result {
@@ -183,7 +215,12 @@ pub fn convert_dir(dir: &Path, out: &Path, options: &ConvertOptions) -> Result<C
                     .map(|g| g.warnings.iter().map(|w| w.to_string()).collect())
                     .unwrap_or_default();
                 tracing::info!("{} -> {}", series.label(), path.display());
-                summary.converted.push(Converted { series: series.label(), path, grid, warnings });
+                summary.converted.push(Converted {
+                    series: series.label(),
+                    path,
+                    grid,
+                    warnings,
+                });
             }
             Err(e) => {
                 tracing::error!("{}: {e}", series.label());

@@ -94,7 +94,11 @@ fn dot(a: &[f64; 3], b: &[f64; 3]) -> f64 {
 }
 
 fn cross(a: &[f64; 3], b: &[f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 
 fn norm(a: &[f64; 3]) -> f64 {
@@ -111,12 +115,17 @@ pub fn directions(orientation: &[f64; 6]) -> Result<[[f64; 3]; 3], String> {
     let r = unit([orientation[0], orientation[1], orientation[2]]);
     let c = unit([orientation[3], orientation[4], orientation[5]]);
     let (Some(r), Some(c)) = (r, c) else {
-        return Err(format!("ImageOrientationPatient {orientation:?} is not two unit vectors"));
+        return Err(format!(
+            "ImageOrientationPatient {orientation:?} is not two unit vectors"
+        ));
     };
     if dot(&r, &c).abs() > 1e-2 {
-        return Err(format!("ImageOrientationPatient {orientation:?}: row and column cosines are not orthogonal"));
+        return Err(format!(
+            "ImageOrientationPatient {orientation:?}: row and column cosines are not orthogonal"
+        ));
     }
-    let n = unit(cross(&r, &c)).ok_or_else(|| format!("ImageOrientationPatient {orientation:?} is degenerate"))?;
+    let n = unit(cross(&r, &c))
+        .ok_or_else(|| format!("ImageOrientationPatient {orientation:?} is degenerate"))?;
     Ok([r, c, n])
 }
 
@@ -133,13 +142,19 @@ pub fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, St
     let first = slices.first().ok_or("no slices")?;
     let [r, c, n] = directions(&first.orientation)?;
     slices.sort_by(|a, b| {
-        along(a, &n).total_cmp(&along(b, &n)).then(a.instance_number.cmp(&b.instance_number)).then(a.frame.cmp(&b.frame))
+        along(a, &n)
+            .total_cmp(&along(b, &n))
+            .then(a.instance_number.cmp(&b.instance_number))
+            .then(a.frame.cmp(&b.frame))
     });
     let first = &slices[0];
     let nz = slices.len();
     let (rows, cols) = (first.rows, first.columns);
     let [dr, dc] = first.pixel_spacing;
-    let gaps: Vec<f64> = slices.windows(2).map(|w| along(&w[1], &n) - along(&w[0], &n)).collect();
+    let gaps: Vec<f64> = slices
+        .windows(2)
+        .map(|w| along(&w[1], &n) - along(&w[0], &n))
+        .collect();
     let shared = gaps.iter().filter(|&&g| g.abs() < 1e-3).count();
     if shared > 0 {
         return Err(format!(
@@ -154,7 +169,8 @@ pub fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, St
         n.map(|v| v * t)
     } else {
         let last = &slices[nz - 1];
-        let v: [f64; 3] = std::array::from_fn(|i| (last.position[i] - first.position[i]) / (nz - 1) as f64);
+        let v: [f64; 3] =
+            std::array::from_fn(|i| (last.position[i] - first.position[i]) / (nz - 1) as f64);
         let mut sorted = gaps.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
@@ -167,11 +183,23 @@ pub fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, St
             irregular = true;
             let ratio = g / median;
             if ratio > 1.5 && (ratio - ratio.round()).abs() < 0.1 {
-                warnings.push(GeometryWarning::MissingSlices { after: k, gap: g, missing: ratio.round() as usize - 1 });
+                warnings.push(GeometryWarning::MissingSlices {
+                    after: k,
+                    gap: g,
+                    missing: ratio.round() as usize - 1,
+                });
             }
         }
-        if irregular && !warnings.iter().any(|w| matches!(w, GeometryWarning::MissingSlices { .. })) {
-            warnings.push(GeometryWarning::NonUniformSpacing { min: sorted[0], max: sorted[sorted.len() - 1], median });
+        if irregular
+            && !warnings
+                .iter()
+                .any(|w| matches!(w, GeometryWarning::MissingSlices { .. }))
+        {
+            warnings.push(GeometryWarning::NonUniformSpacing {
+                min: sorted[0],
+                max: sorted[sorted.len() - 1],
+                median,
+            });
         }
         let cos = (dot(&v, &n) / norm(&v)).clamp(-1.0, 1.0);
         let degrees = cos.acos().to_degrees();
@@ -194,8 +222,16 @@ pub fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, St
         }
     }
     affine[3][3] = 1.0;
-    let grid = Grid { shape: [cols, rows, nz as u32], spacing: [dc, dr, norm(&zcol)], affine };
-    Ok(SeriesGeometry { grid, normal: n, warnings })
+    let grid = Grid {
+        shape: [cols, rows, nz as u32],
+        spacing: [dc, dr, norm(&zcol)],
+        affine,
+    };
+    Ok(SeriesGeometry {
+        grid,
+        normal: n,
+        warnings,
+    })
 }
 
 /// World (RAS, mm) position of voxel `(x, y, z)` of `grid` (fractional
@@ -213,7 +249,9 @@ pub fn orientation_code(grid: &Grid) -> String {
     (0..3)
         .map(|j| {
             let col = [grid.affine[0][j], grid.affine[1][j], grid.affine[2][j]];
-            let i = (0..3).max_by(|&a, &b| col[a].abs().total_cmp(&col[b].abs())).unwrap_or(0);
+            let i = (0..3)
+                .max_by(|&a, &b| col[a].abs().total_cmp(&col[b].abs()))
+                .unwrap_or(0);
             let letters = [('R', 'L'), ('A', 'P'), ('S', 'I')][i];
             if col[i] >= 0.0 {
                 letters.0
@@ -267,9 +305,16 @@ mod tests {
     #[test]
     fn sorts_by_position_not_instance_number_and_builds_ras_affine() {
         // Instance numbers deliberately contradict the positions.
-        let mut s: Vec<_> = [4.0, 0.0, 2.0].iter().enumerate().map(|(i, &z)| slice([10.0, 20.0, z], AXIAL, i as i64)).collect();
+        let mut s: Vec<_> = [4.0, 0.0, 2.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| slice([10.0, 20.0, z], AXIAL, i as i64))
+            .collect();
         let g = sort_and_measure(&mut s).unwrap();
-        assert_eq!(s.iter().map(|s| s.position[2]).collect::<Vec<_>>(), vec![0.0, 2.0, 4.0]);
+        assert_eq!(
+            s.iter().map(|s| s.position[2]).collect::<Vec<_>>(),
+            vec![0.0, 2.0, 4.0]
+        );
         assert!(g.warnings.is_empty(), "{:?}", g.warnings);
         assert_eq!(g.grid.shape, [5, 4, 3]);
         assert_eq!(g.grid.spacing, [0.25, 0.5, 2.0]);
@@ -284,25 +329,52 @@ mod tests {
 
     #[test]
     fn warns_about_missing_slices_non_uniform_spacing_and_tilt() {
-        let mut s: Vec<_> =
-            [0.0, 2.0, 4.0, 8.0, 10.0].iter().enumerate().map(|(i, &z)| slice([0.0, 0.0, z], AXIAL, i as i64)).collect();
+        let mut s: Vec<_> = [0.0, 2.0, 4.0, 8.0, 10.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| slice([0.0, 0.0, z], AXIAL, i as i64))
+            .collect();
         let g = sort_and_measure(&mut s).unwrap();
-        assert!(matches!(g.warnings[..], [GeometryWarning::MissingSlices { after: 2, missing: 1, .. }]), "{:?}", g.warnings);
+        assert!(
+            matches!(
+                g.warnings[..],
+                [GeometryWarning::MissingSlices {
+                    after: 2,
+                    missing: 1,
+                    ..
+                }]
+            ),
+            "{:?}",
+            g.warnings
+        );
 
-        let mut s: Vec<_> =
-            [0.0, 2.0, 4.5, 6.0].iter().enumerate().map(|(i, &z)| slice([0.0, 0.0, z], AXIAL, i as i64)).collect();
+        let mut s: Vec<_> = [0.0, 2.0, 4.5, 6.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| slice([0.0, 0.0, z], AXIAL, i as i64))
+            .collect();
         let g = sort_and_measure(&mut s).unwrap();
-        assert!(matches!(g.warnings[..], [GeometryWarning::NonUniformSpacing { .. }]), "{:?}", g.warnings);
+        assert!(
+            matches!(g.warnings[..], [GeometryWarning::NonUniformSpacing { .. }]),
+            "{:?}",
+            g.warnings
+        );
 
-        let mut s: Vec<_> = (0..4).map(|i| slice([0.0, 0.5 * i as f64, 2.0 * i as f64], AXIAL, i)).collect();
+        let mut s: Vec<_> = (0..4)
+            .map(|i| slice([0.0, 0.5 * i as f64, 2.0 * i as f64], AXIAL, i))
+            .collect();
         let g = sort_and_measure(&mut s).unwrap();
-        let GeometryWarning::GantryTilt { degrees } = g.warnings[0] else { panic!("{:?}", g.warnings) };
+        let GeometryWarning::GantryTilt { degrees } = g.warnings[0] else {
+            panic!("{:?}", g.warnings)
+        };
         assert!((degrees - 0.25f64.atan().to_degrees()).abs() < 1e-9);
     }
 
     #[test]
     fn refuses_stacks_with_shared_positions() {
-        let mut s: Vec<_> = (0..4).map(|i| slice([0.0, 0.0, (i / 2) as f64], AXIAL, i)).collect();
+        let mut s: Vec<_> = (0..4)
+            .map(|i| slice([0.0, 0.0, (i / 2) as f64], AXIAL, i))
+            .collect();
         let err = sort_and_measure(&mut s).unwrap_err();
         assert!(err.contains("share a position"), "{err}");
     }
@@ -315,6 +387,9 @@ mod tests {
         let mut s = vec![slice([1.0, 2.0, 3.0], sag, 1)];
         let g = sort_and_measure(&mut s).unwrap();
         assert_eq!(g.grid.spacing[2], 9.0);
-        assert!(matches!(g.warnings[..], [GeometryWarning::SingleSlice { .. }]));
+        assert!(matches!(
+            g.warnings[..],
+            [GeometryWarning::SingleSlice { .. }]
+        ));
     }
 }

@@ -27,7 +27,10 @@ pub mod scan;
 pub mod seg;
 pub mod select;
 
-pub use convert::{convert_dir, load_selected, load_volume, ConvertOptions, ConvertSummary, Converted, SelectedVolume};
+pub use convert::{
+    convert_dir, load_selected, load_volume, ConvertOptions, ConvertSummary, Converted,
+    SelectedVolume,
+};
 pub use geometry::{GeometryWarning, SeriesGeometry};
 pub use scan::{scan_dir, ScanReport, Series, SkippedFile, SliceHeader};
 pub use seg::{write_seg, SegOptions, SegSegment, SegSummary};

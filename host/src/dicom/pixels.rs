@@ -19,19 +19,28 @@ use std::path::Path;
 pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
     ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
-    ("1.2.840.10008.1.2.1.99", "Deflated Explicit VR Little Endian"),
+    (
+        "1.2.840.10008.1.2.1.99",
+        "Deflated Explicit VR Little Endian",
+    ),
     ("1.2.840.10008.1.2.5", "RLE Lossless"),
     ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)"),
     ("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 & 4)"),
     ("1.2.840.10008.1.2.4.57", "JPEG Lossless (Process 14)"),
-    ("1.2.840.10008.1.2.4.70", "JPEG Lossless SV1 (Process 14, selection value 1)"),
+    (
+        "1.2.840.10008.1.2.4.70",
+        "JPEG Lossless SV1 (Process 14, selection value 1)",
+    ),
     ("1.2.840.10008.1.2.4.90", "JPEG 2000 (lossless only)"),
     ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
 ];
 
 /// The name of a transfer syntax (its UID when unknown).
 pub fn transfer_syntax_name(uid: &str) -> String {
-    let known = SUPPORTED_TRANSFER_SYNTAXES.iter().find(|(u, _)| *u == uid).map(|(_, n)| n.to_string());
+    let known = SUPPORTED_TRANSFER_SYNTAXES
+        .iter()
+        .find(|(u, _)| *u == uid)
+        .map(|(_, n)| n.to_string());
     known.unwrap_or_else(|| match uid {
         "1.2.840.10008.1.2.2" => "Explicit VR Big Endian (retired)".into(),
         "1.2.840.10008.1.2.4.80" => "JPEG-LS Lossless".into(),
@@ -53,20 +62,33 @@ pub struct Frames {
 }
 
 fn decode_err(path: &Path, message: impl Into<String>) -> DicomError {
-    DicomError::Decode { path: path.to_path_buf(), message: message.into() }
+    DicomError::Decode {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Decodes frames `wanted` (0-based) of `path` into stored values.
 pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
     let obj = OpenFileOptions::new()
         .open_file(path)
-        .map_err(|e| DicomError::Read { path: path.to_path_buf(), message: e.to_string() })?;
-    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+        .map_err(|e| DicomError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(decode_err(path, "no PixelData"));
     }
     let decoded = obj.decode_pixel_data().map_err(|e| {
-        let supported: Vec<&str> = SUPPORTED_TRANSFER_SYNTAXES.iter().map(|(_, n)| *n).collect();
+        let supported: Vec<&str> = SUPPORTED_TRANSFER_SYNTAXES
+            .iter()
+            .map(|(_, n)| *n)
+            .collect();
         decode_err(
             path,
             format!(
@@ -78,29 +100,50 @@ pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
     })?;
     let samples = decoded.samples_per_pixel();
     if samples != 1 {
-        return Err(decode_err(path, format!("{samples} samples per pixel (colour); only grey images are supported")));
+        return Err(decode_err(
+            path,
+            format!("{samples} samples per pixel (colour); only grey images are supported"),
+        ));
     }
     let (rows, columns) = (decoded.rows(), decoded.columns());
     let bits = decoded.bits_allocated();
     let stored = decoded.bits_stored().clamp(1, bits.max(1));
-    let signed = matches!(decoded.pixel_representation(), dicom_pixeldata::PixelRepresentation::Signed);
+    let signed = matches!(
+        decoded.pixel_representation(),
+        dicom_pixeldata::PixelRepresentation::Signed
+    );
     let n = rows as usize * columns as usize;
     let mut frames = Vec::with_capacity(wanted.len());
     for &f in wanted {
         if f >= decoded.number_of_frames() {
-            return Err(decode_err(path, format!("frame {} of {}", f + 1, decoded.number_of_frames())));
+            return Err(decode_err(
+                path,
+                format!("frame {} of {}", f + 1, decoded.number_of_frames()),
+            ));
         }
-        let bytes = decoded.frame_data(f).map_err(|e| decode_err(path, format!("frame {}: {e}", f + 1)))?;
+        let bytes = decoded
+            .frame_data(f)
+            .map_err(|e| decode_err(path, format!("frame {}: {e}", f + 1)))?;
         let values = stored_values(bytes, bits, stored, signed, n)
             .map_err(|m| decode_err(path, format!("frame {}: {m}", f + 1)))?;
         frames.push(values);
     }
-    Ok(Frames { rows, columns, frames })
+    Ok(Frames {
+        rows,
+        columns,
+        frames,
+    })
 }
 
 /// Interprets native-endian decoded bytes as `n` stored values: masks the
 /// unused high bits, sign-extends from bit `stored - 1` when `signed`.
-pub fn stored_values(bytes: &[u8], bits: u16, stored: u16, signed: bool, n: usize) -> Result<Vec<f64>, String> {
+pub fn stored_values(
+    bytes: &[u8],
+    bits: u16,
+    stored: u16,
+    signed: bool,
+    n: usize,
+) -> Result<Vec<f64>, String> {
     let width = match bits {
         8 => 1,
         16 => 2,
@@ -108,10 +151,18 @@ pub fn stored_values(bytes: &[u8], bits: u16, stored: u16, signed: bool, n: usiz
         other => return Err(format!("BitsAllocated {other} (8, 16 or 32 supported)")),
     };
     if bytes.len() < n * width {
-        return Err(format!("{} bytes of pixel data, {} expected", bytes.len(), n * width));
+        return Err(format!(
+            "{} bytes of pixel data, {} expected",
+            bytes.len(),
+            n * width
+        ));
     }
     let stored = stored.min(bits) as u32;
-    let mask: u64 = if stored >= 64 { u64::MAX } else { (1u64 << stored) - 1 };
+    let mask: u64 = if stored >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << stored) - 1
+    };
     let convert = |raw: u64| -> f64 {
         let v = raw & mask;
         if signed && stored < 64 && v >> (stored - 1) & 1 == 1 {
@@ -142,11 +193,24 @@ mod tests {
         // 12-bit signed: 0x0FFF is -1, 0x0800 is -2048, high garbage bits ignored.
         let vals: Vec<u16> = vec![0x0FFF, 0x0800, 0x07FF, 0xF001];
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        assert_eq!(stored_values(&bytes, 16, 12, true, 4).unwrap(), vec![-1.0, -2048.0, 2047.0, 1.0]);
-        assert_eq!(stored_values(&bytes, 16, 12, false, 4).unwrap(), vec![4095.0, 2048.0, 2047.0, 1.0]);
+        assert_eq!(
+            stored_values(&bytes, 16, 12, true, 4).unwrap(),
+            vec![-1.0, -2048.0, 2047.0, 1.0]
+        );
+        assert_eq!(
+            stored_values(&bytes, 16, 12, false, 4).unwrap(),
+            vec![4095.0, 2048.0, 2047.0, 1.0]
+        );
         assert_eq!(stored_values(&bytes, 16, 16, true, 4).unwrap()[3], -4095.0);
-        assert_eq!(stored_values(&[200, 7], 8, 8, false, 2).unwrap(), vec![200.0, 7.0]);
-        assert!(stored_values(&[1, 2], 16, 16, false, 2).unwrap_err().contains("4 expected"));
-        assert!(stored_values(&[1, 2], 12, 12, false, 1).unwrap_err().contains("BitsAllocated 12"));
+        assert_eq!(
+            stored_values(&[200, 7], 8, 8, false, 2).unwrap(),
+            vec![200.0, 7.0]
+        );
+        assert!(stored_values(&[1, 2], 16, 16, false, 2)
+            .unwrap_err()
+            .contains("4 expected"));
+        assert!(stored_values(&[1, 2], 12, 12, false, 1)
+            .unwrap_err()
+            .contains("BitsAllocated 12"));
     }
 }

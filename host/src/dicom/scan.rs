@@ -111,7 +111,9 @@ pub struct SliceHeader {
 impl SliceHeader {
     /// True when ImageType marks the frame as a localizer (scout).
     pub fn is_localizer(&self) -> bool {
-        self.image_type.iter().any(|t| t.eq_ignore_ascii_case("LOCALIZER"))
+        self.image_type
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("LOCALIZER"))
     }
 }
 
@@ -145,7 +147,10 @@ pub struct Series {
 impl Series {
     /// A short human name: `#number 'description' [part]`.
     pub fn label(&self) -> String {
-        let number = self.number.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+        let number = self
+            .number
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into());
         match &self.part {
             Some(p) => format!("#{number} '{}' [{p}]", self.description),
             None => format!("#{number} '{}'", self.description),
@@ -163,7 +168,10 @@ impl Series {
                 message: "is a localizer; localizers are never stacked into volumes".into(),
             });
         }
-        self.geometry.as_ref().map_err(|m| DicomError::Series { series: self.label(), message: m.clone() })
+        self.geometry.as_ref().map_err(|m| DicomError::Series {
+            series: self.label(),
+            message: m.clone(),
+        })
     }
 }
 
@@ -194,7 +202,9 @@ impl ScanReport {
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     let s = obj.get(tag)?.to_str().ok()?;
-    let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    let s = s
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string();
     Some(s)
 }
 
@@ -215,7 +225,9 @@ fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
 }
 
 fn strings(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {
-    text(obj, tag).map(|s| s.split('\\').map(|p| p.trim().to_string()).collect()).unwrap_or_default()
+    text(obj, tag)
+        .map(|s| s.split('\\').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// First item of sequence `tag`.
@@ -232,24 +244,36 @@ struct Groups<'a> {
 
 impl<'a> Groups<'a> {
     fn find(&self, seq: dicom_core::Tag) -> Option<&'a InMemDicomObject> {
-        self.per_frame.and_then(|p| item(p, seq)).or_else(|| self.shared.and_then(|s| item(s, seq)))
+        self.per_frame
+            .and_then(|p| item(p, seq))
+            .or_else(|| self.shared.and_then(|s| item(s, seq)))
     }
 }
 
 fn read_err(path: &Path, message: impl Into<String>) -> DicomError {
-    DicomError::Read { path: path.to_path_buf(), message: message.into() }
+    DicomError::Read {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Opens a DICOM file's header (everything before the pixel data).
 pub fn open_header(path: &Path) -> Result<DefaultDicomObject, DicomError> {
-    OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| read_err(path, e.to_string()))
+    OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| read_err(path, e.to_string()))
 }
 
 /// Reads the image frames of one file. `Ok(vec![])` never happens: a file
 /// without an image plane is an error explaining why (reported as skipped).
 pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
     let file = open_header(path)?;
-    let transfer_syntax = file.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let transfer_syntax = file
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     let obj: &InMemDicomObject = &file;
     let modality = text_or_empty(obj, tags::MODALITY);
     let sop_class_uid = text_or_empty(obj, tags::SOP_CLASS_UID);
@@ -257,8 +281,10 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
         return Err(read_err(path, format!("a {modality} object, not an image")));
     }
     let rows = int(obj, tags::ROWS).ok_or_else(|| read_err(path, "no Rows: not an image"))?;
-    let columns = int(obj, tags::COLUMNS).ok_or_else(|| read_err(path, "no Columns: not an image"))?;
-    let series_uid = text(obj, tags::SERIES_INSTANCE_UID).ok_or_else(|| read_err(path, "no SeriesInstanceUID"))?;
+    let columns =
+        int(obj, tags::COLUMNS).ok_or_else(|| read_err(path, "no Columns: not an image"))?;
+    let series_uid = text(obj, tags::SERIES_INSTANCE_UID)
+        .ok_or_else(|| read_err(path, "no SeriesInstanceUID"))?;
     let number_of_frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
     let study = PatientStudy {
         patient_name: text_or_empty(obj, tags::PATIENT_NAME),
@@ -303,7 +329,9 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
         samples_per_pixel: int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
         bits_allocated: int(obj, tags::BITS_ALLOCATED).unwrap_or(16) as u16,
     };
-    let per_frame = obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).and_then(|e| e.items());
+    let per_frame = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items());
     let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     if per_frame.is_none() && shared.is_none() {
         if number_of_frames > 1 {
@@ -313,8 +341,16 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
             ));
         }
         let mut s = base;
-        s.position = vec3(floats(obj, tags::IMAGE_POSITION_PATIENT), path, "ImagePositionPatient")?;
-        s.orientation = vec6(floats(obj, tags::IMAGE_ORIENTATION_PATIENT), path, "ImageOrientationPatient")?;
+        s.position = vec3(
+            floats(obj, tags::IMAGE_POSITION_PATIENT),
+            path,
+            "ImagePositionPatient",
+        )?;
+        s.orientation = vec6(
+            floats(obj, tags::IMAGE_ORIENTATION_PATIENT),
+            path,
+            "ImageOrientationPatient",
+        )?;
         s.pixel_spacing = spacing(floats(obj, tags::PIXEL_SPACING), path)?;
         return Ok(vec![s]);
     }
@@ -331,13 +367,20 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
     }
     let mut out = Vec::with_capacity(per_frame.len());
     for (f, pf) in per_frame.iter().enumerate() {
-        let g = Groups { per_frame: Some(pf), shared };
+        let g = Groups {
+            per_frame: Some(pf),
+            shared,
+        };
         let mut s = base.clone();
         s.frame = f as u32;
         let what = |name: &str| format!("{name} of frame {}", f + 1);
-        let pos = g.find(tags::PLANE_POSITION_SEQUENCE).and_then(|i| floats(i, tags::IMAGE_POSITION_PATIENT));
+        let pos = g
+            .find(tags::PLANE_POSITION_SEQUENCE)
+            .and_then(|i| floats(i, tags::IMAGE_POSITION_PATIENT));
         s.position = vec3(pos, path, &what("ImagePositionPatient"))?;
-        let ori = g.find(tags::PLANE_ORIENTATION_SEQUENCE).and_then(|i| floats(i, tags::IMAGE_ORIENTATION_PATIENT));
+        let ori = g
+            .find(tags::PLANE_ORIENTATION_SEQUENCE)
+            .and_then(|i| floats(i, tags::IMAGE_ORIENTATION_PATIENT));
         s.orientation = vec6(ori, path, &what("ImageOrientationPatient"))?;
         let measures = g.find(tags::PIXEL_MEASURES_SEQUENCE);
         s.pixel_spacing = spacing(measures.and_then(|i| floats(i, tags::PIXEL_SPACING)), path)?;
@@ -348,14 +391,19 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
             s.rescale_slope = float(pvt, tags::RESCALE_SLOPE).unwrap_or(1.0);
             s.rescale_intercept = float(pvt, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
         }
-        if let Some(echo) = g.find(tags::MR_ECHO_SEQUENCE).and_then(|i| float(i, tags::EFFECTIVE_ECHO_TIME)) {
+        if let Some(echo) = g
+            .find(tags::MR_ECHO_SEQUENCE)
+            .and_then(|i| float(i, tags::EFFECTIVE_ECHO_TIME))
+        {
             s.echo_time = Some(echo);
         }
         if let Some(fc) = g.find(tags::FRAME_CONTENT_SEQUENCE) {
             s.stack_id = text(fc, tags::STACK_ID);
             s.temporal_position = int(fc, tags::TEMPORAL_POSITION_INDEX).or(s.temporal_position);
         }
-        if let Some(ft) = g.find(tags::MR_IMAGE_FRAME_TYPE_SEQUENCE).or_else(|| g.find(tags::CT_IMAGE_FRAME_TYPE_SEQUENCE))
+        if let Some(ft) = g
+            .find(tags::MR_IMAGE_FRAME_TYPE_SEQUENCE)
+            .or_else(|| g.find(tags::CT_IMAGE_FRAME_TYPE_SEQUENCE))
         {
             let t = strings(ft, tags::FRAME_TYPE);
             if !t.is_empty() {
@@ -370,23 +418,40 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
 fn vec3(v: Option<Vec<f64>>, path: &Path, what: &str) -> Result<[f64; 3], DicomError> {
     match v {
         Some(v) if v.len() >= 3 && v.iter().all(|x| x.is_finite()) => Ok([v[0], v[1], v[2]]),
-        Some(v) => Err(read_err(path, format!("{what} has {} values ({v:?}); 3 expected", v.len()))),
-        None => Err(read_err(path, format!("no {what}: not a slice with a known position"))),
+        Some(v) => Err(read_err(
+            path,
+            format!("{what} has {} values ({v:?}); 3 expected", v.len()),
+        )),
+        None => Err(read_err(
+            path,
+            format!("no {what}: not a slice with a known position"),
+        )),
     }
 }
 
 fn vec6(v: Option<Vec<f64>>, path: &Path, what: &str) -> Result<[f64; 6], DicomError> {
     match v {
-        Some(v) if v.len() >= 6 && v.iter().all(|x| x.is_finite()) => Ok([v[0], v[1], v[2], v[3], v[4], v[5]]),
-        Some(v) => Err(read_err(path, format!("{what} has {} values ({v:?}); 6 expected", v.len()))),
-        None => Err(read_err(path, format!("no {what}: not a slice with a known orientation"))),
+        Some(v) if v.len() >= 6 && v.iter().all(|x| x.is_finite()) => {
+            Ok([v[0], v[1], v[2], v[3], v[4], v[5]])
+        }
+        Some(v) => Err(read_err(
+            path,
+            format!("{what} has {} values ({v:?}); 6 expected", v.len()),
+        )),
+        None => Err(read_err(
+            path,
+            format!("no {what}: not a slice with a known orientation"),
+        )),
     }
 }
 
 fn spacing(v: Option<Vec<f64>>, path: &Path) -> Result<[f64; 2], DicomError> {
     match v {
         Some(v) if v.len() >= 2 && v[0] > 0.0 && v[1] > 0.0 => Ok([v[0], v[1]]),
-        Some(v) => Err(read_err(path, format!("PixelSpacing {v:?}: two positive values expected"))),
+        Some(v) => Err(read_err(
+            path,
+            format!("PixelSpacing {v:?}: two positive values expected"),
+        )),
         None => Err(read_err(path, "no PixelSpacing")),
     }
 }
@@ -416,8 +481,14 @@ pub fn stackable(a: &SliceHeader, b: &SliceHeader) -> bool {
         && a.rows == b.rows
         && a.columns == b.columns
         && a.samples_per_pixel == b.samples_per_pixel
-        && a.orientation.iter().zip(&b.orientation).all(|(x, y)| close(*x, *y, 1e-3))
-        && a.pixel_spacing.iter().zip(&b.pixel_spacing).all(|(x, y)| close(*x, *y, 1e-4))
+        && a.orientation
+            .iter()
+            .zip(&b.orientation)
+            .all(|(x, y)| close(*x, *y, 1e-3))
+        && a.pixel_spacing
+            .iter()
+            .zip(&b.pixel_spacing)
+            .all(|(x, y)| close(*x, *y, 1e-4))
         && a.echo_number == b.echo_number
         && match (a.echo_time, b.echo_time) {
             (Some(x), Some(y)) => close(x, y, 1e-3),
@@ -434,7 +505,13 @@ fn part_name(g: &[SliceHeader], others: &[&[SliceHeader]], index: usize, count: 
     let s = &g[0];
     let mut parts = Vec::new();
     let differs = |f: &dyn Fn(&SliceHeader) -> String| others.iter().any(|o| f(&o[0]) != f(s));
-    let echo = |h: &SliceHeader| format!("{:?}/{:?}", h.echo_number, h.echo_time.map(|t| (t * 1000.0).round()));
+    let echo = |h: &SliceHeader| {
+        format!(
+            "{:?}/{:?}",
+            h.echo_number,
+            h.echo_time.map(|t| (t * 1000.0).round())
+        )
+    };
     if differs(&echo) {
         match (s.echo_number, s.echo_time) {
             (Some(n), Some(t)) => parts.push(format!("echo {n} (TE {t} ms)")),
@@ -450,7 +527,12 @@ fn part_name(g: &[SliceHeader], others: &[&[SliceHeader]], index: usize, count: 
         parts.push(format!("stack {}", s.stack_id.as_deref().unwrap_or("-")));
     }
     if differs(&|h| format!("{:?}", h.temporal_position)) {
-        parts.push(format!("time {}", s.temporal_position.map(|t| t.to_string()).unwrap_or_else(|| "-".into())));
+        parts.push(format!(
+            "time {}",
+            s.temporal_position
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into())
+        ));
     }
     if differs(&|h| h.is_localizer().to_string()) && s.is_localizer() {
         parts.push("localizer".into());
@@ -509,7 +591,11 @@ pub fn group(slices: Vec<SliceHeader>, skipped: &mut Vec<SkippedFile>) -> Vec<Se
         if !s.sop_instance_uid.is_empty() && !seen.insert((s.sop_instance_uid.clone(), s.frame)) {
             skipped.push(SkippedFile {
                 path: s.path.clone(),
-                reason: format!("duplicate of SOPInstanceUID {} frame {}", s.sop_instance_uid, s.frame + 1),
+                reason: format!(
+                    "duplicate of SOPInstanceUID {} frame {}",
+                    s.sop_instance_uid,
+                    s.frame + 1
+                ),
             });
             continue;
         }
@@ -521,10 +607,15 @@ pub fn group(slices: Vec<SliceHeader>, skipped: &mut Vec<SkippedFile>) -> Vec<Se
     // Name the parts of series that were split.
     let mut series = Vec::with_capacity(groups.len());
     for (i, g) in groups.iter().enumerate() {
-        let siblings: Vec<usize> =
-            (0..groups.len()).filter(|&j| groups[j][0].series_uid == groups[i][0].series_uid).collect();
+        let siblings: Vec<usize> = (0..groups.len())
+            .filter(|&j| groups[j][0].series_uid == groups[i][0].series_uid)
+            .collect();
         let part = if siblings.len() > 1 {
-            let others: Vec<&[SliceHeader]> = siblings.iter().filter(|&&j| j != i).map(|&j| &groups[j][..]).collect();
+            let others: Vec<&[SliceHeader]> = siblings
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| &groups[j][..])
+                .collect();
             let index = siblings.iter().position(|&j| j == i).unwrap_or(0);
             Some(part_name(g, &others, index, siblings.len()))
         } else {
@@ -553,13 +644,20 @@ pub fn group(slices: Vec<SliceHeader>, skipped: &mut Vec<SkippedFile>) -> Vec<Se
         })
         .collect();
     out.sort_by(|a, b| {
-        (&a.study.study_uid, a.number.unwrap_or(i64::MAX), &a.description, &a.series_uid, &a.part).cmp(&(
-            &b.study.study_uid,
-            b.number.unwrap_or(i64::MAX),
-            &b.description,
-            &b.series_uid,
-            &b.part,
-        ))
+        (
+            &a.study.study_uid,
+            a.number.unwrap_or(i64::MAX),
+            &a.description,
+            &a.series_uid,
+            &a.part,
+        )
+            .cmp(&(
+                &b.study.study_uid,
+                b.number.unwrap_or(i64::MAX),
+                &b.description,
+                &b.series_uid,
+                &b.part,
+            ))
     });
     out
 }

@@ -45,7 +45,11 @@ pub struct Code {
 impl Code {
     /// A code from its three parts.
     pub fn new(value: &str, scheme: &str, meaning: &str) -> Self {
-        Self { value: value.into(), scheme: scheme.into(), meaning: meaning.into() }
+        Self {
+            value: value.into(),
+            scheme: scheme.into(),
+            meaning: meaning.into(),
+        }
     }
     /// SCT 49755003 "Morphologically Abnormal Structure" (segment category).
     pub fn morphologically_abnormal_structure() -> Self {
@@ -219,7 +223,12 @@ pub fn write_seg(
     for &v in labels.data.iter() {
         present[v as usize] += 1;
     }
-    let mut segments: Vec<SegSegment> = options.segments.iter().filter(|s| s.label != 0).cloned().collect();
+    let mut segments: Vec<SegSegment> = options
+        .segments
+        .iter()
+        .filter(|s| s.label != 0)
+        .cloned()
+        .collect();
     for v in 1..=255u8 {
         if present[v as usize] > 0 && !segments.iter().any(|s| s.label == v) {
             segments.push(SegSegment::tumor(v, &format!("Label {v}")));
@@ -231,7 +240,10 @@ pub fn write_seg(
 
     let first = &series.slices[0];
     let now = chrono::Local::now();
-    let (date, time) = (now.format("%Y%m%d").to_string(), now.format("%H%M%S").to_string());
+    let (date, time) = (
+        now.format("%Y%m%d").to_string(),
+        now.format("%H%M%S").to_string(),
+    );
     let sop_instance_uid = new_uid();
     let series_instance_uid = new_uid();
     let dimension_uid = new_uid();
@@ -244,47 +256,137 @@ pub fn write_seg(
     let st = &series.study;
     put(&mut obj, tags::PATIENT_NAME, VR::PN, &st.patient_name);
     put(&mut obj, tags::PATIENT_ID, VR::LO, &st.patient_id);
-    put(&mut obj, tags::PATIENT_BIRTH_DATE, VR::DA, &st.patient_birth_date);
+    put(
+        &mut obj,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        &st.patient_birth_date,
+    );
     put(&mut obj, tags::PATIENT_SEX, VR::CS, &st.patient_sex);
     put(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &st.study_uid);
     put(&mut obj, tags::STUDY_DATE, VR::DA, &st.study_date);
     put(&mut obj, tags::STUDY_TIME, VR::TM, &st.study_time);
     put(&mut obj, tags::STUDY_ID, VR::SH, &st.study_id);
-    put(&mut obj, tags::ACCESSION_NUMBER, VR::SH, &st.accession_number);
-    put(&mut obj, tags::REFERRING_PHYSICIAN_NAME, VR::PN, &st.referring_physician);
-    put(&mut obj, tags::STUDY_DESCRIPTION, VR::LO, &st.study_description);
+    put(
+        &mut obj,
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        &st.accession_number,
+    );
+    put(
+        &mut obj,
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &st.referring_physician,
+    );
+    put(
+        &mut obj,
+        tags::STUDY_DESCRIPTION,
+        VR::LO,
+        &st.study_description,
+    );
     // Series, frame of reference, equipment.
     put(&mut obj, tags::MODALITY, VR::CS, "SEG");
-    put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series_instance_uid);
-    let number = options.series_number.unwrap_or(series.number.unwrap_or(0) + 1000);
+    put(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &series_instance_uid,
+    );
+    let number = options
+        .series_number
+        .unwrap_or(series.number.unwrap_or(0) + 1000);
     put(&mut obj, tags::SERIES_NUMBER, VR::IS, &number.to_string());
-    put(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &options.series_description);
+    put(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        &options.series_description,
+    );
     put(&mut obj, tags::SERIES_DATE, VR::DA, &date);
     put(&mut obj, tags::SERIES_TIME, VR::TM, &time);
-    put(&mut obj, tags::FRAME_OF_REFERENCE_UID, VR::UI, &series.frame_of_reference_uid);
+    put(
+        &mut obj,
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &series.frame_of_reference_uid,
+    );
     put(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
     put(&mut obj, tags::MANUFACTURER, VR::LO, "clisc");
     put(&mut obj, tags::MANUFACTURER_MODEL_NAME, VR::LO, "clisc");
     put(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "0");
-    put(&mut obj, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    put(
+        &mut obj,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
     // Image and segmentation image modules.
     put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
     put(&mut obj, tags::CONTENT_DATE, VR::DA, &date);
     put(&mut obj, tags::CONTENT_TIME, VR::TM, &time);
     put(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
-    put(&mut obj, tags::CONTENT_LABEL, VR::CS, &options.content_label.to_uppercase());
-    put(&mut obj, tags::CONTENT_DESCRIPTION, VR::LO, &options.series_description);
-    put(&mut obj, tags::CONTENT_CREATOR_NAME, VR::PN, &options.content_creator);
+    put(
+        &mut obj,
+        tags::CONTENT_LABEL,
+        VR::CS,
+        &options.content_label.to_uppercase(),
+    );
+    put(
+        &mut obj,
+        tags::CONTENT_DESCRIPTION,
+        VR::LO,
+        &options.series_description,
+    );
+    put(
+        &mut obj,
+        tags::CONTENT_CREATOR_NAME,
+        VR::PN,
+        &options.content_creator,
+    );
     put(&mut obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
     put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
-    obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)));
-    put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
-    obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(ny as u16)));
-    obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(nx as u16)));
-    obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16)));
-    obj.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16)));
-    obj.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16)));
-    obj.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)));
+    obj.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    put(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(ny as u16),
+    ));
+    obj.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(nx as u16),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    obj.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
 
     // Segment sequence.
     let mut segment_items = Vec::new();
@@ -293,20 +395,55 @@ pub fn write_seg(
         obj_put_us(&mut item, tags::SEGMENT_NUMBER, (i + 1) as u16);
         put(&mut item, tags::SEGMENT_LABEL, VR::LO, &s.name);
         put(&mut item, tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "AUTOMATIC");
-        put(&mut item, tags::SEGMENT_ALGORITHM_NAME, VR::LO, &options.algorithm_name);
+        put(
+            &mut item,
+            tags::SEGMENT_ALGORITHM_NAME,
+            VR::LO,
+            &options.algorithm_name,
+        );
         let mut algo = InMemDicomObject::new_empty();
-        put_seq(&mut algo, tags::ALGORITHM_FAMILY_CODE_SEQUENCE, vec![code_item(&Code::new(
-            "123110",
-            "DCM",
-            "Artificial Intelligence",
-        ))]);
-        put(&mut algo, tags::ALGORITHM_NAME, VR::LO, &options.algorithm_name);
-        put(&mut algo, tags::ALGORITHM_VERSION, VR::LO, &options.algorithm_version);
-        put_seq(&mut item, tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE, vec![algo]);
-        put_seq(&mut item, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE, vec![code_item(&s.category)]);
-        put_seq(&mut item, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![code_item(&s.property_type)]);
+        put_seq(
+            &mut algo,
+            tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
+            vec![code_item(&Code::new(
+                "123110",
+                "DCM",
+                "Artificial Intelligence",
+            ))],
+        );
+        put(
+            &mut algo,
+            tags::ALGORITHM_NAME,
+            VR::LO,
+            &options.algorithm_name,
+        );
+        put(
+            &mut algo,
+            tags::ALGORITHM_VERSION,
+            VR::LO,
+            &options.algorithm_version,
+        );
+        put_seq(
+            &mut item,
+            tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
+            vec![algo],
+        );
+        put_seq(
+            &mut item,
+            tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+            vec![code_item(&s.category)],
+        );
+        put_seq(
+            &mut item,
+            tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+            vec![code_item(&s.property_type)],
+        );
         if let Some(region) = &s.anatomic_region {
-            put_seq(&mut item, tags::ANATOMIC_REGION_SEQUENCE, vec![code_item(region)]);
+            put_seq(
+                &mut item,
+                tags::ANATOMIC_REGION_SEQUENCE,
+                vec![code_item(region)],
+            );
         }
         segment_items.push(item);
     }
@@ -314,33 +451,91 @@ pub fn write_seg(
 
     // Dimensions: segment number, then position.
     let mut org = InMemDicomObject::new_empty();
-    put(&mut org, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_uid);
+    put(
+        &mut org,
+        tags::DIMENSION_ORGANIZATION_UID,
+        VR::UI,
+        &dimension_uid,
+    );
     put_seq(&mut obj, tags::DIMENSION_ORGANIZATION_SEQUENCE, vec![org]);
     put(&mut obj, tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "3D");
     let dim = |index: Tag, group: Tag, label: &str| {
         let mut d = InMemDicomObject::new_empty();
-        put(&mut d, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_uid);
-        d.put(DataElement::new(tags::DIMENSION_INDEX_POINTER, VR::AT, PrimitiveValue::Tags(vec![index].into())));
-        d.put(DataElement::new(tags::FUNCTIONAL_GROUP_POINTER, VR::AT, PrimitiveValue::Tags(vec![group].into())));
+        put(
+            &mut d,
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            &dimension_uid,
+        );
+        d.put(DataElement::new(
+            tags::DIMENSION_INDEX_POINTER,
+            VR::AT,
+            PrimitiveValue::Tags(vec![index].into()),
+        ));
+        d.put(DataElement::new(
+            tags::FUNCTIONAL_GROUP_POINTER,
+            VR::AT,
+            PrimitiveValue::Tags(vec![group].into()),
+        ));
         put(&mut d, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
         d
     };
-    put_seq(&mut obj, tags::DIMENSION_INDEX_SEQUENCE, vec![
-        dim(tags::REFERENCED_SEGMENT_NUMBER, tags::SEGMENT_IDENTIFICATION_SEQUENCE, "ReferencedSegmentNumber"),
-        dim(tags::IMAGE_POSITION_PATIENT, tags::PLANE_POSITION_SEQUENCE, "ImagePositionPatient"),
-    ]);
+    put_seq(
+        &mut obj,
+        tags::DIMENSION_INDEX_SEQUENCE,
+        vec![
+            dim(
+                tags::REFERENCED_SEGMENT_NUMBER,
+                tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                "ReferencedSegmentNumber",
+            ),
+            dim(
+                tags::IMAGE_POSITION_PATIENT,
+                tags::PLANE_POSITION_SEQUENCE,
+                "ImagePositionPatient",
+            ),
+        ],
+    );
 
     // Shared functional groups: orientation and pixel measures of the source.
     let mut shared = InMemDicomObject::new_empty();
     let mut orientation = InMemDicomObject::new_empty();
-    put(&mut orientation, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &ds_multi(&first.orientation));
-    put_seq(&mut shared, tags::PLANE_ORIENTATION_SEQUENCE, vec![orientation]);
+    put(
+        &mut orientation,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        &ds_multi(&first.orientation),
+    );
+    put_seq(
+        &mut shared,
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        vec![orientation],
+    );
     let mut measures = InMemDicomObject::new_empty();
-    put(&mut measures, tags::PIXEL_SPACING, VR::DS, &ds_multi(&first.pixel_spacing));
-    put(&mut measures, tags::SLICE_THICKNESS, VR::DS, &ds(grid.spacing[2]));
-    put(&mut measures, tags::SPACING_BETWEEN_SLICES, VR::DS, &ds(grid.spacing[2]));
+    put(
+        &mut measures,
+        tags::PIXEL_SPACING,
+        VR::DS,
+        &ds_multi(&first.pixel_spacing),
+    );
+    put(
+        &mut measures,
+        tags::SLICE_THICKNESS,
+        VR::DS,
+        &ds(grid.spacing[2]),
+    );
+    put(
+        &mut measures,
+        tags::SPACING_BETWEEN_SLICES,
+        VR::DS,
+        &ds(grid.spacing[2]),
+    );
     put_seq(&mut shared, tags::PIXEL_MEASURES_SEQUENCE, vec![measures]);
-    put_seq(&mut obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]);
+    put_seq(
+        &mut obj,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![shared],
+    );
 
     // Frames: for each segment, every slice where it has voxels.
     let mut per_frame = Vec::new();
@@ -374,28 +569,56 @@ pub fn write_seg(
             ));
             put_seq(&mut item, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
             let mut position = InMemDicomObject::new_empty();
-            put(&mut position, tags::IMAGE_POSITION_PATIENT, VR::DS, &ds_multi(&src.position));
+            put(
+                &mut position,
+                tags::IMAGE_POSITION_PATIENT,
+                VR::DS,
+                &ds_multi(&src.position),
+            );
             put_seq(&mut item, tags::PLANE_POSITION_SEQUENCE, vec![position]);
             let mut ident = InMemDicomObject::new_empty();
             obj_put_us(&mut ident, tags::REFERENCED_SEGMENT_NUMBER, number);
-            put_seq(&mut item, tags::SEGMENT_IDENTIFICATION_SEQUENCE, vec![ident]);
+            put_seq(
+                &mut item,
+                tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                vec![ident],
+            );
             let mut source = InMemDicomObject::new_empty();
-            put(&mut source, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &src.sop_class_uid);
-            put(&mut source, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &src.sop_instance_uid);
+            put(
+                &mut source,
+                tags::REFERENCED_SOP_CLASS_UID,
+                VR::UI,
+                &src.sop_class_uid,
+            );
+            put(
+                &mut source,
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                &src.sop_instance_uid,
+            );
             if src.number_of_frames > 1 {
-                put(&mut source, tags::REFERENCED_FRAME_NUMBER, VR::IS, &(src.frame + 1).to_string());
+                put(
+                    &mut source,
+                    tags::REFERENCED_FRAME_NUMBER,
+                    VR::IS,
+                    &(src.frame + 1).to_string(),
+                );
             }
-            put_seq(&mut source, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, vec![code_item(&Code::new(
-                "121322",
-                "DCM",
-                "Source image for image processing operation",
-            ))]);
+            put_seq(
+                &mut source,
+                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                vec![code_item(&Code::new(
+                    "121322",
+                    "DCM",
+                    "Source image for image processing operation",
+                ))],
+            );
             let mut derivation = InMemDicomObject::new_empty();
-            put_seq(&mut derivation, tags::DERIVATION_CODE_SEQUENCE, vec![code_item(&Code::new(
-                "113076",
-                "DCM",
-                "Segmentation",
-            ))]);
+            put_seq(
+                &mut derivation,
+                tags::DERIVATION_CODE_SEQUENCE,
+                vec![code_item(&Code::new("113076", "DCM", "Segmentation"))],
+            );
             put_seq(&mut derivation, tags::SOURCE_IMAGE_SEQUENCE, vec![source]);
             put_seq(&mut item, tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]);
             per_frame.push(item);
@@ -403,8 +626,17 @@ pub fn write_seg(
         summary_segments.push((number, s.label, s.name.clone(), count));
     }
     let frames = per_frame.len();
-    put(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string());
-    put_seq(&mut obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame);
+    put(
+        &mut obj,
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        &frames.to_string(),
+    );
+    put_seq(
+        &mut obj,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        per_frame,
+    );
 
     // The source series and instances.
     let mut instances = Vec::new();
@@ -412,14 +644,33 @@ pub fn write_seg(
     for s in &series.slices {
         if seen.insert(s.sop_instance_uid.clone()) {
             let mut i = InMemDicomObject::new_empty();
-            put(&mut i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &s.sop_class_uid);
-            put(&mut i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &s.sop_instance_uid);
+            put(
+                &mut i,
+                tags::REFERENCED_SOP_CLASS_UID,
+                VR::UI,
+                &s.sop_class_uid,
+            );
+            put(
+                &mut i,
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                &s.sop_instance_uid,
+            );
             instances.push(i);
         }
     }
     let mut referenced = InMemDicomObject::new_empty();
-    put(&mut referenced, tags::SERIES_INSTANCE_UID, VR::UI, &series.series_uid);
-    put_seq(&mut referenced, tags::REFERENCED_INSTANCE_SEQUENCE, instances);
+    put(
+        &mut referenced,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &series.series_uid,
+    );
+    put_seq(
+        &mut referenced,
+        tags::REFERENCED_INSTANCE_SEQUENCE,
+        instances,
+    );
     put_seq(&mut obj, tags::REFERENCED_SERIES_SEQUENCE, vec![referenced]);
 
     // Pixel data: 1 bit per pixel, frames back to back, LSB first, even length.
@@ -430,11 +681,19 @@ pub fn write_seg(
     if packed.len() % 2 == 1 {
         packed.push(0);
     }
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(packed.into())));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::U8(packed.into()),
+    ));
 
-    let werr = |m: String| DicomError::Write { path: path.to_path_buf(), message: m };
+    let werr = |m: String| DicomError::Write {
+        path: path.to_path_buf(),
+        message: m,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| werr(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| werr(format!("creating {}: {e}", dir.display())))?;
     }
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
@@ -443,7 +702,11 @@ pub fn write_seg(
     let tmp = path.with_extension("dcm.part");
     file.write_to_file(&tmp).map_err(|e| werr(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| werr(format!("renaming {}: {e}", tmp.display())))?;
-    tracing::info!("wrote DICOM SEG {} ({frames} frames, {} segments)", path.display(), segments.len());
+    tracing::info!(
+        "wrote DICOM SEG {} ({frames} frames, {} segments)",
+        path.display(),
+        segments.len()
+    );
     Ok(SegSummary {
         path: path.to_path_buf(),
         sop_instance_uid,

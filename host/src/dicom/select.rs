@@ -84,10 +84,16 @@ fn compile(modality: &str, rule: &ModalityRule) -> Result<Compiled, DicomError> 
         RegexBuilder::new(p)
             .case_insensitive(!rule.case_sensitive)
             .build()
-            .map_err(|e| DicomError::Select(format!("modality rules: `{modality}`: invalid pattern `{p}`: {e}")))
+            .map_err(|e| {
+                DicomError::Select(format!(
+                    "modality rules: `{modality}`: invalid pattern `{p}`: {e}"
+                ))
+            })
     };
     if rule.include.is_empty() {
-        return Err(DicomError::Select(format!("modality rules: `{modality}` has no `include` pattern")));
+        return Err(DicomError::Select(format!(
+            "modality rules: `{modality}` has no `include` pattern"
+        )));
     }
     Ok(Compiled {
         include: rule.include.iter().map(build).collect::<Result<_, _>>()?,
@@ -118,8 +124,8 @@ exclude = ["flair", "star", "\\*", "t2\\s*map", "\\bpd\\b", "dual"]
 
     /// Parses rules from TOML text (see the module documentation).
     pub fn from_toml_str(text: &str) -> Result<Self, DicomError> {
-        let rules: Self =
-            toml::from_str(text).map_err(|e| DicomError::Select(format!("modality rules: {}", e.message())))?;
+        let rules: Self = toml::from_str(text)
+            .map_err(|e| DicomError::Select(format!("modality rules: {}", e.message())))?;
         for (m, r) in &rules.modalities {
             compile(m, r)?;
         }
@@ -128,14 +134,22 @@ exclude = ["flair", "star", "\\*", "t2\\s*map", "\\bpd\\b", "dual"]
 
     /// Reads rules from a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, DicomError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DicomError::Select(format!("cannot read modality rules {}: {e}", path.display())))?;
-        Self::from_toml_str(&text).map_err(|e| DicomError::Select(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            DicomError::Select(format!(
+                "cannot read modality rules {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::from_toml_str(&text)
+            .map_err(|e| DicomError::Select(format!("{}: {e}", path.display())))
     }
 
     /// Picks one series per modality among `series` (in modality-name
     /// order; optional modalities without a match are left out).
-    pub fn select<'a>(&self, series: &'a [Series]) -> Result<Vec<(String, &'a Series)>, DicomError> {
+    pub fn select<'a>(
+        &self,
+        series: &'a [Series],
+    ) -> Result<Vec<(String, &'a Series)>, DicomError> {
         let candidates: Vec<&Series> = series.iter().filter(|s| s.is_volume()).collect();
         let mut chosen: Vec<(String, &Series)> = Vec::new();
         let mut problems = Vec::new();
@@ -174,7 +188,10 @@ exclude = ["flair", "star", "\\*", "t2\\s*map", "\\bpd\\b", "dual"]
             };
             if let Some(s) = pick {
                 if let Some((other, _)) = chosen.iter().find(|(_, t)| std::ptr::eq(*t, s)) {
-                    problems.push(format!("series {} matches both `{other}` and `{modality}`", s.label()));
+                    problems.push(format!(
+                        "series {} matches both `{other}` and `{modality}`",
+                        s.label()
+                    ));
                 }
                 chosen.push((modality.clone(), s));
             }
@@ -201,7 +218,10 @@ pub fn describe_all(series: &[Series]) -> String {
         .map(|s| {
             let what = match (&s.geometry, s.localizer) {
                 (_, true) => format!("localizer, {} image(s)", s.slices.len()),
-                (Ok(g), false) => format!("{}x{}x{}", g.grid.shape[0], g.grid.shape[1], g.grid.shape[2]),
+                (Ok(g), false) => format!(
+                    "{}x{}x{}",
+                    g.grid.shape[0], g.grid.shape[1], g.grid.shape[2]
+                ),
                 (Err(e), false) => format!("not a volume: {e}"),
             };
             format!("  {} {} ({what})", s.label(), s.modality)
@@ -274,17 +294,28 @@ mod tests {
             series(6, "AX T2* GRE"),
         ];
         let picked = ModalityRules::brain_mri().select(&found).unwrap();
-        let names: Vec<(String, i64)> = picked.iter().map(|(m, s)| (m.clone(), s.number.unwrap())).collect();
+        let names: Vec<(String, i64)> = picked
+            .iter()
+            .map(|(m, s)| (m.clone(), s.number.unwrap()))
+            .collect();
         assert_eq!(
             names,
-            vec![("flair".into(), 2), ("t1".into(), 3), ("t1ce".into(), 4), ("t2".into(), 5)]
+            vec![
+                ("flair".into(), 2),
+                ("t1".into(), 3),
+                ("t1ce".into(), 4),
+                ("t2".into(), 5)
+            ]
         );
     }
 
     #[test]
     fn missing_modality_lists_the_series_found() {
         let found = vec![series(2, "AX FLAIR"), series(3, "AX T1 pre")];
-        let err = ModalityRules::brain_mri().select(&found).unwrap_err().to_string();
+        let err = ModalityRules::brain_mri()
+            .select(&found)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no series for `t1ce`"), "{err}");
         assert!(err.contains("no series for `t2`"), "{err}");
         assert!(err.contains("#2 'AX FLAIR' MR (2x2x3)"), "{err}");
@@ -294,7 +325,8 @@ mod tests {
     #[test]
     fn ambiguity_policies() {
         let found = vec![series(2, "flair"), series(7, "flair repeat")];
-        let mut rules = ModalityRules::from_toml_str("[modalities.flair]\ninclude = ['FLAIR']\n").unwrap();
+        let mut rules =
+            ModalityRules::from_toml_str("[modalities.flair]\ninclude = ['FLAIR']\n").unwrap();
         let err = rules.select(&found).unwrap_err().to_string();
         assert!(err.contains("2 series match `flair`"), "{err}");
         rules.on_ambiguity = Ambiguity::HighestNumber;
@@ -305,11 +337,18 @@ mod tests {
 
     #[test]
     fn invalid_rules_are_reported() {
-        let err = ModalityRules::from_toml_str("[modalities.t1]\ninclude = ['(']\n").unwrap_err().to_string();
+        let err = ModalityRules::from_toml_str("[modalities.t1]\ninclude = ['(']\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`t1`: invalid pattern `(`"), "{err}");
-        let err = ModalityRules::from_toml_str("[modalities.t1]\ninclde = ['t1']\n").unwrap_err().to_string();
+        let err = ModalityRules::from_toml_str("[modalities.t1]\ninclde = ['t1']\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("inclde"), "{err}");
-        let case = ModalityRules::from_toml_str("[modalities.t1]\ninclude = ['T1']\ncase_sensitive = true\n").unwrap();
+        let case = ModalityRules::from_toml_str(
+            "[modalities.t1]\ninclude = ['T1']\ncase_sensitive = true\n",
+        )
+        .unwrap();
         assert!(case.select(&[series(1, "t1")]).is_err());
         assert!(case.select(&[series(1, "T1")]).is_ok());
     }

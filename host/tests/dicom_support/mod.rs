@@ -21,10 +21,21 @@ pub fn python() -> String {
 /// Runs an external tool, panicking with its output when it fails.
 pub fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{what}: cannot start {:?}: {e} (install the test tools with `scripts/ci-deps.sh`)", cmd.get_program())
+        panic!(
+            "{what}: cannot start {:?}: {e} (install the test tools with `scripts/ci-deps.sh`)",
+            cmd.get_program()
+        )
     });
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what} failed ({}):\n{text}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -67,11 +78,19 @@ fn generated() -> &'static Generated {
     GENERATED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temporary folder");
         let root = dir.path().join("series");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/dicom/make_series.py");
-        run(Command::new(python()).arg(&script).arg(&root), "writing the DICOM test series (make_series.py)");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/dicom/make_series.py");
+        run(
+            Command::new(python()).arg(&script).arg(&root),
+            "writing the DICOM test series (make_series.py)",
+        );
         let text = std::fs::read_to_string(root.join("cases.json")).expect("cases.json");
         let manifest: Manifest = serde_json::from_str(&text).expect("cases.json parses");
-        Generated { _dir: dir, root, cases: manifest.cases }
+        Generated {
+            _dir: dir,
+            root,
+            cases: manifest.cases,
+        }
     })
 }
 
@@ -82,7 +101,10 @@ pub fn cases() -> &'static [Case] {
 
 /// The case called `name`.
 pub fn case(name: &str) -> &'static Case {
-    cases().iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no generated case `{name}`"))
+    cases()
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no generated case `{name}`"))
 }
 
 /// A scratch folder inside the generated tree.
@@ -97,7 +119,10 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn dcm2niix(dir: &Path, out: &Path) -> String {
     std::fs::create_dir_all(out).expect("output folder");
     run(
-        Command::new("dcm2niix").args(["-f", "%j_%e", "-z", "n", "-b", "n", "-o"]).arg(out).arg(dir),
+        Command::new("dcm2niix")
+            .args(["-f", "%j_%e", "-z", "n", "-b", "n", "-o"])
+            .arg(out)
+            .arg(dir),
         &format!("dcm2niix on {}", dir.display()),
     )
 }
