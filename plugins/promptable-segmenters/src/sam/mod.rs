@@ -283,6 +283,99 @@ mod tests {
         assert!(slice_to_rgb(&bad).is_err());
     }
 
+    /// A small random SAM (narrow, shallow encoder; official input size).
+    fn tiny_predictor() -> SamPredictor {
+        use image_encoder::ImageEncoderConfig;
+        let config = SamConfig {
+            encoder: ImageEncoderConfig {
+                embed_dim: 32,
+                depth: 2,
+                num_heads: 2,
+                out_chans: 32,
+                global_attn_indexes: vec![1],
+                ..ImageEncoderConfig::vit_b()
+            },
+            prompt_embed_dim: 32,
+            mask_in_chans: 16,
+            decoder: mask_decoder::MaskDecoderConfig {
+                transformer_dim: 32,
+                mlp_dim: 64,
+                num_heads: 2,
+                ..Default::default()
+            },
+        };
+        let sam = Sam::new(&config, tch::Device::Cpu);
+        tch::manual_seed(3);
+        tch::no_grad(|| {
+            for (_, mut v) in sam.vs.variables() {
+                let r = tch::Tensor::randn(v.size(), (tch::Kind::Float, tch::Device::Cpu)) * 0.2;
+                v.copy_(&r);
+            }
+        });
+        SamPredictor::new(sam)
+    }
+
+    #[test]
+    fn segmenter_caches_embeddings_and_handles_empty_prompt_sets() {
+        use clisc_sdk::{BoxXyxy, PromptPoint};
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SamSegmenter::new(tiny_predictor(), true, Some(dir.path().join("cache")), 42);
+        let data: Vec<f32> = (0..40 * 30)
+            .map(|i| ((i % 40) as f32 - 20.0).abs() + (i / 40) as f32 * 0.1)
+            .collect();
+        let slice = SliceImage {
+            case_id: "case/1".into(),
+            index: 7,
+            image: Image2d {
+                width: 40,
+                height: 30,
+                channels: 1,
+                data: data.into(),
+            },
+        };
+        let set = PromptSet {
+            slice: 7,
+            bbox: abi_stable::std_types::ROption::RSome(BoxXyxy {
+                x0: 5.0,
+                y0: 4.0,
+                x1: 30.0,
+                y1: 25.0,
+            }),
+            points: vec![PromptPoint {
+                x: 12.0,
+                y: 10.0,
+                positive: true,
+            }]
+            .into(),
+        };
+        let empty = PromptSet {
+            slice: 7,
+            bbox: abi_stable::std_types::ROption::RNone,
+            points: RVec::new(),
+        };
+        let first = seg
+            .segment_slice(&slice, &[set.clone(), empty.clone()])
+            .unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            (first[0].width, first[0].height, first[0].data.len()),
+            (40, 30, 1200)
+        );
+        assert!(first[1].data.iter().all(|&v| v == 0));
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("cache").join("case_1"))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1);
+        // Second call reads the cache and gives the same mask.
+        let second = seg.segment_slice(&slice, &[set]).unwrap();
+        assert_eq!(second[0], first[0]);
+        // Only empty prompt sets: no embedding is computed at all.
+        let none = SamSegmenter::new(tiny_predictor(), false, None, 0)
+            .segment_slice(&slice, &[empty])
+            .unwrap();
+        assert!(none[0].data.iter().all(|&v| v == 0));
+    }
+
     #[test]
     fn cache_names_are_safe() {
         assert_eq!(sanitize("BraTS20/../x y"), "BraTS20_.._x_y");
