@@ -28,9 +28,11 @@
 use clisc_imaging::intensity::minmax_to_u8;
 use tch::{Kind, Tensor};
 
-/// CLIP's per-channel mean (RGB, on 0..1).
+/// CLIP's per-channel mean (RGB, on 0..1), digits as in the reference.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// CLIP's per-channel standard deviation.
+/// CLIP's per-channel standard deviation, digits as in the reference.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
