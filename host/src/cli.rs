@@ -23,6 +23,12 @@ pub enum Command {
     Plugins(crate::commands::plugins::PluginsCommand),
     /// Validate a pipeline file and print it resolved (defaults filled in).
     Check(crate::commands::check::CheckArgs),
+    /// Write BraTS-like synthetic cases (four modalities + labels, BraTS 2020 layout).
+    Synth(crate::commands::synth::SynthArgs),
+    /// Score predictions against ground truth (Dice, HD95, sensitivity, specificity).
+    Eval(crate::commands::eval::EvalArgs),
+    /// Write a reproducible train/valid/test split of a dataset as CSV.
+    Split(crate::commands::split::SplitArgs),
     /// DICOM studies: list series, convert to NIfTI.
     #[command(subcommand)]
     Dicom(crate::commands::dicom::DicomCommand),
@@ -43,6 +49,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugins(cmd) => crate::commands::plugins::run(cmd),
         Command::Check(args) => crate::commands::check::run(args),
+        Command::Synth(args) => crate::commands::synth::run(args),
+        Command::Eval(args) => crate::commands::eval::run(args),
+        Command::Split(args) => crate::commands::split::run(args),
         Command::Dicom(cmd) => crate::commands::dicom::run(cmd),
         Command::Run(args) => crate::commands::run::run(args, cli.quiet),
         Command::Sam(args) => crate::commands::sam::run(args),

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod nifti_io;
 pub mod preprocess;
 pub mod splits;
+pub mod synth;
 pub mod pipeline;
 pub mod registry;
 pub mod report;

@@ -551,3 +551,144 @@ mod tests {
         assert!(evaluate_case("c", &other, &gt).is_err());
     }
 }
+
+/// Scores of many cases with their summary; what `clisc eval` prints and
+/// writes, also usable in memory by the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Per-case scores, in the order given.
+    pub cases: Vec<CaseMetrics>,
+    /// Mean ± std per region.
+    pub summary: BTreeMap<Region, RegionSummary>,
+}
+
+fn fmt_num(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+impl Evaluation {
+    /// Scores `(id, prediction, reference)` triples (see [`evaluate_case`]).
+    pub fn of<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a LabelVolume, &'a LabelVolume)>,
+    ) -> Result<Evaluation, PluginError> {
+        let cases = pairs
+            .into_iter()
+            .map(|(id, p, r)| evaluate_case(id, p, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Evaluation::from_cases(cases))
+    }
+
+    /// Wraps already computed case scores with their summary.
+    pub fn from_cases(cases: Vec<CaseMetrics>) -> Evaluation {
+        let summary = summarize(&cases);
+        Evaluation { cases, summary }
+    }
+
+    /// A fixed-width table: one line per case (Dice in %, HD95 in mm,
+    /// sensitivity and specificity in %), then mean ± std per region.
+    pub fn table(&self) -> String {
+        let regions: Vec<Region> = self.summary.keys().copied().collect();
+        let width = self
+            .cases
+            .iter()
+            .map(|c| c.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut s = format!("{:width$}", "case");
+        for r in &regions {
+            s.push_str(&format!(
+                "  {:>8} {:>9} {:>7} {:>7}",
+                format!("{} Dice", r.name()),
+                format!("{} HD95", r.name()),
+                "sens",
+                "spec"
+            ));
+        }
+        s.push('\n');
+        for c in &self.cases {
+            s.push_str(&format!("{:width$}", c.id));
+            for r in &regions {
+                match c.regions.get(r) {
+                    Some(m) => s.push_str(&format!(
+                        "  {:>8} {:>9} {:>7} {:>7}",
+                        fmt_num(100.0 * m.dice, 2),
+                        m.hd95.map_or("n/a".into(), |h| fmt_num(h, 2)),
+                        fmt_num(100.0 * m.sensitivity, 1),
+                        fmt_num(100.0 * m.specificity, 2)
+                    )),
+                    None => s.push_str(&format!("  {:>8} {:>9} {:>7} {:>7}", "-", "-", "-", "-")),
+                }
+            }
+            s.push('\n');
+        }
+        for (r, sum) in &self.summary {
+            s.push_str(&format!(
+                "{}: Dice {} ± {} % (n = {}), HD95 {} ± {} mm (n = {}{}), sensitivity {} %, specificity {} %\n",
+                r.name(),
+                fmt_num(100.0 * sum.dice.mean, 2),
+                fmt_num(100.0 * sum.dice.std, 2),
+                sum.dice.n,
+                fmt_num(sum.hd95.mean, 2),
+                fmt_num(sum.hd95.std, 2),
+                sum.hd95.n,
+                if sum.hd95.undefined > 0 {
+                    format!(", {} undefined: exactly one mask empty", sum.hd95.undefined)
+                } else {
+                    String::new()
+                },
+                fmt_num(100.0 * sum.sensitivity.mean, 2),
+                fmt_num(100.0 * sum.specificity.mean, 3),
+            ));
+        }
+        s
+    }
+
+    /// CSV, one row per case and region:
+    /// `case_id,region,dice,hd95,sensitivity,specificity,pred_voxels,ref_voxels`;
+    /// undefined values are empty fields.
+    pub fn to_csv(&self) -> String {
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v}")
+            } else {
+                String::new()
+            }
+        };
+        let mut s = String::from(
+            "case_id,region,dice,hd95,sensitivity,specificity,pred_voxels,ref_voxels\n",
+        );
+        for c in &self.cases {
+            for (r, m) in &c.regions {
+                s.push_str(&format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    c.id,
+                    r.name(),
+                    num(m.dice),
+                    m.hd95.map(num).unwrap_or_default(),
+                    num(m.sensitivity),
+                    num(m.specificity),
+                    m.pred_voxels,
+                    m.ref_voxels
+                ));
+            }
+        }
+        s
+    }
+
+    /// JSON with `cases` and `summary` (undefined values are `null`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("evaluation serialises")
+    }
+
+    /// Writes `metrics.csv` and `metrics.json` into `dir` (created).
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("metrics.csv"), self.to_csv())?;
+        std::fs::write(dir.join("metrics.json"), self.to_json())
+    }
+}

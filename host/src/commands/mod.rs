@@ -7,3 +7,6 @@ pub mod infer;
 pub mod plugins;
 pub mod run;
 pub mod sam;
+pub mod synth;
+pub mod eval;
+pub mod split;
