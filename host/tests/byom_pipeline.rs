@@ -28,7 +28,10 @@ fn python() -> String {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Case `i`: a 32 x 28 x 14 head with a brain block of intensity ~100 and a
@@ -46,7 +49,10 @@ fn write_case(root: &Path, i: usize) {
             for x in 3..29 {
                 let idx = grid.index(x, y, z);
                 flair[idx] = 100.0 + ((x * 7 + y * 13 + z * 3 + i) % 11) as f32;
-                if (tx..tx + 5).contains(&x) && (ty..ty + 5).contains(&y) && (tz..tz + 3).contains(&z) {
+                if (tx..tx + 5).contains(&x)
+                    && (ty..ty + 5).contains(&y)
+                    && (tz..tz + 3).contains(&z)
+                {
                     flair[idx] = 300.0 + (x % 3) as f32;
                     seg.data[idx] = 2;
                 }
@@ -71,9 +77,21 @@ fn a_pipeline_made_only_of_runtime_plugins_runs_end_to_end() {
         .arg(&models)
         .output()
         .unwrap();
-    assert!(out.status.success(), "make_models.py: {}", String::from_utf8_lossy(&out.stderr));
-    let box_fill = std::env::current_exe().unwrap().parent().unwrap().join(library_file_name("clisc-example-box-fill-segmenter"));
-    assert!(box_fill.is_file(), "{} missing (a dev-dependency of the host)", box_fill.display());
+    assert!(
+        out.status.success(),
+        "make_models.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let box_fill = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(library_file_name("clisc-example-box-fill-segmenter"));
+    assert!(
+        box_fill.is_file(),
+        "{} missing (a dev-dependency of the host)",
+        box_fill.display()
+    );
     let roi_script = repo().join("host/tests/byom/roi_extractor.py");
 
     let pipeline = format!(
@@ -85,10 +103,8 @@ seed = 3
 
 [dataset]
 root = "data"
-layout = "brats2020"
 modalities = ["flair"]
-[dataset.split]
-ratios = [4, 0, 2]
+split = {{ ratios = [4.0, 0.0, 2.0], seed = 1 }}
 
 [plugins]
 paths = [{box_fill:?}]
@@ -120,16 +136,33 @@ settings = {{ model = "models/volumetric.pt", pad_multiple = 4 }}
     let config = root.join("pipeline.toml");
     std::fs::write(&config, pipeline).unwrap();
 
-    let summary = run_pipeline(&config, RunOptions::default(), true).unwrap_or_else(|e| panic!("pipeline failed: {e:#}"));
-    assert!(summary.stages.iter().any(|s| s.contains("example-box-fill")), "{:?}", summary.stages);
+    let summary = run_pipeline(&config, RunOptions::default(), true)
+        .unwrap_or_else(|e| panic!("pipeline failed: {e:#}"));
+    assert!(
+        summary
+            .stages
+            .iter()
+            .any(|s| s.contains("example-box-fill")),
+        "{:?}",
+        summary.stages
+    );
     // Every stage did real work on this easy data.
     let labels = summary.slice_labels.as_ref().expect("slice-label stats");
     eprintln!("slice labels: {labels:?}");
     let roi_dice: Vec<f64> = summary.rois.values().flatten().map(|s| s.dice).collect();
-    assert!(!roi_dice.is_empty() && roi_dice.iter().all(|d| *d > 0.8), "ROI Dice {roi_dice:?}");
+    assert!(
+        !roi_dice.is_empty() && roi_dice.iter().all(|d| *d > 0.8),
+        "ROI Dice {roi_dice:?}"
+    );
     let mask_dice: Vec<f64> = summary.pseudo_masks.iter().map(|s| s.dice).collect();
-    assert!(!mask_dice.is_empty() && mask_dice.iter().all(|d| *d > 0.8), "pseudo-mask Dice {mask_dice:?}");
+    assert!(
+        !mask_dice.is_empty() && mask_dice.iter().all(|d| *d > 0.8),
+        "pseudo-mask Dice {mask_dice:?}"
+    );
     let test: Vec<f64> = summary.test.values().flatten().map(|s| s.dice).collect();
-    assert!(!test.is_empty() && test.iter().all(|d| *d > 0.8), "test Dice {test:?}");
+    assert!(
+        !test.is_empty() && test.iter().all(|d| *d > 0.8),
+        "test Dice {test:?}"
+    );
     assert!(root.join("work/summary.json").is_file());
 }

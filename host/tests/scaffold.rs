@@ -1,6 +1,6 @@
 //! `clisc plugins new`: every stage kind scaffolds a crate that builds on
 //! its own (`cargo build --offline`, dependencies from the local registry
-//! cache), passes its own unit test, and is picked up by
+//! cache), passes its own unit test (`cargo test --offline`), and is picked up by
 //! `clisc plugins list` (through the registry and through the binary).
 //!
 //! All six crates share one target folder inside the temporary directory,
@@ -51,7 +51,9 @@ fn every_kind_scaffolds_a_crate_that_builds_tests_and_lists() {
             sdk_path: None,
         })
         .unwrap();
-        // `cargo test` builds the library (cdylib + rlib) and runs its unit test.
+        // `cargo build` puts the shared library in target/debug/; `cargo test`
+        // runs the example's unit test.
+        cargo(&dir, &target, &["build", "--quiet"]);
         cargo(&dir, &target, &["test", "--quiet"]);
         names.push((name, kind));
     }
