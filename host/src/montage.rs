@@ -1,0 +1,451 @@
+//! PNG montages of one case for the run report: what the ROI stage saw
+//! and produced, a few slices at a glance.
+//!
+//! One row per chosen axial slice; columns, left to right:
+//! 1. FLAIR (per-slice min-max grey);
+//! 2. one column per CAM round (`initial`, `amda-1`, ...): the activation
+//!    as a jet heatmap blended over the FLAIR;
+//! 3. the overlay: FLAIR with the final ROI contour (yellow), any extra
+//!    contours given by the caller (e.g. pseudo-label, prediction, ground
+//!    truth, each in its own colour), the prompt box (cyan) and points
+//!    (green = positive, red = negative).
+//!
+//! Tiles are `scale` times the slice size (nearest neighbour), x = column,
+//! y = row as everywhere in clisc. The function is pure apart from writing
+//! the PNG: it takes SDK data types and returns the slices it drew.
+
+use anyhow::{bail, Context, Result};
+use clisc_sdk::{CaseInput, CasePrompts, LabelVolume, RoiResult};
+use image::{Rgb, RgbImage};
+use std::path::Path;
+
+/// ROI contour colour (yellow).
+pub const ROI_COLOUR: [u8; 3] = [255, 220, 0];
+/// Box colour (cyan).
+pub const BOX_COLOUR: [u8; 3] = [0, 220, 255];
+/// Positive point colour (green).
+pub const POSITIVE_COLOUR: [u8; 3] = [0, 230, 60];
+/// Negative point colour (red).
+pub const NEGATIVE_COLOUR: [u8; 3] = [255, 40, 40];
+
+/// An extra label volume drawn as a contour on the overlay column.
+#[derive(Debug, Clone, Copy)]
+pub struct Contour<'a> {
+    /// What it is (for logs; the picture has no text).
+    pub name: &'a str,
+    /// The labels (non-zero = inside), on the case's grid.
+    pub labels: &'a LabelVolume,
+    /// RGB colour of the contour.
+    pub colour: [u8; 3],
+}
+
+/// What to draw.
+#[derive(Debug, Clone)]
+pub struct MontageInput<'a> {
+    /// The case (its `flair` channel is shown).
+    pub case: &'a CaseInput,
+    /// CAM rounds and ROIs (last round = final ROI), if any.
+    pub roi: Option<&'a RoiResult>,
+    /// Prompts (box and points), if any.
+    pub prompts: Option<&'a CasePrompts>,
+    /// Extra contours (pseudo-label, prediction, ground truth, ...).
+    pub contours: Vec<Contour<'a>>,
+    /// Slices to draw; `None` chooses up to `max_slices` automatically.
+    pub slices: Option<Vec<usize>>,
+    /// Maximum number of automatically chosen slices.
+    pub max_slices: usize,
+    /// Upscaling factor of the tiles.
+    pub scale: usize,
+}
+
+impl<'a> MontageInput<'a> {
+    /// A montage of `case` with defaults (4 slices, 2x scale) and nothing else drawn.
+    pub fn new(case: &'a CaseInput) -> Self {
+        Self {
+            case,
+            roi: None,
+            prompts: None,
+            contours: Vec::new(),
+            slices: None,
+            max_slices: 4,
+            scale: 2,
+        }
+    }
+}
+
+/// Up to `k` slices spread evenly over the slices where the final ROI (or
+/// else the first contour, or else the brain) is non-empty, always
+/// including the one where it is largest.
+pub fn choose_slices(input: &MontageInput<'_>, k: usize) -> Vec<usize> {
+    let grid = input.case.image.grid;
+    let n = grid.slice_len();
+    let nz = grid.shape[2] as usize;
+    let source: &[u8] = input
+        .roi
+        .and_then(|r| r.final_round())
+        .map(|r| r.roi.data.as_slice())
+        .filter(|d| d.iter().any(|&v| v != 0))
+        .or_else(|| {
+            input
+                .contours
+                .first()
+                .map(|c| c.labels.data.as_slice())
+                .filter(|d| d.iter().any(|&v| v != 0))
+        })
+        .unwrap_or(input.case.brain_mask.data.as_slice());
+    let areas: Vec<usize> = (0..nz)
+        .map(|z| {
+            source[z * n..(z + 1) * n]
+                .iter()
+                .filter(|&&v| v != 0)
+                .count()
+        })
+        .collect();
+    let present: Vec<usize> = (0..nz).filter(|&z| areas[z] > 0).collect();
+    if present.is_empty() || k == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<usize> = if present.len() <= k {
+        present.clone()
+    } else {
+        (0..k)
+            .map(|j| present[(2 * j + 1) * present.len() / (2 * k)])
+            .collect()
+    };
+    let largest = (0..nz)
+        .max_by_key(|&z| (areas[z], std::cmp::Reverse(z)))
+        .expect("nz > 0");
+    if !out.contains(&largest) {
+        // replace the chosen slice nearest to the largest one
+        let nearest = (0..out.len())
+            .min_by_key(|&i| out[i].abs_diff(largest))
+            .expect("non-empty");
+        out[nearest] = largest;
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Jet colour map of `t` in `[0, 1]`.
+fn jet(t: f32) -> [f32; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let c = |x: f32| (1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0);
+    [c(3.0), c(2.0), c(1.0)]
+}
+
+fn is_edge(mask: &[u8], w: usize, h: usize, x: usize, y: usize) -> bool {
+    if mask[x + w * y] == 0 {
+        return false;
+    }
+    x == 0
+        || y == 0
+        || x + 1 == w
+        || y + 1 == h
+        || [(x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)]
+            .iter()
+            .any(|&(a, b)| mask[a + w * b] == 0)
+}
+
+struct Canvas {
+    img: RgbImage,
+    scale: usize,
+}
+
+impl Canvas {
+    fn fill(&mut self, x0: usize, y0: usize, w: usize, h: usize, c: [u8; 3]) {
+        for y in y0..(y0 + h).min(self.img.height() as usize) {
+            for x in x0..(x0 + w).min(self.img.width() as usize) {
+                self.img.put_pixel(x as u32, y as u32, Rgb(c));
+            }
+        }
+    }
+    /// Paints slice pixel (x, y) of the tile at (ox, oy).
+    fn pixel(&mut self, ox: usize, oy: usize, x: usize, y: usize, c: [u8; 3]) {
+        let s = self.scale;
+        self.fill(ox + x * s, oy + y * s, s, s, c);
+    }
+}
+
+/// Draws the montage and writes it as a PNG at `path` (parent folders are
+/// created). Returns the slices drawn (empty: no slice to show, and no file
+/// is written).
+pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>> {
+    let grid = input.case.image.grid;
+    let [w, h, nz] = grid.dims();
+    let n = w * h;
+    let flair = input
+        .case
+        .image
+        .require_channel("flair")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let slices = match &input.slices {
+        Some(s) => s.clone(),
+        None => choose_slices(input, input.max_slices),
+    };
+    if let Some(&z) = slices.iter().find(|&&z| z >= nz) {
+        bail!(
+            "montage of case {}: slice {z} is outside the volume ({nz} slices)",
+            input.case.id
+        );
+    }
+    if slices.is_empty() {
+        return Ok(slices);
+    }
+    let rounds: Vec<&clisc_sdk::RoiRound> = input
+        .roi
+        .map(|r| r.rounds.iter().collect())
+        .unwrap_or_default();
+    for r in &rounds {
+        if r.cam.grid.shape != grid.shape || r.roi.grid.shape != grid.shape {
+            bail!(
+                "montage of case {}: round `{}` is not on the case's grid",
+                input.case.id,
+                r.name
+            );
+        }
+    }
+    for c in &input.contours {
+        if c.labels.grid.shape != grid.shape {
+            bail!(
+                "montage of case {}: contour `{}` is not on the case's grid",
+                input.case.id,
+                c.name
+            );
+        }
+    }
+    let scale = input.scale.max(1);
+    let gap = 4;
+    let cols = 2 + rounds.len();
+    let (tw, th) = (w * scale, h * scale);
+    let width = cols * tw + (cols + 1) * gap;
+    let height = slices.len() * th + (slices.len() + 1) * gap;
+    let mut canvas = Canvas {
+        img: RgbImage::from_pixel(width as u32, height as u32, Rgb([24, 24, 24])),
+        scale,
+    };
+    for (row, &z) in slices.iter().enumerate() {
+        let oy = gap + row * (th + gap);
+        let values = &flair[z * n..(z + 1) * n];
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let grey = |i: usize| {
+            if hi > lo {
+                (values[i] - lo) / (hi - lo)
+            } else {
+                0.0
+            }
+        };
+        // Column 0: FLAIR; column 1+r: CAM heatmaps; last: overlay base.
+        for col in 0..cols {
+            let ox = gap + col * (tw + gap);
+            for y in 0..h {
+                for x in 0..w {
+                    let i = x + w * y;
+                    let g = grey(i);
+                    let c = if col >= 1 && col <= rounds.len() {
+                        let cam = rounds[col - 1]
+                            .cam
+                            .channel("cam")
+                            .map_or(0.0, |c| c[z * n + i]);
+                        let j = jet(cam);
+                        let a = 0.5 * cam.clamp(0.0, 1.0).sqrt();
+                        [0, 1, 2].map(|k| (255.0 * ((1.0 - a) * g + a * j[k])) as u8)
+                    } else {
+                        [(255.0 * g) as u8; 3]
+                    };
+                    canvas.pixel(ox, oy, x, y, c);
+                }
+            }
+        }
+        let ox = gap + (cols - 1) * (tw + gap);
+        let mut layers: Vec<(&[u8], [u8; 3])> = input
+            .contours
+            .iter()
+            .map(|c| (&c.labels.data[z * n..(z + 1) * n], c.colour))
+            .collect();
+        if let Some(last) = rounds.last() {
+            layers.push((&last.roi.data[z * n..(z + 1) * n], ROI_COLOUR));
+        }
+        for (mask, colour) in layers {
+            for y in 0..h {
+                for x in 0..w {
+                    if is_edge(mask, w, h, x, y) {
+                        canvas.pixel(ox, oy, x, y, colour);
+                    }
+                }
+            }
+        }
+        if let Some(prompts) = input.prompts {
+            for set in prompts.sets.iter().filter(|s| s.slice as usize == z) {
+                if let abi_stable::std_types::ROption::RSome(b) = set.bbox {
+                    let px =
+                        |v: f32, max: usize| (v.round().max(0.0) as usize).min(max - 1) * scale;
+                    let (x0, y0, x1, y1) = (
+                        px(b.x0, w),
+                        px(b.y0, h),
+                        px(b.x1, w) + scale - 1,
+                        px(b.y1, h) + scale - 1,
+                    );
+                    canvas.fill(ox + x0, oy + y0, x1 - x0 + 1, 1, BOX_COLOUR);
+                    canvas.fill(ox + x0, oy + y1, x1 - x0 + 1, 1, BOX_COLOUR);
+                    canvas.fill(ox + x0, oy + y0, 1, y1 - y0 + 1, BOX_COLOUR);
+                    canvas.fill(ox + x1, oy + y0, 1, y1 - y0 + 1, BOX_COLOUR);
+                }
+                for p in set.points.iter() {
+                    let cx = ox + (p.x.round().max(0.0) as usize).min(w - 1) * scale + scale / 2;
+                    let cy = oy + (p.y.round().max(0.0) as usize).min(h - 1) * scale + scale / 2;
+                    let c = if p.positive {
+                        POSITIVE_COLOUR
+                    } else {
+                        NEGATIVE_COLOUR
+                    };
+                    canvas.fill(cx.saturating_sub(3), cy.saturating_sub(3), 7, 7, [0, 0, 0]);
+                    canvas.fill(cx.saturating_sub(2), cy.saturating_sub(2), 5, 5, c);
+                }
+            }
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    canvas
+        .img
+        .save(path)
+        .with_context(|| format!("writing montage {}", path.display()))?;
+    Ok(slices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clisc_sdk::{BoxXyxy, Grid, PromptPoint, PromptSet, RoiRound, Volume};
+
+    #[test]
+    fn draws_rows_columns_contours_and_prompts() {
+        let grid = Grid::new([20, 10, 6], [1.0; 3]);
+        let flair: Vec<f32> = (0..grid.len()).map(|i| (i % 20) as f32).collect();
+        let case = CaseInput {
+            id: "c".into(),
+            image: Volume::single(grid, "flair", flair),
+            brain_mask: LabelVolume {
+                grid,
+                data: vec![1u8; grid.len()].into(),
+            },
+        };
+        let mut roi = LabelVolume::zeros(grid);
+        for z in 2..4 {
+            for y in 3..7 {
+                for x in 5..9 {
+                    roi.data[grid.index(x, y, z)] = 1;
+                }
+            }
+        }
+        let cam = Volume::single(grid, "cam", vec![0.5; grid.len()]);
+        let result = RoiResult {
+            rounds: vec![
+                RoiRound {
+                    name: "initial".into(),
+                    cam: cam.clone(),
+                    roi: roi.clone(),
+                },
+                RoiRound {
+                    name: "amda-1".into(),
+                    cam,
+                    roi: roi.clone(),
+                },
+            ]
+            .into(),
+        };
+        let prompts = CasePrompts {
+            sets: vec![PromptSet {
+                slice: 2,
+                bbox: abi_stable::std_types::ROption::RSome(BoxXyxy {
+                    x0: 3.0,
+                    y0: 1.0,
+                    x1: 11.0,
+                    y1: 8.0,
+                }),
+                points: vec![PromptPoint {
+                    x: 6.0,
+                    y: 5.0,
+                    positive: true,
+                }]
+                .into(),
+            }]
+            .into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m/c.png");
+        let mut input = MontageInput::new(&case);
+        input.roi = Some(&result);
+        input.prompts = Some(&prompts);
+        input.contours.push(Contour {
+            name: "gt",
+            labels: &roi,
+            colour: [255, 0, 255],
+        });
+        let drawn = write_montage(&input, &path).unwrap();
+        assert_eq!(drawn, vec![2, 3]);
+        let img = image::open(&path).unwrap().to_rgb8();
+        // 4 columns (FLAIR, 2 CAMs, overlay) of 40 px + 5 gaps; 2 rows of 20 px + 3 gaps.
+        assert_eq!(
+            (img.width(), img.height()),
+            (4 * 40 + 5 * 4, 2 * 20 + 3 * 4)
+        );
+        let ox = 4 + 3 * 44;
+        // ROI contour (drawn last, yellow) at slice pixel (5, 3) of row 0.
+        assert_eq!(
+            img.get_pixel((ox + 5 * 2) as u32, (4 + 3 * 2) as u32).0,
+            ROI_COLOUR
+        );
+        // Box top edge at slice row 1, column 4.
+        assert_eq!(
+            img.get_pixel((ox + 4 * 2) as u32, (4 + 1 * 2) as u32).0,
+            BOX_COLOUR
+        );
+        // Positive point centre.
+        assert_eq!(
+            img.get_pixel((ox + 6 * 2 + 1) as u32, (4 + 5 * 2 + 1) as u32)
+                .0,
+            POSITIVE_COLOUR
+        );
+        // Explicit slices out of range are an error.
+        input.slices = Some(vec![9]);
+        assert!(write_montage(&input, &path).is_err());
+    }
+
+    #[test]
+    fn chooses_the_largest_roi_slice() {
+        let grid = Grid::new([4, 4, 10], [1.0; 3]);
+        let case = CaseInput {
+            id: "c".into(),
+            image: Volume::single(grid, "flair", vec![0.0; grid.len()]),
+            brain_mask: LabelVolume {
+                grid,
+                data: vec![1u8; grid.len()].into(),
+            },
+        };
+        let mut gt = LabelVolume::zeros(grid);
+        for z in 1..9 {
+            gt.data[grid.index(0, 0, z)] = 1;
+        }
+        for x in 0..4 {
+            gt.data[grid.index(x, 1, 7)] = 1;
+        }
+        let mut input = MontageInput::new(&case);
+        input.contours.push(Contour {
+            name: "gt",
+            labels: &gt,
+            colour: [255, 0, 255],
+        });
+        let s = choose_slices(&input, 3);
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(&7), "{s:?}");
+        assert!(s.iter().all(|z| (1..9).contains(z)));
+    }
+}
