@@ -72,9 +72,11 @@ fn toml_swaps_builtin_for_external_plugin() {
     assert!(!labels.is_empty());
     for case in &labels {
         let slices = case.as_array().unwrap();
-        assert_eq!(slices.len(), 24);
-        assert_eq!(slices[10]["label"], 1, "slice 10 holds the lesion: {case}");
-        assert_eq!(slices[2]["label"], 0, "slice 2 has no lesion: {case}");
+        // Stages see the volume cropped to the brain: the ellipsoid spans
+        // original slices 2..=22, so cropped slice k is original slice k + 2.
+        assert_eq!(slices.len(), 21);
+        assert_eq!(slices[8]["label"], 1, "original slice 10 holds the lesion: {case}");
+        assert_eq!(slices[1]["label"], 0, "original slice 3 has no lesion: {case}");
     }
     let stats = summary.slice_labels.expect("ground truth exists, so slice-label accuracy is reported");
     assert!(stats.all.accuracy > 0.9, "slice accuracy {}", stats.all.accuracy);

@@ -34,6 +34,8 @@ pub enum Command {
     Dicom(crate::commands::dicom::DicomCommand),
     /// Run a pipeline end to end (cached, resumable).
     Run(crate::commands::run::RunArgs),
+    /// Synthesise a small dataset, run the weight-free demo pipeline, write the report.
+    Demo(crate::commands::demo::DemoArgs),
     /// Segment one 2D image or one slice of a volume with SAM from box/point prompts.
     Sam(crate::commands::sam::SamArgs),
     /// CLIP zero-shot probabilities of texts for one image or NIfTI slice.
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Split(args) => crate::commands::split::run(args),
         Command::Dicom(cmd) => crate::commands::dicom::run(cmd),
         Command::Run(args) => crate::commands::run::run(args, cli.quiet),
+        Command::Demo(args) => crate::commands::demo::run(args, cli.quiet),
         Command::Sam(args) => crate::commands::sam::run(args),
         Command::Clip(args) => crate::commands::clip::run(args),
         Command::Infer(args) => crate::commands::infer::run(args),

@@ -1,6 +1,7 @@
 //! One module per `clisc` subcommand.
 
 pub mod check;
+pub mod demo;
 pub mod clip;
 pub mod dicom;
 pub mod infer;

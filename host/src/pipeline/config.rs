@@ -177,9 +177,9 @@ pub struct RunSettings {
     pub threads: u32,
 }
 
-/// The dataset section as written (interpreted by [`crate::dataset`]).
+/// The dataset section as written (interpreted by [`crate::dataset`],
+/// which rejects unknown keys; see [`parse`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDataset {
     /// Dataset root folder.
     pub root: String,
@@ -317,6 +317,9 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
     };
     let mut dataset = raw.dataset.get_ref().clone();
     dataset.root = absolute(&dataset.root).display().to_string();
+    if let Err(e) = crate::dataset::DatasetLayout::from_table(&dataset.rest) {
+        errors.push(pos.error(Some(raw.dataset.span()), format!("[dataset]: {e}")));
+    }
 
     let mut stages = BTreeMap::new();
     for (key, stage) in raw.stages.get_ref() {

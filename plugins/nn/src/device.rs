@@ -14,7 +14,9 @@ pub fn resolve_device(spec: &str) -> Result<Device, PluginError> {
         _ => {
             let index = match spec {
                 "cuda" => Some(0),
-                s => s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
+                s => s
+                    .strip_prefix("cuda:")
+                    .and_then(|n| n.parse::<usize>().ok()),
             };
             let Some(index) = index else {
                 return Err(PluginError::config(format!(
@@ -39,10 +41,16 @@ mod tests {
     #[test]
     fn parses_device_strings() {
         assert_eq!(resolve_device("cpu").unwrap(), Device::Cpu);
-        assert!(resolve_device("gpu").unwrap_err().message.contains("not one of"));
+        assert!(resolve_device("gpu")
+            .unwrap_err()
+            .message
+            .contains("not one of"));
         if !tch::Cuda::is_available() {
             assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
-            assert!(resolve_device("cuda:0").unwrap_err().message.contains("sees 0"));
+            assert!(resolve_device("cuda:0")
+                .unwrap_err()
+                .message
+                .contains("sees 0"));
         }
     }
 }
