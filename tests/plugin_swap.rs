@@ -39,7 +39,10 @@ fn labels_of(work: &Path) -> Vec<serde_json::Value> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    files.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+    files
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
 }
 
 #[test]
@@ -51,7 +54,10 @@ fn toml_swaps_builtin_for_external_plugin() {
     let builtin = pipeline(dir.path(), "builtin", "plugin = \"flair-intensity\"", "");
     run_pipeline(&builtin, RunOptions::default(), true).expect("built-in pipeline runs");
     let m = manifest(&dir.path().join("work-builtin"));
-    assert_eq!(m["steps"]["pseudo-labels"]["plugins"][0], "pseudo_labeler=flair-intensity@0.1.0");
+    assert_eq!(
+        m["steps"]["pseudo-labels"]["plugins"][0],
+        "pseudo_labeler=flair-intensity@0.1.0"
+    );
 
     let external = pipeline(
         dir.path(),
@@ -59,12 +65,19 @@ fn toml_swaps_builtin_for_external_plugin() {
         "plugin = \"example-threshold\"\nsettings = { k = 2.0, min_fraction = 0.02 }",
         &format!("{:?}", lib.display().to_string()),
     );
-    let summary = run_pipeline(&external, RunOptions::default(), true).expect("external pipeline runs");
+    let summary =
+        run_pipeline(&external, RunOptions::default(), true).expect("external pipeline runs");
     let work = dir.path().join("work-external");
     let m = manifest(&work);
     assert_eq!(m["steps"]["pseudo-labels"]["status"], "done");
-    assert_eq!(m["steps"]["pseudo-labels"]["plugins"][0], "pseudo_labeler=example-threshold@0.1.0");
-    assert!(summary.stages.iter().any(|s| s == "pseudo_labeler=example-threshold"));
+    assert_eq!(
+        m["steps"]["pseudo-labels"]["plugins"][0],
+        "pseudo_labeler=example-threshold@0.1.0"
+    );
+    assert!(summary
+        .stages
+        .iter()
+        .any(|s| s == "pseudo_labeler=example-threshold"));
 
     // The external plugin really labelled the slices: lesion slices
     // positive, slices far from the lesion negative.
@@ -75,11 +88,23 @@ fn toml_swaps_builtin_for_external_plugin() {
         // Stages see the volume cropped to the brain: the ellipsoid spans
         // original slices 2..=22, so cropped slice k is original slice k + 2.
         assert_eq!(slices.len(), 21);
-        assert_eq!(slices[8]["label"], 1, "original slice 10 holds the lesion: {case}");
-        assert_eq!(slices[1]["label"], 0, "original slice 3 has no lesion: {case}");
+        assert_eq!(
+            slices[8]["label"], 1,
+            "original slice 10 holds the lesion: {case}"
+        );
+        assert_eq!(
+            slices[1]["label"], 0,
+            "original slice 3 has no lesion: {case}"
+        );
     }
-    let stats = summary.slice_labels.expect("ground truth exists, so slice-label accuracy is reported");
-    assert!(stats.all.accuracy > 0.9, "slice accuracy {}", stats.all.accuracy);
+    let stats = summary
+        .slice_labels
+        .expect("ground truth exists, so slice-label accuracy is reported");
+    assert!(
+        stats.all.accuracy > 0.9,
+        "slice accuracy {}",
+        stats.all.accuracy
+    );
 }
 
 #[test]

@@ -8,20 +8,20 @@
 
 pub mod cli;
 pub mod commands;
-pub mod progress;
-pub mod loader;
 pub mod dataset;
 pub mod dicom;
+pub mod loader;
 pub mod metrics;
+pub mod montage;
 pub mod nifti_io;
-pub mod preprocess;
-pub mod splits;
-pub mod synth;
 pub mod pipeline;
+pub mod preprocess;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod scaffold;
-pub mod montage;
+pub mod splits;
+pub mod synth;
 
 // Built-in plugin crates register themselves with `inventory`; naming them
 // here makes sure the linker keeps them.

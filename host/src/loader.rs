@@ -29,7 +29,11 @@ pub enum LoadError {
     NotAPlugin { path: PathBuf, detail: String },
     /// Built against an incompatible SDK.
     #[error("{path} was built against clisc-sdk {plugin_sdk}, which is incompatible with this host's clisc-sdk {host_sdk}; rebuild the plugin against clisc-sdk {host_sdk}")]
-    IncompatibleSdk { path: PathBuf, plugin_sdk: String, host_sdk: String },
+    IncompatibleSdk {
+        path: PathBuf,
+        plugin_sdk: String,
+        host_sdk: String,
+    },
     /// Layout of the shared types differs.
     #[error("{path} has an incompatible plugin interface layout (built against a different clisc-sdk?): {detail}")]
     Abi { path: PathBuf, detail: String },
@@ -41,12 +45,19 @@ pub enum LoadError {
 /// The search path from [`PLUGIN_PATH_VAR`], if set.
 pub fn env_search_path() -> Vec<PathBuf> {
     std::env::var_os(PLUGIN_PATH_VAR)
-        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn is_shared_library(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("so" | "dylib" | "dll"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("so" | "dylib" | "dll")
+    )
 }
 
 /// Expands folders on the search path into the shared libraries they hold;
@@ -55,10 +66,14 @@ pub fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError
     let mut libs = Vec::new();
     for entry in search_path {
         if entry.is_dir() {
-            let read = std::fs::read_dir(entry)
-                .map_err(|e| LoadError::Folder { path: entry.clone(), detail: e.to_string() })?;
-            let mut found: Vec<PathBuf> =
-                read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_shared_library(p)).collect();
+            let read = std::fs::read_dir(entry).map_err(|e| LoadError::Folder {
+                path: entry.clone(),
+                detail: e.to_string(),
+            })?;
+            let mut found: Vec<PathBuf> = read
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_shared_library(p))
+                .collect();
             found.sort();
             libs.extend(found);
         } else {
@@ -72,20 +87,35 @@ pub fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError
 /// the descriptors of the plugins it provides.
 pub fn load_library(path: &Path) -> Result<Vec<PluginDescriptor>, LoadError> {
     if !path.exists() {
-        return Err(LoadError::Missing { path: path.to_path_buf() });
+        return Err(LoadError::Missing {
+            path: path.to_path_buf(),
+        });
     }
     let header = lib_header_from_path(path).map_err(|e| match e {
-        LibraryError::OpenError { .. } => LoadError::Open { path: path.to_path_buf(), detail: e.to_string() },
-        other => LoadError::NotAPlugin { path: path.to_path_buf(), detail: other.to_string() },
-    })?;
-    let module = header.init_root_module::<PluginLibraryRef>().map_err(|e| match e {
-        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::IncompatibleSdk {
+        LibraryError::OpenError { .. } => LoadError::Open {
             path: path.to_path_buf(),
-            plugin_sdk: actual_version.to_string(),
-            host_sdk: SDK_VERSION.to_string(),
+            detail: e.to_string(),
         },
-        other => LoadError::Abi { path: path.to_path_buf(), detail: first_line(&other.to_string()) },
+        other => LoadError::NotAPlugin {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
     })?;
+    let module = header
+        .init_root_module::<PluginLibraryRef>()
+        .map_err(|e| match e {
+            LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+                LoadError::IncompatibleSdk {
+                    path: path.to_path_buf(),
+                    plugin_sdk: actual_version.to_string(),
+                    host_sdk: SDK_VERSION.to_string(),
+                }
+            }
+            other => LoadError::Abi {
+                path: path.to_path_buf(),
+                detail: first_line(&other.to_string()),
+            },
+        })?;
     let plugin_sdk = module.sdk_version().as_str().to_string();
     if !sdk_versions_compatible(SDK_VERSION, &plugin_sdk) {
         return Err(LoadError::IncompatibleSdk {

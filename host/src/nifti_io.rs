@@ -377,12 +377,14 @@ pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
         NiftiType::Uint64 => decode!(u64, 8),
         NiftiType::Float32 => decode!(f32, 4),
         NiftiType::Float64 => decode!(f64, 8),
-        other => return Err(unsupported(
-            path,
-            format!(
+        other => {
+            return Err(unsupported(
+                path,
+                format!(
                 "datatype {other:?} (supported: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64)"
             ),
-        )),
+            ))
+        }
     };
     let (slope, inter) = (header.scl_slope, header.scl_inter);
     let scaling = if slope != 0.0 && slope.is_finite() && inter.is_finite() {

@@ -19,13 +19,24 @@ pub struct Bars {
 impl Bars {
     /// Bars on stderr, or nowhere when `quiet`.
     pub fn new(quiet: bool) -> Self {
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-        Self { multi: MultiProgress::with_draw_target(target), bars: Default::default(), prefix: String::new() }
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Self {
+            multi: MultiProgress::with_draw_target(target),
+            bars: Default::default(),
+            prefix: String::new(),
+        }
     }
 
     /// The same bars, with task names prefixed by `prefix` (the stage name).
     pub fn scoped(&self, prefix: &str) -> Self {
-        Self { prefix: prefix.to_string(), ..self.clone() }
+        Self {
+            prefix: prefix.to_string(),
+            ..self.clone()
+        }
     }
 
     /// An ABI-stable handle for plugins.
@@ -35,14 +46,20 @@ impl Bars {
 
     /// Updates (creating if needed) the bar of `task`.
     pub fn update(&self, task: &str, done: u64, total: u64, message: &str) {
-        let key = if self.prefix.is_empty() { task.to_string() } else { format!("{}: {task}", self.prefix) };
+        let key = if self.prefix.is_empty() {
+            task.to_string()
+        } else {
+            format!("{}: {task}", self.prefix)
+        };
         let mut bars = self.bars.lock().expect("progress lock");
         let bar = bars.entry(key.clone()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>28} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(key.clone());
             bar

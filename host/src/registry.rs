@@ -2,10 +2,10 @@
 //! external plugin libraries loaded at run time, behind one lookup.
 
 use crate::loader::{self, LoadError};
+use abi_stable::std_types::RResult;
 use clisc_sdk::config::resolve;
 use clisc_sdk::plugin::builtin_plugins;
 use clisc_sdk::{HostContext, PluginDescriptor, StageKind};
-use abi_stable::std_types::RResult;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -52,19 +52,35 @@ impl RegisteredPlugin {
 pub enum RegistryError {
     /// No plugin of that name.
     #[error("no plugin named `{name}` (available {kind} plugins: {available})")]
-    Unknown { name: String, kind: StageKind, available: String },
+    Unknown {
+        name: String,
+        kind: StageKind,
+        available: String,
+    },
     /// The plugin exists but is of another kind.
     #[error("plugin `{name}` is a {actual}, but this stage needs a {expected}")]
-    WrongKind { name: String, expected: StageKind, actual: StageKind },
+    WrongKind {
+        name: String,
+        expected: StageKind,
+        actual: StageKind,
+    },
     /// Two sources provide the same name.
     #[error("plugin `{name}` is provided twice: by {first} and by {second}")]
-    Duplicate { name: String, first: Origin, second: Origin },
+    Duplicate {
+        name: String,
+        first: Origin,
+        second: Origin,
+    },
     /// Settings rejected by the plugin's schema.
     #[error("settings of plugin `{name}`:\n  {}", problems.join("\n  "))]
     Settings { name: String, problems: Vec<String> },
     /// The constructor failed (including a caught panic).
     #[error("plugin `{name}` ({origin}) failed to start: {source}")]
-    Create { name: String, origin: Origin, source: clisc_sdk::PluginError },
+    Create {
+        name: String,
+        origin: Origin,
+        source: clisc_sdk::PluginError,
+    },
     /// A library could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -81,9 +97,14 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut plugins: Vec<RegisteredPlugin> = builtin_plugins()
             .into_iter()
-            .map(|descriptor| RegisteredPlugin { descriptor, origin: Origin::Builtin })
+            .map(|descriptor| RegisteredPlugin {
+                descriptor,
+                origin: Origin::Builtin,
+            })
             .collect();
-        plugins.sort_by(|a, b| (a.kind(), a.name().to_string()).cmp(&(b.kind(), b.name().to_string())));
+        plugins.sort_by(|a, b| {
+            (a.kind(), a.name().to_string()).cmp(&(b.kind(), b.name().to_string()))
+        });
         Self { plugins }
     }
 
@@ -100,13 +121,20 @@ impl Registry {
     /// Loads one plugin library and registers its plugins.
     pub fn load_library(&mut self, path: &Path) -> Result<usize, RegistryError> {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        if self.plugins.iter().any(|p| p.origin == Origin::External(path.clone())) {
+        if self
+            .plugins
+            .iter()
+            .any(|p| p.origin == Origin::External(path.clone()))
+        {
             return Ok(0);
         }
         let descriptors = loader::load_library(&path)?;
         let n = descriptors.len();
         for descriptor in descriptors {
-            self.add(RegisteredPlugin { descriptor, origin: Origin::External(path.clone()) })?;
+            self.add(RegisteredPlugin {
+                descriptor,
+                origin: Origin::External(path.clone()),
+            })?;
         }
         Ok(n)
     }
@@ -132,14 +160,26 @@ impl Registry {
     pub fn find(&self, name: &str, kind: StageKind) -> Result<&RegisteredPlugin, RegistryError> {
         match self.plugins.iter().find(|p| p.name() == name) {
             Some(p) if p.kind() == kind => Ok(p),
-            Some(p) => Err(RegistryError::WrongKind { name: name.into(), expected: kind, actual: p.kind() }),
+            Some(p) => Err(RegistryError::WrongKind {
+                name: name.into(),
+                expected: kind,
+                actual: p.kind(),
+            }),
             None => {
-                let available: Vec<&str> =
-                    self.plugins.iter().filter(|p| p.kind() == kind).map(|p| p.name()).collect();
+                let available: Vec<&str> = self
+                    .plugins
+                    .iter()
+                    .filter(|p| p.kind() == kind)
+                    .map(|p| p.name())
+                    .collect();
                 Err(RegistryError::Unknown {
                     name: name.into(),
                     kind,
-                    available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                    available: if available.is_empty() {
+                        "none".into()
+                    } else {
+                        available.join(", ")
+                    },
                 })
             }
         }
@@ -153,9 +193,11 @@ impl Registry {
         settings: &toml::Table,
     ) -> Result<toml::Table, RegistryError> {
         let plugin = self.find(name, kind)?;
-        resolve(&plugin.descriptor.info.settings, settings).map_err(|problems| RegistryError::Settings {
-            name: name.into(),
-            problems: problems.into_iter().map(|p| p.message).collect(),
+        resolve(&plugin.descriptor.info.settings, settings).map_err(|problems| {
+            RegistryError::Settings {
+                name: name.into(),
+                problems: problems.into_iter().map(|p| p.message).collect(),
+            }
         })
     }
 
@@ -171,9 +213,11 @@ impl Registry {
         let text = toml::to_string(resolved).expect("a TOML table serialises");
         match (plugin.descriptor.create)(text.as_str().into(), ctx) {
             RResult::ROk(stage) => Ok(stage),
-            RResult::RErr(source) => {
-                Err(RegistryError::Create { name: name.into(), origin: plugin.origin.clone(), source })
-            }
+            RResult::RErr(source) => Err(RegistryError::Create {
+                name: name.into(),
+                origin: plugin.origin.clone(),
+                source,
+            }),
         }
     }
 }

@@ -20,7 +20,10 @@ pub fn write_report(runner: &Runner<'_>) -> anyhow::Result<PathBuf> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn fmt_mean(values: impl IntoIterator<Item = f64>, digits: usize) -> String {
@@ -38,9 +41,18 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:90%}\
 img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
-    let _ = write!(h, "<h1>clisc run report</h1><p>Pipeline: <code>{}</code></p>", esc(&summary.pipeline));
+    let _ = write!(
+        h,
+        "<h1>clisc run report</h1><p>Pipeline: <code>{}</code></p>",
+        esc(&summary.pipeline)
+    );
     h += "<p>Stages: ";
-    h += &summary.stages.iter().map(|s| format!("<code>{}</code>", esc(s))).collect::<Vec<_>>().join(", ");
+    h += &summary
+        .stages
+        .iter()
+        .map(|s| format!("<code>{}</code>", esc(s)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = write!(
         h,
         "</p><p class=\"note\">Mode: <b>{}</b>. Ground truth is read only to compute the figures below.</p>",
@@ -79,7 +91,12 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
     }
     for round in &summary.roi_rounds {
         let scores = &summary.rois[round];
-        let _ = write!(h, "<tr><td>ROI ({})</td><td>Dice</td><td>{}</td></tr>", esc(round), fmt_mean(scores.iter().map(|s| s.dice), 4));
+        let _ = write!(
+            h,
+            "<tr><td>ROI ({})</td><td>Dice</td><td>{}</td></tr>",
+            esc(round),
+            fmt_mean(scores.iter().map(|s| s.dice), 4)
+        );
     }
     if !summary.pseudo_masks.is_empty() {
         let _ = write!(
@@ -100,7 +117,12 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
     }
     for (step, metrics) in &summary.stage_reports {
         for (name, value) in metrics {
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{value:.4}</td></tr>", esc(step), esc(name));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{value:.4}</td></tr>",
+                esc(step),
+                esc(name)
+            );
         }
     }
     h += "</table>";
@@ -119,7 +141,12 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
         for (case, png) in montages {
             if let Ok(bytes) = std::fs::read(png) {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                let _ = write!(h, "<h3>{}</h3><img alt=\"montage of {}\" src=\"data:image/png;base64,{b64}\">", esc(case), esc(case));
+                let _ = write!(
+                    h,
+                    "<h3>{}</h3><img alt=\"montage of {}\" src=\"data:image/png;base64,{b64}\">",
+                    esc(case),
+                    esc(case)
+                );
             }
         }
     }
@@ -131,14 +158,25 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
 fn dice_plot(summary: &RunSummary) -> String {
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for round in &summary.roi_rounds {
-        columns.push((format!("ROI {round}"), summary.rois[round].iter().map(|s| s.dice).collect()));
+        columns.push((
+            format!("ROI {round}"),
+            summary.rois[round].iter().map(|s| s.dice).collect(),
+        ));
     }
     let scores = |v: &[CaseScore]| v.iter().map(|s| s.dice).collect::<Vec<_>>();
     if !summary.pseudo_masks.is_empty() {
         columns.push(("pseudo-masks".into(), scores(&summary.pseudo_masks)));
     }
     if !summary.filter.is_empty() {
-        columns.push(("filter kept".into(), summary.filter.iter().filter(|f| f.keep).filter_map(|f| f.dice_vs_truth).collect()));
+        columns.push((
+            "filter kept".into(),
+            summary
+                .filter
+                .iter()
+                .filter(|f| f.keep)
+                .filter_map(|f| f.dice_vs_truth)
+                .collect(),
+        ));
     }
     for (model, s) in &summary.test {
         columns.push((format!("test {model}"), scores(s)));
@@ -146,7 +184,8 @@ fn dice_plot(summary: &RunSummary) -> String {
     if columns.is_empty() {
         return "<p class=\"note\">No ground truth: nothing to plot.</p>".into();
     }
-    let (w, hgt, left, top, bottom) = (160.0 * columns.len() as f64 + 60.0, 320.0, 50.0, 20.0, 60.0);
+    let (w, hgt, left, top, bottom) =
+        (160.0 * columns.len() as f64 + 60.0, 320.0, 50.0, 20.0, 60.0);
     let plot_h = hgt - top - bottom;
     let y = |d: f64| top + (1.0 - d.clamp(0.0, 1.0)) * plot_h;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" font-size=\"12\">");
@@ -159,18 +198,33 @@ fn dice_plot(summary: &RunSummary) -> String {
             yy + 4.0,
         );
     }
-    let _ = write!(s, "<text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\">Dice</text>", top + plot_h / 2.0, top + plot_h / 2.0);
+    let _ = write!(
+        s,
+        "<text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\">Dice</text>",
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    );
     for (i, (name, values)) in columns.iter().enumerate() {
         let cx = left + 80.0 + 160.0 * i as f64;
         for (j, v) in values.iter().enumerate() {
             let jitter = ((j * 7919) % 41) as f64 - 20.0;
-            let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#3367d6\" fill-opacity=\"0.6\"/>", cx + jitter, y(*v));
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#3367d6\" fill-opacity=\"0.6\"/>",
+                cx + jitter,
+                y(*v)
+            );
         }
         if let Some((m, _, _)) = mean_std(values.iter().copied()) {
             let (x0, x1, ym) = (cx - 30.0, cx + 30.0, y(m));
             let _ = write!(s, "<line x1=\"{x0:.1}\" x2=\"{x1:.1}\" y1=\"{ym:.1}\" y2=\"{ym:.1}\" stroke=\"#d33\" stroke-width=\"2\"/>");
         }
-        let _ = write!(s, "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", hgt - bottom + 20.0, esc(name));
+        let _ = write!(
+            s,
+            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            hgt - bottom + 20.0,
+            esc(name)
+        );
     }
     s += "</svg>";
     s

@@ -87,11 +87,21 @@ impl ConfigField {
     }
     /// A float setting with a default.
     pub fn float(name: &str, default: f64, doc: &str) -> Self {
-        Self::make(name, ConfigKind::Float, Some(toml::Value::Float(default).to_string()), doc)
+        Self::make(
+            name,
+            ConfigKind::Float,
+            Some(toml::Value::Float(default).to_string()),
+            doc,
+        )
     }
     /// A string setting with a default.
     pub fn string(name: &str, default: &str, doc: &str) -> Self {
-        Self::make(name, ConfigKind::String, Some(toml::Value::from(default).to_string()), doc)
+        Self::make(
+            name,
+            ConfigKind::String,
+            Some(toml::Value::from(default).to_string()),
+            doc,
+        )
     }
     /// A string setting restricted to `choices`, with a default among them.
     pub fn choice(name: &str, default: &str, choices: &[&str], doc: &str) -> Self {
@@ -131,7 +141,9 @@ pub fn check_value(field: &ConfigField, value: &toml::Value) -> Result<(), Strin
         ConfigKind::FloatList => value
             .as_array()
             .is_some_and(|a| a.iter().all(|v| v.is_float() || v.is_integer())),
-        ConfigKind::StringList => value.as_array().is_some_and(|a| a.iter().all(|v| v.is_str())),
+        ConfigKind::StringList => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(|v| v.is_str())),
     };
     if !ok {
         return Err(format!(
@@ -145,7 +157,10 @@ pub fn check_value(field: &ConfigField, value: &toml::Value) -> Result<(), Strin
         let s = value.as_str().unwrap_or_default();
         if !field.choices.iter().any(|c| c.as_str() == s) {
             let allowed: Vec<&str> = field.choices.iter().map(|c| c.as_str()).collect();
-            return Err(format!("`{}` must be one of {allowed:?}, found {s:?}", field.name));
+            return Err(format!(
+                "`{}` must be one of {allowed:?}, found {s:?}",
+                field.name
+            ));
         }
     }
     Ok(())
@@ -184,7 +199,10 @@ pub fn resolve(
                 Ok(()) => {
                     resolved.insert(name.to_string(), v.clone());
                 }
-                Err(message) => problems.push(FieldProblem { key: name.to_string(), message }),
+                Err(message) => problems.push(FieldProblem {
+                    key: name.to_string(),
+                    message,
+                }),
             },
             None => match &field.default {
                 ROption::RSome(lit) => {
@@ -233,48 +251,66 @@ impl Settings {
             let lines: Vec<String> = problems.into_iter().map(|p| p.message).collect();
             PluginError::config(format!("{plugin}: {}", lines.join("; ")))
         })?;
-        Ok(Self { plugin: plugin.to_string(), table })
+        Ok(Self {
+            plugin: plugin.to_string(),
+            table,
+        })
     }
     fn get(&self, key: &str) -> Result<&toml::Value, PluginError> {
-        self.table
-            .get(key)
-            .ok_or_else(|| PluginError::config(format!("{}: setting `{key}` is missing", self.plugin)))
+        self.table.get(key).ok_or_else(|| {
+            PluginError::config(format!("{}: setting `{key}` is missing", self.plugin))
+        })
     }
     fn wrong(&self, key: &str, what: &str) -> PluginError {
         PluginError::config(format!("{}: setting `{key}` must be {what}", self.plugin))
     }
     /// A boolean.
     pub fn bool(&self, key: &str) -> Result<bool, PluginError> {
-        self.get(key)?.as_bool().ok_or_else(|| self.wrong(key, "a boolean"))
+        self.get(key)?
+            .as_bool()
+            .ok_or_else(|| self.wrong(key, "a boolean"))
     }
     /// A float (integers widen).
     pub fn f64(&self, key: &str) -> Result<f64, PluginError> {
         let v = self.get(key)?;
-        v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).ok_or_else(|| self.wrong(key, "a float"))
+        v.as_float()
+            .or_else(|| v.as_integer().map(|i| i as f64))
+            .ok_or_else(|| self.wrong(key, "a float"))
     }
     /// An integer.
     pub fn i64(&self, key: &str) -> Result<i64, PluginError> {
-        self.get(key)?.as_integer().ok_or_else(|| self.wrong(key, "an integer"))
+        self.get(key)?
+            .as_integer()
+            .ok_or_else(|| self.wrong(key, "an integer"))
     }
     /// A non-negative integer.
     pub fn usize(&self, key: &str) -> Result<usize, PluginError> {
         let v = self.i64(key)?;
-        usize::try_from(v).map_err(|_| self.wrong(key, &format!("a non-negative integer, found {v}")))
+        usize::try_from(v)
+            .map_err(|_| self.wrong(key, &format!("a non-negative integer, found {v}")))
     }
     /// A string.
     pub fn str(&self, key: &str) -> Result<&str, PluginError> {
-        self.get(key)?.as_str().ok_or_else(|| self.wrong(key, "a string"))
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| self.wrong(key, "a string"))
     }
     /// An optional path (absent when not set).
     pub fn path(&self, key: &str) -> Result<Option<PathBuf>, PluginError> {
         match self.table.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(|s| Some(PathBuf::from(s))).ok_or_else(|| self.wrong(key, "a path")),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(PathBuf::from(s)))
+                .ok_or_else(|| self.wrong(key, "a path")),
         }
     }
     /// A list of floats.
     pub fn f64_list(&self, key: &str) -> Result<Vec<f64>, PluginError> {
-        let arr = self.get(key)?.as_array().ok_or_else(|| self.wrong(key, "an array of floats"))?;
+        let arr = self
+            .get(key)?
+            .as_array()
+            .ok_or_else(|| self.wrong(key, "an array of floats"))?;
         arr.iter()
             .map(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
             .collect::<Option<Vec<_>>>()
@@ -282,7 +318,10 @@ impl Settings {
     }
     /// A list of strings.
     pub fn str_list(&self, key: &str) -> Result<Vec<String>, PluginError> {
-        let arr = self.get(key)?.as_array().ok_or_else(|| self.wrong(key, "an array of strings"))?;
+        let arr = self
+            .get(key)?
+            .as_array()
+            .ok_or_else(|| self.wrong(key, "an array of strings"))?;
         arr.iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
@@ -297,7 +336,12 @@ mod tests {
     fn schema() -> Vec<ConfigField> {
         vec![
             ConfigField::float("threshold", 0.6, "keep slices above this probability"),
-            ConfigField::choice("cam", "layercam", &["layercam", "gradcam", "cam"], "CAM method"),
+            ConfigField::choice(
+                "cam",
+                "layercam",
+                &["layercam", "gradcam", "cam"],
+                "CAM method",
+            ),
             ConfigField::required_path("weights", "weight file"),
             ConfigField::optional_path("cache", "cache dir"),
         ]
@@ -316,13 +360,20 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let t: toml::Table = toml::from_str("thresold = 0.5\ncam = \"saliency\"\nthreshold = \"x\"").unwrap();
+        let t: toml::Table =
+            toml::from_str("thresold = 0.5\ncam = \"saliency\"\nthreshold = \"x\"").unwrap();
         let problems = resolve(&schema(), &t).unwrap_err();
         let text: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
         assert_eq!(problems.len(), 4, "{text:?}");
-        assert!(text.iter().any(|m| m.contains("unknown setting `thresold`")));
+        assert!(text
+            .iter()
+            .any(|m| m.contains("unknown setting `thresold`")));
         assert!(text.iter().any(|m| m.contains("must be one of")));
-        assert!(text.iter().any(|m| m.contains("must be a float, found string")));
-        assert!(text.iter().any(|m| m.contains("missing required setting `weights`")));
+        assert!(text
+            .iter()
+            .any(|m| m.contains("must be a float, found string")));
+        assert!(text
+            .iter()
+            .any(|m| m.contains("missing required setting `weights`")));
     }
 }

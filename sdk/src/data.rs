@@ -27,7 +27,11 @@ impl Grid {
             affine[d][d] = *s;
         }
         affine[3][3] = 1.0;
-        Self { shape, spacing, affine }
+        Self {
+            shape,
+            spacing,
+            affine,
+        }
     }
     /// Shape as `usize`.
     pub fn dims(&self) -> [usize; 3] {
@@ -89,17 +93,28 @@ pub struct Volume {
 impl Volume {
     /// A single-channel volume.
     pub fn single(grid: Grid, name: &str, data: Vec<f32>) -> Self {
-        Self { grid, channels: RVec::from(vec![Channel { name: name.into(), data: data.into() }]) }
+        Self {
+            grid,
+            channels: RVec::from(vec![Channel {
+                name: name.into(),
+                data: data.into(),
+            }]),
+        }
     }
     /// The channel called `name`, if present.
     pub fn channel(&self, name: &str) -> Option<&[f32]> {
-        self.channels.iter().find(|c| c.name.as_str() == name).map(|c| c.data.as_slice())
+        self.channels
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .map(|c| c.data.as_slice())
     }
     /// The channel called `name`, or an input error listing what exists.
     pub fn require_channel(&self, name: &str) -> Result<&[f32], PluginError> {
         self.channel(name).ok_or_else(|| {
             let have: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
-            PluginError::input(format!("volume has no channel `{name}` (channels: {have:?})"))
+            PluginError::input(format!(
+                "volume has no channel `{name}` (channels: {have:?})"
+            ))
         })
     }
     /// Axial slice `z` of channel `name` as an image.
@@ -134,7 +149,10 @@ pub struct LabelVolume {
 impl LabelVolume {
     /// An all-background volume on `grid`.
     pub fn zeros(grid: Grid) -> Self {
-        Self { grid, data: RVec::from(vec![0u8; grid.len()]) }
+        Self {
+            grid,
+            data: RVec::from(vec![0u8; grid.len()]),
+        }
     }
     /// Axial slice `z` as a mask.
     pub fn axial_slice(&self, z: usize) -> Mask2d {
@@ -201,7 +219,11 @@ pub struct Mask2d {
 impl Mask2d {
     /// An empty mask of the given size.
     pub fn zeros(width: u32, height: u32) -> Self {
-        Self { width, height, data: RVec::from(vec![0u8; width as usize * height as usize]) }
+        Self {
+            width,
+            height,
+            data: RVec::from(vec![0u8; width as usize * height as usize]),
+        }
     }
 }
 
@@ -218,7 +240,11 @@ mod tests {
         assert_eq!((s.width, s.height), (3, 2));
         assert_eq!(s.at(2, 1, 0), 11.0);
         assert_eq!(grid.index(2, 1, 1), 11);
-        assert!(vol.axial_slice("t1", 0).unwrap_err().message.contains("flair"));
+        assert!(vol
+            .axial_slice("t1", 0)
+            .unwrap_err()
+            .message
+            .contains("flair"));
         assert!(vol.axial_slice("flair", 2).is_err());
     }
 
@@ -226,7 +252,11 @@ mod tests {
     fn label_slices_round_trip() {
         let grid = Grid::new([2, 2, 3], [1.0; 3]);
         let mut labels = LabelVolume::zeros(grid);
-        let m = Mask2d { width: 2, height: 2, data: vec![1, 0, 0, 1].into() };
+        let m = Mask2d {
+            width: 2,
+            height: 2,
+            data: vec![1, 0, 0, 1].into(),
+        };
         labels.set_axial_slice(2, &m).unwrap();
         assert_eq!(labels.axial_slice(2), m);
         assert_eq!(labels.count_nonzero(), 2);

@@ -28,10 +28,16 @@ pub struct SlicePseudoLabels {
 impl SlicePseudoLabels {
     /// Number of kept slices labelled tumor.
     pub fn kept_positive(&self) -> usize {
-        self.slices.iter().filter(|s| s.kept && s.label == 1).count()
+        self.slices
+            .iter()
+            .filter(|s| s.kept && s.label == 1)
+            .count()
     }
     /// Number of kept slices labelled no tumor.
     pub fn kept_negative(&self) -> usize {
-        self.slices.iter().filter(|s| s.kept && s.label == 0).count()
+        self.slices
+            .iter()
+            .filter(|s| s.kept && s.label == 0)
+            .count()
     }
 }

@@ -7,7 +7,9 @@ use crate::progress::ProgressSinkBox;
 use crate::stage::StageObject;
 use abi_stable::library::RootModule;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
-use abi_stable::{declare_root_module_statics, package_version_strings, sabi_types::VersionStrings, StableAbi};
+use abi_stable::{
+    declare_root_module_statics, package_version_strings, sabi_types::VersionStrings, StableAbi,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The stage families of a CLISC pipeline.
@@ -109,7 +111,8 @@ pub struct PluginDescriptor {
     /// Identity and settings schema.
     pub info: PluginInfo,
     /// Builds a stage from its resolved settings (TOML text); never unwinds.
-    pub create: extern "C" fn(settings: RStr<'_>, ctx: &HostContext) -> RResult<StageObject, PluginError>,
+    pub create:
+        extern "C" fn(settings: RStr<'_>, ctx: &HostContext) -> RResult<StageObject, PluginError>,
 }
 
 /// The Rust-side way to write a plugin: implement this, then register it
@@ -177,7 +180,10 @@ inventory::collect!(BuiltinPlugin);
 
 /// Every built-in plugin linked into this binary.
 pub fn builtin_plugins() -> Vec<PluginDescriptor> {
-    inventory::iter::<BuiltinPlugin>.into_iter().map(|b| (b.descriptor)()).collect()
+    inventory::iter::<BuiltinPlugin>
+        .into_iter()
+        .map(|b| (b.descriptor)())
+        .collect()
 }
 
 /// Registers plugin types as built-ins of the binary that links this crate.

@@ -137,7 +137,10 @@ pub struct StageReport {
 impl StageReport {
     /// Adds a metric.
     pub fn push(&mut self, name: &str, value: f64) {
-        self.metrics.push(NamedValue { name: name.into(), value });
+        self.metrics.push(NamedValue {
+            name: name.into(),
+            value,
+        });
     }
 }
 
@@ -165,7 +168,8 @@ pub trait RoiExtractor: Send {
 #[sabi_trait]
 pub trait PromptGenerator: Send {
     /// Prompts for every slice of `case` where `roi` is non-empty.
-    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume) -> RResult<CasePrompts, PluginError>;
+    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume)
+        -> RResult<CasePrompts, PluginError>;
 }
 
 /// Segments an object on a 2D slice from prompts (SAM and its alternatives).
@@ -261,11 +265,17 @@ impl StageObject {
     }
     /// Wraps a promptable segmenter.
     pub fn promptable_segmenter<T: PromptableSegmenter + 'static>(stage: T) -> Self {
-        Self::PromptableSegmenter(PromptableSegmenter_TO::from_value(Guarded(stage), TD_Opaque))
+        Self::PromptableSegmenter(PromptableSegmenter_TO::from_value(
+            Guarded(stage),
+            TD_Opaque,
+        ))
     }
     /// Wraps a volumetric segmenter.
     pub fn volumetric_segmenter<T: VolumetricSegmenter + 'static>(stage: T) -> Self {
-        Self::VolumetricSegmenter(VolumetricSegmenter_TO::from_value(Guarded(stage), TD_Opaque))
+        Self::VolumetricSegmenter(VolumetricSegmenter_TO::from_value(
+            Guarded(stage),
+            TD_Opaque,
+        ))
     }
     /// Wraps a filter.
     pub fn filter<T: Filter + 'static>(stage: T) -> Self {
@@ -304,7 +314,11 @@ impl<T: RoiExtractor> RoiExtractor for Guarded<T> {
 }
 
 impl<T: PromptGenerator> PromptGenerator for Guarded<T> {
-    fn prompts(&mut self, case: &CaseInput, roi: &LabelVolume) -> RResult<CasePrompts, PluginError> {
+    fn prompts(
+        &mut self,
+        case: &CaseInput,
+        roi: &LabelVolume,
+    ) -> RResult<CasePrompts, PluginError> {
         guard(|| self.0.prompts(case, roi))
     }
 }

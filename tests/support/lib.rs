@@ -13,7 +13,9 @@ pub fn write_tiny_dataset(root: &Path, cases: usize, shape: [u32; 3]) {
     let [nx, ny, nz] = grid.dims();
     let mut state = 7u64;
     let mut noise = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     };
     for c in 0..cases {
@@ -35,14 +37,18 @@ pub fn write_tiny_dataset(root: &Path, cases: usize, shape: [u32; 3]) {
                         continue;
                     }
                     let i = grid.index(x, y, z);
-                    let lesion = lesion_z.contains(&z) && x.abs_diff(lx) < nx / 6 && y.abs_diff(ly) < ny / 6;
+                    let lesion =
+                        lesion_z.contains(&z) && x.abs_diff(lx) < nx / 6 && y.abs_diff(ly) < ny / 6;
                     flair[i] = 100.0 + 10.0 * noise() + if lesion { 120.0 } else { 0.0 };
                     seg[i] = if lesion { 2 } else { 0 };
                 }
             }
         }
         nifti_io::write_f32(&dir.join(format!("{id}_flair.nii.gz")), &grid, &flair, None).unwrap();
-        let labels = LabelVolume { grid, data: seg.into() };
+        let labels = LabelVolume {
+            grid,
+            data: seg.into(),
+        };
         nifti_io::write_labels(&dir.join(format!("{id}_seg.nii.gz")), &labels, None).unwrap();
     }
 }
@@ -50,7 +56,10 @@ pub fn write_tiny_dataset(root: &Path, cases: usize, shape: [u32; 3]) {
 /// The folder holding this build's artefacts (`target/<profile>`).
 pub fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
 }
 
 /// The example external plugin library, which `cargo build --workspace`
@@ -67,5 +76,6 @@ pub fn example_plugin_library() -> PathBuf {
 
 /// Reads `manifest.json` of a work folder.
 pub fn manifest(work: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(work.join("manifest.json")).expect("manifest.json")).expect("valid JSON")
+    serde_json::from_slice(&std::fs::read(work.join("manifest.json")).expect("manifest.json"))
+        .expect("valid JSON")
 }

@@ -16,7 +16,8 @@ pub struct CheckArgs {
 
 /// Validates the file; prints the resolved pipeline (defaults filled in).
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let mut registry = Registry::with_search_path(&env_search_path()).context("loading plugins from CLISC_PLUGIN_PATH")?;
+    let mut registry = Registry::with_search_path(&env_search_path())
+        .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(&args.file, &mut registry)?;
     print!("{}", pipeline.to_toml());
     Ok(())

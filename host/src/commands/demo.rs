@@ -55,7 +55,11 @@ pub fn run(args: DemoArgs, quiet: bool) -> anyhow::Result<()> {
 
 /// Writes the synthetic cases that are not there yet (idempotent).
 fn synthesise(data: &Path, args: &DemoArgs) -> anyhow::Result<()> {
-    let opts = SynthOptions { shape: args.shape, seed: args.seed, ..SynthOptions::default() };
+    let opts = SynthOptions {
+        shape: args.shape,
+        seed: args.seed,
+        ..SynthOptions::default()
+    };
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     for i in 0..args.cases {
         let id = crate::synth::case_id(i);

@@ -26,7 +26,10 @@ pub enum PluginsCommand {
 /// Runs a `plugins` subcommand.
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<()> {
     match cmd {
-        PluginsCommand::List { plugin_path, settings } => {
+        PluginsCommand::List {
+            plugin_path,
+            settings,
+        } => {
             let mut search = env_search_path();
             search.extend(plugin_path);
             let registry = Registry::with_search_path(&search)?;
@@ -39,10 +42,16 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<()> {
 
 /// The table printed by `clisc plugins list`.
 pub fn render_list(registry: &Registry, settings: bool) -> String {
-    let mut out = format!("{:<22} {:<22} {:<9} {}\n", "NAME", "KIND", "VERSION", "ORIGIN");
+    let mut out = format!(
+        "{:<22} {:<22} {:<9} {}\n",
+        "NAME", "KIND", "VERSION", "ORIGIN"
+    );
     for p in registry.plugins() {
         let info = &p.descriptor.info;
-        out += &format!("{:<22} {:<22} {:<9} {}\n", info.name, info.kind, info.version, p.origin);
+        out += &format!(
+            "{:<22} {:<22} {:<9} {}\n",
+            info.name, info.kind, info.version, p.origin
+        );
         out += &format!("    {}\n", info.description);
         if settings {
             for f in info.settings.iter() {
@@ -51,7 +60,12 @@ pub fn render_list(registry: &Registry, settings: bool) -> String {
                     _ if f.optional => "(optional)".to_string(),
                     _ => "(required)".to_string(),
                 };
-                out += &format!("      {} ({}) {default}  {}\n", f.name, f.kind.name(), f.doc);
+                out += &format!(
+                    "      {} ({}) {default}  {}\n",
+                    f.name,
+                    f.kind.name(),
+                    f.doc
+                );
             }
         }
     }

@@ -35,7 +35,14 @@ fn parse_step(s: &str) -> Result<Step, String> {
 
 /// Runs the pipeline; writes the report into the work folder.
 pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
-    let summary = run_pipeline(&args.config, RunOptions { from: args.from, only: args.only }, quiet)?;
+    let summary = run_pipeline(
+        &args.config,
+        RunOptions {
+            from: args.from,
+            only: args.only,
+        },
+        quiet,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
@@ -43,18 +50,32 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 /// Loads, validates and runs a pipeline file; returns its summary.
-pub fn run_pipeline(config: &Path, options: RunOptions, quiet: bool) -> anyhow::Result<pipeline::RunSummary> {
-    let mut registry =
-        Registry::with_search_path(&env_search_path()).context("loading plugins from CLISC_PLUGIN_PATH")?;
+pub fn run_pipeline(
+    config: &Path,
+    options: RunOptions,
+    quiet: bool,
+) -> anyhow::Result<pipeline::RunSummary> {
+    let mut registry = Registry::with_search_path(&env_search_path())
+        .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(config, &mut registry)?;
     let bars = Bars::new(quiet);
     let cases = pipeline::prepare::prepare_cases(&pipeline)
         .with_context(|| format!("preparing the dataset of {}", config.display()))?;
-    let mut runner =
-        pipeline::Runner::new(&pipeline, &registry, pipeline.run.device.clone(), cases, bars, options)?;
+    let mut runner = pipeline::Runner::new(
+        &pipeline,
+        &registry,
+        pipeline.run.device.clone(),
+        cases,
+        bars,
+        options,
+    )?;
     runner.run()?;
-    let report = crate::report::write_report(&runner)
-        .map_err(|e| anyhow!("writing the report in {}: {e:#}", runner.work_dir().display()))?;
+    let report = crate::report::write_report(&runner).map_err(|e| {
+        anyhow!(
+            "writing the report in {}: {e:#}",
+            runner.work_dir().display()
+        )
+    })?;
     tracing::info!("report: {}", report.display());
     Ok(runner.summary.clone())
 }

@@ -25,7 +25,12 @@ pub fn labels_to_json(labels: &SlicePseudoLabels) -> Vec<SliceLabelRecord> {
     labels
         .slices
         .iter()
-        .map(|s| SliceLabelRecord { index: s.index, label: s.label, probability: s.probability, kept: s.kept })
+        .map(|s| SliceLabelRecord {
+            index: s.index,
+            label: s.label,
+            probability: s.probability,
+            kept: s.kept,
+        })
         .collect()
 }
 
@@ -34,7 +39,12 @@ pub fn labels_from_json(records: &[SliceLabelRecord]) -> SlicePseudoLabels {
     SlicePseudoLabels {
         slices: records
             .iter()
-            .map(|r| SliceLabel { index: r.index, label: r.label, probability: r.probability, kept: r.kept })
+            .map(|r| SliceLabel {
+                index: r.index,
+                label: r.label,
+                probability: r.probability,
+                kept: r.kept,
+            })
             .collect(),
     }
 }
@@ -72,7 +82,15 @@ pub fn prompts_to_json(prompts: &CasePrompts) -> Vec<PromptSetRecord> {
                 ROption::RSome(b) => Some([b.x0, b.y0, b.x1, b.y1]),
                 ROption::RNone => None,
             },
-            points: s.points.iter().map(|p| PointRecord { x: p.x, y: p.y, positive: p.positive }).collect(),
+            points: s
+                .points
+                .iter()
+                .map(|p| PointRecord {
+                    x: p.x,
+                    y: p.y,
+                    positive: p.positive,
+                })
+                .collect(),
         })
         .collect()
 }
@@ -88,7 +106,15 @@ pub fn prompts_from_json(records: &[PromptSetRecord]) -> CasePrompts {
                     Some([x0, y0, x1, y1]) => ROption::RSome(BoxXyxy { x0, y0, x1, y1 }),
                     None => ROption::RNone,
                 },
-                points: r.points.iter().map(|p| PromptPoint { x: p.x, y: p.y, positive: p.positive }).collect::<RVec<_>>(),
+                points: r
+                    .points
+                    .iter()
+                    .map(|p| PromptPoint {
+                        x: p.x,
+                        y: p.y,
+                        positive: p.positive,
+                    })
+                    .collect::<RVec<_>>(),
             })
             .collect(),
     }
@@ -109,7 +135,11 @@ pub struct DecisionRecord {
 pub fn decisions_to_json(decisions: &[FilterDecision]) -> Vec<DecisionRecord> {
     decisions
         .iter()
-        .map(|d| DecisionRecord { case_id: d.case_id.to_string(), score: d.score, keep: d.keep })
+        .map(|d| DecisionRecord {
+            case_id: d.case_id.to_string(),
+            score: d.score,
+            keep: d.keep,
+        })
         .collect()
 }
 
@@ -122,8 +152,18 @@ mod tests {
         let prompts = CasePrompts {
             sets: vec![PromptSet {
                 slice: 4,
-                bbox: ROption::RSome(BoxXyxy { x0: 1.0, y0: 2.0, x1: 30.0, y1: 40.0 }),
-                points: vec![PromptPoint { x: 5.0, y: 6.0, positive: true }].into(),
+                bbox: ROption::RSome(BoxXyxy {
+                    x0: 1.0,
+                    y0: 2.0,
+                    x1: 30.0,
+                    y1: 40.0,
+                }),
+                points: vec![PromptPoint {
+                    x: 5.0,
+                    y: 6.0,
+                    positive: true,
+                }]
+                .into(),
             }]
             .into(),
         };
@@ -135,7 +175,13 @@ mod tests {
     #[test]
     fn labels_round_trip_through_json() {
         let labels = SlicePseudoLabels {
-            slices: vec![SliceLabel { index: 0, label: 1, probability: 0.9, kept: true }].into(),
+            slices: vec![SliceLabel {
+                index: 0,
+                label: 1,
+                probability: 0.9,
+                kept: true,
+            }]
+            .into(),
         };
         assert_eq!(labels_from_json(&labels_to_json(&labels)), labels);
     }

@@ -37,7 +37,11 @@ pub type Cases = BTreeMap<String, PreparedCase>;
 
 /// Case ids of one split, sorted.
 pub fn ids_in(cases: &Cases, split: Split) -> Vec<String> {
-    cases.values().filter(|c| c.split == split).map(|c| c.id().to_string()).collect()
+    cases
+        .values()
+        .filter(|c| c.split == split)
+        .map(|c| c.id().to_string())
+        .collect()
 }
 
 /// A `<case>.nii.gz` path in `dir`.

@@ -49,7 +49,14 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         } else {
             write!(f, "{}: {}", self.file.display(), self.message)
         }
@@ -222,10 +229,19 @@ impl Pipeline {
     /// The resolved pipeline as TOML (what `clisc check` prints).
     pub fn to_toml(&self) -> String {
         let mut doc = toml::Table::new();
-        doc.insert("run".into(), toml::Value::try_from(&self.run).expect("run serialises"));
-        doc.insert("dataset".into(), toml::Value::try_from(&self.dataset).expect("dataset serialises"));
-        let paths: Vec<toml::Value> =
-            self.plugin_paths.iter().map(|p| toml::Value::from(p.display().to_string())).collect();
+        doc.insert(
+            "run".into(),
+            toml::Value::try_from(&self.run).expect("run serialises"),
+        );
+        doc.insert(
+            "dataset".into(),
+            toml::Value::try_from(&self.dataset).expect("dataset serialises"),
+        );
+        let paths: Vec<toml::Value> = self
+            .plugin_paths
+            .iter()
+            .map(|p| toml::Value::from(p.display().to_string()))
+            .collect();
         let mut plugins = toml::Table::new();
         plugins.insert("paths".into(), toml::Value::Array(paths));
         doc.insert("plugins".into(), toml::Value::Table(plugins));
@@ -258,7 +274,12 @@ impl Positions<'_> {
             }
             _ => (0, 0),
         };
-        ConfigError { file: self.file.to_path_buf(), line, column, message: message.into() }
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -279,10 +300,14 @@ pub fn load(path: &Path, registry: &mut Registry) -> Result<Pipeline, ConfigErro
 /// Validates pipeline `text` (from `path`, used for messages and relative paths).
 pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipeline, ConfigErrors> {
     let pos = Positions { file: path, text };
-    let raw: RawPipeline =
-        toml::from_str(text).map_err(|e| ConfigErrors(vec![pos.error(e.span(), e.message().trim().to_string())]))?;
+    let raw: RawPipeline = toml::from_str(text)
+        .map_err(|e| ConfigErrors(vec![pos.error(e.span(), e.message().trim().to_string())]))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     let absolute = |p: &str| -> PathBuf {
         let p = PathBuf::from(p);
         if p.is_absolute() {
@@ -293,8 +318,10 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
     };
     let mut errors = Vec::new();
 
-    let plugin_paths: Vec<PathBuf> =
-        raw.plugins.map(|p| p.paths.iter().map(|s| absolute(s.get_ref())).collect()).unwrap_or_default();
+    let plugin_paths: Vec<PathBuf> = raw
+        .plugins
+        .map(|p| p.paths.iter().map(|s| absolute(s.get_ref())).collect())
+        .unwrap_or_default();
     for lib in crate::loader::find_libraries(&plugin_paths).unwrap_or_default() {
         if let Err(e) = registry.load_library(&lib) {
             errors.push(pos.error(None, e.to_string()));
@@ -323,7 +350,11 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
 
     let mut stages = BTreeMap::new();
     for (key, stage) in raw.stages.get_ref() {
-        let Some(slot) = StageSlot::ALL.iter().copied().find(|s| s.key() == key.get_ref()) else {
+        let Some(slot) = StageSlot::ALL
+            .iter()
+            .copied()
+            .find(|s| s.key() == key.get_ref())
+        else {
             let known: Vec<&str> = StageSlot::ALL.iter().map(|s| s.key()).collect();
             errors.push(pos.error(
                 Some(key.span()),
@@ -338,7 +369,12 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
             Err(mut e) => errors.append(&mut e),
         }
     }
-    let present: Vec<&str> = raw.stages.get_ref().keys().map(|k| k.get_ref().as_str()).collect();
+    let present: Vec<&str> = raw
+        .stages
+        .get_ref()
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .collect();
     // A pipeline may stop early (e.g. only pseudo-labels), but it may not
     // skip a stage in the middle: every stage needs the previous one.
     let chain = [
@@ -363,16 +399,27 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
             }
         }
     } else {
-        errors.push(pos.error(Some(raw.stages.span()), "no stage configured: give at least `[stages.pseudo_labeler]`"));
+        errors.push(pos.error(
+            Some(raw.stages.span()),
+            "no stage configured: give at least `[stages.pseudo_labeler]`",
+        ));
     }
-    if present.contains(&StageSlot::Filter.key()) != present.contains(&StageSlot::RepromptGenerator.key()) {
+    if present.contains(&StageSlot::Filter.key())
+        != present.contains(&StageSlot::RepromptGenerator.key())
+    {
         errors.push(pos.error(
             Some(raw.stages.span()),
             "`[stages.filter]` and `[stages.reprompt_generator]` go together (the self-learning filter re-prompts the segmenter); give both or neither",
         ));
     }
     if errors.is_empty() {
-        Ok(Pipeline { source: path.to_path_buf(), run, dataset, plugin_paths, stages })
+        Ok(Pipeline {
+            source: path.to_path_buf(),
+            run,
+            dataset,
+            plugin_paths,
+            stages,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -387,7 +434,9 @@ fn resolve_stage(
 ) -> Result<StageSpec, Vec<ConfigError>> {
     let raw = stage.get_ref();
     let name = raw.plugin.get_ref();
-    let plugin = registry.find(name, slot.kind()).map_err(|e| vec![pos.error(Some(raw.plugin.span()), e.to_string())])?;
+    let plugin = registry
+        .find(name, slot.kind())
+        .map_err(|e| vec![pos.error(Some(raw.plugin.span()), e.to_string())])?;
     let schema = &plugin.descriptor.info.settings;
     let mut table = toml::Table::new();
     for (k, v) in &raw.settings {
@@ -403,9 +452,18 @@ fn resolve_stage(
                         .settings
                         .iter()
                         .find(|(k, _)| *k.get_ref() == p.key)
-                        .map(|(k, v)| if p.message.starts_with("unknown") { k.span() } else { v.span() })
+                        .map(|(k, v)| {
+                            if p.message.starts_with("unknown") {
+                                k.span()
+                            } else {
+                                v.span()
+                            }
+                        })
                         .unwrap_or_else(|| raw.plugin.span());
-                    pos.error(Some(span), format!("[stages.{}] {name}: {}", slot.key(), p.message))
+                    pos.error(
+                        Some(span),
+                        format!("[stages.{}] {name}: {}", slot.key(), p.message),
+                    )
                 })
                 .collect())
         }
@@ -415,20 +473,32 @@ fn resolve_stage(
             *s = absolute(s).display().to_string();
         }
     }
-    Ok(StageSpec { plugin: name.clone(), settings: resolved })
+    Ok(StageSpec {
+        plugin: name.clone(),
+        settings: resolved,
+    })
 }
 
 fn is_device(s: &str) -> bool {
-    matches!(s, "auto" | "cpu" | "cuda") || s.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok())
+    matches!(s, "auto" | "cpu" | "cuda")
+        || s.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
 fn default_threads() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 /// Turns a registry error into a config error without position.
 impl From<(PathBuf, RegistryError)> for ConfigErrors {
     fn from((file, e): (PathBuf, RegistryError)) -> Self {
-        ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }])
+        ConfigErrors(vec![ConfigError {
+            file,
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+        }])
     }
 }

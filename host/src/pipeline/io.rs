@@ -10,7 +10,9 @@ use std::path::Path;
 
 /// Reads a label volume written by [`write_labels`].
 pub fn read_labels(path: &Path) -> anyhow::Result<LabelVolume> {
-    Ok(nifti_io::read_labels(path).with_context(|| format!("reading {}", path.display()))?.0)
+    Ok(nifti_io::read_labels(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .0)
 }
 
 /// Writes a label volume on its own grid, atomically.
@@ -21,8 +23,12 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> anyhow::Result<()> {
 /// Writes a label volume with the header conventions (sform/qform codes)
 /// of the reference image `like`, atomically.
 pub fn write_labels_like(path: &Path, labels: &LabelVolume, like: &Path) -> anyhow::Result<()> {
-    let reference = nifti_io::read(like).with_context(|| format!("reading reference header {}", like.display()))?.info;
-    atomically(path, |tmp| Ok(nifti_io::write_labels(tmp, labels, Some(&reference))?))
+    let reference = nifti_io::read(like)
+        .with_context(|| format!("reading reference header {}", like.display()))?
+        .info;
+    atomically(path, |tmp| {
+        Ok(nifti_io::write_labels(tmp, labels, Some(&reference))?)
+    })
 }
 
 fn atomically(path: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
@@ -31,7 +37,8 @@ fn atomically(path: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> a
     }
     let tmp = temporary_sibling(path);
     write(&tmp).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Writes every round of an ROI result: `<case>.<round>.cam.nii.gz`,
@@ -41,9 +48,14 @@ pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> anyhow::R
     let mut names = Vec::new();
     for round in result.rounds.iter() {
         let name = round.name.to_string();
-        let cam = round.cam.require_channel("cam").map_err(|e| anyhow::anyhow!("case {case} round {name}: {e}"))?;
+        let cam = round
+            .cam
+            .require_channel("cam")
+            .map_err(|e| anyhow::anyhow!("case {case} round {name}: {e}"))?;
         let cam_path = dir.join(format!("{case}.{name}.cam.nii.gz"));
-        atomically(&cam_path, |tmp| Ok(nifti_io::write_f32(tmp, &round.cam.grid, cam, None)?))?;
+        atomically(&cam_path, |tmp| {
+            Ok(nifti_io::write_f32(tmp, &round.cam.grid, cam, None)?)
+        })?;
         write_labels(&dir.join(format!("{case}.{name}.roi.nii.gz")), &round.roi)?;
         names.push(name);
     }
@@ -55,16 +67,27 @@ pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> anyhow::R
 /// Reads back what [`write_roi_result`] wrote.
 pub fn read_roi_result(dir: &Path, case: &str) -> anyhow::Result<RoiResult> {
     let list = dir.join(format!("{case}.rounds.json"));
-    let names: Vec<String> =
-        serde_json::from_slice(&std::fs::read(&list).with_context(|| format!("reading {}", list.display()))?)?;
+    let names: Vec<String> = serde_json::from_slice(
+        &std::fs::read(&list).with_context(|| format!("reading {}", list.display()))?,
+    )?;
     let mut rounds = Vec::new();
     for name in names {
         let cam_path = dir.join(format!("{case}.{name}.cam.nii.gz"));
-        let (cam, _) = nifti_io::read_volume(&cam_path, "cam").with_context(|| format!("reading {}", cam_path.display()))?;
+        let (cam, _) = nifti_io::read_volume(&cam_path, "cam")
+            .with_context(|| format!("reading {}", cam_path.display()))?;
         let roi = read_labels(&dir.join(format!("{case}.{name}.roi.nii.gz")))?;
-        rounds.push(RoiRound { name: name.into(), cam: Volume { grid: cam.grid, channels: cam.channels }, roi });
+        rounds.push(RoiRound {
+            name: name.into(),
+            cam: Volume {
+                grid: cam.grid,
+                channels: cam.channels,
+            },
+            roi,
+        });
     }
-    Ok(RoiResult { rounds: rounds.into() })
+    Ok(RoiResult {
+        rounds: rounds.into(),
+    })
 }
 
 /// Scores predictions (cropped grid) of test cases that have ground truth
@@ -76,26 +99,54 @@ pub fn evaluate(
     use crate::metrics::{evaluate_case, Region};
     let mut scores = Vec::new();
     for (id, pred) in predictions {
-        let Some(labels) = cases.get(id).and_then(|c| c.labels.as_ref()) else { continue };
+        let Some(labels) = cases.get(id).and_then(|c| c.labels.as_ref()) else {
+            continue;
+        };
         let m = evaluate_case(id, pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
         let wt = m.regions[&Region::WholeTumour];
         let mut extra = std::collections::BTreeMap::new();
         extra.insert("sensitivity".to_string(), wt.sensitivity);
         extra.insert("specificity".to_string(), wt.specificity);
-        scores.push(super::summary::CaseScore { case: id.clone(), dice: wt.dice, hd95: wt.hd95, extra });
+        scores.push(super::summary::CaseScore {
+            case: id.clone(),
+            dice: wt.dice,
+            hd95: wt.hd95,
+            extra,
+        });
     }
     Ok(scores)
 }
 
 /// Writes `<name>.csv` and `<name>.json` with per-case scores.
-pub fn write_scores(dir: &Path, name: &str, scores: &[super::summary::CaseScore]) -> anyhow::Result<()> {
+pub fn write_scores(
+    dir: &Path,
+    name: &str,
+    scores: &[super::summary::CaseScore],
+) -> anyhow::Result<()> {
     let mut csv = String::from("case,dice,hd95_mm,sensitivity,specificity\n");
     for s in scores {
-        let hd = s.hd95.map(|v| format!("{v:.4}")).unwrap_or_else(|| "undefined".into());
-        let get = |k: &str| s.extra.get(k).map(|v| format!("{v:.6}")).unwrap_or_default();
-        csv += &format!("{},{:.6},{hd},{},{}\n", s.case, s.dice, get("sensitivity"), get("specificity"));
+        let hd = s
+            .hd95
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "undefined".into());
+        let get = |k: &str| {
+            s.extra
+                .get(k)
+                .map(|v| format!("{v:.6}"))
+                .unwrap_or_default()
+        };
+        csv += &format!(
+            "{},{:.6},{hd},{},{}\n",
+            s.case,
+            s.dice,
+            get("sensitivity"),
+            get("specificity")
+        );
     }
     super::workdir::write_atomic(&dir.join(format!("{name}.csv")), csv.as_bytes())?;
-    super::workdir::write_atomic(&dir.join(format!("{name}.json")), &serde_json::to_vec_pretty(scores)?)?;
+    super::workdir::write_atomic(
+        &dir.join(format!("{name}.json")),
+        &serde_json::to_vec_pretty(scores)?,
+    )?;
     Ok(())
 }

@@ -23,14 +23,24 @@ pub fn prepare_cases(pipeline: &Pipeline) -> anyhow::Result<Cases> {
     crate::splits::write_csv(&pipeline.run.output.join("splits.csv"), &splits)?;
     let mut cases = Cases::new();
     for (id, split) in splits {
-        let files = dataset.case(&id).ok_or_else(|| anyhow!("split names case {id}, which is not in {}", root.display()))?;
+        let files = dataset
+            .case(&id)
+            .ok_or_else(|| anyhow!("split names case {id}, which is not in {}", root.display()))?;
         let (raw, _) = files.load_image(&["flair"])?;
-        let pre = preprocess(&id, &raw, &PreprocessOptions::default()).map_err(|e| anyhow!("case {id}: {e}"))?;
+        let pre = preprocess(&id, &raw, &PreprocessOptions::default())
+            .map_err(|e| anyhow!("case {id}: {e}"))?;
         let labels = match files.load_seg()? {
-            Some(seg) => Some(pre.crop.crop_labels(&seg).map_err(|e| anyhow!("case {id} seg: {e}"))?),
+            Some(seg) => Some(
+                pre.crop
+                    .crop_labels(&seg)
+                    .map_err(|e| anyhow!("case {id} seg: {e}"))?,
+            ),
             None => None,
         };
-        let truth = labels.as_ref().map(|l| LabelVolume { grid: l.grid, data: l.data.iter().map(|&v| u8::from(v > 0)).collect() });
+        let truth = labels.as_ref().map(|l| LabelVolume {
+            grid: l.grid,
+            data: l.data.iter().map(|&v| u8::from(v > 0)).collect(),
+        });
         let crop = pre.crop;
         cases.insert(
             id.clone(),
@@ -40,7 +50,9 @@ pub fn prepare_cases(pipeline: &Pipeline) -> anyhow::Result<Cases> {
                 labels,
                 split,
                 flair_path: files.modality_path("flair")?.to_path_buf(),
-                restore: Box::new(move |l: &LabelVolume| crop.uncrop(l).expect("prediction on the cropped grid")),
+                restore: Box::new(move |l: &LabelVolume| {
+                    crop.uncrop(l).expect("prediction on the cropped grid")
+                }),
             },
         );
     }

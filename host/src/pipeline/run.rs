@@ -2,8 +2,8 @@
 //! step by step, with cached artefacts in the work folder.
 
 use super::artefacts::{
-    decisions_to_json, labels_from_json, labels_to_json, prompts_from_json, prompts_to_json, PromptSetRecord,
-    SliceLabelRecord,
+    decisions_to_json, labels_from_json, labels_to_json, prompts_from_json, prompts_to_json,
+    PromptSetRecord, SliceLabelRecord,
 };
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
 use super::config::{Pipeline, StageSlot};
@@ -19,8 +19,8 @@ use clisc_imaging::components::largest_component;
 use clisc_imaging::overlap::dice;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{
-    FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult, SliceImage, TrainingCase,
-    VolumetricSegmenterBox,
+    FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
+    SliceImage, TrainingCase, VolumetricSegmenterBox,
 };
 use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
 use std::collections::BTreeMap;
@@ -71,7 +71,19 @@ impl<'a> Runner<'a> {
         manifest.seed = pipeline.run.seed;
         manifest.device = device.clone();
         let summary = RunSummary::new(pipeline);
-        Ok(Self { factory: StageFactory { pipeline, registry, device, bars }, work, manifest, options, cases, summary })
+        Ok(Self {
+            factory: StageFactory {
+                pipeline,
+                registry,
+                device,
+                bars,
+            },
+            work,
+            manifest,
+            options,
+            cases,
+            summary,
+        })
     }
 
     /// The work folder.
@@ -88,7 +100,9 @@ impl<'a> Runner<'a> {
     /// its folder, or `None` when the step is not part of this run.
     fn begin(&mut self, step: Step, fp: &str) -> anyhow::Result<Option<PathBuf>> {
         let record = self.manifest.steps.get(step.name()).cloned();
-        let cached = record.as_ref().is_some_and(|r| r.fingerprint == fp && r.status == "done");
+        let cached = record
+            .as_ref()
+            .is_some_and(|r| r.fingerprint == fp && r.status == "done");
         let forced = match (self.options.only, self.options.from) {
             (Some(only), _) => {
                 if step < only && !cached {
@@ -115,7 +129,11 @@ impl<'a> Runner<'a> {
             step.name().into(),
             StepRecord {
                 fingerprint: fp.into(),
-                status: if cached && !forced { "done".into() } else { "running".into() },
+                status: if cached && !forced {
+                    "done".into()
+                } else {
+                    "running".into()
+                },
                 plugins: vec![],
                 seconds: record.map(|r| r.seconds).unwrap_or_default(),
                 finished_at: String::new(),
@@ -155,28 +173,40 @@ impl<'a> Runner<'a> {
         }
         let data_fp = fingerprint(&[train.join(","), self.ids(Split::Test).join(",")]);
 
-        let Some(labels) = self.pseudo_labels(&data_fp)? else { return self.stop() };
+        let Some(labels) = self.pseudo_labels(&data_fp)? else {
+            return self.stop();
+        };
         if !self.configured(StageSlot::RoiExtractor) {
             return self.stop();
         }
         let roi_fp = self.fp(Step::Roi, &[&data_fp, &self.step_fp(Step::PseudoLabels)]);
-        let Some(rois) = self.rois(&roi_fp, &labels)? else { return self.stop() };
+        let Some(rois) = self.rois(&roi_fp, &labels)? else {
+            return self.stop();
+        };
         if !self.configured(StageSlot::PromptGenerator) {
             return self.stop();
         }
-        let Some(prompts) = self.prompts(&rois)? else { return self.stop() };
+        let Some(prompts) = self.prompts(&rois)? else {
+            return self.stop();
+        };
         if !self.configured(StageSlot::PromptableSegmenter) {
             return self.stop();
         }
-        let Some(masks) = self.pseudo_masks(&prompts)? else { return self.stop() };
+        let Some(masks) = self.pseudo_masks(&prompts)? else {
+            return self.stop();
+        };
         if !self.configured(StageSlot::VolumetricSegmenter) {
             return self.stop();
         }
-        let Some(net1) = self.network(Step::Network1, &masks, &[self.step_fp(Step::PseudoMasks)])? else {
+        let Some(net1) =
+            self.network(Step::Network1, &masks, &[self.step_fp(Step::PseudoMasks)])?
+        else {
             return self.stop();
         };
         let final_model = if self.factory.pipeline.stage(StageSlot::Filter).is_some() {
-            let Some(kept_targets) = self.filter(&net1)? else { return self.stop() };
+            let Some(kept_targets) = self.filter(&net1)? else {
+                return self.stop();
+            };
             let fp = self.step_fp(Step::Filter);
             match self.network(Step::Network2, &kept_targets, &[fp])? {
                 Some(net2) => Some(net2),
@@ -206,7 +236,11 @@ impl<'a> Runner<'a> {
     }
 
     fn step_fp(&self, step: Step) -> String {
-        self.manifest.steps.get(step.name()).map(|r| r.fingerprint.clone()).unwrap_or_default()
+        self.manifest
+            .steps
+            .get(step.name())
+            .map(|r| r.fingerprint.clone())
+            .unwrap_or_default()
     }
 
     fn fp(&self, step: Step, upstream: &[&str]) -> String {
@@ -216,19 +250,31 @@ impl<'a> Runner<'a> {
             Step::Prompts => &[StageSlot::PromptGenerator],
             Step::PseudoMasks => &[StageSlot::PromptableSegmenter],
             Step::Network1 | Step::Network2 => &[StageSlot::VolumetricSegmenter],
-            Step::Filter => &[StageSlot::RepromptGenerator, StageSlot::PromptableSegmenter, StageSlot::Filter],
+            Step::Filter => &[
+                StageSlot::RepromptGenerator,
+                StageSlot::PromptableSegmenter,
+                StageSlot::Filter,
+            ],
             _ => &[],
         };
-        let mut parts: Vec<String> = vec![step.name().into(), self.factory.pipeline.run.seed.to_string()];
+        let mut parts: Vec<String> = vec![
+            step.name().into(),
+            self.factory.pipeline.run.seed.to_string(),
+        ];
         parts.extend(slots.iter().map(|s| self.factory.identity(*s)));
         parts.extend(upstream.iter().map(|s| s.to_string()));
         fingerprint(&parts)
     }
 
-    fn pseudo_labels(&mut self, data_fp: &str) -> anyhow::Result<Option<BTreeMap<String, SlicePseudoLabels>>> {
+    fn pseudo_labels(
+        &mut self,
+        data_fp: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, SlicePseudoLabels>>> {
         let started = Instant::now();
         let fp = self.fp(Step::PseudoLabels, &[data_fp]);
-        let Some(dir) = self.begin(Step::PseudoLabels, &fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(Step::PseudoLabels, &fp)? else {
+            return Ok(None);
+        };
         let mut stage = None;
         let mut out = BTreeMap::new();
         let ids = self.ids(Split::Train);
@@ -239,18 +285,31 @@ impl<'a> Runner<'a> {
                 labels_from_json(&records)
             } else {
                 if stage.is_none() {
-                    stage = Some(self.factory.pseudo_labeler(StageSlot::PseudoLabeler, &dir.join("plugin"), 1)?);
+                    stage = Some(self.factory.pseudo_labeler(
+                        StageSlot::PseudoLabeler,
+                        &dir.join("plugin"),
+                        1,
+                    )?);
                 }
                 let s = stage.as_mut().expect("created");
-                let labels = plugin(s.label_slices(&self.case(id).input), &format!("pseudo-labeler on case {id}"))?;
+                let labels = plugin(
+                    s.label_slices(&self.case(id).input),
+                    &format!("pseudo-labeler on case {id}"),
+                )?;
                 write_json(&path, &labels_to_json(&labels))?;
                 labels
             };
-            self.factory.bars.update("pseudo-labels", i as u64 + 1, ids.len() as u64, id);
+            self.factory
+                .bars
+                .update("pseudo-labels", i as u64 + 1, ids.len() as u64, id);
             out.insert(id.clone(), labels);
         }
         self.summary.slice_labels = Some(SliceLabelStats::measure(&self.cases, &out));
-        self.finish(Step::PseudoLabels, vec![self.factory.stamp(StageSlot::PseudoLabeler)], started)?;
+        self.finish(
+            Step::PseudoLabels,
+            vec![self.factory.stamp(StageSlot::PseudoLabeler)],
+            started,
+        )?;
         Ok(Some(out))
     }
 
@@ -260,37 +319,64 @@ impl<'a> Runner<'a> {
         labels: &BTreeMap<String, SlicePseudoLabels>,
     ) -> anyhow::Result<Option<BTreeMap<String, RoiResult>>> {
         let started = Instant::now();
-        let Some(dir) = self.begin(Step::Roi, fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(Step::Roi, fp)? else {
+            return Ok(None);
+        };
         let ids = self.ids(Split::Train);
-        let missing: Vec<&String> = ids.iter().filter(|id| !dir.join(format!("{id}.rounds.json")).exists()).collect();
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !dir.join(format!("{id}.rounds.json")).exists())
+            .collect();
         let mut out = BTreeMap::new();
         if !missing.is_empty() {
-            let mut stage = self.factory.roi_extractor(StageSlot::RoiExtractor, &dir.join("plugin"), 2)?;
+            let mut stage =
+                self.factory
+                    .roi_extractor(StageSlot::RoiExtractor, &dir.join("plugin"), 2)?;
             let training: Vec<LabelledCase> = ids
                 .iter()
-                .map(|id| LabelledCase { case: self.case(id).input.clone(), labels: labels[id].clone() })
+                .map(|id| LabelledCase {
+                    case: self.case(id).input.clone(),
+                    labels: labels[id].clone(),
+                })
                 .collect();
-            let report = plugin(stage.fit(RSlice::from_slice(&training)), "roi-extractor training")?;
+            let report = plugin(
+                stage.fit(RSlice::from_slice(&training)),
+                "roi-extractor training",
+            )?;
             drop(training);
             self.summary.add_stage_report("roi-extractor", &report);
             for (i, id) in missing.iter().enumerate() {
-                let result = plugin(stage.extract(&self.case(id).input, &labels[*id]), &format!("roi-extractor on case {id}"))?;
+                let result = plugin(
+                    stage.extract(&self.case(id).input, &labels[*id]),
+                    &format!("roi-extractor on case {id}"),
+                )?;
                 io::write_roi_result(&dir, id, &result)?;
-                self.factory.bars.update("rois", i as u64 + 1, missing.len() as u64, id);
+                self.factory
+                    .bars
+                    .update("rois", i as u64 + 1, missing.len() as u64, id);
             }
         }
         for id in &ids {
             out.insert(id.clone(), io::read_roi_result(&dir, id)?);
         }
         self.summary.measure_rois(&self.cases, &out);
-        self.finish(Step::Roi, vec![self.factory.stamp(StageSlot::RoiExtractor)], started)?;
+        self.finish(
+            Step::Roi,
+            vec![self.factory.stamp(StageSlot::RoiExtractor)],
+            started,
+        )?;
         Ok(Some(out))
     }
 
-    fn prompts(&mut self, rois: &BTreeMap<String, RoiResult>) -> anyhow::Result<Option<BTreeMap<String, CasePrompts>>> {
+    fn prompts(
+        &mut self,
+        rois: &BTreeMap<String, RoiResult>,
+    ) -> anyhow::Result<Option<BTreeMap<String, CasePrompts>>> {
         let started = Instant::now();
         let fp = self.fp(Step::Prompts, &[&self.step_fp(Step::Roi)]);
-        let Some(dir) = self.begin(Step::Prompts, &fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(Step::Prompts, &fp)? else {
+            return Ok(None);
+        };
         let mut stage = None;
         let mut out = BTreeMap::new();
         for id in self.ids(Split::Train) {
@@ -300,11 +386,21 @@ impl<'a> Runner<'a> {
                 prompts_from_json(&records)
             } else {
                 if stage.is_none() {
-                    stage = Some(self.factory.prompt_generator(StageSlot::PromptGenerator, &dir.join("plugin"), 3)?);
+                    stage = Some(self.factory.prompt_generator(
+                        StageSlot::PromptGenerator,
+                        &dir.join("plugin"),
+                        3,
+                    )?);
                 }
-                let roi = &rois[&id].final_round().ok_or_else(|| anyhow!("roi-extractor returned no round for {id}"))?.roi;
+                let roi = &rois[&id]
+                    .final_round()
+                    .ok_or_else(|| anyhow!("roi-extractor returned no round for {id}"))?
+                    .roi;
                 let p = plugin(
-                    stage.as_mut().expect("created").prompts(&self.case(&id).input, roi),
+                    stage
+                        .as_mut()
+                        .expect("created")
+                        .prompts(&self.case(&id).input, roi),
                     &format!("prompt-generator on case {id}"),
                 )?;
                 write_json(&path, &prompts_to_json(&p))?;
@@ -312,7 +408,11 @@ impl<'a> Runner<'a> {
             };
             out.insert(id, prompts);
         }
-        self.finish(Step::Prompts, vec![self.factory.stamp(StageSlot::PromptGenerator)], started)?;
+        self.finish(
+            Step::Prompts,
+            vec![self.factory.stamp(StageSlot::PromptGenerator)],
+            started,
+        )?;
         Ok(Some(out))
     }
 
@@ -322,7 +422,9 @@ impl<'a> Runner<'a> {
     ) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
         let started = Instant::now();
         let fp = self.fp(Step::PseudoMasks, &[&self.step_fp(Step::Prompts)]);
-        let Some(dir) = self.begin(Step::PseudoMasks, &fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(Step::PseudoMasks, &fp)? else {
+            return Ok(None);
+        };
         let mut stage = None;
         let mut out = BTreeMap::new();
         let ids = self.ids(Split::Train);
@@ -332,18 +434,31 @@ impl<'a> Runner<'a> {
                 io::read_labels(&path)?
             } else {
                 if stage.is_none() {
-                    stage =
-                        Some(self.factory.promptable_segmenter(StageSlot::PromptableSegmenter, &dir.join("plugin"), 4)?);
+                    stage = Some(self.factory.promptable_segmenter(
+                        StageSlot::PromptableSegmenter,
+                        &dir.join("plugin"),
+                        4,
+                    )?);
                 }
-                let m = segment_case(stage.as_mut().expect("created"), self.case(id), &prompts[id])?;
+                let m = segment_case(
+                    stage.as_mut().expect("created"),
+                    self.case(id),
+                    &prompts[id],
+                )?;
                 io::write_labels(&path, &m)?;
                 m
             };
-            self.factory.bars.update("pseudo-masks", i as u64 + 1, ids.len() as u64, id);
+            self.factory
+                .bars
+                .update("pseudo-masks", i as u64 + 1, ids.len() as u64, id);
             out.insert(id.clone(), mask);
         }
         self.summary.pseudo_masks = self.score_against_truth(&out);
-        self.finish(Step::PseudoMasks, vec![self.factory.stamp(StageSlot::PromptableSegmenter)], started)?;
+        self.finish(
+            Step::PseudoMasks,
+            vec![self.factory.stamp(StageSlot::PromptableSegmenter)],
+            started,
+        )?;
         Ok(Some(out))
     }
 
@@ -367,28 +482,52 @@ impl<'a> Runner<'a> {
         let started = Instant::now();
         let up: Vec<&str> = upstream.iter().map(String::as_str).collect();
         let fp = self.fp(step, &up);
-        let Some(dir) = self.begin(step, &fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(step, &fp)? else {
+            return Ok(None);
+        };
         let model = dir.join("model.ckpt");
         if !model.exists() {
             let seed_offset = if step == Step::Network1 { 5 } else { 7 };
-            let mut net = self.factory.volumetric_segmenter(StageSlot::VolumetricSegmenter, &dir.join("plugin"), seed_offset)?;
+            let mut net = self.factory.volumetric_segmenter(
+                StageSlot::VolumetricSegmenter,
+                &dir.join("plugin"),
+                seed_offset,
+            )?;
             let training: Vec<TrainingCase> = targets
                 .iter()
-                .map(|(id, t)| TrainingCase { case: self.case(id).input.clone(), target: t.clone() })
+                .map(|(id, t)| TrainingCase {
+                    case: self.case(id).input.clone(),
+                    target: t.clone(),
+                })
                 .collect();
-            let report = plugin(net.train(RSlice::from_slice(&training)), &format!("{} training", step.name()))?;
+            let report = plugin(
+                net.train(RSlice::from_slice(&training)),
+                &format!("{} training", step.name()),
+            )?;
             self.summary.add_stage_report(step.name(), &report);
             let tmp = super::workdir::temporary_sibling(&model);
-            plugin(net.save(tmp.display().to_string().as_str().into()), "saving the network")?;
+            plugin(
+                net.save(tmp.display().to_string().as_str().into()),
+                "saving the network",
+            )?;
             std::fs::rename(&tmp, &model)?;
         }
-        self.finish(step, vec![self.factory.stamp(StageSlot::VolumetricSegmenter)], started)?;
+        self.finish(
+            step,
+            vec![self.factory.stamp(StageSlot::VolumetricSegmenter)],
+            started,
+        )?;
         Ok(Some(model))
     }
 
     fn load_network(&self, model: &Path, work: &Path) -> anyhow::Result<VolumetricSegmenterBox> {
-        let mut net = self.factory.volumetric_segmenter(StageSlot::VolumetricSegmenter, work, 9)?;
-        plugin(net.load(model.display().to_string().as_str().into()), &format!("loading {}", model.display()))?;
+        let mut net = self
+            .factory
+            .volumetric_segmenter(StageSlot::VolumetricSegmenter, work, 9)?;
+        plugin(
+            net.load(model.display().to_string().as_str().into()),
+            &format!("loading {}", model.display()),
+        )?;
         Ok(net)
     }
 
@@ -397,7 +536,9 @@ impl<'a> Runner<'a> {
     fn filter(&mut self, net1: &Path) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
         let started = Instant::now();
         let fp = self.fp(Step::Filter, &[&self.step_fp(Step::Network1)]);
-        let Some(dir) = self.begin(Step::Filter, &fp)? else { return Ok(None) };
+        let Some(dir) = self.begin(Step::Filter, &fp)? else {
+            return Ok(None);
+        };
         let (pred_dir, reprompt_dir) = (dir.join("predictions"), dir.join("reprompted"));
         std::fs::create_dir_all(&pred_dir)?;
         std::fs::create_dir_all(&reprompt_dir)?;
@@ -407,14 +548,20 @@ impl<'a> Runner<'a> {
         let mut segmenter: Option<PromptableSegmenterBox> = None;
         let mut candidates = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let (p_path, r_path) = (case_file(&pred_dir, id, ""), case_file(&reprompt_dir, id, ""));
+            let (p_path, r_path) = (
+                case_file(&pred_dir, id, ""),
+                case_file(&reprompt_dir, id, ""),
+            );
             let prediction = if p_path.exists() {
                 io::read_labels(&p_path)?
             } else {
                 if net.is_none() {
                     net = Some(self.load_network(net1, &dir.join("network"))?);
                 }
-                let raw = plugin(net.as_mut().expect("loaded").predict(&self.case(id).input), &format!("predicting {id}"))?;
+                let raw = plugin(
+                    net.as_mut().expect("loaded").predict(&self.case(id).input),
+                    &format!("predicting {id}"),
+                )?;
                 let kept = LabelVolume {
                     grid: raw.grid,
                     data: largest_component(&raw.data, raw.grid.dims(), Connectivity::Full).into(),
@@ -426,29 +573,58 @@ impl<'a> Runner<'a> {
                 io::read_labels(&r_path)?
             } else {
                 if generator.is_none() {
-                    generator =
-                        Some(self.factory.prompt_generator(StageSlot::RepromptGenerator, &dir.join("reprompt-generator"), 11)?);
-                    segmenter =
-                        Some(self.factory.promptable_segmenter(StageSlot::PromptableSegmenter, &dir.join("segmenter"), 12)?);
+                    generator = Some(self.factory.prompt_generator(
+                        StageSlot::RepromptGenerator,
+                        &dir.join("reprompt-generator"),
+                        11,
+                    )?);
+                    segmenter = Some(self.factory.promptable_segmenter(
+                        StageSlot::PromptableSegmenter,
+                        &dir.join("segmenter"),
+                        12,
+                    )?);
                 }
                 let prompts = plugin(
-                    generator.as_mut().expect("created").prompts(&self.case(id).input, &prediction),
+                    generator
+                        .as_mut()
+                        .expect("created")
+                        .prompts(&self.case(id).input, &prediction),
                     &format!("re-prompting {id}"),
                 )?;
-                let m = segment_case(segmenter.as_mut().expect("created"), self.case(id), &prompts)?;
+                let m = segment_case(
+                    segmenter.as_mut().expect("created"),
+                    self.case(id),
+                    &prompts,
+                )?;
                 io::write_labels(&r_path, &m)?;
                 m
             };
-            self.factory.bars.update("self-learning filter", i as u64 + 1, ids.len() as u64, id);
-            candidates.push(FilterCandidate { case_id: id.as_str().into(), pseudo_label: prediction, reference });
+            self.factory
+                .bars
+                .update("self-learning filter", i as u64 + 1, ids.len() as u64, id);
+            candidates.push(FilterCandidate {
+                case_id: id.as_str().into(),
+                pseudo_label: prediction,
+                reference,
+            });
         }
-        let mut filter = self.factory.filter(StageSlot::Filter, &dir.join("plugin"), 13)?;
-        let decisions = plugin(filter.select(RSlice::from_slice(&candidates)), "filter selection")?;
+        let mut filter = self
+            .factory
+            .filter(StageSlot::Filter, &dir.join("plugin"), 13)?;
+        let decisions = plugin(
+            filter.select(RSlice::from_slice(&candidates)),
+            "filter selection",
+        )?;
         if decisions.len() != candidates.len() {
-            bail!("the filter returned {} decisions for {} cases", decisions.len(), candidates.len());
+            bail!(
+                "the filter returned {} decisions for {} cases",
+                decisions.len(),
+                candidates.len()
+            );
         }
         write_json(&dir.join("decisions.json"), &decisions_to_json(&decisions))?;
-        self.summary.measure_filter(&self.cases, &candidates, &decisions);
+        self.summary
+            .measure_filter(&self.cases, &candidates, &decisions);
         let kept: BTreeMap<String, LabelVolume> = candidates
             .into_iter()
             .zip(decisions.iter())
@@ -458,19 +634,32 @@ impl<'a> Runner<'a> {
         if kept.is_empty() {
             bail!("the filter kept no case; nothing to train the final network on");
         }
-        let plugins = [StageSlot::RepromptGenerator, StageSlot::PromptableSegmenter, StageSlot::Filter]
-            .iter()
-            .map(|s| self.factory.stamp(*s))
-            .collect();
+        let plugins = [
+            StageSlot::RepromptGenerator,
+            StageSlot::PromptableSegmenter,
+            StageSlot::Filter,
+        ]
+        .iter()
+        .map(|s| self.factory.stamp(*s))
+        .collect();
         self.finish(Step::Filter, plugins, started)?;
         Ok(Some(kept))
     }
 
     fn predict_and_evaluate(&mut self, net1: &Path, net2: Option<&PathBuf>) -> anyhow::Result<()> {
         let started = Instant::now();
-        let last = if net2.is_some() { Step::Network2 } else { Step::Network1 };
-        let fp = self.fp(Step::Predictions, &[&self.step_fp(Step::Network1), &self.step_fp(last)]);
-        let Some(dir) = self.begin(Step::Predictions, &fp)? else { return Ok(()) };
+        let last = if net2.is_some() {
+            Step::Network2
+        } else {
+            Step::Network1
+        };
+        let fp = self.fp(
+            Step::Predictions,
+            &[&self.step_fp(Step::Network1), &self.step_fp(last)],
+        );
+        let Some(dir) = self.begin(Step::Predictions, &fp)? else {
+            return Ok(());
+        };
         let test = self.ids(Split::Test);
         let mut models: Vec<(&str, &Path)> = vec![("network-1", net1)];
         if let Some(n2) = net2 {
@@ -478,7 +667,11 @@ impl<'a> Runner<'a> {
         }
         let mut predictions: BTreeMap<&str, BTreeMap<String, LabelVolume>> = BTreeMap::new();
         for (name, model) in &models {
-            let out_dir = if *name == "final" || net2.is_none() { dir.clone() } else { dir.join(name) };
+            let out_dir = if *name == "final" || net2.is_none() {
+                dir.clone()
+            } else {
+                dir.join(name)
+            };
             std::fs::create_dir_all(&out_dir)?;
             let mut net = None;
             let mut preds = BTreeMap::new();
@@ -492,22 +685,36 @@ impl<'a> Runner<'a> {
                     if net.is_none() {
                         net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
                     }
-                    let p = plugin(net.as_mut().expect("loaded").predict(&case.input), &format!("predicting {id}"))?;
+                    let p = plugin(
+                        net.as_mut().expect("loaded").predict(&case.input),
+                        &format!("predicting {id}"),
+                    )?;
                     std::fs::create_dir_all(out_dir.join("cropped"))?;
                     io::write_labels(&cropped_path, &p)?;
                     io::write_labels_like(&path, &(case.restore)(&p), &case.flair_path)?;
                     p
                 };
-                self.factory.bars.update(&format!("predict ({name})"), i as u64 + 1, test.len() as u64, id);
+                self.factory.bars.update(
+                    &format!("predict ({name})"),
+                    i as u64 + 1,
+                    test.len() as u64,
+                    id,
+                );
                 preds.insert(id.clone(), pred);
             }
             predictions.insert(name, preds);
         }
-        self.finish(Step::Predictions, vec![self.factory.stamp(StageSlot::VolumetricSegmenter)], started)?;
+        self.finish(
+            Step::Predictions,
+            vec![self.factory.stamp(StageSlot::VolumetricSegmenter)],
+            started,
+        )?;
 
         let started = Instant::now();
         let fp = self.fp(Step::Evaluation, &[&self.step_fp(Step::Predictions)]);
-        let Some(eval_dir) = self.begin(Step::Evaluation, &fp)? else { return Ok(()) };
+        let Some(eval_dir) = self.begin(Step::Evaluation, &fp)? else {
+            return Ok(());
+        };
         for (name, preds) in &predictions {
             let scores = io::evaluate(&self.cases, preds)?;
             if !scores.is_empty() {
@@ -534,22 +741,46 @@ pub fn segment_case(
         by_slice.entry(set.slice).or_default().push(set.clone());
     }
     for (z, sets) in by_slice {
-        let image = input.image.axial_slice("flair", z as usize).map_err(|e| anyhow!("case {}: {e}", case.id()))?;
-        let slice = SliceImage { case_id: input.id.clone(), index: z, image };
-        let masks = plugin(segmenter.segment(&slice, RSlice::from_slice(&sets)), &format!("segmenting {} slice {z}", case.id()))?;
+        let image = input
+            .image
+            .axial_slice("flair", z as usize)
+            .map_err(|e| anyhow!("case {}: {e}", case.id()))?;
+        let slice = SliceImage {
+            case_id: input.id.clone(),
+            index: z,
+            image,
+        };
+        let masks = plugin(
+            segmenter.segment(&slice, RSlice::from_slice(&sets)),
+            &format!("segmenting {} slice {z}", case.id()),
+        )?;
         if masks.len() != sets.len() {
-            bail!("segmenter returned {} masks for {} prompt sets ({} slice {z})", masks.len(), sets.len(), case.id());
+            bail!(
+                "segmenter returned {} masks for {} prompt sets ({} slice {z})",
+                masks.len(),
+                sets.len(),
+                case.id()
+            );
         }
-        let mut union = clisc_sdk::Mask2d::zeros(input.image.grid.shape[0], input.image.grid.shape[1]);
+        let mut union =
+            clisc_sdk::Mask2d::zeros(input.image.grid.shape[0], input.image.grid.shape[1]);
         for m in masks.iter() {
             if m.width != union.width || m.height != union.height {
-                bail!("segmenter returned a {}x{} mask for a {}x{} slice", m.width, m.height, union.width, union.height);
+                bail!(
+                    "segmenter returned a {}x{} mask for a {}x{} slice",
+                    m.width,
+                    m.height,
+                    union.width,
+                    union.height
+                );
             }
             for (u, &v) in union.data.iter_mut().zip(m.data.iter()) {
                 *u |= u8::from(v != 0);
             }
         }
-        volume.set_axial_slice(z as usize, &union).map_err(|e| anyhow!("{e}"))?;
+        volume
+            .set_axial_slice(z as usize, &union)
+            .map_err(|e| anyhow!("{e}"))?;
     }
     for (v, &b) in volume.data.iter_mut().zip(input.brain_mask.data.iter()) {
         if b == 0 {

@@ -27,12 +27,18 @@ pub struct StageFactory<'a> {
 impl StageFactory<'_> {
     /// A new instance of the plugin in `slot`, with `work_dir` as its
     /// private folder and the run seed offset by `seed_offset`.
-    pub fn create(&self, slot: StageSlot, work_dir: &Path, seed_offset: u64) -> anyhow::Result<StageObject> {
+    pub fn create(
+        &self,
+        slot: StageSlot,
+        work_dir: &Path,
+        seed_offset: u64,
+    ) -> anyhow::Result<StageObject> {
         let spec = self
             .pipeline
             .stage(slot)
             .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
-        std::fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+        std::fs::create_dir_all(work_dir)
+            .with_context(|| format!("creating {}", work_dir.display()))?;
         let ctx = HostContext {
             device: self.device.clone().into(),
             seed: self.pipeline.run.seed.wrapping_add(seed_offset),
@@ -40,7 +46,9 @@ impl StageFactory<'_> {
             work_dir: work_dir.display().to_string().into(),
             progress: self.bars.scoped(&spec.plugin).sink(),
         };
-        Ok(self.registry.create(&spec.plugin, slot.kind(), &spec.settings, &ctx)?)
+        Ok(self
+            .registry
+            .create(&spec.plugin, slot.kind(), &spec.settings, &ctx)?)
     }
 
     /// `plugin@version` of the slot, for the manifest.
@@ -61,7 +69,11 @@ impl StageFactory<'_> {
     /// Fingerprint parts describing the slot's plugin and settings.
     pub fn identity(&self, slot: StageSlot) -> String {
         match self.pipeline.stage(slot) {
-            Some(spec) => format!("{}|{}", self.stamp(slot), toml::to_string(&spec.settings).unwrap_or_default()),
+            Some(spec) => format!(
+                "{}|{}",
+                self.stamp(slot),
+                toml::to_string(&spec.settings).unwrap_or_default()
+            ),
             None => format!("{}=none", slot.key()),
         }
     }
@@ -71,7 +83,12 @@ macro_rules! typed_create {
     ($fn_name:ident, $variant:ident, $boxed:ty) => {
         impl StageFactory<'_> {
             /// A new instance of the slot's plugin as its trait object.
-            pub fn $fn_name(&self, slot: StageSlot, work_dir: &Path, seed_offset: u64) -> anyhow::Result<$boxed> {
+            pub fn $fn_name(
+                &self,
+                slot: StageSlot,
+                work_dir: &Path,
+                seed_offset: u64,
+            ) -> anyhow::Result<$boxed> {
                 match self.create(slot, work_dir, seed_offset)? {
                     StageObject::$variant(stage) => Ok(stage),
                     other => Err(anyhow!(
@@ -89,6 +106,14 @@ macro_rules! typed_create {
 typed_create!(pseudo_labeler, PseudoLabeler, PseudoLabelerBox);
 typed_create!(roi_extractor, RoiExtractor, RoiExtractorBox);
 typed_create!(prompt_generator, PromptGenerator, PromptGeneratorBox);
-typed_create!(promptable_segmenter, PromptableSegmenter, PromptableSegmenterBox);
-typed_create!(volumetric_segmenter, VolumetricSegmenter, VolumetricSegmenterBox);
+typed_create!(
+    promptable_segmenter,
+    PromptableSegmenter,
+    PromptableSegmenterBox
+);
+typed_create!(
+    volumetric_segmenter,
+    VolumetricSegmenter,
+    VolumetricSegmenterBox
+);
 typed_create!(filter, Filter, FilterBox);

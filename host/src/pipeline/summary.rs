@@ -27,7 +27,12 @@ pub struct CaseScore {
 impl CaseScore {
     /// A Dice-only score.
     pub fn dice_only(case: &str, dice: f64) -> Self {
-        Self { case: case.into(), dice, hd95: None, extra: BTreeMap::new() }
+        Self {
+            case: case.into(),
+            dice,
+            hd95: None,
+            extra: BTreeMap::new(),
+        }
     }
 }
 
@@ -63,8 +68,18 @@ impl Confusion {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let precision = ratio(tp, tp + fp);
         let recall = ratio(tp, tp + fn_);
-        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-        Self { slices: tp + fp + tn + fn_, accuracy: ratio(tp + tn, tp + fp + tn + fn_), precision, recall, f1 }
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        Self {
+            slices: tp + fp + tn + fn_,
+            accuracy: ratio(tp + tn, tp + fp + tn + fn_),
+            precision,
+            recall,
+            f1,
+        }
     }
 }
 
@@ -86,7 +101,9 @@ impl SliceLabelStats {
         let (mut kept, mut all) = ([0usize; 4], [0usize; 4]);
         let (mut n_kept, mut n) = (0usize, 0usize);
         for (id, l) in labels {
-            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else { continue };
+            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else {
+                continue;
+            };
             let per = truth.grid.slice_len();
             for s in l.slices.iter() {
                 let z = s.index as usize;
@@ -108,7 +125,11 @@ impl SliceLabelStats {
         Self {
             kept: Confusion::from_counts(kept[0], kept[1], kept[2], kept[3]),
             all: Confusion::from_counts(all[0], all[1], all[2], all[3]),
-            kept_fraction: if n == 0 { 0.0 } else { n_kept as f64 / n as f64 },
+            kept_fraction: if n == 0 {
+                0.0
+            } else {
+                n_kept as f64 / n as f64
+            },
         }
     }
 }
@@ -161,7 +182,11 @@ impl RunSummary {
             pipeline: pipeline.source.display().to_string(),
             stages: StageSlot::ALL
                 .iter()
-                .filter_map(|s| pipeline.stage(*s).map(|spec| format!("{}={}", s.key(), spec.plugin)))
+                .filter_map(|s| {
+                    pipeline
+                        .stage(*s)
+                        .map(|spec| format!("{}={}", s.key(), spec.plugin))
+                })
                 .collect(),
             ..Default::default()
         }
@@ -180,26 +205,44 @@ impl RunSummary {
         self.rois.clear();
         self.roi_rounds.clear();
         for (id, result) in rois {
-            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else { continue };
+            let Some(truth) = cases.get(id).and_then(|c| c.truth.as_ref()) else {
+                continue;
+            };
             for round in result.rounds.iter() {
                 let name = round.name.to_string();
                 if !self.roi_rounds.contains(&name) {
                     self.roi_rounds.push(name.clone());
                 }
-                self.rois.entry(name).or_default().push(CaseScore::dice_only(id, dice(&round.roi.data, &truth.data)));
+                self.rois
+                    .entry(name)
+                    .or_default()
+                    .push(CaseScore::dice_only(id, dice(&round.roi.data, &truth.data)));
             }
         }
     }
 
     /// Filter decisions with the (report-only) quality of each candidate.
-    pub fn measure_filter(&mut self, cases: &Cases, candidates: &[FilterCandidate], decisions: &[FilterDecision]) {
+    pub fn measure_filter(
+        &mut self,
+        cases: &Cases,
+        candidates: &[FilterCandidate],
+        decisions: &[FilterDecision],
+    ) {
         self.filter = candidates
             .iter()
             .zip(decisions)
             .map(|(c, d)| {
                 let id = c.case_id.to_string();
-                let dice_vs_truth = cases.get(&id).and_then(|k| k.truth.as_ref()).map(|t| dice(&c.pseudo_label.data, &t.data));
-                FilterScore { case: id, score: d.score, keep: d.keep, dice_vs_truth }
+                let dice_vs_truth = cases
+                    .get(&id)
+                    .and_then(|k| k.truth.as_ref())
+                    .map(|t| dice(&c.pseudo_label.data, &t.data));
+                FilterScore {
+                    case: id,
+                    score: d.score,
+                    keep: d.keep,
+                    dice_vs_truth,
+                }
             })
             .collect();
     }

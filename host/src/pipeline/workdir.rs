@@ -127,7 +127,9 @@ impl WorkDir {
     /// Opens (creating) the work folder.
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
     /// The work folder.
     pub fn root(&self) -> &Path {
@@ -176,7 +178,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// original name stays the suffix, so writers that choose the format by
 /// extension (`.nii.gz`) still do the right thing.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     path.with_file_name(format!(".partial.{name}"))
 }
 
@@ -187,7 +192,11 @@ pub fn fingerprint<S: AsRef<str>>(parts: &[S]) -> String {
         h.update(p.as_ref().as_bytes());
         h.update([0u8]);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,7 +223,10 @@ mod tests {
     fn atomic_writes_and_manifest_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let wd = WorkDir::open(dir.path()).unwrap();
-        let mut m = Manifest { seed: 3, ..Default::default() };
+        let mut m = Manifest {
+            seed: 3,
+            ..Default::default()
+        };
         m.steps.insert(
             "roi".into(),
             StepRecord {

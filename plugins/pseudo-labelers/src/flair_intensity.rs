@@ -17,7 +17,8 @@ use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler};
 use clisc_sdk::{
-    ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels, StageKind, StageObject,
+    ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels, StageKind,
+    StageObject,
 };
 
 /// Plugin registration of [`FlairIntensity`].
@@ -27,19 +28,36 @@ impl Plugin for FlairIntensityPlugin {
     const NAME: &'static str = "flair-intensity";
     const KIND: StageKind = StageKind::PseudoLabeler;
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Weight-free slice labels from FLAIR hyperintensity (robust statistics of the brain)";
+    const DESCRIPTION: &'static str =
+        "Weight-free slice labels from FLAIR hyperintensity (robust statistics of the brain)";
 
     fn settings() -> Vec<ConfigField> {
         vec![
-            ConfigField::float("k", 3.0, "hyperintense = more than k robust SDs (1.4826 MAD) above the brain median"),
+            ConfigField::float(
+                "k",
+                3.0,
+                "hyperintense = more than k robust SDs (1.4826 MAD) above the brain median",
+            ),
             ConfigField::float(
                 "min_component_fraction",
                 0.1,
                 "drop hyperintense 3D components smaller than this fraction of the largest",
             ),
-            ConfigField::float("half_area", 40.0, "hyperintense slice area (pixels) at which P(tumor) = 0.5"),
-            ConfigField::float("threshold", 0.6, "keep a slice when its label probability is at least this"),
-            ConfigField::integer("min_brain_pixels", 200, "slices with less brain than this are labelled 0 and not kept"),
+            ConfigField::float(
+                "half_area",
+                40.0,
+                "hyperintense slice area (pixels) at which P(tumor) = 0.5",
+            ),
+            ConfigField::float(
+                "threshold",
+                0.6,
+                "keep a slice when its label probability is at least this",
+            ),
+            ConfigField::integer(
+                "min_brain_pixels",
+                200,
+                "slices with less brain than this are labelled 0 and not kept",
+            ),
         ]
     }
 
@@ -74,7 +92,10 @@ pub struct FlairIntensity {
 impl FlairIntensity {
     fn validate(&self) -> Result<(), PluginError> {
         if !(self.half_area > 0.0) {
-            return Err(PluginError::config(format!("flair-intensity: `half_area` must be > 0, found {}", self.half_area)));
+            return Err(PluginError::config(format!(
+                "flair-intensity: `half_area` must be > 0, found {}",
+                self.half_area
+            )));
         }
         if !(0.5..=1.0).contains(&self.threshold) {
             return Err(PluginError::config(format!(
@@ -90,7 +111,12 @@ impl FlairIntensity {
         let flair = case.image.require_channel("flair")?;
         let brain = &case.brain_mask.data;
         case.image.grid.check_len(brain.len(), "brain mask")?;
-        let mut values: Vec<f32> = flair.iter().zip(brain.iter()).filter(|(_, &m)| m != 0).map(|(&v, _)| v).collect();
+        let mut values: Vec<f32> = flair
+            .iter()
+            .zip(brain.iter())
+            .filter(|(_, &m)| m != 0)
+            .map(|(&v, _)| v)
+            .collect();
         if values.is_empty() {
             return Ok(vec![0; flair.len()]);
         }
@@ -100,14 +126,28 @@ impl FlairIntensity {
         }
         let mad = percentile(&mut values, 50.0).max(1e-6) * 1.4826;
         let cut = median + self.k * mad;
-        let raw: Vec<u8> = flair.iter().zip(brain.iter()).map(|(&v, &m)| u8::from(m != 0 && v > cut)).collect();
+        let raw: Vec<u8> = flair
+            .iter()
+            .zip(brain.iter())
+            .map(|(&v, &m)| u8::from(m != 0 && v > cut))
+            .collect();
         let dims = case.image.grid.dims();
         let opened = opening(&raw, dims);
-        Ok(keep_at_least_fraction_of_largest(&opened, dims, Connectivity::Full, self.min_component_fraction))
+        Ok(keep_at_least_fraction_of_largest(
+            &opened,
+            dims,
+            Connectivity::Full,
+            self.min_component_fraction,
+        ))
     }
 
     /// Labels from a hyperintensity mask and the brain mask.
-    pub fn label_from_mask(&self, mask: &[u8], brain: &[u8], slice_len: usize) -> SlicePseudoLabels {
+    pub fn label_from_mask(
+        &self,
+        mask: &[u8],
+        brain: &[u8],
+        slice_len: usize,
+    ) -> SlicePseudoLabels {
         let slices = mask
             .chunks(slice_len)
             .zip(brain.chunks(slice_len))
@@ -115,24 +155,39 @@ impl FlairIntensity {
             .map(|(z, (m, b))| {
                 let brain_area = b.iter().filter(|&&v| v != 0).count();
                 if brain_area < self.min_brain_pixels {
-                    return SliceLabel { index: z as u32, label: 0, probability: 1.0, kept: false };
+                    return SliceLabel {
+                        index: z as u32,
+                        label: 0,
+                        probability: 1.0,
+                        kept: false,
+                    };
                 }
                 let area = m.iter().filter(|&&v| v != 0).count() as f64;
                 // Hill function: 0 at no area, 1/2 at `half_area`, -> 1 for large areas.
-                let p_tumor = (area * area / (area * area + self.half_area * self.half_area)) as f32;
+                let p_tumor =
+                    (area * area / (area * area + self.half_area * self.half_area)) as f32;
                 let label = u8::from(p_tumor >= 0.5);
                 let probability = if label == 1 { p_tumor } else { 1.0 - p_tumor };
-                SliceLabel { index: z as u32, label, probability, kept: probability >= self.threshold }
+                SliceLabel {
+                    index: z as u32,
+                    label,
+                    probability,
+                    kept: probability >= self.threshold,
+                }
             })
             .collect::<Vec<_>>();
-        SlicePseudoLabels { slices: RVec::from(slices) }
+        SlicePseudoLabels {
+            slices: RVec::from(slices),
+        }
     }
 }
 
 impl PseudoLabeler for FlairIntensity {
     fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
         self.hyperintense_mask(case)
-            .map(|mask| self.label_from_mask(&mask, &case.brain_mask.data, case.image.grid.slice_len()))
+            .map(|mask| {
+                self.label_from_mask(&mask, &case.brain_mask.data, case.image.grid.slice_len())
+            })
             .into()
     }
 }
@@ -147,14 +202,17 @@ mod tests {
         let grid = Grid::new([32, 32, 12], [1.0; 3]);
         let mut state = 12345u64;
         let mut noise = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
         let mut data = vec![0f32; grid.len()];
         for z in 0..12 {
             for y in 0..32 {
                 for x in 0..32 {
-                    let lesion = (4..8).contains(&z) && (10..20).contains(&x) && (10..20).contains(&y);
+                    let lesion =
+                        (4..8).contains(&z) && (10..20).contains(&x) && (10..20).contains(&y);
                     data[grid.index(x, y, z)] = if lesion { 4.0 } else { 0.0 } + noise();
                 }
             }
@@ -162,12 +220,21 @@ mod tests {
         CaseInput {
             id: "phantom".into(),
             image: Volume::single(grid, "flair", data),
-            brain_mask: LabelVolume { grid, data: vec![1u8; grid.len()].into() },
+            brain_mask: LabelVolume {
+                grid,
+                data: vec![1u8; grid.len()].into(),
+            },
         }
     }
 
     fn labeler() -> FlairIntensity {
-        FlairIntensity { k: 3.0, min_component_fraction: 0.1, half_area: 40.0, threshold: 0.6, min_brain_pixels: 200 }
+        FlairIntensity {
+            k: 3.0,
+            min_component_fraction: 0.1,
+            half_area: 40.0,
+            threshold: 0.6,
+            min_brain_pixels: 200,
+        }
     }
 
     #[test]
@@ -193,7 +260,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_settings() {
-        let bad = FlairIntensity { threshold: 0.3, ..labeler() };
+        let bad = FlairIntensity {
+            threshold: 0.3,
+            ..labeler()
+        };
         assert!(bad.validate().unwrap_err().message.contains("threshold"));
     }
 }

@@ -33,7 +33,13 @@ pub fn label_3d(mask: &[u8], dims: Dims3, connectivity: Connectivity) -> Compone
             let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
             for d in &offsets {
                 let (xx, yy, zz) = (x as isize + d[0], y as isize + d[1], z as isize + d[2]);
-                if xx < 0 || yy < 0 || zz < 0 || xx >= nx as isize || yy >= ny as isize || zz >= nz as isize {
+                if xx < 0
+                    || yy < 0
+                    || zz < 0
+                    || xx >= nx as isize
+                    || yy >= ny as isize
+                    || zz >= nz as isize
+                {
                     continue;
                 }
                 let j = xx as usize + nx * (yy as usize + ny * zz as usize);
@@ -49,7 +55,12 @@ pub fn label_3d(mask: &[u8], dims: Dims3, connectivity: Connectivity) -> Compone
 }
 
 /// Labels the connected components of a 2D mask (`width x height`).
-pub fn label_2d(mask: &[u8], width: usize, height: usize, connectivity: Connectivity) -> Components {
+pub fn label_2d(
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    connectivity: Connectivity,
+) -> Components {
     // A 2D image is a volume with one slice; face connectivity in 3D
     // restricted to one slice is 4-connectivity, full is 8-connectivity.
     label_3d(mask, [width, height, 1], connectivity)
@@ -57,7 +68,13 @@ pub fn label_2d(mask: &[u8], width: usize, height: usize, connectivity: Connecti
 
 /// Keeps only the largest component (ties: the first found). Empty in, empty out.
 pub fn largest_component(mask: &[u8], dims: Dims3, connectivity: Connectivity) -> Vec<u8> {
-    keep_components(mask, dims, connectivity, |size, largest| size == largest, true)
+    keep_components(
+        mask,
+        dims,
+        connectivity,
+        |size, largest| size == largest,
+        true,
+    )
 }
 
 /// Keeps the components whose size is at least `fraction` of the largest
@@ -68,7 +85,13 @@ pub fn keep_at_least_fraction_of_largest(
     connectivity: Connectivity,
     fraction: f64,
 ) -> Vec<u8> {
-    keep_components(mask, dims, connectivity, |size, largest| size as f64 >= fraction * largest as f64, false)
+    keep_components(
+        mask,
+        dims,
+        connectivity,
+        |size, largest| size as f64 >= fraction * largest as f64,
+        false,
+    )
 }
 
 fn keep_components(
@@ -91,7 +114,11 @@ fn keep_components(
             }
         }
     }
-    comps.labels.iter().map(|&l| u8::from(l != 0 && kept[l as usize])).collect()
+    comps
+        .labels
+        .iter()
+        .map(|&l| u8::from(l != 0 && kept[l as usize]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,10 +139,22 @@ mod tests {
     #[test]
     fn filters_small_components() {
         let dims = [10, 1, 1];
-        let m = [1, 1, 1, 1, 1, 1, 0, 1, 1, 0, /* sizes 6 and 2 */];
-        assert_eq!(largest_component(&m, dims, Connectivity::Full), vec![1, 1, 1, 1, 1, 1, 0, 0, 0, 0]);
-        assert_eq!(keep_at_least_fraction_of_largest(&m, dims, Connectivity::Full, 1.0 / 3.0), m.to_vec());
-        assert_eq!(keep_at_least_fraction_of_largest(&m, dims, Connectivity::Full, 0.5)[7], 0);
-        assert_eq!(largest_component(&[0; 4], [4, 1, 1], Connectivity::Full), vec![0; 4]);
+        let m = [1, 1, 1, 1, 1, 1, 0, 1, 1, 0 /* sizes 6 and 2 */];
+        assert_eq!(
+            largest_component(&m, dims, Connectivity::Full),
+            vec![1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            keep_at_least_fraction_of_largest(&m, dims, Connectivity::Full, 1.0 / 3.0),
+            m.to_vec()
+        );
+        assert_eq!(
+            keep_at_least_fraction_of_largest(&m, dims, Connectivity::Full, 0.5)[7],
+            0
+        );
+        assert_eq!(
+            largest_component(&[0; 4], [4, 1, 1], Connectivity::Full),
+            vec![0; 4]
+        );
     }
 }

@@ -9,7 +9,10 @@ pub fn minmax_to_u8(values: &[f32]) -> Vec<u8> {
         return vec![0; values.len()];
     }
     let scale = 255.0 / (hi - lo);
-    values.iter().map(|&v| ((v - lo) * scale).round().clamp(0.0, 255.0) as u8).collect()
+    values
+        .iter()
+        .map(|&v| ((v - lo) * scale).round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 /// Minimum and maximum (NaN-free input assumed); `(0, 0)` when empty.
@@ -17,7 +20,11 @@ pub fn min_max(values: &[f32]) -> (f32, f32) {
     if values.is_empty() {
         return (0.0, 0.0);
     }
-    values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 /// Histogram equalisation of an 8-bit image, identical to OpenCV's
@@ -66,7 +73,10 @@ pub fn percentile(values: &mut [f32], q: f64) -> f32 {
         return a as f32;
     }
     // The upper neighbour is the minimum of the part above `lo`.
-    let b = values[lo + 1..].iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    let b = values[lo + 1..]
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, f32::min) as f64;
     (a + (b - a) * (pos - lo as f64)) as f32
 }
 
@@ -77,7 +87,11 @@ pub fn mean_std(values: &[f32]) -> (f64, f64) {
     }
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean, var.sqrt())
 }
 

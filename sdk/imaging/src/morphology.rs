@@ -9,8 +9,17 @@ fn neighbours_all(mask: &[u8], dims: Dims3, i: usize, offsets: &[[isize; 3]], wa
     let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
     offsets.iter().all(|d| {
         let (xx, yy, zz) = (x as isize + d[0], y as isize + d[1], z as isize + d[2]);
-        let inside = xx >= 0 && yy >= 0 && zz >= 0 && xx < nx as isize && yy < ny as isize && zz < nz as isize;
-        let v = if inside { u8::from(mask[xx as usize + nx * (yy as usize + ny * zz as usize)] != 0) } else { 0 };
+        let inside = xx >= 0
+            && yy >= 0
+            && zz >= 0
+            && xx < nx as isize
+            && yy < ny as isize
+            && zz < nz as isize;
+        let v = if inside {
+            u8::from(mask[xx as usize + nx * (yy as usize + ny * zz as usize)] != 0)
+        } else {
+            0
+        };
         v == want
     })
 }
@@ -29,13 +38,17 @@ fn element(dims: Dims3) -> Vec<[isize; 3]> {
 /// Erosion: a voxel stays set when it and all its neighbours are set.
 pub fn erode(mask: &[u8], dims: Dims3) -> Vec<u8> {
     let offsets = element(dims);
-    (0..mask.len()).map(|i| u8::from(mask[i] != 0 && neighbours_all(mask, dims, i, &offsets, 1))).collect()
+    (0..mask.len())
+        .map(|i| u8::from(mask[i] != 0 && neighbours_all(mask, dims, i, &offsets, 1)))
+        .collect()
 }
 
 /// Dilation: a voxel is set when it or any neighbour is set.
 pub fn dilate(mask: &[u8], dims: Dims3) -> Vec<u8> {
     let offsets = element(dims);
-    (0..mask.len()).map(|i| u8::from(mask[i] != 0 || !neighbours_all(mask, dims, i, &offsets, 0))).collect()
+    (0..mask.len())
+        .map(|i| u8::from(mask[i] != 0 || !neighbours_all(mask, dims, i, &offsets, 0)))
+        .collect()
 }
 
 /// Opening (erosion then dilation): removes structures thinner than the element.

@@ -2,7 +2,13 @@
 
 /// Bilinear resize with half-pixel centres (PyTorch `interpolate(...,
 /// mode="bilinear", align_corners=False)` without antialiasing).
-pub fn resize_bilinear(src: &[f32], width: usize, height: usize, new_width: usize, new_height: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    src: &[f32],
+    width: usize,
+    height: usize,
+    new_width: usize,
+    new_height: usize,
+) -> Vec<f32> {
     assert_eq!(src.len(), width * height);
     let sx = width as f32 / new_width as f32;
     let sy = height as f32 / new_height as f32;
@@ -26,7 +32,13 @@ pub fn resize_bilinear(src: &[f32], width: usize, height: usize, new_width: usiz
 }
 
 /// Nearest-neighbour resize (PyTorch `mode="nearest"`).
-pub fn resize_nearest<T: Copy>(src: &[T], width: usize, height: usize, new_width: usize, new_height: usize) -> Vec<T> {
+pub fn resize_nearest<T: Copy>(
+    src: &[T],
+    width: usize,
+    height: usize,
+    new_width: usize,
+    new_height: usize,
+) -> Vec<T> {
     assert_eq!(src.len(), width * height);
     let mut out = Vec::with_capacity(new_width * new_height);
     for y in 0..new_height {
@@ -57,7 +69,10 @@ mod tests {
 
     #[test]
     fn nearest_is_identity_on_same_size() {
-        assert_eq!(resize_nearest(&[1u8, 2, 3, 4], 2, 2, 2, 2), vec![1, 2, 3, 4]);
+        assert_eq!(
+            resize_nearest(&[1u8, 2, 3, 4], 2, 2, 2, 2),
+            vec![1, 2, 3, 4]
+        );
         assert_eq!(resize_nearest(&[1u8, 2], 2, 1, 4, 1), vec![1, 1, 2, 2]);
     }
 }

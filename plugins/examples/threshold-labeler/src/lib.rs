@@ -27,9 +27,21 @@ impl Plugin for ThresholdLabelerPlugin {
 
     fn settings() -> Vec<ConfigField> {
         vec![
-            ConfigField::float("k", 2.5, "brightness threshold in brain standard deviations above the mean"),
-            ConfigField::float("min_fraction", 0.01, "fraction of the slice's brain pixels that must be bright"),
-            ConfigField::integer("panic_on_slice", -1, "test hook: panic when labelling this slice (-1 = never)"),
+            ConfigField::float(
+                "k",
+                2.5,
+                "brightness threshold in brain standard deviations above the mean",
+            ),
+            ConfigField::float(
+                "min_fraction",
+                0.01,
+                "fraction of the slice's brain pixels that must be bright",
+            ),
+            ConfigField::integer(
+                "panic_on_slice",
+                -1,
+                "test hook: panic when labelling this slice (-1 = never)",
+            ),
         ]
     }
 
@@ -56,7 +68,12 @@ impl PseudoLabeler for ThresholdLabeler {
             Err(e) => return RResult::RErr(e),
         };
         let brain = &case.brain_mask.data;
-        let values: Vec<f32> = flair.iter().zip(brain.iter()).filter(|(_, &m)| m != 0).map(|(&v, _)| v).collect();
+        let values: Vec<f32> = flair
+            .iter()
+            .zip(brain.iter())
+            .filter(|(_, &m)| m != 0)
+            .map(|(&v, _)| v)
+            .collect();
         let n = values.len().max(1) as f32;
         let mean = values.iter().sum::<f32>() / n;
         let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
@@ -75,9 +92,18 @@ impl PseudoLabeler for ThresholdLabeler {
                     bright += usize::from(*v > threshold);
                 }
             }
-            let fraction = if inside == 0 { 0.0 } else { bright as f64 / inside as f64 };
+            let fraction = if inside == 0 {
+                0.0
+            } else {
+                bright as f64 / inside as f64
+            };
             let label = u8::from(fraction > self.min_fraction);
-            slices.push(SliceLabel { index: z as u32, label, probability: 1.0, kept: inside > 0 });
+            slices.push(SliceLabel {
+                index: z as u32,
+                label,
+                probability: 1.0,
+                kept: inside > 0,
+            });
         }
         RResult::ROk(SlicePseudoLabels { slices })
     }
