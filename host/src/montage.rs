@@ -405,7 +405,7 @@ mod tests {
         );
         // Box top edge at slice row 1, column 4.
         assert_eq!(
-            img.get_pixel((ox + 4 * 2) as u32, (4 + 1 * 2) as u32).0,
+            img.get_pixel((ox + 4 * 2) as u32, (4 + 2) as u32).0,
             BOX_COLOUR
         );
         // Positive point centre.

@@ -132,8 +132,8 @@ pub fn grid_from_header(path: &Path, h: &NiftiHeader) -> Result<Grid, NiftiError
         ));
     }
     let mut shape = [1u32; 3];
-    for d in 0..3.min(ndim) {
-        shape[d] = h.dim[d + 1] as u32;
+    for (d, s) in shape.iter_mut().enumerate().take(3.min(ndim)) {
+        *s = h.dim[d + 1] as u32;
     }
     let extra: usize = (4..=ndim).map(|d| h.dim[d].max(1) as usize).product();
     if extra > 1 {
@@ -236,11 +236,11 @@ fn inv3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         return None;
     }
     let mut r = [[0.0; 3]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
+    for (i, row) in r.iter_mut().enumerate() {
+        for (j, cell) in row.iter_mut().enumerate() {
             let (i1, i2) = ((j + 1) % 3, (j + 2) % 3);
             let (j1, j2) = ((i + 1) % 3, (i + 2) % 3);
-            r[i][j] = (m[i1][j1] * m[i2][j2] - m[i1][j2] * m[i2][j1]) / d;
+            *cell = (m[i1][j1] * m[i2][j2] - m[i1][j2] * m[i2][j1]) / d;
         }
     }
     Some(r)

@@ -79,9 +79,9 @@ fn oblique_grid(shape: [u32; 3]) -> Grid {
     ];
     let spacing = [0.8, 1.25, 3.0];
     let mut g = Grid::new(shape, spacing);
-    for i in 0..3 {
+    for (i, rz_row) in rz.iter().enumerate() {
         for j in 0..3 {
-            let r: f64 = (0..3).map(|k| rz[i][k] * ry[k][j]).sum();
+            let r: f64 = (0..3).map(|k| rz_row[k] * ry[k][j]).sum();
             g.affine[i][j] = r * spacing[j];
         }
     }
@@ -189,11 +189,8 @@ fn clisc_reads_what_nibabel_writes() {
             .iter()
             .map(|z| z.as_f64().unwrap())
             .collect();
-        for d in 0..3 {
-            assert!(
-                (v.grid.spacing[d] - zooms[d]).abs() < 1e-6,
-                "{path}: spacing"
-            );
+        for (d, zoom) in zooms.iter().enumerate().take(3) {
+            assert!((v.grid.spacing[d] - zoom).abs() < 1e-6, "{path}: spacing");
         }
         assert_eq!(v.info.sform_code as i64, f["sform_code"].as_i64().unwrap());
         assert_eq!(v.info.qform_code as i64, f["qform_code"].as_i64().unwrap());

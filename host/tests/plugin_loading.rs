@@ -151,7 +151,7 @@ fn two_example_libraries_load_side_by_side_and_run() {
 #[test]
 fn a_library_built_against_an_incompatible_sdk_is_refused_naming_both_versions() {
     let lib = example_library("clisc-example-incompatible");
-    let err = match Registry::with_search_path(&[lib.clone()]) {
+    let err = match Registry::with_search_path(std::slice::from_ref(&lib)) {
         Err(e) => e,
         Ok(_) => panic!("an SDK 1.0.0 library must be refused by an SDK {SDK_VERSION} host"),
     };

@@ -59,7 +59,7 @@ fn every_kind_scaffolds_a_crate_that_builds_tests_and_lists() {
     }
 
     let debug = target.join("debug");
-    let registry = Registry::with_search_path(&[debug.clone()]).unwrap();
+    let registry = Registry::with_search_path(std::slice::from_ref(&debug)).unwrap();
     for (name, kind) in &names {
         let plugin = registry.find(name, *kind).unwrap_or_else(|e| panic!("{e}"));
         assert!(

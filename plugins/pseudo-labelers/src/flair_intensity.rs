@@ -91,7 +91,7 @@ pub struct FlairIntensity {
 
 impl FlairIntensity {
     fn validate(&self) -> Result<(), PluginError> {
-        if !(self.half_area > 0.0) {
+        if self.half_area.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(PluginError::config(format!(
                 "flair-intensity: `half_area` must be > 0, found {}",
                 self.half_area

@@ -30,7 +30,7 @@ fn main() {
         );
     }
     let t = Instant::now();
-    tch::no_grad(|| net.forward_t(&x, false));
+    let _logits = tch::no_grad(|| net.forward_t(&x, false));
     println!(
         "eval forward: {:.1} img/s",
         batch as f64 / t.elapsed().as_secs_f64()

@@ -142,6 +142,7 @@ pub fn negative_mask(
 /// Masks for a whole training set: `cams`, `brains` are `n` slices of
 /// `size x size`, `labels` their classes. Returns one mask per slice
 /// (negatives get random masks when `mask_negatives`, else empty ones).
+#[allow(clippy::too_many_arguments)] // the masking inputs are independent; a struct would only rename them
 pub fn masks_for_set(
     cams: &[f32],
     brains: &[f32],
@@ -217,7 +218,7 @@ mod tests {
         );
         // nothing above threshold: no mask.
         assert!(
-            positive_mask(&vec![0.1; 36], &brain, size, Threshold::Fixed(0.5), 0.8)
+            positive_mask(&[0.1; 36], &brain, size, Threshold::Fixed(0.5), 0.8)
                 .iter()
                 .all(|&v| v == 0)
         );

@@ -2,10 +2,10 @@
 
 /// Linear min-max mapping to 0..=255 (rounded). A constant image maps to 0.
 /// This is the faithful 8-bit conversion of a float slice (CLISC's released
-/// code clipped z-scored values instead; see docs/method.md).
+/// code clipped z-scored values instead).
 pub fn minmax_to_u8(values: &[f32]) -> Vec<u8> {
     let (lo, hi) = min_max(values);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![0; values.len()];
     }
     let scale = 255.0 / (hi - lo);
@@ -99,7 +99,7 @@ pub fn mean_std(values: &[f32]) -> (f64, f64) {
 /// the value maximising the between-class variance.
 pub fn otsu_threshold(values: &[f32], bins: usize) -> f32 {
     let (lo, hi) = min_max(values);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return lo;
     }
     let width = (hi - lo) / bins as f32;
