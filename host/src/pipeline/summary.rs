@@ -36,16 +36,11 @@ impl CaseScore {
     }
 }
 
-/// Mean and population standard deviation of the finite values.
+/// Mean, population standard deviation and count of the finite values
+/// (`None` when there are none); the statistics of [`crate::metrics::Stat`].
 pub fn mean_std(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64, usize)> {
-    let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    Some((mean, std, v.len()))
+    let stat = crate::metrics::Stat::of(values.into_iter().map(Some));
+    (stat.n > 0).then_some((stat.mean, stat.std, stat.n))
 }
 
 /// Binary classification figures of slice labels against ground truth.
