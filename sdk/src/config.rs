@@ -129,6 +129,59 @@ impl ConfigField {
         f.optional = true;
         f
     }
+    /// A weight file that must be given. `download` says where to get it
+    /// (the official URL, or a sentence); the host checks that the file
+    /// exists before a run starts and, when it does not, names the setting,
+    /// the path and `download` in one error with every other missing file.
+    pub fn weights_file(name: &str, doc: &str, download: &str) -> Self {
+        let mut f = Self::required_path(name, doc);
+        f.doc = encode_download(doc, download).into();
+        f
+    }
+    /// A weight file that may be absent (e.g. optional pretrained weights);
+    /// when it is given, it is checked like [`ConfigField::weights_file`].
+    pub fn optional_weights_file(name: &str, doc: &str, download: &str) -> Self {
+        let mut f = Self::optional_path(name, doc);
+        f.doc = encode_download(doc, download).into();
+        f
+    }
+    /// Whether this setting is a weight file declared with
+    /// [`ConfigField::weights_file`] or [`ConfigField::optional_weights_file`].
+    pub fn is_weights_file(&self) -> bool {
+        self.kind == ConfigKind::Path && self.doc.as_str().contains(WEIGHTS_MARKER)
+    }
+    /// Where to download a weight file (empty when the plugin gave no hint);
+    /// `None` for settings that are not weight files.
+    pub fn download_hint(&self) -> Option<&str> {
+        if self.kind != ConfigKind::Path {
+            return None;
+        }
+        let doc = self.doc.as_str();
+        doc.rfind(WEIGHTS_MARKER)
+            .map(|i| doc[i + WEIGHTS_MARKER.len()..].trim())
+    }
+    /// The documentation without the download hint of a weight file.
+    pub fn description(&self) -> &str {
+        let doc = self.doc.as_str();
+        match doc.rfind(WEIGHTS_MARKER) {
+            Some(i) if self.kind == ConfigKind::Path => doc[..i].trim_end(),
+            _ => doc,
+        }
+    }
+}
+
+/// Marks a weight file inside [`ConfigField::doc`]: what follows it is the
+/// download hint.
+///
+/// SDK 0.1.1 added weight files without changing the layout of
+/// [`ConfigField`] (which the host checks when it loads a plugin library),
+/// so plugins built against 0.1.0 keep loading and hosts built against
+/// 0.1.0 still load newer plugins: the hint travels at the end of `doc`,
+/// where an older host simply shows it as part of the documentation.
+pub const WEIGHTS_MARKER: &str = "\nWeight file; download: ";
+
+fn encode_download(doc: &str, download: &str) -> String {
+    format!("{doc}{WEIGHTS_MARKER}{}", download.trim())
 }
 
 /// Checks one value against a field; returns a message naming the expected type.
@@ -212,11 +265,18 @@ pub fn resolve(
                 ROption::RNone if field.optional => {}
                 ROption::RNone => problems.push(FieldProblem {
                     key: name.to_string(),
-                    message: format!(
-                        "missing required setting `{name}` ({}): {}",
-                        field.kind.name(),
-                        field.doc
-                    ),
+                    message: match field.download_hint() {
+                        Some(hint) if !hint.is_empty() => format!(
+                            "missing required setting `{name}` ({}): {} (a weight file; download: {hint})",
+                            field.kind.name(),
+                            field.description()
+                        ),
+                        _ => format!(
+                            "missing required setting `{name}` ({}): {}",
+                            field.kind.name(),
+                            field.description()
+                        ),
+                    },
                 }),
             },
         }
@@ -356,6 +416,28 @@ mod tests {
         assert_eq!(s.str("cam").unwrap(), "layercam");
         assert_eq!(s.path("weights").unwrap().unwrap(), PathBuf::from("w.pt"));
         assert_eq!(s.path("cache").unwrap(), None);
+    }
+
+    #[test]
+    fn weight_files_carry_their_download_hint_in_the_doc() {
+        let w =
+            ConfigField::weights_file("weights", "SAM checkpoint", "https://example.org/sam.pth");
+        assert_eq!(w.kind, ConfigKind::Path);
+        assert!(w.is_weights_file() && !w.optional && w.default.is_none());
+        assert_eq!(w.download_hint(), Some("https://example.org/sam.pth"));
+        assert_eq!(w.description(), "SAM checkpoint");
+        let o = ConfigField::optional_weights_file("pretrained", "backbone", "");
+        assert!(o.is_weights_file() && o.optional);
+        assert_eq!(o.download_hint(), Some(""));
+        let p = ConfigField::required_path("model", "a TorchScript file");
+        assert!(!p.is_weights_file());
+        assert_eq!(p.download_hint(), None);
+        assert_eq!(p.description(), "a TorchScript file");
+        // Validation and resolution treat weight files as plain paths.
+        let t: toml::Table = toml::from_str("weights = \"w.pth\"").unwrap();
+        let r = resolve(&[w.clone(), o], &t).unwrap();
+        assert_eq!(r.get("weights").and_then(|v| v.as_str()), Some("w.pth"));
+        assert!(resolve(&[w], &toml::Table::new()).is_err());
     }
 
     #[test]

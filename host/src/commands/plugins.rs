@@ -60,12 +60,15 @@ pub fn render_list(registry: &Registry, settings: bool) -> String {
                     _ if f.optional => "(optional)".to_string(),
                     _ => "(required)".to_string(),
                 };
-                out += &format!(
-                    "      {} ({}) {default}  {}\n",
-                    f.name,
-                    f.kind.name(),
-                    f.doc
-                );
+                let kind = if f.is_weights_file() {
+                    "weight file"
+                } else {
+                    f.kind.name()
+                };
+                out += &format!("      {} ({kind}) {default}  {}\n", f.name, f.description());
+                if let Some(hint) = f.download_hint().filter(|h| !h.is_empty()) {
+                    out += &format!("        source: {hint}\n");
+                }
             }
         }
     }

@@ -21,8 +21,11 @@
 //!
 //! Relative paths (output, dataset, plugin paths and `path` settings) are
 //! relative to the pipeline file. Every problem is reported with the file,
-//! line and column.
+//! line and column. Weight files (see [`super::weights`]) and the dataset
+//! folder must exist: a run never starts, and `clisc check` fails, while
+//! one is missing; all missing ones are listed in the same error.
 
+use super::weights::{describe, lexically_normal, weights_source, MissingWeights};
 use crate::registry::{Registry, RegistryError};
 use clisc_sdk::config::resolve;
 use clisc_sdk::{ConfigKind, StageKind};
@@ -348,6 +351,9 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         errors.push(pos.error(Some(raw.dataset.span()), format!("[dataset]: {e}")));
     }
 
+    // Input files that do not exist are gathered and reported together,
+    // after the other problems: every missing weight file, then the dataset.
+    let mut missing: Vec<ConfigError> = Vec::new();
     let mut stages = BTreeMap::new();
     for (key, stage) in raw.stages.get_ref() {
         let Some(slot) = StageSlot::ALL
@@ -363,8 +369,9 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
             continue;
         };
         match resolve_stage(slot, stage, registry, &pos, &absolute) {
-            Ok(spec) => {
+            Ok((spec, mut absent)) => {
                 stages.insert(slot, spec);
+                missing.append(&mut absent);
             }
             Err(mut e) => errors.append(&mut e),
         }
@@ -412,6 +419,27 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
             "`[stages.filter]` and `[stages.reprompt_generator]` go together (the self-learning filter re-prompts the segmenter); give both or neither",
         ));
     }
+    if !missing.is_empty() {
+        let n = missing.len();
+        errors.push(pos.error(
+            None,
+            format!(
+                "{n} weight file{} missing, so the pipeline cannot start; download each one to the path shown (or point its setting at your copy):",
+                if n == 1 { " is" } else { "s are" },
+            ),
+        ));
+        missing.sort_by_key(|e| (e.line, e.column));
+        errors.append(&mut missing);
+    }
+    if !Path::new(&dataset.root).is_dir() {
+        errors.push(pos.error(
+            Some(raw.dataset.span()),
+            format!(
+                "[dataset] root: dataset folder {} does not exist",
+                lexically_normal(Path::new(&dataset.root)).display()
+            ),
+        ));
+    }
     if errors.is_empty() {
         Ok(Pipeline {
             source: path.to_path_buf(),
@@ -431,7 +459,7 @@ fn resolve_stage(
     registry: &Registry,
     pos: &Positions<'_>,
     absolute: &dyn Fn(&str) -> PathBuf,
-) -> Result<StageSpec, Vec<ConfigError>> {
+) -> Result<(StageSpec, Vec<ConfigError>), Vec<ConfigError>> {
     let raw = stage.get_ref();
     let name = raw.plugin.get_ref();
     let plugin = registry
@@ -468,15 +496,34 @@ fn resolve_stage(
                 .collect())
         }
     };
+    let mut missing = Vec::new();
     for field in schema.iter().filter(|f| f.kind == ConfigKind::Path) {
         if let Some(toml::Value::String(s)) = resolved.get_mut(field.name.as_str()) {
-            *s = absolute(s).display().to_string();
+            let path = absolute(s);
+            *s = path.display().to_string();
+            if let Some(download) = weights_source(field, &path).filter(|_| !path.exists()) {
+                let span = raw
+                    .settings
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == field.name.as_str())
+                    .map_or_else(|| raw.plugin.span(), |(_, v)| v.span());
+                let m = MissingWeights {
+                    setting: format!("[stages.{}] settings.{}", slot.key(), field.name),
+                    plugin: name.clone(),
+                    path,
+                    download,
+                };
+                missing.push(pos.error(Some(span), describe(&m)));
+            }
         }
     }
-    Ok(StageSpec {
-        plugin: name.clone(),
-        settings: resolved,
-    })
+    Ok((
+        StageSpec {
+            plugin: name.clone(),
+            settings: resolved,
+        },
+        missing,
+    ))
 }
 
 fn is_device(s: &str) -> bool {
@@ -500,5 +547,69 @@ impl From<(PathBuf, RegistryError)> for ConfigErrors {
             column: 0,
             message: e.to_string(),
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(dir: &Path, stages: &str) -> (PathBuf, String) {
+        let text = format!(
+            "[run]\noutput = \"work\"\n\n[dataset]\nroot = \"data\"\nmodalities = [\"flair\"]\n\n{stages}"
+        );
+        let path = dir.join("p.toml");
+        std::fs::write(&path, &text).unwrap();
+        (path, text)
+    }
+
+    #[test]
+    fn every_missing_weight_file_is_reported_with_its_line_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, text) = pipeline(
+            dir.path(),
+            "[stages.pseudo_labeler]\nplugin = \"torchscript-pseudo-labeler\"\nsettings = { model = \"m/labeler.pt\" }\n\n\
+             [stages.roi_extractor]\nplugin = \"cam\"\nsettings = { pretrained = \"w/resnet18-f37072fd.pth\", arch = \"resnet18\" }\n",
+        );
+        let errors = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].contains("2 weight files are missing"),
+            "{}",
+            lines[0]
+        );
+        // Declared by the plugin (SDK weights_file): its own hint.
+        assert_eq!((errors.0[1].line, errors.0[1].column), (10, 22));
+        assert!(lines[1].contains("[stages.pseudo_labeler] settings.model"));
+        assert!(lines[1].contains(&format!("{}", dir.path().join("m/labeler.pt").display())));
+        assert!(lines[1].contains("torch.jit.script"), "{}", lines[1]);
+        // A plain optional path naming an official file: recognised by name.
+        assert_eq!(errors.0[2].line, 14);
+        assert!(lines[2].contains("[stages.roi_extractor] settings.pretrained"));
+        assert!(lines[2].contains("https://download.pytorch.org/models/resnet18-f37072fd.pth"));
+        // Then the dataset folder.
+        assert!(lines[3].contains("dataset folder"), "{}", lines[3]);
+
+        // With the files in place the same pipeline is valid.
+        for f in ["m/labeler.pt", "w/resnet18-f37072fd.pth"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
+        assert_eq!(ok.stages.len(), 2);
+    }
+
+    #[test]
+    fn absent_optional_weights_and_other_paths_are_not_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let (path, text) = pipeline(
+            dir.path(),
+            "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\n\n[stages.roi_extractor]\nplugin = \"cam\"\n",
+        );
+        parse(&path, &text, &mut Registry::builtin()).unwrap();
     }
 }

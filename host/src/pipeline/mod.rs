@@ -9,6 +9,7 @@ pub mod prepare;
 pub mod run;
 pub mod stages;
 pub mod summary;
+pub mod weights;
 pub mod workdir;
 
 pub use config::{load, Pipeline, StageSlot, StageSpec};

@@ -40,7 +40,11 @@ pub enum OutputKind {
 /// The settings every TorchScript adapter shares.
 pub fn common_settings() -> Vec<ConfigField> {
     vec![
-        ConfigField::required_path("model", "the TorchScript file (torch.jit.script / torch.jit.trace + .save)"),
+        ConfigField::weights_file(
+            "model",
+            "the TorchScript file (torch.jit.script / torch.jit.trace + .save)",
+            "your own model exported with torch.jit.script or torch.jit.trace and .save (docs/plugins-torchscript.md)",
+        ),
         ConfigField::string("channel", "flair", "the image channel fed to the model"),
         ConfigField::integer(
             "input_channels",

@@ -1,0 +1,151 @@
+//! `configs/clisc-paper.toml` without its weight files: `clisc run` and
+//! `clisc check` stop before doing anything, with one error that names
+//! every missing weight file (setting, file:line, path, download URL).
+
+use clisc_tests::write_tiny_dataset;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+/// (setting value in the config, official URL the error must give).
+const WEIGHTS: [(&str, &str); 3] = [
+    (
+        "../weights/ViT-B-32.pt",
+        "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    ),
+    (
+        "../weights/resnet50-11ad3fa6.pth",
+        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    ),
+    (
+        "../weights/sam_vit_b_01ec64.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    ),
+];
+
+fn paper_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/clisc-paper.toml");
+    std::fs::read_to_string(&path).expect("configs/clisc-paper.toml")
+}
+
+/// Every file and folder under `root`, relative, sorted.
+fn tree(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            if p.is_dir() {
+                walk(&p, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn clisc(args: &[&str], cwd: &Path) -> Output {
+    Command::new(CLI)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running clisc")
+}
+
+/// Checks that `stderr` reports each weight file once, with its setting,
+/// the file:line of its value, the resolved path and the URL.
+fn assert_names_every_weight_file(stderr: &str, config_text: &str, root: &Path) {
+    assert!(
+        stderr.contains("3 weight files are missing"),
+        "no summary line:\n{stderr}"
+    );
+    for (value, url) in WEIGHTS {
+        let line = config_text
+            .lines()
+            .position(|l| l.contains(value))
+            .expect("value in the config")
+            + 1;
+        let file = Path::new(value).file_name().unwrap().to_str().unwrap();
+        let resolved = root.join("weights").join(file);
+        let entry = stderr
+            .split("\n/")
+            .find(|e| e.contains(&format!("{}:{line}:", "clisc-paper.toml")) && e.contains(file))
+            .unwrap_or_else(|| panic!("no entry for {file} at line {line}:\n{stderr}"));
+        assert!(
+            entry.contains(&resolved.display().to_string()),
+            "{file}: resolved path {} not named:\n{entry}",
+            resolved.display()
+        );
+        assert!(entry.contains(url), "{file}: URL {url} not given:\n{entry}");
+        assert!(
+            entry.contains("settings.weights") || entry.contains("settings.pretrained"),
+            "{file}: setting not named:\n{entry}"
+        );
+        assert_eq!(
+            stderr.matches(url).count(),
+            1,
+            "{file} reported more than once:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn paper_config_without_weights_fails_before_any_work_naming_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let text = paper_config();
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    let config = root.join("configs/clisc-paper.toml");
+    std::fs::write(&config, &text).unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    // No dataset either: the weight files are all listed, then the dataset.
+    let before = tree(&root);
+    let out = clisc(&["run", "--config", config_arg], &root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "clisc run succeeded:\n{stderr}");
+    assert_names_every_weight_file(&stderr, &text, &root);
+    let data = root.join("data/MICCAI_BraTS2020_TrainingData");
+    let weights_at = stderr.find("weight files are missing").unwrap();
+    let dataset_at = stderr
+        .find(&format!("dataset folder {} does not exist", data.display()))
+        .unwrap_or_else(|| panic!("missing dataset not reported:\n{stderr}"));
+    assert!(weights_at < dataset_at, "weights first:\n{stderr}");
+    assert_eq!(tree(&root), before, "clisc run wrote something");
+
+    // With a dataset: the same weight files, nothing written, and
+    // `clisc check` reports the same.
+    write_tiny_dataset(&data, 2, [24, 24, 16]);
+    let before = tree(&root);
+    let out = clisc(&["run", "--config", config_arg], &root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "clisc run succeeded:\n{stderr}");
+    assert_names_every_weight_file(&stderr, &text, &root);
+    assert!(!stderr.contains("dataset folder"), "{stderr}");
+    assert!(!root.join("work").exists(), "a work folder was created");
+    assert_eq!(tree(&root), before, "clisc run wrote something");
+
+    let out = clisc(&["check", config_arg], &root);
+    let check_err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "clisc check succeeded:\n{check_err}");
+    assert_names_every_weight_file(&check_err, &text, &root);
+    assert!(out.stdout.is_empty(), "check printed a pipeline");
+
+    // Once the files are there, the configuration is valid as written.
+    std::fs::create_dir_all(root.join("weights")).unwrap();
+    for (value, _) in WEIGHTS {
+        let file = Path::new(value).file_name().unwrap();
+        std::fs::write(root.join("weights").join(file), b"placeholder").unwrap();
+    }
+    let out = clisc(&["check", config_arg], &root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("plugin = \"sam\""), "{resolved}");
+    assert!(resolved.contains("target_layer = \"layer3\""), "{resolved}");
+}
