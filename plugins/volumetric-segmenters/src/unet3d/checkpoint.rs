@@ -1,7 +1,10 @@
 //! `unet3d` checkpoints: one safetensors file holding the weights (PyTorch
 //! state-dict names, fp32) and, in the safetensors header metadata, the
 //! plugin name and version, the settings (TOML, as the stage takes them)
-//! and the training progress.
+//! and the training progress. A resumable checkpoint written during
+//! training also holds the optimiser state (SGD momentum, fp16 loss scale)
+//! under [`TRAINING_STATE_PREFIX`], so that a resumed run continues exactly
+//! as the uninterrupted one would.
 //!
 //! One file keeps the checkpoint atomic to move around (the pipeline saves
 //! to a temporary name and renames it), readable from Python with
@@ -32,6 +35,10 @@ pub const KEY_TOTAL: &str = "clisc.total_steps";
 pub const KEY_DATA: &str = "clisc.data";
 /// Metadata key: smoothed training loss at `step`.
 pub const KEY_LOSS: &str = "clisc.loss";
+/// Name prefix of the training state a resumable checkpoint carries besides
+/// the weights (SGD momentum buffers, fp16 loss-scaler state). These
+/// tensors are not parameters: [`read`] returns them apart.
+pub const TRAINING_STATE_PREFIX: &str = "training.";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,9 +90,23 @@ fn to_bytes(t: &Tensor) -> Result<Bytes, PluginError> {
 
 /// Writes the variables of `vs` and `meta` to `path` (overwriting it).
 pub fn save(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), PluginError> {
+    save_with_state(vs, &HashMap::new(), meta, path)
+}
+
+/// [`save`] plus training state tensors, stored under their names
+/// prefixed with [`TRAINING_STATE_PREFIX`].
+pub fn save_with_state(
+    vs: &VarStore,
+    state: &HashMap<String, Tensor>,
+    meta: &CheckpointMeta,
+    path: &Path,
+) -> Result<(), PluginError> {
     let mut tensors = Vec::new();
     for (name, t) in vs.variables() {
         tensors.push((name, to_bytes(&t)?));
+    }
+    for (name, t) in state {
+        tensors.push((format!("{TRAINING_STATE_PREFIX}{name}"), to_bytes(t)?));
     }
     let info: HashMap<String, String> = [
         (KEY_PLUGIN, super::NAME.to_string()),
@@ -112,9 +133,14 @@ pub fn save(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), Plu
 }
 
 /// Writes to a temporary sibling, then renames: a reader never sees half a file.
-pub fn save_atomic(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), PluginError> {
+pub fn save_atomic(
+    vs: &VarStore,
+    state: &HashMap<String, Tensor>,
+    meta: &CheckpointMeta,
+    path: &Path,
+) -> Result<(), PluginError> {
     let tmp = path.with_extension("partial");
-    save(vs, meta, &tmp)?;
+    save_with_state(vs, state, meta, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         PluginError::io(format!(
             "unet3d: renaming {} to {}: {e}",
@@ -130,6 +156,9 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// Tensors by state-dict name.
     pub tensors: HashMap<String, Tensor>,
+    /// Training state saved with [`save_with_state`], by name without the
+    /// [`TRAINING_STATE_PREFIX`] (empty for a finished model).
+    pub state: HashMap<String, Tensor>,
 }
 
 /// Reads a checkpoint written by [`save`].
@@ -181,6 +210,7 @@ pub fn read(path: &Path) -> Result<Checkpoint, PluginError> {
             .unwrap_or(f64::NAN),
     };
     let mut tensors = HashMap::new();
+    let mut state = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
             return Err(bad(format!(
@@ -191,9 +221,16 @@ pub fn read(path: &Path) -> Result<Checkpoint, PluginError> {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        tensors.insert(name, t);
+        match name.strip_prefix(TRAINING_STATE_PREFIX) {
+            Some(key) => state.insert(key.to_string(), t),
+            None => tensors.insert(name, t),
+        };
     }
-    Ok(Checkpoint { meta, tensors })
+    Ok(Checkpoint {
+        meta,
+        tensors,
+        state,
+    })
 }
 
 /// Copies `tensors` into the variables of `vs`; every variable must be

@@ -234,6 +234,15 @@ impl VolumetricSegmenter for Unet3d {
     }
 }
 
+/// Serialises the tests that use libtorch's process-wide random generator
+/// (initialisation, dropout): tests run on parallel threads, and one that
+/// compares two trainings needs the generator to itself.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +282,7 @@ mod tests {
 
     #[test]
     fn learns_to_segment_a_hyperintense_lesion() {
+        let _rng = torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let cases: Vec<TrainingCase> = (0..4).map(|s| phantom(SMALL, s)).collect();
         let unseen = phantom(SMALL, 99);
@@ -307,6 +317,7 @@ mod tests {
 
     #[test]
     fn saved_models_reload_with_their_settings_and_predict_identically() {
+        let _rng = torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let cases: Vec<TrainingCase> = (0..2).map(|s| phantom(SMALL, s)).collect();
         let mut net = stage(config("iterations = 3\ndropout = 0.1"), dir.path());
@@ -364,6 +375,7 @@ mod tests {
 
     #[test]
     fn interrupted_training_resumes_from_the_last_checkpoint() {
+        let _rng = torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join(TRAINING_CHECKPOINT);
         let cases = || vec![CaseArrays::from_training(&phantom(SMALL, 1)).unwrap()];
@@ -373,10 +385,29 @@ mod tests {
         assert!(e.message.contains("interrupted at step 5/6"));
         assert_eq!(checkpoint::read(&ckpt).unwrap().meta.step, 3);
 
+        let resumable = checkpoint::read(&ckpt).unwrap();
+        assert!(
+            resumable.state.keys().any(|k| k.starts_with("momentum.")),
+            "the periodic checkpoint carries the SGD momentum"
+        );
         let mut m = Model::new(&cfg, Device::Cpu, 1);
         let out = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(usize::MAX)).unwrap();
         assert_eq!((out.resumed_from, out.total_steps), (3, 6));
-        assert_eq!(checkpoint::read(&ckpt).unwrap().meta.step, 6);
+        let finished = checkpoint::read(&ckpt).unwrap();
+        assert_eq!(finished.meta.step, 6);
+        assert!(finished.state.is_empty(), "no training state once finished");
+
+        // The resumed network is exactly the one an uninterrupted run trains
+        // (same patches, dropout draws and momentum from the resumed step on).
+        let other = tempfile::tempdir().unwrap();
+        let mut whole = Model::new(&cfg, Device::Cpu, 1);
+        let path = other.path().join(TRAINING_CHECKPOINT);
+        train::train(&mut whole, cases(), 1, &path, &mut StopAt(usize::MAX)).unwrap();
+        let (a, b) = (m.vs.variables(), whole.vs.variables());
+        assert_eq!(a.len(), b.len());
+        for (name, t) in &a {
+            assert!(t.equal(&b[name]), "{name} differs after resuming");
+        }
 
         // A finished run is loaded, not retrained.
         let mut again = Model::new(&cfg, Device::Cpu, 2);
@@ -398,6 +429,7 @@ mod tests {
 
     #[test]
     fn predictions_stay_in_the_brain_and_modes_and_options_apply() {
+        let _rng = torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let mut case = phantom(SMALL, 3).case;
         let cfg = config("iterations = 1");

@@ -160,6 +160,7 @@ mod tests {
 
     #[test]
     fn parameter_names_match_the_pytorch_reference() {
+        let _rng = super::super::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let net = UNet3d::new(&vs.root(), 1, 2, &[16, 32, 64, 128, 256], 0.3);
         assert_eq!(net.depth(), 4);
@@ -193,6 +194,7 @@ mod tests {
 
     #[test]
     fn output_has_the_input_size_even_for_odd_sizes() {
+        let _rng = super::super::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let net = UNet3d::new(&vs.root(), 1, 2, &[4, 8, 16], 0.3);
         let x = Tensor::randn([2, 1, 8, 12, 16], (Kind::Float, Device::Cpu));

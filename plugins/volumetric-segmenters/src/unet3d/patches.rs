@@ -231,11 +231,28 @@ impl PatchSampler {
         steps: usize,
         batch_size: usize,
     ) -> (Receiver<Batch>, JoinHandle<()>) {
+        self.spawn_at(seed, 0, steps, batch_size)
+    }
+
+    /// Like [`PatchSampler::spawn`], but starting at batch `first` of the
+    /// stream seeded by `seed`: a training run resumed at step `first` gets
+    /// exactly the batches an uninterrupted run gets from that step on (the
+    /// earlier draws are replayed without cutting patches).
+    pub fn spawn_at(
+        self,
+        seed: u64,
+        first: usize,
+        steps: usize,
+        batch_size: usize,
+    ) -> (Receiver<Batch>, JoinHandle<()>) {
         let (tx, rx) = sync_channel(4);
         let handle = std::thread::Builder::new()
             .name("unet3d-patches".into())
             .spawn(move || {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                for _ in 0..first * batch_size {
+                    self.draw(&mut rng);
+                }
                 for _ in 0..steps {
                     if tx.send(self.batch(&mut rng, batch_size)).is_err() {
                         break;
@@ -347,11 +364,17 @@ mod tests {
         h.join().unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].image.len(), 2 * 64);
-        let (rx2, _) = s.spawn(9, 1, 2);
+        let (rx2, _) = s.clone().spawn(9, 1, 2);
         assert_eq!(
             rx2.recv().unwrap().image,
             got[0].image,
             "same seed, same patches"
+        );
+        let (rx3, _) = s.spawn_at(9, 2, 1, 2);
+        assert_eq!(
+            rx3.recv().unwrap().image,
+            got[2].image,
+            "a stream started at batch 2 continues the stream"
         );
     }
 }

@@ -6,10 +6,11 @@ use super::config::{Loss, UNetConfig};
 use super::network::UNet3d;
 use super::patches::{Batch, CaseArrays, PatchSampler};
 use clisc_sdk::PluginError;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// A network with its parameters on a device.
@@ -95,6 +96,126 @@ pub fn loss(kind: Loss, gce_q: f64, logits: &Tensor, target: &Tensor) -> Tensor 
     }
 }
 
+/// `torch.optim.SGD` (dampening 0, not Nesterov), written out so that its
+/// momentum buffers can go into resumable checkpoints: tch's optimizer keeps
+/// them inside libtorch, out of reach, and a run resumed with empty buffers
+/// would not continue the way the uninterrupted run does.
+struct Sgd {
+    /// Trainable parameters by state-dict name (sorted).
+    params: Vec<(String, Tensor)>,
+    momentum: f64,
+    weight_decay: f64,
+    /// Momentum buffer per parameter, created at its first step.
+    buffers: HashMap<String, Tensor>,
+}
+
+/// Training-state name of a parameter's momentum buffer.
+fn momentum_key(param: &str) -> String {
+    format!("momentum.{param}")
+}
+
+/// Training-state name of the fp16 loss scaler's `[scale, good_steps]`.
+const LOSS_SCALER_KEY: &str = "loss_scaler";
+
+impl Sgd {
+    fn new(vs: &nn::VarStore, momentum: f64, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Self {
+            params,
+            momentum,
+            weight_decay,
+            buffers: HashMap::new(),
+        }
+    }
+
+    fn zero_grad(&mut self) {
+        for (_, p) in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_();
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// One update: `d = grad + wd * p`; `buf = d` at the first step, then
+    /// `buf = momentum * buf + d`; `p -= lr * buf`.
+    fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for (name, p) in &mut self.params {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut d = if self.weight_decay != 0.0 {
+                    &g + &*p * self.weight_decay
+                } else {
+                    g
+                };
+                if self.momentum != 0.0 {
+                    d = match self.buffers.get_mut(name.as_str()) {
+                        Some(buf) => {
+                            let _ = buf.g_mul_scalar_(self.momentum);
+                            let _ = buf.g_add_(&d);
+                            buf.shallow_clone()
+                        }
+                        None => {
+                            let buf = d.detach().copy();
+                            self.buffers.insert(name.clone(), buf.shallow_clone());
+                            buf
+                        }
+                    };
+                }
+                let _ = p.g_sub_(&(d * lr));
+            }
+        });
+    }
+
+    /// The momentum buffers as training state.
+    fn state(&self, out: &mut HashMap<String, Tensor>) {
+        for (name, buf) in &self.buffers {
+            out.insert(momentum_key(name), buf.shallow_clone());
+        }
+    }
+
+    /// Takes the momentum buffers back from a checkpoint's training state;
+    /// returns how many there were.
+    fn restore(
+        &mut self,
+        state: &HashMap<String, Tensor>,
+        device: Device,
+        path: &Path,
+    ) -> Result<usize, PluginError> {
+        for (name, p) in &self.params {
+            if let Some(t) = state.get(&momentum_key(name)) {
+                if t.size() != p.size() {
+                    return Err(PluginError::weights(format!(
+                        "unet3d: checkpoint {}: momentum of `{name}` has shape {:?}, expected {:?}",
+                        path.display(),
+                        t.size(),
+                        p.size()
+                    )));
+                }
+                self.buffers
+                    .insert(name.clone(), t.to_device(device).to_kind(p.kind()));
+            }
+        }
+        Ok(self.buffers.len())
+    }
+}
+
+/// The seed of libtorch's generator (dropout) for SGD step `step`: set
+/// before every step, so that a resumed run draws what the uninterrupted
+/// run drew at the same step.
+fn step_seed(seed: u64, step: usize) -> i64 {
+    (seed ^ (step as u64 + 1).wrapping_mul(0x9e3779b97f4a7c15)) as i64
+}
+
 /// Dynamic loss scaling for fp16 training (what `torch.cuda.amp.GradScaler` does).
 struct LossScaler {
     scale: f64,
@@ -112,7 +233,7 @@ impl LossScaler {
     /// Backpropagates the scaled loss; unscales the gradients and returns
     /// true when they are finite (then the step may be taken), otherwise
     /// halves the scale, clears the gradients and returns false.
-    fn backward(&mut self, loss: &Tensor, opt: &mut nn::Optimizer, vs: &nn::VarStore) -> bool {
+    fn backward(&mut self, loss: &Tensor, opt: &mut Sgd, vs: &nn::VarStore) -> bool {
         (loss * self.scale).backward();
         let grads: Vec<Tensor> = vs
             .trainable_variables()
@@ -141,6 +262,24 @@ impl LossScaler {
             self.good_steps = 0;
         }
         finite
+    }
+
+    fn state(&self, out: &mut HashMap<String, Tensor>) {
+        out.insert(
+            LOSS_SCALER_KEY.into(),
+            Tensor::from_slice(&[self.scale as f32, self.good_steps as f32]),
+        );
+    }
+
+    fn restore(&mut self, state: &HashMap<String, Tensor>) {
+        if let Some(t) = state.get(LOSS_SCALER_KEY) {
+            if let Ok(v) = Vec::<f32>::try_from(t.flatten(0, -1)) {
+                if let [scale, good] = v[..] {
+                    self.scale = f64::from(scale);
+                    self.good_steps = good as usize;
+                }
+            }
+        }
     }
 }
 
@@ -199,6 +338,7 @@ pub fn train(
     let key = data_key(&cases);
     let mut start = 0;
     let mut smoothed = f64::NAN;
+    let mut resumed_state = HashMap::new();
     if checkpoint_path.exists() {
         match checkpoint::read(checkpoint_path) {
             Ok(ck)
@@ -210,6 +350,7 @@ pub fn train(
                 checkpoint::load_into(&mut model.vs, &ck.tensors, checkpoint_path)?;
                 start = ck.meta.step.min(total);
                 smoothed = ck.meta.loss;
+                resumed_state = ck.state;
                 monitor.log(&format!("unet3d: resuming from step {start}/{total} ({})", checkpoint_path.display()));
             }
             Ok(_) => monitor.log(&format!(
@@ -230,14 +371,17 @@ pub fn train(
         });
     }
     let device = model.device();
-    let mut opt = nn::Sgd {
-        momentum: cfg.momentum,
-        dampening: 0.0,
-        wd: cfg.weight_decay,
-        nesterov: false,
+    let mut opt = Sgd::new(&model.vs, cfg.momentum, cfg.weight_decay);
+    let mut scaler = model.amp().then(LossScaler::new);
+    if start > 0 {
+        let restored = opt.restore(&resumed_state, device, checkpoint_path)?;
+        if restored == 0 && cfg.momentum != 0.0 {
+            monitor.log("unet3d: the checkpoint holds no SGD momentum (written by an older clisc); momentum restarts from zero");
+        }
+        if let Some(s) = scaler.as_mut() {
+            s.restore(&resumed_state);
+        }
     }
-    .build(&model.vs, cfg.learning_rate)
-    .map_err(|e| PluginError::internal(format!("unet3d: building SGD: {e}")))?;
     let sampler = PatchSampler {
         cases: Arc::new(cases),
         patch: cfg.patch_size.map(|v| v as usize),
@@ -245,13 +389,10 @@ pub fn train(
         flips: cfg.flips,
         rotations: cfg.rotations,
     };
-    // Each resumed segment gets its own stream of patches.
-    let stream_seed = seed ^ (start as u64).wrapping_mul(0x9e3779b97f4a7c15);
-    let (batches, producer) = sampler.spawn(stream_seed, total - start, cfg.batch_size);
-    tch::manual_seed(stream_seed as i64);
-    let mut scaler = model.amp().then(LossScaler::new);
+    // A resumed run continues the patch stream of the uninterrupted run.
+    let (batches, producer) = sampler.spawn_at(seed, start, total - start, cfg.batch_size);
     let mut skipped = 0;
-    let save = |model: &Model, step: usize, loss: f64| {
+    let save = |model: &Model, state: &HashMap<String, Tensor>, step: usize, loss: f64| {
         let meta = CheckpointMeta {
             plugin_version: super::VERSION.to_string(),
             config: cfg.clone(),
@@ -260,11 +401,11 @@ pub fn train(
             data_key: key.clone(),
             loss,
         };
-        checkpoint::save_atomic(&model.vs, &meta, checkpoint_path)
+        checkpoint::save_atomic(&model.vs, state, &meta, checkpoint_path)
     };
     for step in start..total {
         let lr = cfg.learning_rate * (1.0 - step as f64 / total as f64).powf(cfg.poly_power);
-        opt.set_lr(lr);
+        tch::manual_seed(step_seed(seed, step));
         let batch = batches
             .recv()
             .map_err(|_| PluginError::internal("unet3d: the patch thread stopped early"))?;
@@ -280,7 +421,7 @@ pub fn train(
             }
         };
         if take {
-            opt.step();
+            opt.step(lr);
         } else {
             skipped += 1;
         }
@@ -296,7 +437,12 @@ pub fn train(
             value
         };
         if (step + 1) % cfg.checkpoint_every == 0 && step + 1 < total {
-            save(model, step + 1, smoothed)?;
+            let mut state = HashMap::new();
+            opt.state(&mut state);
+            if let Some(s) = scaler.as_ref() {
+                s.state(&mut state);
+            }
+            save(model, &state, step + 1, smoothed)?;
         }
         if !monitor.step(step + 1, total, smoothed, lr) {
             return Err(PluginError::internal(format!(
@@ -307,7 +453,7 @@ pub fn train(
     }
     drop(batches);
     let _ = producer.join();
-    save(model, total, smoothed)?;
+    save(model, &HashMap::new(), total, smoothed)?;
     Ok(TrainOutcome {
         total_steps: total,
         resumed_from: start,

@@ -1,0 +1,267 @@
+//! A run killed with SIGKILL in the middle of a late stage resumes in the
+//! same work folder, does not redo the steps it had finished, and ends with
+//! exactly the results of an uninterrupted run.
+
+use clisc_tests::{manifest, write_tiny_dataset};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+/// The whole pipeline (both networks, the filter, evaluation) with settings
+/// small enough for a few seconds per run on one CPU thread.
+fn write_pipeline(dir: &Path, work: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[run]
+output = "{work}"
+device = "cpu"
+seed = 5
+threads = 1
+
+[dataset]
+root = "data"
+modalities = ["flair"]
+split = {{ ratios = [4.0, 1.0, 2.0], seed = 3 }}
+
+[stages.pseudo_labeler]
+plugin = "flair-intensity"
+
+[stages.roi_extractor]
+plugin = "cam"
+settings = {{ arch = "resnet18", input_size = 32, epochs = 1, batch_size = 16, cam_batch_size = 32, amda_rounds = 1 }}
+
+[stages.prompt_generator]
+plugin = "box-points"
+settings = {{ box_dilation = 2 }}
+
+[stages.promptable_segmenter]
+plugin = "classic-prompt"
+
+[stages.volumetric_segmenter]
+plugin = "unet3d"
+settings = {{ features = [4, 8], patch_size = [16, 16, 16], batch_size = 2, iterations = 60, checkpoint_every = 4, dropout = 0.3, window_batch = 8 }}
+
+[stages.reprompt_generator]
+plugin = "box-points"
+settings = {{ box_dilation = 0 }}
+
+[stages.filter]
+plugin = "s3f"
+settings = {{ keep_fraction = 0.8 }}
+"#
+    );
+    let path = dir.join(format!("{work}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(CLI)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("CLISC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting clisc run")
+}
+
+fn run_to_end(config: &Path, log: &Path) {
+    let status = start(config, log).wait().unwrap();
+    assert!(
+        status.success(),
+        "clisc run failed:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Every file under `dir` (relative path -> modification time).
+fn files(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    fn walk(d: &Path, root: &Path, out: &mut BTreeMap<PathBuf, SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                let modified = e.metadata().unwrap().modified().unwrap();
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), modified);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The bytes of every file under `dir`.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    files(dir)
+        .into_keys()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn summary(work: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(work.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn killed_run_resumes_and_matches_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tiny_dataset(&root.join("data"), 7, [40, 40, 24]);
+
+    // 1. Uninterrupted.
+    let t = Instant::now();
+    let reference = write_pipeline(root, "reference");
+    run_to_end(&reference, &root.join("reference.log"));
+    eprintln!("uninterrupted run: {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2. The same pipeline in a fresh work folder, killed as soon as the
+    // first network has written a resumable checkpoint.
+    let t = Instant::now();
+    let config = write_pipeline(root, "resumed");
+    let work = root.join("resumed");
+    let checkpoint = work.join("05-network-1/plugin/unet3d-training.safetensors");
+    let mut child = start(&config, &root.join("killed.log"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "clisc run ended ({status}) before network-1 wrote a checkpoint:\n{}",
+                std::fs::read_to_string(root.join("killed.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    eprintln!("killed run: {:.1} s", t.elapsed().as_secs_f64());
+
+    let m = manifest(&work);
+    assert_eq!(
+        m["steps"]["network-1"]["status"], "running",
+        "killed while training network-1: {m:#}"
+    );
+    assert!(!work.join("05-network-1/model.ckpt").exists());
+    assert!(!work.join("summary.json").exists());
+    let finished: Vec<String> = m["steps"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["status"] == "done")
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        finished,
+        ["prompts", "pseudo-labels", "pseudo-masks", "roi"],
+        "{m:#}"
+    );
+    let done_before: BTreeMap<PathBuf, SystemTime> = files(&work)
+        .into_iter()
+        .filter(|(p, _)| {
+            ["01-", "02-", "03-", "04-"]
+                .iter()
+                .any(|prefix| p.to_str().unwrap().starts_with(prefix))
+        })
+        .collect();
+    assert!(done_before.len() > 10, "{done_before:?}");
+
+    // 3. Resume in the same folder.
+    let t = Instant::now();
+    run_to_end(&config, &root.join("resume.log"));
+    eprintln!("resumed run: {:.1} s", t.elapsed().as_secs_f64());
+
+    // Finished steps were reused, not recomputed: their files are untouched
+    // and their recorded durations are those of the killed run.
+    let after = files(&work);
+    for (path, modified) in &done_before {
+        assert_eq!(
+            after.get(path),
+            Some(modified),
+            "{} was rewritten by the resumed run",
+            path.display()
+        );
+    }
+    let m2 = manifest(&work);
+    for step in &finished {
+        assert_eq!(
+            m2["steps"][step]["seconds"], m["steps"][step]["seconds"],
+            "step {step} ran again"
+        );
+    }
+    // The first network continued from its checkpoint.
+    let resumed = summary(&work);
+    let n1 = resumed["stage_reports"]["network-1"]["resumed_from_step"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no network-1 report: {resumed:#}"));
+    assert!(n1 >= 4.0, "network-1 resumed from step {n1}");
+    let log = std::fs::read_to_string(root.join("resume.log")).unwrap();
+    assert!(log.contains("unet3d: resuming from step"), "{log}");
+
+    // Identical results: every step's artefacts (both networks, the
+    // filter's decisions, the predictions as NIfTI bytes, the evaluation).
+    let reference_work = root.join("reference");
+    for part in ["05-network-1/model.ckpt", "07-network-2/model.ckpt"] {
+        let (a, b) = (
+            safetensors(&reference_work.join(part)),
+            safetensors(&work.join(part)),
+        );
+        assert_eq!(a.0, b.0, "{part}: other tensors or metadata");
+        assert!(a.1 == b.1, "{part}: the weights differ");
+    }
+    assert!(
+        std::fs::read(reference_work.join("06-filter/decisions.json")).unwrap()
+            == std::fs::read(work.join("06-filter/decisions.json")).unwrap(),
+        "the filter decided otherwise"
+    );
+    for part in [
+        "01-pseudo-labels",
+        "02-roi",
+        "03-prompts",
+        "04-pseudo-masks",
+        "08-predictions",
+        "09-evaluation",
+    ] {
+        let (a, b) = (
+            contents(&reference_work.join(part)),
+            contents(&work.join(part)),
+        );
+        assert!(!a.is_empty(), "{part} is empty");
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{part}: other files"
+        );
+        for (p, bytes) in &a {
+            assert!(bytes == &b[p], "{part}/{} differs", p.display());
+        }
+    }
+    let expected = summary(&reference_work);
+    assert!(
+        expected["test"]["final"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "no test scores: {expected:#}"
+    );
+    assert_eq!(resumed["test"], expected["test"], "evaluation differs");
+}
+
+/// A safetensors file as (header, tensor bytes). The header is compared as
+/// JSON because its metadata map is written in a per-process hash order.
+fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
