@@ -5,9 +5,11 @@
 #   dcm2niix  reference DICOM -> NIfTI converter (host/tests/dicom_*.rs)
 #   dcmtk     independent DICOM tools: JPEG/RLE compression of test series,
 #             dcmdump to read our DICOM SEG back
+#   chromium  headless browser that opens the run report and screenshots it
+#             (tests/report_browser.rs)
 set -euo pipefail
 
-packages=(dcm2niix dcmtk)
+packages=(dcm2niix dcmtk chromium)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -18,5 +20,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "ci-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

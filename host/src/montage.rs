@@ -8,7 +8,10 @@
 //! 3. the overlay: FLAIR with the final ROI contour (yellow), any extra
 //!    contours given by the caller (e.g. pseudo-label, prediction, ground
 //!    truth, each in its own colour), the prompt box (cyan) and points
-//!    (green = positive, red = negative).
+//!    (green = positive, red = negative);
+//! 4. with `contours_column` (and an ROI or prompts to draw), the extra
+//!    contours move to a last column of their own, so the overlay keeps
+//!    only the ROI and the prompts.
 //!
 //! Tiles are `scale` times the slice size (nearest neighbour), x = column,
 //! y = row as everywhere in clisc. The function is pure apart from writing
@@ -27,6 +30,12 @@ pub const BOX_COLOUR: [u8; 3] = [0, 220, 255];
 pub const POSITIVE_COLOUR: [u8; 3] = [0, 230, 60];
 /// Negative point colour (red).
 pub const NEGATIVE_COLOUR: [u8; 3] = [255, 40, 40];
+/// Suggested colour of a promptable-segmenter pseudo-label contour (magenta).
+pub const PSEUDO_LABEL_COLOUR: [u8; 3] = [255, 0, 255];
+/// Suggested colour of a network prediction contour (blue).
+pub const PREDICTION_COLOUR: [u8; 3] = [40, 140, 255];
+/// Suggested colour of a ground-truth contour (orange).
+pub const GROUND_TRUTH_COLOUR: [u8; 3] = [255, 140, 0];
 
 /// An extra label volume drawn as a contour on the overlay column.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +65,9 @@ pub struct MontageInput<'a> {
     pub max_slices: usize,
     /// Upscaling factor of the tiles.
     pub scale: usize,
+    /// Draw the extra contours in a column of their own, right of the
+    /// overlay with the ROI and prompts (instead of on it).
+    pub contours_column: bool,
 }
 
 impl<'a> MontageInput<'a> {
@@ -69,13 +81,14 @@ impl<'a> MontageInput<'a> {
             slices: None,
             max_slices: 4,
             scale: 2,
+            contours_column: false,
         }
     }
 }
 
 /// Up to `k` slices spread evenly over the slices where the final ROI (or
-/// else the first contour, or else the brain) is non-empty, always
-/// including the one where it is largest.
+/// else the first non-empty contour, or else the brain) is non-empty,
+/// always including the one where it is largest.
 pub fn choose_slices(input: &MontageInput<'_>, k: usize) -> Vec<usize> {
     let grid = input.case.image.grid;
     let n = grid.slice_len();
@@ -88,9 +101,9 @@ pub fn choose_slices(input: &MontageInput<'_>, k: usize) -> Vec<usize> {
         .or_else(|| {
             input
                 .contours
-                .first()
+                .iter()
                 .map(|c| c.labels.data.as_slice())
-                .filter(|d| d.iter().any(|&v| v != 0))
+                .find(|d| d.iter().any(|&v| v != 0))
         })
         .unwrap_or(input.case.brain_mask.data.as_slice());
     let areas: Vec<usize> = (0..nz)
@@ -147,9 +160,32 @@ fn is_edge(mask: &[u8], w: usize, h: usize, x: usize, y: usize) -> bool {
             .any(|&(a, b)| mask[a + w * b] == 0)
 }
 
+/// Background of the montage between tiles (dark grey).
+pub const BACKGROUND: [u8; 3] = [24, 24, 24];
+
 struct Canvas {
     img: RgbImage,
     scale: usize,
+}
+
+/// One row of tiles: a `w` x `h` slice drawn at canvas row `oy`.
+struct Tile {
+    w: usize,
+    h: usize,
+    oy: usize,
+}
+
+/// Per-slice min-max normalised FLAIR in `[0, 1]`.
+fn slice_grey(values: &[f32]) -> Vec<f32> {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    values
+        .iter()
+        .map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+        .collect()
 }
 
 impl Canvas {
@@ -164,6 +200,58 @@ impl Canvas {
     fn pixel(&mut self, ox: usize, oy: usize, x: usize, y: usize, c: [u8; 3]) {
         let s = self.scale;
         self.fill(ox + x * s, oy + y * s, s, s, c);
+    }
+    /// The grey slice, with the activation `cam` as a jet heatmap over it.
+    fn base(&mut self, t: &Tile, ox: usize, grey: &[f32], cam: Option<&[f32]>) {
+        for y in 0..t.h {
+            for x in 0..t.w {
+                let i = x + t.w * y;
+                let g = grey[i];
+                let c = match cam {
+                    Some(cam) => {
+                        let (j, a) = (jet(cam[i]), 0.5 * cam[i].clamp(0.0, 1.0).sqrt());
+                        [0, 1, 2].map(|k| (255.0 * ((1.0 - a) * g + a * j[k])) as u8)
+                    }
+                    None => [(255.0 * g) as u8; 3],
+                };
+                self.pixel(ox, t.oy, x, y, c);
+            }
+        }
+    }
+    /// The boundary pixels of `mask` (one slice).
+    fn contour(&mut self, t: &Tile, ox: usize, mask: &[u8], colour: [u8; 3]) {
+        for y in 0..t.h {
+            for x in 0..t.w {
+                if is_edge(mask, t.w, t.h, x, y) {
+                    self.pixel(ox, t.oy, x, y, colour);
+                }
+            }
+        }
+    }
+    /// A prompt set's box (outline) and points (squares with a black rim).
+    fn prompts(&mut self, t: &Tile, ox: usize, set: &clisc_sdk::PromptSet) {
+        let (s, oy) = (self.scale, t.oy);
+        let px = |v: f32, max: usize| (v.round().max(0.0) as usize).min(max - 1) * s;
+        if let abi_stable::std_types::ROption::RSome(b) = set.bbox {
+            let (x0, y0) = (px(b.x0, t.w), px(b.y0, t.h));
+            let (x1, y1) = (px(b.x1, t.w) + s - 1, px(b.y1, t.h) + s - 1);
+            let k = s.div_ceil(2);
+            self.fill(ox + x0, oy + y0, x1 - x0 + 1, k, BOX_COLOUR);
+            self.fill(ox + x0, oy + y1 + 1 - k, x1 - x0 + 1, k, BOX_COLOUR);
+            self.fill(ox + x0, oy + y0, k, y1 - y0 + 1, BOX_COLOUR);
+            self.fill(ox + x1 + 1 - k, oy + y0, k, y1 - y0 + 1, BOX_COLOUR);
+        }
+        for p in set.points.iter() {
+            let cx = ox + px(p.x, t.w) + s / 2;
+            let cy = oy + px(p.y, t.h) + s / 2;
+            let c = if p.positive {
+                POSITIVE_COLOUR
+            } else {
+                NEGATIVE_COLOUR
+            };
+            self.fill(cx.saturating_sub(3), cy.saturating_sub(3), 7, 7, [0, 0, 0]);
+            self.fill(cx.saturating_sub(2), cy.saturating_sub(2), 5, 5, c);
+        }
     }
 }
 
@@ -216,96 +304,46 @@ pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>
     }
     let scale = input.scale.max(1);
     let gap = 4;
-    let cols = 2 + rounds.len();
+    let overlay_col = 1 + rounds.len();
+    let has_overlay = !rounds.is_empty() || input.prompts.is_some();
+    let separate = input.contours_column && has_overlay && !input.contours.is_empty();
+    let cols = overlay_col + 1 + usize::from(separate);
     let (tw, th) = (w * scale, h * scale);
     let width = cols * tw + (cols + 1) * gap;
     let height = slices.len() * th + (slices.len() + 1) * gap;
     let mut canvas = Canvas {
-        img: RgbImage::from_pixel(width as u32, height as u32, Rgb([24, 24, 24])),
+        img: RgbImage::from_pixel(width as u32, height as u32, Rgb(BACKGROUND)),
         scale,
     };
+    let col_x = |col: usize| gap + col * (tw + gap);
     for (row, &z) in slices.iter().enumerate() {
         let oy = gap + row * (th + gap);
-        let values = &flair[z * n..(z + 1) * n];
-        let (lo, hi) = values
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let grey = |i: usize| {
-            if hi > lo {
-                (values[i] - lo) / (hi - lo)
-            } else {
-                0.0
-            }
-        };
-        // Column 0: FLAIR; column 1+r: CAM heatmaps; last: overlay base.
+        let tile = Tile { w, h, oy };
+        let grey = slice_grey(&flair[z * n..(z + 1) * n]);
         for col in 0..cols {
-            let ox = gap + col * (tw + gap);
-            for y in 0..h {
-                for x in 0..w {
-                    let i = x + w * y;
-                    let g = grey(i);
-                    let c = if col >= 1 && col <= rounds.len() {
-                        let cam = rounds[col - 1]
-                            .cam
-                            .channel("cam")
-                            .map_or(0.0, |c| c[z * n + i]);
-                        let j = jet(cam);
-                        let a = 0.5 * cam.clamp(0.0, 1.0).sqrt();
-                        [0, 1, 2].map(|k| (255.0 * ((1.0 - a) * g + a * j[k])) as u8)
-                    } else {
-                        [(255.0 * g) as u8; 3]
-                    };
-                    canvas.pixel(ox, oy, x, y, c);
-                }
-            }
+            let cam = (1..=rounds.len())
+                .contains(&col)
+                .then(|| rounds[col - 1].cam.channel("cam"))
+                .flatten()
+                .map(|c| &c[z * n..(z + 1) * n]);
+            canvas.base(&tile, col_x(col), &grey, cam);
         }
-        let ox = gap + (cols - 1) * (tw + gap);
-        let mut layers: Vec<(&[u8], [u8; 3])> = input
-            .contours
-            .iter()
-            .map(|c| (&c.labels.data[z * n..(z + 1) * n], c.colour))
-            .collect();
+        let contour_x = col_x(if separate { cols - 1 } else { overlay_col });
+        for c in &input.contours {
+            canvas.contour(
+                &tile,
+                contour_x,
+                &c.labels.data[z * n..(z + 1) * n],
+                c.colour,
+            );
+        }
         if let Some(last) = rounds.last() {
-            layers.push((&last.roi.data[z * n..(z + 1) * n], ROI_COLOUR));
-        }
-        for (mask, colour) in layers {
-            for y in 0..h {
-                for x in 0..w {
-                    if is_edge(mask, w, h, x, y) {
-                        canvas.pixel(ox, oy, x, y, colour);
-                    }
-                }
-            }
+            let roi = &last.roi.data[z * n..(z + 1) * n];
+            canvas.contour(&tile, col_x(overlay_col), roi, ROI_COLOUR);
         }
         if let Some(prompts) = input.prompts {
             for set in prompts.sets.iter().filter(|s| s.slice as usize == z) {
-                if let abi_stable::std_types::ROption::RSome(b) = set.bbox {
-                    let px =
-                        |v: f32, max: usize| (v.round().max(0.0) as usize).min(max - 1) * scale;
-                    let (x0, y0, x1, y1) = (
-                        px(b.x0, w),
-                        px(b.y0, h),
-                        px(b.x1, w) + scale - 1,
-                        px(b.y1, h) + scale - 1,
-                    );
-                    canvas.fill(ox + x0, oy + y0, x1 - x0 + 1, 1, BOX_COLOUR);
-                    canvas.fill(ox + x0, oy + y1, x1 - x0 + 1, 1, BOX_COLOUR);
-                    canvas.fill(ox + x0, oy + y0, 1, y1 - y0 + 1, BOX_COLOUR);
-                    canvas.fill(ox + x1, oy + y0, 1, y1 - y0 + 1, BOX_COLOUR);
-                }
-                for p in set.points.iter() {
-                    let cx = ox + (p.x.round().max(0.0) as usize).min(w - 1) * scale + scale / 2;
-                    let cy = oy + (p.y.round().max(0.0) as usize).min(h - 1) * scale + scale / 2;
-                    let c = if p.positive {
-                        POSITIVE_COLOUR
-                    } else {
-                        NEGATIVE_COLOUR
-                    };
-                    canvas.fill(cx.saturating_sub(3), cy.saturating_sub(3), 7, 7, [0, 0, 0]);
-                    canvas.fill(cx.saturating_sub(2), cy.saturating_sub(2), 5, 5, c);
-                }
+                canvas.prompts(&tile, col_x(overlay_col), set);
             }
         }
     }
@@ -417,6 +455,51 @@ mod tests {
         // Explicit slices out of range are an error.
         input.slices = Some(vec![9]);
         assert!(write_montage(&input, &path).is_err());
+    }
+
+    #[test]
+    fn contours_column_separates_contours_from_the_overlay() {
+        let grid = Grid::new([8, 6, 3], [1.0; 3]);
+        let case = CaseInput {
+            id: "c".into(),
+            image: Volume::single(grid, "flair", vec![1.0; grid.len()]),
+            brain_mask: LabelVolume {
+                grid,
+                data: vec![1u8; grid.len()].into(),
+            },
+        };
+        let mut gt = LabelVolume::zeros(grid);
+        gt.data[grid.index(3, 3, 1)] = 1;
+        let prompts = CasePrompts {
+            sets: vec![PromptSet {
+                slice: 1,
+                bbox: abi_stable::std_types::ROption::RNone,
+                points: vec![].into(),
+            }]
+            .into(),
+        };
+        let colour = [255, 0, 255];
+        let mut input = MontageInput::new(&case);
+        input.contours.push(Contour {
+            name: "gt",
+            labels: &gt,
+            colour,
+        });
+        input.scale = 1;
+        input.contours_column = true;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.png");
+        // Nothing else to overlay: FLAIR and the contours only.
+        assert_eq!(write_montage(&input, &path).unwrap(), vec![1]);
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.width() as usize, 2 * 8 + 3 * 4);
+        // With prompts: FLAIR, prompts overlay, contours.
+        input.prompts = Some(&prompts);
+        write_montage(&input, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.width() as usize, 3 * 8 + 4 * 4);
+        let at = |col: usize| img.get_pixel((4 + col * 12 + 3) as u32, 4 + 3).0;
+        assert_eq!((at(1), at(2)), ([0, 0, 0], colour));
     }
 
     #[test]

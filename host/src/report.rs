@@ -2,18 +2,26 @@
 //! Dice-distribution plot per stage, and per-case montage PNGs embedded as
 //! data URIs and also saved next to it).
 
+mod montages;
+
+pub use montages::{write_montages, Montage, LEGEND, MAX_TEST, MAX_TRAINING};
+
 use crate::pipeline::summary::{mean_std, CaseScore, RunSummary};
-use crate::pipeline::workdir::Step;
+use crate::pipeline::workdir::{Manifest, Step, WorkDir};
 use crate::pipeline::Runner;
 use base64::Engine;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Writes `report.html` for a finished (or partial) run; returns its path.
+/// Writes `report.html` and its montage PNGs into the report folder of a
+/// finished (or partial) run; returns the HTML's path.
 pub fn write_report(runner: &Runner<'_>) -> anyhow::Result<PathBuf> {
-    let dir = runner.work_dir().join(Step::Report.folder());
+    let work = runner.work_dir();
+    let dir = work.join(Step::Report.folder());
     std::fs::create_dir_all(&dir)?;
-    let html = render(&runner.summary, &[]);
+    let manifest = WorkDir::open(work)?.read_manifest();
+    let montages = write_montages(work, runner.cases(), &dir);
+    let html = render(&runner.summary, &manifest, &montages);
     let path = dir.join("report.html");
     crate::pipeline::workdir::write_atomic(&path, html.as_bytes())?;
     Ok(path)
@@ -33,14 +41,17 @@ fn fmt_mean(values: impl IntoIterator<Item = f64>, digits: usize) -> String {
     }
 }
 
-/// Renders the HTML page of a summary with the given montage PNGs.
-pub fn render(summary: &RunSummary, montages: &[(String, PathBuf)]) -> String {
+/// Renders the HTML page of a summary, with the versions recorded in the
+/// run's manifest and the given montage PNGs.
+pub fn render(summary: &RunSummary, manifest: &Manifest, montages: &[Montage]) -> String {
     let mut h = String::new();
     h += "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>clisc run report</title><style>\
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:90%}\
-img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
+img{max-width:100%;border:1px solid #ddd;margin:4px 0;image-rendering:pixelated}\
+.legend span{display:inline-block;margin-right:1.2em}\
+.legend i{display:inline-block;width:22px;height:4px;margin-right:6px;vertical-align:middle}</style></head><body>";
     let _ = write!(
         h,
         "<h1>clisc run report</h1><p>Pipeline: <code>{}</code></p>",
@@ -59,6 +70,20 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
         if summary.ground_truth_used_for_choices { "ground-truth assisted" } else { "unsupervised" }
     );
 
+    h += &provenance(manifest);
+    h += &test_table(summary);
+    h += &stages_table(summary);
+    h += "<h2>Dice distribution per stage</h2>";
+    h += &dice_plot(summary);
+    h += &cases_section(montages);
+    h += &details(summary);
+    h += "</body></html>\n";
+    h
+}
+
+/// Test-split Dice and HD95 per model.
+fn test_table(summary: &RunSummary) -> String {
+    let mut h = String::new();
     h += "<h2>Test split</h2><table><tr><th>model</th><th>Dice</th><th>HD95 (mm)</th><th>cases with undefined HD95</th></tr>";
     for (model, scores) in &summary.test {
         let undefined = scores.iter().filter(|s| s.hd95.is_none()).count();
@@ -70,8 +95,12 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
             fmt_mean(scores.iter().filter_map(|s| s.hd95), 2)
         );
     }
-    h += "</table>";
+    h + "</table>"
+}
 
+/// Per-stage quality on the training split.
+fn stages_table(summary: &RunSummary) -> String {
+    let mut h = String::new();
     h += "<h2>Stages (training split)</h2><table><tr><th>stage</th><th>measure</th><th>value</th></tr>";
     if let Some(sl) = &summary.slice_labels {
         let _ = write!(
@@ -115,42 +144,94 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>";
             );
         }
     }
-    for (step, metrics) in &summary.stage_reports {
-        for (name, value) in metrics {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{value:.4}</td></tr>",
-                esc(step),
-                esc(name)
-            );
+    h + "</table>"
+}
+
+/// The numbers the training steps reported themselves, and the timings.
+fn details(summary: &RunSummary) -> String {
+    let mut h = String::new();
+    if !summary.stage_reports.is_empty() {
+        h += "<h2>Training details</h2><p class=\"note\">As reported by the plugins.</p><table><tr><th>step</th><th>measure</th><th>value</th></tr>";
+        for (step, metrics) in &summary.stage_reports {
+            for (name, value) in metrics {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{value:.4}</td></tr>",
+                    esc(step),
+                    esc(name)
+                );
+            }
         }
+        h += "</table>";
     }
-    h += "</table>";
-
-    h += "<h2>Dice distribution per stage</h2>";
-    h += &dice_plot(summary);
-
     h += "<h2>Timings</h2><table><tr><th>step</th><th>seconds</th></tr>";
     for (step, s) in &summary.timings {
         let _ = write!(h, "<tr><td>{}</td><td>{s:.1}</td></tr>", esc(step));
     }
-    h += "</table>";
+    h + "</table>"
+}
 
-    if !montages.is_empty() {
-        h += "<h2>Cases</h2><p class=\"note\">FLAIR, activation map, prompts, pseudo-mask, prediction; ground-truth contour in green where available.</p>";
-        for (case, png) in montages {
-            if let Ok(bytes) = std::fs::read(png) {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                let _ = write!(
-                    h,
-                    "<h3>{}</h3><img alt=\"montage of {}\" src=\"data:image/png;base64,{b64}\">",
-                    esc(case),
-                    esc(case)
-                );
-            }
-        }
+/// The clisc version and, per step, the plugins (`slot=name@version`) that
+/// produced its artefacts.
+fn provenance(manifest: &Manifest) -> String {
+    if manifest.steps.is_empty() {
+        return String::new();
     }
-    h += "</body></html>\n";
+    let mut h = format!(
+        "<h2>Versions</h2><p>clisc {}, seed {}, device <code>{}</code>, pipeline hash <code>{}</code></p>\
+<table><tr><th>step</th><th style=\"text-align:left\">plugins</th><th>status</th></tr>",
+        esc(&manifest.clisc_version),
+        manifest.seed,
+        esc(&manifest.device),
+        esc(&manifest.config_hash)
+    );
+    for step in Step::ALL {
+        let Some(record) = manifest.steps.get(step.name()) else {
+            continue;
+        };
+        let plugins: Vec<String> = record
+            .plugins
+            .iter()
+            .map(|p| format!("<code>{}</code>", esc(p)))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{}</td></tr>",
+            step.folder(),
+            plugins.join(", "),
+            esc(&record.status)
+        );
+    }
+    h + "</table>"
+}
+
+/// The per-case montages with a colour legend, each PNG embedded.
+fn cases_section(montages: &[Montage]) -> String {
+    if montages.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from("<h2 id=\"cases\">Cases</h2><p class=\"legend\">");
+    for (what, [r, g, b]) in LEGEND {
+        let _ = write!(
+            h,
+            "<span><i style=\"background:rgb({r},{g},{b})\"></i>{}</span>",
+            esc(what)
+        );
+    }
+    h += "</p><p class=\"note\">Training cases: FLAIR, the activation map of every ROI round (jet colour map over the FLAIR), the final ROI with the prompts, and the contours of the pseudo-label, of the first network's prediction and of the ground truth. Test cases: FLAIR and the contours of the final prediction and of the ground truth. Where contours coincide, the later one in the legend is drawn on top.</p>";
+    for m in montages {
+        let Ok(bytes) = std::fs::read(&m.png) else {
+            continue;
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let _ = write!(
+            h,
+            "<h3>{}</h3><p class=\"note\">{}</p><img alt=\"montage of {}\" src=\"data:image/png;base64,{b64}\">",
+            esc(&m.case),
+            esc(&m.caption),
+            esc(&m.case)
+        );
+    }
     h
 }
 
@@ -233,4 +314,46 @@ fn dice_plot(summary: &RunSummary) -> String {
 /// Where the report of a work folder is.
 pub fn report_path(work_dir: &Path) -> PathBuf {
     work_dir.join(Step::Report.folder()).join("report.html")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeds_montages_legend_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("train-a.png");
+        image::RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]))
+            .save(&png)
+            .unwrap();
+        let montages = [Montage {
+            case: "a<b".into(),
+            caption: "Training case.".into(),
+            png,
+        }];
+        let mut manifest = Manifest {
+            clisc_version: "9.9.9".into(),
+            ..Manifest::default()
+        };
+        manifest.steps.insert(
+            "roi".into(),
+            crate::pipeline::workdir::StepRecord {
+                fingerprint: "f".into(),
+                status: "done".into(),
+                plugins: vec!["roi_extractor=cam@0.1.0".into()],
+                seconds: 1.0,
+                finished_at: String::new(),
+            },
+        );
+        let html = render(&RunSummary::default(), &manifest, &montages);
+        assert!(html.contains("clisc 9.9.9"));
+        assert!(html.contains("<code>roi_extractor=cam@0.1.0</code>"));
+        assert!(html.contains("<h3>a&lt;b</h3>"));
+        assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 1);
+        let [r, g, b] = crate::montage::GROUND_TRUTH_COLOUR;
+        assert!(html.contains(&format!("background:rgb({r},{g},{b})")));
+        let empty = render(&RunSummary::default(), &Manifest::default(), &[]);
+        assert!(!empty.contains("id=\"cases\"") && !empty.contains("<h2>Versions</h2>"));
+    }
 }
