@@ -165,8 +165,10 @@ fn details(summary: &RunSummary) -> String {
         h += "</table>";
     }
     h += "<h2>Timings</h2><table><tr><th>step</th><th>seconds</th></tr>";
-    for (step, s) in &summary.timings {
-        let _ = write!(h, "<tr><td>{}</td><td>{s:.1}</td></tr>", esc(step));
+    for step in Step::ALL {
+        if let Some(s) = summary.timings.get(step.name()) {
+            let _ = write!(h, "<tr><td>{}</td><td>{s:.1}</td></tr>", step.name());
+        }
     }
     h + "</table>"
 }
@@ -346,7 +348,15 @@ mod tests {
                 finished_at: String::new(),
             },
         );
-        let html = render(&RunSummary::default(), &manifest, &montages);
+        let mut summary = RunSummary::default();
+        summary.timings.insert("roi".into(), 2.0);
+        summary.timings.insert("evaluation".into(), 1.0);
+        let html = render(&summary, &manifest, &montages);
+        let timing = |step: &str| html.find(&format!("<td>{step}</td><td>")).unwrap();
+        assert!(
+            timing("roi") < timing("evaluation"),
+            "timings in step order"
+        );
         assert!(html.contains("clisc 9.9.9"));
         assert!(html.contains("<code>roi_extractor=cam@0.1.0</code>"));
         assert!(html.contains("<h3>a&lt;b</h3>"));

@@ -69,8 +69,14 @@ pub fn run_pipeline(
         bars,
         options,
     )?;
-    runner.run()?;
-    let report = crate::report::write_report(&runner).map_err(|e| {
+    let outcome = runner.run();
+    // A failed run still gets a report of what it did; its error comes first.
+    let report = crate::report::write_report(&runner);
+    if let (Err(_), Ok(path)) = (&outcome, &report) {
+        tracing::info!("report of the partial run: {}", path.display());
+    }
+    outcome?;
+    let report = report.map_err(|e| {
         anyhow!(
             "writing the report in {}: {e:#}",
             runner.work_dir().display()
