@@ -44,6 +44,9 @@ pub fn run(args: DemoArgs, quiet: bool) -> anyhow::Result<()> {
     let summary = crate::commands::run::run_pipeline(&config, RunOptions::default(), quiet)?;
     let report = crate::report::report_path(&args.dir.join("work"));
     println!("report: {}", report.display());
+    for line in summary.digest() {
+        println!("{line}");
+    }
     for (model, scores) in &summary.test {
         if let Some((m, s, n)) = mean_std(scores.iter().map(|s| s.dice)) {
             println!("test whole-tumor Dice ({model}): {m:.4} ± {s:.4} over {n} cases");

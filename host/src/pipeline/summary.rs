@@ -187,6 +187,65 @@ impl RunSummary {
         }
     }
 
+    /// A plain-text digest of the measured figures, one line per stage, in
+    /// pipeline order (what `clisc demo` prints and the benchmark records).
+    pub fn digest(&self) -> Vec<String> {
+        let fmt = |v: &mut dyn Iterator<Item = f64>| match mean_std(v) {
+            Some((m, s, n)) => format!("{m:.3} ± {s:.3} (n={n})"),
+            None => "–".into(),
+        };
+        let mut out = Vec::new();
+        if let Some(l) = &self.slice_labels {
+            out.push(format!(
+                "slice labels (kept {:.0}%): precision {:.3}, recall {:.3}, accuracy {:.3}",
+                100.0 * l.kept_fraction,
+                l.kept.precision,
+                l.kept.recall,
+                l.kept.accuracy
+            ));
+        }
+        for round in &self.roi_rounds {
+            let scores = &self.rois[round];
+            out.push(format!(
+                "ROI Dice ({round}): {}",
+                fmt(&mut scores.iter().map(|s| s.dice))
+            ));
+        }
+        if !self.pseudo_masks.is_empty() {
+            out.push(format!(
+                "pseudo-mask Dice: {}",
+                fmt(&mut self.pseudo_masks.iter().map(|s| s.dice))
+            ));
+        }
+        if !self.filter.is_empty() {
+            let dice = |keep: Option<bool>| {
+                fmt(&mut self
+                    .filter
+                    .iter()
+                    .filter(move |f| keep.map_or(true, |k| f.keep == k))
+                    .filter_map(|f| f.dice_vs_truth))
+            };
+            out.push(format!(
+                "network-1 on training cases (Dice): {}",
+                dice(None)
+            ));
+            out.push(format!(
+                "self-learning filter: kept {}, dropped {}",
+                dice(Some(true)),
+                dice(Some(false))
+            ));
+        }
+        for (model, scores) in &self.test {
+            let hd: Vec<f64> = scores.iter().filter_map(|s| s.hd95).collect();
+            out.push(format!(
+                "test Dice ({model}): {}; HD95 {} mm",
+                fmt(&mut scores.iter().map(|s| s.dice)),
+                fmt(&mut hd.into_iter())
+            ));
+        }
+        out
+    }
+
     /// Records a training step's own numbers.
     pub fn add_stage_report(&mut self, step: &str, report: &StageReport) {
         let entry = self.stage_reports.entry(step.into()).or_default();
@@ -240,5 +299,58 @@ impl RunSummary {
                 }
             })
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_reports_each_measured_stage() {
+        let mut s = RunSummary {
+            roi_rounds: vec!["initial".into()],
+            ..Default::default()
+        };
+        s.rois.insert(
+            "initial".into(),
+            vec![
+                CaseScore::dice_only("a", 0.2),
+                CaseScore::dice_only("b", 0.4),
+            ],
+        );
+        s.pseudo_masks = vec![CaseScore::dice_only("a", 0.8)];
+        s.filter = vec![
+            FilterScore {
+                case: "a".into(),
+                score: 0.9,
+                keep: true,
+                dice_vs_truth: Some(0.9),
+            },
+            FilterScore {
+                case: "b".into(),
+                score: 0.1,
+                keep: false,
+                dice_vs_truth: Some(0.1),
+            },
+        ];
+        let mut t = CaseScore::dice_only("c", 0.7);
+        t.hd95 = Some(3.0);
+        s.test.insert("final".into(), vec![t]);
+        let d = s.digest();
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert!(d[0].starts_with("ROI Dice (initial): 0.300"), "{}", d[0]);
+        assert!(d[1].contains("0.800"), "{}", d[1]);
+        assert!(d[2].contains("0.500"), "{}", d[2]);
+        assert!(
+            d[3].contains("kept 0.900") && d[3].contains("dropped 0.100"),
+            "{}",
+            d[3]
+        );
+        assert!(
+            d[4].contains("test Dice (final): 0.700") && d[4].contains("HD95 3.000"),
+            "{}",
+            d[4]
+        );
     }
 }

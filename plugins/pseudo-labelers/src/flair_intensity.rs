@@ -7,8 +7,16 @@
 //! that mask in 3D (opening, then dropping components much smaller than
 //! the largest) and labels each axial slice by the area of the remaining
 //! hyperintense region. The output contract is the same as CLIP's: label,
-//! confidence and a kept flag per slice, so either can feed the classifier.
+//! confidence and a kept flag per slice, so either can feed the classifier,
+//! and the kept labels get the same neighbour-majority smoothing along z.
+//!
+//! The default `k = 1.5` was chosen on synthetic BraTS-like data (`clisc
+//! synth`, 24 cases, seed 7): over kept slices it gave precision 0.99 and
+//! recall 0.85, and every case got tumor slices; `k = 3` (a textbook
+//! outlier cut) missed every tumor slice in 10 of the 24 cases, because
+//! grey/white/CSF contrast makes the brain's MAD wide.
 
+use crate::smoothing::Smoothing;
 use abi_stable::std_types::{RResult, RVec};
 use clisc_imaging::components::keep_at_least_fraction_of_largest;
 use clisc_imaging::intensity::percentile;
@@ -35,7 +43,7 @@ impl Plugin for FlairIntensityPlugin {
         vec![
             ConfigField::float(
                 "k",
-                3.0,
+                1.5,
                 "hyperintense = more than k robust SDs (1.4826 MAD) above the brain median",
             ),
             ConfigField::float(
@@ -59,6 +67,9 @@ impl Plugin for FlairIntensityPlugin {
                 "slices with less brain than this are labelled 0 and not kept",
             ),
         ]
+        .into_iter()
+        .chain(Smoothing::schema())
+        .collect()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -68,6 +79,7 @@ impl Plugin for FlairIntensityPlugin {
             half_area: settings.f64("half_area")?,
             threshold: settings.f64("threshold")? as f32,
             min_brain_pixels: settings.usize("min_brain_pixels")?,
+            smoothing: Smoothing::from_settings(&settings)?,
         };
         labeler.validate()?;
         Ok(StageObject::pseudo_labeler(labeler))
@@ -87,6 +99,8 @@ pub struct FlairIntensity {
     pub threshold: f32,
     /// Minimum brain area for a slice to be labelled at all.
     pub min_brain_pixels: usize,
+    /// Neighbour-majority smoothing of the kept labels along z (as CLIP's).
+    pub smoothing: Option<Smoothing>,
 }
 
 impl FlairIntensity {
@@ -176,9 +190,13 @@ impl FlairIntensity {
                 }
             })
             .collect::<Vec<_>>();
-        SlicePseudoLabels {
+        let mut labels = SlicePseudoLabels {
             slices: RVec::from(slices),
+        };
+        if let Some(smoothing) = self.smoothing {
+            smoothing.apply(&mut labels);
         }
+        labels
     }
 }
 
@@ -234,6 +252,7 @@ mod tests {
             half_area: 40.0,
             threshold: 0.6,
             min_brain_pixels: 200,
+            smoothing: None,
         }
     }
 
@@ -246,6 +265,29 @@ mod tests {
             assert_eq!(s.label, expected, "slice {}", s.index);
             assert!(s.kept, "slice {} should be confident", s.index);
         }
+    }
+
+    #[test]
+    fn smoothing_fills_a_lone_negative_inside_a_lesion() {
+        // 21 slices of 20x20 brain; slices 0..=20 carry a 10x10 hyperintense
+        // square except slice 10, which has none.
+        let slice_len = 400;
+        let brain = vec![1u8; 21 * slice_len];
+        let mut mask = vec![0u8; 21 * slice_len];
+        for z in (0..21).filter(|&z| z != 10) {
+            for i in 0..100 {
+                mask[z * slice_len + (i / 10) * 20 + i % 10] = 1;
+            }
+        }
+        let raw = labeler().label_from_mask(&mask, &brain, slice_len);
+        assert_eq!(raw.slices[10].label, 0);
+        let smoothed = FlairIntensity {
+            smoothing: Some(Smoothing::default()),
+            ..labeler()
+        }
+        .label_from_mask(&mask, &brain, slice_len);
+        assert_eq!(smoothed.slices[10].label, 1);
+        assert!(smoothed.slices.iter().all(|s| s.label == 1 && s.kept));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! A relabelled slice keeps its kept flag; its probability becomes that of
 //! the new label, `1 - p`, since the labels are binary.
 
-use clisc_sdk::SlicePseudoLabels;
+use clisc_sdk::config::Settings;
+use clisc_sdk::{ConfigField, PluginError, SlicePseudoLabels};
 
 /// Parameters of the smoothing (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,46 @@ impl Default for Smoothing {
 }
 
 impl Smoothing {
+    /// The settings every pseudo-labeler exposes for the smoothing, with the
+    /// reference values as defaults.
+    pub fn schema() -> Vec<ConfigField> {
+        let d = Smoothing::default();
+        vec![
+            ConfigField::bool(
+                "smoothing",
+                true,
+                "neighbour-majority smoothing of kept labels along z (reference code)",
+            ),
+            ConfigField::integer(
+                "smoothing_neighbours",
+                d.neighbours_per_side as i64,
+                "kept neighbours considered on each side",
+            ),
+            ConfigField::integer(
+                "smoothing_max_distance",
+                i64::from(d.max_distance),
+                "ignore neighbours further than this many slices",
+            ),
+            ConfigField::integer(
+                "smoothing_min_votes",
+                d.min_votes as i64,
+                "apply the majority only with more than this many neighbours",
+            ),
+        ]
+    }
+
+    /// Reads the [`Smoothing::schema`] settings; `None` when smoothing is off.
+    pub fn from_settings(settings: &Settings) -> Result<Option<Self>, PluginError> {
+        if !settings.bool("smoothing")? {
+            return Ok(None);
+        }
+        Ok(Some(Smoothing {
+            neighbours_per_side: settings.usize("smoothing_neighbours")?,
+            max_distance: settings.usize("smoothing_max_distance")? as u32,
+            min_votes: settings.usize("smoothing_min_votes")?,
+        }))
+    }
+
     /// Smooths `labels` in place; returns how many labels changed.
     pub fn apply(&self, labels: &mut SlicePseudoLabels) -> usize {
         let mut kept: Vec<usize> = (0..labels.slices.len())

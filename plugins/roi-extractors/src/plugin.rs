@@ -42,7 +42,11 @@ impl Plugin for CamPlugin {
     fn settings() -> Vec<ConfigField> {
         vec![
             ConfigField::choice("arch", "resnet18", &["resnet18", "resnet34", "resnet50"], "classifier backbone (CLISC: resnet50)"),
-            ConfigField::optional_path("pretrained", "torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch"),
+            ConfigField::optional_weights_file(
+                "pretrained",
+                "torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch",
+                "torchvision's ImageNet weights, e.g. ResNet-50: https://download.pytorch.org/models/resnet50-11ad3fa6.pth (resnet18-f37072fd.pth, resnet34-b627a593.pth likewise)",
+            ),
             ConfigField::integer("input_size", 224, "slices are resized to input_size x input_size (CLISC: 224)"),
             ConfigField::integer("epochs", 5, "training epochs per classifier"),
             ConfigField::integer("batch_size", 16, "training mini-batch size (CLISC: 8)"),

@@ -71,9 +71,10 @@ impl Plugin for SamPlugin {
 
     fn settings() -> Vec<ConfigField> {
         vec![
-            ConfigField::required_path(
+            ConfigField::weights_file(
                 "weights",
                 "SAM checkpoint as downloaded (sam_vit_b_01ec64.pth etc.) or a .safetensors export",
+                "Meta's Segment Anything release (ViT-B, CLISC's choice): https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
             ),
             ConfigField::bool("multimask", false, "predict 3 masks per prompt set and keep the one with the best predicted IoU"),
             ConfigField::bool(

@@ -67,9 +67,10 @@ impl Plugin for ClipPlugin {
 
     fn settings() -> Vec<ConfigField> {
         vec![
-            ConfigField::required_path(
+            ConfigField::weights_file(
                 "weights",
                 "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-32.pt, ...), torch.save state dict or safetensors",
+                "OpenAI CLIP release (ViT-B/32, CLISC's choice): https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
             ),
             ConfigField::string_list("prompts_normal", &[PROMPT_NORMAL], "prompts describing a slice without tumor"),
             ConfigField::string_list("prompts_abnormal", &[PROMPT_ABNORMAL], "prompts describing a slice with tumor"),
@@ -81,11 +82,10 @@ impl Plugin for ClipPlugin {
             ),
             ConfigField::float("threshold", 0.6, "keep a slice when its label probability is at least this"),
             ConfigField::integer("batch_size", 32, "slices per image-encoder batch"),
-            ConfigField::bool("smoothing", true, "neighbour-majority smoothing of kept labels along z (reference code)"),
-            ConfigField::integer("smoothing_neighbours", 5, "kept neighbours considered on each side"),
-            ConfigField::integer("smoothing_max_distance", 6, "ignore neighbours further than this many slices"),
-            ConfigField::integer("smoothing_min_votes", 8, "apply the majority only with more than this many neighbours"),
         ]
+        .into_iter()
+        .chain(Smoothing::schema())
+        .collect()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -102,15 +102,7 @@ impl Plugin for ClipPlugin {
             },
             threshold: settings.f64("threshold")? as f32,
             batch_size: settings.usize("batch_size")?,
-            smoothing: if settings.bool("smoothing")? {
-                Some(Smoothing {
-                    neighbours_per_side: settings.usize("smoothing_neighbours")?,
-                    max_distance: settings.usize("smoothing_max_distance")? as u32,
-                    min_votes: settings.usize("smoothing_min_votes")?,
-                })
-            } else {
-                None
-            },
+            smoothing: Smoothing::from_settings(&settings)?,
         };
         options.validate()?;
         ctx.progress.log(
