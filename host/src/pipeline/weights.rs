@@ -97,7 +97,8 @@ pub struct MissingWeights {
 }
 
 /// Whether `field` with value `path` names a weight file, and where to
-/// download it: the plugin's hint first, then the official file of that name.
+/// download it: the exact URL when the file name is an official checkpoint
+/// (more precise than a plugin's general hint), else the plugin's hint.
 pub fn weights_source(field: &ConfigField, path: &Path) -> Option<String> {
     if field.kind != ConfigKind::Path {
         return None;
@@ -105,7 +106,7 @@ pub fn weights_source(field: &ConfigField, path: &Path) -> Option<String> {
     let known = path.file_name().and_then(|n| n.to_str()).and_then(official);
     let from_known = known.map(|w| format!("{}: {}", w.what, w.url));
     match field.download_hint() {
-        Some(hint) if !hint.is_empty() => Some(hint.to_string()),
+        Some(hint) if !hint.is_empty() => Some(from_known.unwrap_or_else(|| hint.to_string())),
         Some(_) => Some(from_known.unwrap_or_else(no_hint)),
         None => from_known,
     }
@@ -152,12 +153,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plugin_hints_come_first_then_official_files_by_name() {
+    fn official_files_by_name_come_first_then_plugin_hints() {
         let declared = ConfigField::weights_file("weights", "a model", "https://example.org/m.pt");
         assert_eq!(
-            weights_source(&declared, Path::new("/w/ViT-B-32.pt")).as_deref(),
+            weights_source(&declared, Path::new("/w/mine.pt")).as_deref(),
             Some("https://example.org/m.pt")
         );
+        let exact = weights_source(&declared, Path::new("/w/ViT-B-32.pt")).unwrap();
+        assert!(exact.contains("openaipublic.azureedge.net"), "{exact}");
         let plain = ConfigField::required_path("weights", "a model");
         let clip = weights_source(&plain, Path::new("/w/ViT-B-32.pt")).unwrap();
         assert!(clip.contains("openaipublic.azureedge.net"), "{clip}");
