@@ -429,9 +429,17 @@ impl<'a> Runner<'a> {
         let mut out = BTreeMap::new();
         let ids = self.ids(Split::Train);
         for (i, id) in ids.iter().enumerate() {
+            // `<id>.nii.gz` on the cropped grid (what later steps read) and
+            // `original/<id>.nii.gz` in the raw FLAIR's grid and header,
+            // rewritten whenever the cropped one is computed.
             let path = case_file(&dir, id, "");
+            let original = case_file(&dir.join("original"), id, "");
             let mask = if path.exists() {
-                io::read_labels(&path)?
+                let m = io::read_labels(&path)?;
+                if !original.exists() {
+                    write_original(self.case(id), &m, &original)?;
+                }
+                m
             } else {
                 if stage.is_none() {
                     stage = Some(self.factory.promptable_segmenter(
@@ -445,6 +453,7 @@ impl<'a> Runner<'a> {
                     self.case(id),
                     &prompts[id],
                 )?;
+                write_original(self.case(id), &m, &original)?;
                 io::write_labels(&path, &m)?;
                 m
             };
@@ -725,6 +734,12 @@ impl<'a> Runner<'a> {
         self.finish(Step::Evaluation, vec![], started)?;
         Ok(())
     }
+}
+
+/// Writes labels on a case's cropped grid back in the grid and header of
+/// its raw FLAIR.
+fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> anyhow::Result<()> {
+    io::write_labels_like(path, &(case.restore)(labels), &case.flair_path)
 }
 
 /// Runs the promptable segmenter on every prompted slice of a case and
