@@ -6,7 +6,7 @@ mod montages;
 
 pub use montages::{write_montages, Montage, LEGEND, MAX_TEST, MAX_TRAINING};
 
-use crate::pipeline::summary::{mean_std, CaseScore, RunSummary};
+use crate::pipeline::summary::{mean_std, prompt_placement_fractions, CaseScore, RunSummary};
 use crate::pipeline::workdir::{Manifest, Step, WorkDir};
 use crate::pipeline::Runner;
 use base64::Engine;
@@ -125,6 +125,18 @@ fn stages_table(summary: &RunSummary) -> String {
             "<tr><td>ROI ({})</td><td>Dice</td><td>{}</td></tr>",
             esc(round),
             fmt_mean(scores.iter().map(|s| s.dice), 4)
+        );
+    }
+    if !summary.prompts.is_empty() {
+        let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
+        let [pos, boxes, neg, slices] = prompt_placement_fractions(&summary.prompts);
+        let _ = write!(
+            h,
+            "<tr><td>prompts</td><td>positive points on tumour / boxes containing tumour / negative points on tumour / tumour slices prompted</td><td>{} / {} / {} / {}</td></tr>",
+            pct(pos),
+            pct(boxes),
+            pct(neg),
+            pct(slices)
         );
     }
     if !summary.pseudo_masks.is_empty() {

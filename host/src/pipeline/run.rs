@@ -408,6 +408,7 @@ impl<'a> Runner<'a> {
             };
             out.insert(id, prompts);
         }
+        self.summary.measure_prompts(&self.cases, &out);
         self.finish(
             Step::Prompts,
             vec![self.factory.stamp(StageSlot::PromptGenerator)],

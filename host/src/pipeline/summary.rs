@@ -6,7 +6,7 @@ use super::cases::Cases;
 use super::config::{Pipeline, StageSlot};
 use clisc_imaging::overlap::dice;
 use clisc_sdk::stage::{FilterCandidate, FilterDecision, RoiResult, StageReport};
-use clisc_sdk::SlicePseudoLabels;
+use clisc_sdk::{CasePrompts, LabelVolume, SlicePseudoLabels};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -142,6 +142,102 @@ pub struct FilterScore {
     pub dice_vs_truth: Option<f64>,
 }
 
+/// Where one case's prompts fall relative to its ground-truth whole tumour
+/// (report only): the figure behind "prompts land on the tumour".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptPlacement {
+    /// Case identifier.
+    pub case: String,
+    /// Prompt sets (slices with prompts).
+    pub sets: usize,
+    /// Prompt sets on slices that contain tumour.
+    pub sets_on_tumour_slices: usize,
+    /// Boxes, and those that contain at least one tumour pixel.
+    pub boxes: usize,
+    /// Boxes containing at least one tumour pixel.
+    pub boxes_on_tumour: usize,
+    /// Positive points, and those on a tumour pixel.
+    pub positives: usize,
+    /// Positive points on a tumour pixel.
+    pub positives_on_tumour: usize,
+    /// Negative points, and those on a tumour pixel (should be few).
+    pub negatives: usize,
+    /// Negative points on a tumour pixel.
+    pub negatives_on_tumour: usize,
+    /// Slices that contain tumour, and those with a prompt set.
+    pub tumour_slices: usize,
+    /// Tumour slices with at least one prompt set.
+    pub tumour_slices_prompted: usize,
+}
+
+impl PromptPlacement {
+    /// Counts where `prompts` fall on `truth` (nonzero = tumour); points and
+    /// boxes are in slice pixels (x = column, y = row), rounded to the
+    /// nearest pixel and clipped to the slice.
+    pub fn measure(case: &str, prompts: &CasePrompts, truth: &LabelVolume) -> Self {
+        let [w, h, d] = truth.grid.dims();
+        let tumour = |x: usize, y: usize, z: usize| truth.data[(z * h + y) * w + x] != 0;
+        let pixel = |v: f32, n: usize| (v.round().max(0.0) as usize).min(n.saturating_sub(1));
+        let slice_has_tumour: Vec<bool> = (0..d)
+            .map(|z| {
+                truth.data[z * w * h..(z + 1) * w * h]
+                    .iter()
+                    .any(|&v| v != 0)
+            })
+            .collect();
+        let mut p = Self {
+            case: case.into(),
+            tumour_slices: slice_has_tumour.iter().filter(|&&t| t).count(),
+            ..Default::default()
+        };
+        let mut prompted = vec![false; d];
+        for set in prompts.sets.iter() {
+            let z = set.slice as usize;
+            if z >= d || w == 0 || h == 0 {
+                continue;
+            }
+            p.sets += 1;
+            prompted[z] = true;
+            p.sets_on_tumour_slices += usize::from(slice_has_tumour[z]);
+            if let Some(b) = set.bbox.as_ref().into_option() {
+                p.boxes += 1;
+                let (x0, x1) = (pixel(b.x0.min(b.x1), w), pixel(b.x0.max(b.x1), w));
+                let (y0, y1) = (pixel(b.y0.min(b.y1), h), pixel(b.y0.max(b.y1), h));
+                let hit = (y0..=y1).any(|y| (x0..=x1).any(|x| tumour(x, y, z)));
+                p.boxes_on_tumour += usize::from(hit);
+            }
+            for pt in set.points.iter() {
+                let on = tumour(pixel(pt.x, w), pixel(pt.y, h), z);
+                if pt.positive {
+                    p.positives += 1;
+                    p.positives_on_tumour += usize::from(on);
+                } else {
+                    p.negatives += 1;
+                    p.negatives_on_tumour += usize::from(on);
+                }
+            }
+        }
+        p.tumour_slices_prompted = (0..d)
+            .filter(|&z| prompted[z] && slice_has_tumour[z])
+            .count();
+        p
+    }
+}
+
+/// Totals of [`PromptPlacement`] over cases, as fractions: positive points
+/// on tumour, boxes containing tumour, negative points on tumour, tumour
+/// slices prompted (`None` where a denominator is 0).
+pub fn prompt_placement_fractions(all: &[PromptPlacement]) -> [Option<f64>; 4] {
+    let sum = |f: fn(&PromptPlacement) -> usize| all.iter().map(f).sum::<usize>();
+    let frac = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
+    [
+        frac(sum(|p| p.positives_on_tumour), sum(|p| p.positives)),
+        frac(sum(|p| p.boxes_on_tumour), sum(|p| p.boxes)),
+        frac(sum(|p| p.negatives_on_tumour), sum(|p| p.negatives)),
+        frac(sum(|p| p.tumour_slices_prompted), sum(|p| p.tumour_slices)),
+    ]
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -160,6 +256,9 @@ pub struct RunSummary {
     pub rois: BTreeMap<String, Vec<CaseScore>>,
     /// Order of the ROI rounds.
     pub roi_rounds: Vec<String>,
+    /// Where the prompts fall on the ground truth (training split).
+    #[serde(default)]
+    pub prompts: Vec<PromptPlacement>,
     /// Promptable-segmenter pseudo-mask Dice (training split).
     pub pseudo_masks: Vec<CaseScore>,
     /// Self-learning filter per case.
@@ -209,6 +308,17 @@ impl RunSummary {
             out.push(format!(
                 "ROI Dice ({round}): {}",
                 fmt(&mut scores.iter().map(|s| s.dice))
+            ));
+        }
+        if !self.prompts.is_empty() {
+            let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.0}%", 100.0 * v));
+            let [pos, boxes, neg, slices] = prompt_placement_fractions(&self.prompts);
+            out.push(format!(
+                "prompts: positive points on tumour {}, boxes containing tumour {}, negative points on tumour {}, tumour slices prompted {}",
+                pct(pos),
+                pct(boxes),
+                pct(neg),
+                pct(slices)
             ));
         }
         if !self.pseudo_masks.is_empty() {
@@ -275,6 +385,17 @@ impl RunSummary {
         }
     }
 
+    /// Prompt placement against ground truth, per case that has it.
+    pub fn measure_prompts(&mut self, cases: &Cases, prompts: &BTreeMap<String, CasePrompts>) {
+        self.prompts = prompts
+            .iter()
+            .filter_map(|(id, p)| {
+                let truth = cases.get(id)?.truth.as_ref()?;
+                Some(PromptPlacement::measure(id, p, truth))
+            })
+            .collect();
+    }
+
     /// Filter decisions with the (report-only) quality of each candidate.
     pub fn measure_filter(
         &mut self,
@@ -305,6 +426,56 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi_stable::std_types::{ROption, RVec};
+    use clisc_sdk::{BoxXyxy, Grid, PromptPoint, PromptSet};
+
+    #[test]
+    fn prompt_placement_counts_points_boxes_and_slices_on_the_tumour() {
+        // 4x3x3 grid; tumour at (1,1,z) for z = 0 and 1; slice 2 clean.
+        let mut truth = LabelVolume::zeros(Grid::new([4, 3, 3], [1.0; 3]));
+        truth.data[4 + 1] = 2;
+        truth.data[12 + 4 + 1] = 1;
+        let point = |x: f32, y: f32, positive: bool| PromptPoint { x, y, positive };
+        let set = |slice: u32, bbox: Option<[f32; 4]>, points: Vec<PromptPoint>| PromptSet {
+            slice,
+            bbox: match bbox {
+                Some([x0, y0, x1, y1]) => ROption::RSome(BoxXyxy { x0, y0, x1, y1 }),
+                None => ROption::RNone,
+            },
+            points: RVec::from(points),
+        };
+        let prompts = CasePrompts {
+            sets: RVec::from(vec![
+                // on the tumour: box holds (1,1), one of two positives hits
+                // (1.2 rounds to 1), the corner negative misses.
+                set(
+                    0,
+                    Some([0.0, 0.0, 2.0, 2.0]),
+                    vec![
+                        point(1.2, 0.9, true),
+                        point(3.0, 2.0, true),
+                        point(0.0, 0.0, false),
+                    ],
+                ),
+                // clean slice: box misses, positive misses.
+                set(2, Some([2.0, 0.0, 3.0, 2.0]), vec![point(3.0, 1.0, true)]),
+                // outside the volume: ignored.
+                set(7, None, vec![point(1.0, 1.0, true)]),
+            ]),
+        };
+        let p = PromptPlacement::measure("c", &prompts, &truth);
+        assert_eq!((p.sets, p.sets_on_tumour_slices), (2, 1));
+        assert_eq!((p.boxes, p.boxes_on_tumour), (2, 1));
+        assert_eq!((p.positives, p.positives_on_tumour), (3, 1));
+        assert_eq!((p.negatives, p.negatives_on_tumour), (1, 0));
+        assert_eq!((p.tumour_slices, p.tumour_slices_prompted), (2, 1));
+        let [pos, boxes, neg, slices] = prompt_placement_fractions(&[p]);
+        assert_eq!(pos, Some(1.0 / 3.0));
+        assert_eq!(boxes, Some(0.5));
+        assert_eq!(neg, Some(0.0));
+        assert_eq!(slices, Some(0.5));
+        assert_eq!(prompt_placement_fractions(&[]), [None; 4]);
+    }
 
     #[test]
     fn digest_reports_each_measured_stage() {

@@ -8,13 +8,21 @@
 //! the largest) and labels each axial slice by the area of the remaining
 //! hyperintense region. The output contract is the same as CLIP's: label,
 //! confidence and a kept flag per slice, so either can feed the classifier,
-//! and the kept labels get the same neighbour-majority smoothing along z.
+//! and the kept labels can get the same neighbour-majority smoothing along z
+//! (`smoothing = true`).
 //!
 //! The default `k = 1.5` was chosen on synthetic BraTS-like data (`clisc
 //! synth`, 24 cases, seed 7): over kept slices it gave precision 0.99 and
 //! recall 0.85, and every case got tumor slices; `k = 3` (a textbook
 //! outlier cut) missed every tumor slice in 10 of the 24 cases, because
 //! grey/white/CSF contrast makes the brain's MAD wide.
+//!
+//! Smoothing is off by default: the 3D cleaning already makes the labels
+//! consistent along z, and the reference smoothing (more than 8 kept
+//! neighbours within 6 slices) votes away the short positive runs of small
+//! tumours. On the same 24 cases (17 training cases, 96x96x64), kept-slice
+//! precision / recall were 0.991 / 0.857 without it, 0.981 / 0.785 with the
+//! reference values and 0.991 / 0.810 with 3 neighbours, 3 slices, 4 votes.
 
 use crate::smoothing::Smoothing;
 use abi_stable::std_types::{RResult, RVec};
@@ -68,7 +76,7 @@ impl Plugin for FlairIntensityPlugin {
             ),
         ]
         .into_iter()
-        .chain(Smoothing::schema())
+        .chain(Smoothing::schema(false))
         .collect()
     }
 

@@ -40,13 +40,15 @@ impl Default for Smoothing {
 
 impl Smoothing {
     /// The settings every pseudo-labeler exposes for the smoothing, with the
-    /// reference values as defaults.
-    pub fn schema() -> Vec<ConfigField> {
+    /// reference values as defaults; `enabled` is the default of the
+    /// `smoothing` switch (on for CLIP as in the reference code; a labeler
+    /// whose labels are already consistent along z may default to off).
+    pub fn schema(enabled: bool) -> Vec<ConfigField> {
         let d = Smoothing::default();
         vec![
             ConfigField::bool(
                 "smoothing",
-                true,
+                enabled,
                 "neighbour-majority smoothing of kept labels along z (reference code)",
             ),
             ConfigField::integer(

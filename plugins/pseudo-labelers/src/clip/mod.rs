@@ -84,7 +84,7 @@ impl Plugin for ClipPlugin {
             ConfigField::integer("batch_size", 32, "slices per image-encoder batch"),
         ]
         .into_iter()
-        .chain(Smoothing::schema())
+        .chain(Smoothing::schema(true))
         .collect()
     }
 
