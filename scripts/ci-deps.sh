@@ -7,9 +7,12 @@
 #             dcmdump to read our DICOM SEG back
 #   chromium  headless browser that opens the run report and screenshots it
 #             (tests/report_browser.rs)
+#   slurm-wlm, munge
+#             a real Slurm for tests/slurm_cluster.rs: scripts/slurm-local.sh
+#             starts a one-node cluster (munged, slurmctld, slurmd) on loopback
 set -euo pipefail
 
-packages=(dcm2niix dcmtk chromium)
+packages=(dcm2niix dcmtk chromium slurm-wlm munge)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -42,6 +42,9 @@ pub enum Command {
     Clip(crate::commands::clip::ClipArgs),
     /// Segment new volumes with a trained network (model file from a pipeline run).
     Infer(crate::commands::infer::InferArgs),
+    /// Run a pipeline on a Slurm cluster (job arrays for per-case steps).
+    #[command(subcommand)]
+    Slurm(crate::commands::slurm::SlurmCommand),
 }
 
 /// Parses arguments, sets up logging, runs the command, reports errors.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Sam(args) => crate::commands::sam::run(args),
         Command::Clip(args) => crate::commands::clip::run(args),
         Command::Infer(args) => crate::commands::infer::run(args),
+        Command::Slurm(cmd) => crate::commands::slurm::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

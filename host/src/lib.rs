@@ -20,6 +20,7 @@ pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod scaffold;
+pub mod slurm;
 pub mod splits;
 pub mod synth;
 

@@ -9,5 +9,6 @@ pub mod infer;
 pub mod plugins;
 pub mod run;
 pub mod sam;
+pub mod slurm;
 pub mod split;
 pub mod synth;

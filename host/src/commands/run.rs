@@ -1,7 +1,8 @@
 //! `clisc run --config PIPELINE.toml`: run a pipeline end to end.
 
 use crate::loader::env_search_path;
-use crate::pipeline::{self, workdir::Step, RunOptions};
+use crate::pipeline::shard::{Shard, ShardRole};
+use crate::pipeline::{self, cases::Split, workdir::Step, RunOptions};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use anyhow::{anyhow, Context};
@@ -21,9 +22,31 @@ pub struct RunArgs {
     /// Rerun only this step; earlier steps must already be cached.
     #[arg(long, value_parser = parse_step, conflicts_with = "from")]
     pub only: Option<Step>,
+    /// Run the `--only` step (pseudo-labels, prompts, pseudo-masks, filter
+    /// or predictions) for one shard of its cases: `i/n` (0-based), or
+    /// `slurm` to take it from the Slurm array task (`SLURM_ARRAY_TASK_ID`
+    /// of `SLURM_ARRAY_TASK_COUNT`). Shards share the work folder.
+    #[arg(long, requires = "only", value_name = "i/n|slurm")]
+    pub shard: Option<String>,
+    /// Finish the sharded `--only` step: check that every case was done
+    /// exactly once by a finished shard (listing the missing ones), then
+    /// do what remains (summary, filter selection).
+    #[arg(long, requires = "only", conflicts_with = "shard")]
+    pub merge: bool,
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+fn shard_role(args: &RunArgs) -> anyhow::Result<Option<ShardRole>> {
+    Ok(match (&args.shard, args.merge) {
+        (Some(spec), _) if spec == "slurm" => Some(ShardRole::Part(Shard::from_slurm_env(|k| {
+            std::env::var(k).ok()
+        })?)),
+        (Some(spec), _) => Some(ShardRole::Part(Shard::parse(spec)?)),
+        (None, true) => Some(ShardRole::Merge),
+        (None, false) => None,
+    })
 }
 
 fn parse_step(s: &str) -> Result<Step, String> {
@@ -40,6 +63,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         RunOptions {
             from: args.from,
             only: args.only,
+            shard: shard_role(&args)?,
         },
         quiet,
     )?;
@@ -59,8 +83,37 @@ pub fn run_pipeline(
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(config, &mut registry)?;
     let bars = Bars::new(quiet);
-    let cases = pipeline::prepare::prepare_cases(&pipeline)
-        .with_context(|| format!("preparing the dataset of {}", config.display()))?;
+    let preparing = || format!("preparing the dataset of {}", config.display());
+    let part = match options.shard {
+        Some(ShardRole::Part(part)) => Some(part),
+        _ => None,
+    };
+    let Some(part) = part else {
+        let cases = pipeline::prepare::prepare_cases(&pipeline).with_context(preparing)?;
+        let mut runner = pipeline::Runner::new(
+            &pipeline,
+            &registry,
+            pipeline.run.device.clone(),
+            cases,
+            bars,
+            options,
+        )?;
+        return finish(runner.run(), &runner);
+    };
+    // A shard prepares only its own cases (of every split: its share of
+    // the training cases and of the test cases) and writes no report.
+    let splits = pipeline::prepare::dataset_splits(&pipeline).with_context(preparing)?;
+    let mut mine = std::collections::BTreeSet::new();
+    for split in [Split::Train, Split::Test] {
+        let ids: Vec<String> = splits
+            .iter()
+            .filter(|(_, s)| **s == split)
+            .map(|(id, _)| id.clone())
+            .collect();
+        mine.extend(part.select(&ids));
+    }
+    let (cases, splits) = pipeline::prepare::prepare_selected(&pipeline, &|id| mine.contains(id))
+        .with_context(preparing)?;
     let mut runner = pipeline::Runner::new(
         &pipeline,
         &registry,
@@ -68,10 +121,24 @@ pub fn run_pipeline(
         cases,
         bars,
         options,
-    )?;
-    let outcome = runner.run();
+    )?
+    .with_splits(&splits);
+    runner.run()?;
+    tracing::info!(
+        "shard {part} of step `{}` done",
+        options.only.map_or("", |s| s.name())
+    );
+    Ok(runner.summary.clone())
+}
+
+/// Writes the report of a finished (or failed) run; the run's own error
+/// comes first.
+fn finish(
+    outcome: anyhow::Result<()>,
+    runner: &pipeline::Runner<'_>,
+) -> anyhow::Result<pipeline::RunSummary> {
     // A failed run still gets a report of what it did; its error comes first.
-    let report = crate::report::write_report(&runner);
+    let report = crate::report::write_report(runner);
     if let (Err(_), Ok(path)) = (&outcome, &report) {
         tracing::info!("report of the partial run: {}", path.display());
     }

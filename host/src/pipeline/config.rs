@@ -141,6 +141,8 @@ struct RawPipeline {
     #[serde(default)]
     plugins: Option<RawPlugins>,
     stages: Spanned<BTreeMap<Spanned<String>, Spanned<RawStage>>>,
+    #[serde(default)]
+    slurm: Option<crate::slurm::settings::RawSlurm>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +223,8 @@ pub struct Pipeline {
     pub plugin_paths: Vec<PathBuf>,
     /// Stages by slot.
     pub stages: BTreeMap<StageSlot, StageSpec>,
+    /// How `clisc slurm submit` runs it on a cluster, when given.
+    pub slurm: Option<crate::slurm::settings::SlurmSettings>,
 }
 
 impl Pipeline {
@@ -256,6 +260,12 @@ impl Pipeline {
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
         doc.insert("stages".into(), toml::Value::Table(stages));
+        if let Some(slurm) = &self.slurm {
+            doc.insert(
+                "slurm".into(),
+                toml::Value::try_from(slurm).expect("slurm settings serialise"),
+            );
+        }
         toml::to_string_pretty(&doc).expect("pipeline serialises")
     }
 }
@@ -344,6 +354,22 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         device,
         seed: run_in.seed,
         threads: run_in.threads.unwrap_or_else(default_threads),
+    };
+    let slurm = match raw
+        .slurm
+        .as_ref()
+        .map(|s| crate::slurm::settings::resolve(s, &base))
+    {
+        Some(Ok(settings)) => Some(settings),
+        Some(Err(problems)) => {
+            errors.extend(
+                problems
+                    .into_iter()
+                    .map(|(span, m)| pos.error(Some(span), m)),
+            );
+            None
+        }
+        None => None,
     };
     let mut dataset = raw.dataset.get_ref().clone();
     dataset.root = absolute(&dataset.root).display().to_string();
@@ -447,6 +473,7 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
             dataset,
             plugin_paths,
             stages,
+            slurm,
         })
     } else {
         Err(ConfigErrors(errors))

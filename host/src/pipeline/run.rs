@@ -8,6 +8,7 @@ use super::artefacts::{
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
 use super::config::{Pipeline, StageSlot};
 use super::io;
+use super::shard::{self, ShardRole};
 use super::stages::StageFactory;
 use super::summary::{CaseScore, RunSummary, SliceLabelStats};
 use super::workdir::{fingerprint, write_atomic, Manifest, Step, StepRecord, WorkDir};
@@ -34,6 +35,18 @@ pub struct RunOptions {
     pub from: Option<Step>,
     /// Rerun only this step (earlier steps must be cached).
     pub only: Option<Step>,
+    /// Run the `only` step (a per-case step) as one shard of several, or
+    /// merge its shards (see [`super::shard`]).
+    pub shard: Option<ShardRole>,
+}
+
+/// A training step's own numbers, as kept in `stage-reports.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptReport {
+    /// Fingerprint of the step that trained.
+    fingerprint: String,
+    /// The numbers, as in the summary's `stage_reports`.
+    metrics: BTreeMap<String, f64>,
 }
 
 /// Converts a plugin result into an error naming the stage and case.
@@ -48,6 +61,8 @@ pub struct Runner<'a> {
     manifest: Manifest,
     options: RunOptions,
     cases: Cases,
+    /// Every case id of each split, also those a shard did not prepare.
+    split_ids: BTreeMap<Split, Vec<String>>,
     /// Metrics gathered for the report.
     pub summary: RunSummary,
 }
@@ -62,6 +77,13 @@ impl<'a> Runner<'a> {
         bars: Bars,
         options: RunOptions,
     ) -> anyhow::Result<Self> {
+        if options.shard.is_some() && !options.only.is_some_and(shard::is_per_case) {
+            let names: Vec<&str> = shard::PER_CASE.iter().map(|s| s.name()).collect();
+            bail!(
+                "sharding needs --only with a per-case step ({})",
+                names.join(", ")
+            );
+        }
         let work = WorkDir::open(&pipeline.run.output)
             .with_context(|| format!("creating work folder {}", pipeline.run.output.display()))?;
         let mut manifest = work.read_manifest();
@@ -71,6 +93,10 @@ impl<'a> Runner<'a> {
         manifest.seed = pipeline.run.seed;
         manifest.device = device.clone();
         let summary = RunSummary::new(pipeline);
+        let split_ids = [Split::Train, Split::Valid, Split::Test]
+            .into_iter()
+            .map(|s| (s, ids_in(&cases, s)))
+            .collect();
         Ok(Self {
             factory: StageFactory {
                 pipeline,
@@ -82,8 +108,27 @@ impl<'a> Runner<'a> {
             manifest,
             options,
             cases,
+            split_ids,
             summary,
         })
+    }
+
+    /// Declares the whole split when `cases` holds only some of its cases
+    /// (a shard prepares only its own): fingerprints and shard membership
+    /// are computed over every case of `splits`.
+    pub fn with_splits(mut self, splits: &crate::splits::Splits) -> Self {
+        for ids in self.split_ids.values_mut() {
+            ids.clear();
+        }
+        for (id, split) in splits {
+            self.split_ids.entry(*split).or_default().push(id.clone());
+        }
+        self
+    }
+
+    /// Whether this invocation runs one shard of a step.
+    fn is_part(&self) -> bool {
+        matches!(self.options.shard, Some(ShardRole::Part(_)))
     }
 
     /// The work folder.
@@ -121,10 +166,23 @@ impl<'a> Runner<'a> {
             (None, None) => false,
         };
         let stale = record.as_ref().is_some_and(|r| r.fingerprint != fp);
-        if forced || stale {
+        // A sharded step's folder is shared by all its shards: never cleared
+        // here (each shard clears only its own stale cases).
+        let sharded = self.options.shard.is_some() && self.options.only == Some(step);
+        if (forced || stale) && !sharded {
             self.work.clear_step(step)?;
         }
         let dir = self.work.step_dir(step)?;
+        if sharded {
+            let two_networks = self.factory.pipeline.stage(StageSlot::Filter).is_some();
+            let split = shard::split_of(step);
+            match self.options.shard {
+                Some(ShardRole::Part(part)) => {
+                    shard::start_part(step, &dir, fp, part, &self.ids(split), two_networks)?
+                }
+                _ => shard::check_complete(step, &dir, fp, &self.split_ids[&split], two_networks)?,
+            }
+        }
         self.manifest.steps.insert(
             step.name().into(),
             StepRecord {
@@ -139,11 +197,22 @@ impl<'a> Runner<'a> {
                 finished_at: String::new(),
             },
         );
-        self.work.write_manifest(&self.manifest)?;
+        // Shards run at the same time: none of them writes the manifest.
+        if !self.is_part() {
+            self.work.write_manifest(&self.manifest)?;
+        }
         Ok(Some(dir))
     }
 
     fn finish(&mut self, step: Step, plugins: Vec<String>, started: Instant) -> anyhow::Result<()> {
+        if let Some(ShardRole::Part(part)) = self.options.shard {
+            if self.options.only == Some(step) {
+                let dir = self.work.step_dir(step)?;
+                let ids = self.ids(shard::split_of(step));
+                shard::finish_part(step, &dir, &self.step_fp(step), part, &ids)?;
+            }
+            return Ok(());
+        }
         if let Some(r) = self.manifest.steps.get_mut(step.name()) {
             if r.status != "done" {
                 r.seconds = started.elapsed().as_secs_f64();
@@ -157,8 +226,14 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// The cases of `split` this invocation works on: all of them, or a
+    /// shard's share.
     fn ids(&self, split: Split) -> Vec<String> {
-        ids_in(&self.cases, split)
+        let all = self.split_ids.get(&split).cloned().unwrap_or_default();
+        match self.options.shard {
+            Some(ShardRole::Part(part)) => part.select(&all),
+            _ => all,
+        }
     }
 
     fn case(&self, id: &str) -> &PreparedCase {
@@ -167,11 +242,14 @@ impl<'a> Runner<'a> {
 
     /// Runs every step; returns the summary (also written to `summary.json`).
     pub fn run(&mut self) -> anyhow::Result<()> {
-        let train = self.ids(Split::Train);
+        let (train, test) = (
+            &self.split_ids[&Split::Train],
+            &self.split_ids[&Split::Test],
+        );
         if train.is_empty() {
             bail!("the training split is empty: nothing to learn from");
         }
-        let data_fp = fingerprint(&[train.join(","), self.ids(Split::Test).join(",")]);
+        let data_fp = fingerprint(&[train.join(","), test.join(",")]);
 
         let Some(labels) = self.pseudo_labels(&data_fp)? else {
             return self.stop();
@@ -230,6 +308,9 @@ impl<'a> Runner<'a> {
     }
 
     fn stop(&mut self) -> anyhow::Result<()> {
+        if self.is_part() {
+            return Ok(()); // the merge writes the summary
+        }
         let bytes = serde_json::to_vec_pretty(&self.summary)?;
         write_atomic(&self.work.root().join("summary.json"), &bytes)?;
         Ok(())
@@ -244,26 +325,7 @@ impl<'a> Runner<'a> {
     }
 
     fn fp(&self, step: Step, upstream: &[&str]) -> String {
-        let slots: &[StageSlot] = match step {
-            Step::PseudoLabels => &[StageSlot::PseudoLabeler],
-            Step::Roi => &[StageSlot::RoiExtractor],
-            Step::Prompts => &[StageSlot::PromptGenerator],
-            Step::PseudoMasks => &[StageSlot::PromptableSegmenter],
-            Step::Network1 | Step::Network2 => &[StageSlot::VolumetricSegmenter],
-            Step::Filter => &[
-                StageSlot::RepromptGenerator,
-                StageSlot::PromptableSegmenter,
-                StageSlot::Filter,
-            ],
-            _ => &[],
-        };
-        let mut parts: Vec<String> = vec![
-            step.name().into(),
-            self.factory.pipeline.run.seed.to_string(),
-        ];
-        parts.extend(slots.iter().map(|s| self.factory.identity(*s)));
-        parts.extend(upstream.iter().map(|s| s.to_string()));
-        fingerprint(&parts)
+        step_fingerprint(&self.factory, step, upstream)
     }
 
     fn pseudo_labels(
@@ -356,6 +418,7 @@ impl<'a> Runner<'a> {
                     .update("rois", i as u64 + 1, missing.len() as u64, id);
             }
         }
+        self.keep_stage_report(Step::Roi, "roi-extractor")?;
         for id in &ids {
             out.insert(id.clone(), io::read_roi_result(&dir, id)?);
         }
@@ -522,12 +585,45 @@ impl<'a> Runner<'a> {
             )?;
             std::fs::rename(&tmp, &model)?;
         }
+        self.keep_stage_report(step, step.name())?;
         self.finish(
             step,
             vec![self.factory.stamp(StageSlot::VolumetricSegmenter)],
             started,
         )?;
         Ok(Some(model))
+    }
+
+    /// Keeps a training step's report (`name` in the summary) in
+    /// `stage-reports.json` of the work folder when this run trained, and
+    /// reads it back into the summary when the training was cached (a
+    /// resumed run, or a cluster run whose training ran in another job).
+    /// Each report is kept with its step's fingerprint, so a stale one is
+    /// never shown.
+    fn keep_stage_report(&mut self, step: Step, name: &str) -> anyhow::Result<()> {
+        let path = self.work.root().join("stage-reports.json");
+        let mut kept: BTreeMap<String, KeptReport> = if path.exists() {
+            read_json(&path)?
+        } else {
+            BTreeMap::new()
+        };
+        let fingerprint = self.step_fp(step);
+        match self.summary.stage_reports.get(name) {
+            Some(metrics) => {
+                let report = KeptReport {
+                    fingerprint,
+                    metrics: metrics.clone(),
+                };
+                kept.insert(name.into(), report);
+                write_json(&path, &kept)
+            }
+            None => {
+                if let Some(r) = kept.remove(name).filter(|r| r.fingerprint == fingerprint) {
+                    self.summary.stage_reports.insert(name.into(), r.metrics);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn load_network(&self, model: &Path, work: &Path) -> anyhow::Result<VolumetricSegmenterBox> {
@@ -617,6 +713,13 @@ impl<'a> Runner<'a> {
                 pseudo_label: prediction,
                 reference,
             });
+        }
+        if self.is_part() {
+            // A shard does only the per-case part; the merge selects among
+            // all cases. A later step's shard needs no kept set: the final
+            // network is already trained.
+            self.finish(Step::Filter, vec![], started)?;
+            return Ok(Some(BTreeMap::new()));
         }
         let mut filter = self
             .factory
@@ -735,6 +838,30 @@ impl<'a> Runner<'a> {
         self.finish(Step::Evaluation, vec![], started)?;
         Ok(())
     }
+}
+
+/// The fingerprint of `step` (see [`super::workdir`]): its name, the seed,
+/// the plugins and settings of its slots, and `upstream` (the data and the
+/// fingerprints of the steps it reads). Shared with the Slurm planner,
+/// which predicts every step's fingerprint before anything runs.
+pub fn step_fingerprint(factory: &StageFactory<'_>, step: Step, upstream: &[&str]) -> String {
+    let slots: &[StageSlot] = match step {
+        Step::PseudoLabels => &[StageSlot::PseudoLabeler],
+        Step::Roi => &[StageSlot::RoiExtractor],
+        Step::Prompts => &[StageSlot::PromptGenerator],
+        Step::PseudoMasks => &[StageSlot::PromptableSegmenter],
+        Step::Network1 | Step::Network2 => &[StageSlot::VolumetricSegmenter],
+        Step::Filter => &[
+            StageSlot::RepromptGenerator,
+            StageSlot::PromptableSegmenter,
+            StageSlot::Filter,
+        ],
+        _ => &[],
+    };
+    let mut parts: Vec<String> = vec![step.name().into(), factory.pipeline.run.seed.to_string()];
+    parts.extend(slots.iter().map(|s| factory.identity(*s)));
+    parts.extend(upstream.iter().map(|s| s.to_string()));
+    fingerprint(&parts)
 }
 
 /// Writes labels on a case's cropped grid back in the grid and header of
