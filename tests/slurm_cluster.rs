@@ -518,6 +518,20 @@ fn a_run_on_slurm_matches_a_local_run_and_resubmits_only_missing_shards() {
         assert_eq!(after.get(path), Some(modified), "{p} was rewritten");
     }
 
+    // A complete run has nothing left to submit.
+    let out = clisc(
+        &["slurm", "submit", "--config", config.to_str().unwrap()],
+        root,
+        &[("SLURM_CONF", slurm_conf.as_str())],
+    );
+    assert_ok(&out, "clisc slurm submit of a complete run");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("nothing to submit"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // 4. The results are those of the local run: every step's
     // fingerprint, both networks, the filter's decisions, every per-case
     // artefact and the evaluation.
