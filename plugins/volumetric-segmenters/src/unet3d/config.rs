@@ -63,6 +63,15 @@ pub struct UNetConfig {
     pub flips: bool,
     /// Random 90-degree rotations in the axial plane.
     pub rotations: bool,
+    /// Random gain of brain intensities in `[1 - s, 1 + s]` (0 = off).
+    #[serde(default)]
+    pub intensity_scale: f64,
+    /// Random offset of brain intensities in `[-s, s]`, z-score units (0 = off).
+    #[serde(default)]
+    pub intensity_shift: f64,
+    /// Random linear field over a patch, up to this many z-score units at its faces (0 = off).
+    #[serde(default)]
+    pub intensity_ramp: f64,
     /// Mixed precision (fp16 autocast with loss scaling) when on CUDA.
     pub mixed_precision: bool,
     /// Save a resumable checkpoint every this many steps.
@@ -97,6 +106,9 @@ impl Default for UNetConfig {
             foreground_fraction: 0.33,
             flips: true,
             rotations: true,
+            intensity_scale: 0.0,
+            intensity_shift: 0.0,
+            intensity_ramp: 0.0,
             mixed_precision: true,
             checkpoint_every: 100,
             inference: InferenceMode::Sliding,
@@ -133,6 +145,9 @@ pub fn schema() -> Vec<ConfigField> {
         ),
         ConfigField::bool("flips", d.flips, "random flips along x, y and z"),
         ConfigField::bool("rotations", d.rotations, "random 90-degree rotations in the axial plane (180 only if x and y patch sizes differ)"),
+        ConfigField::float("intensity_scale", d.intensity_scale, "random gain of brain intensities in [1 - s, 1 + s] per patch (0 = off, as the paper)"),
+        ConfigField::float("intensity_shift", d.intensity_shift, "random offset of brain intensities in [-s, s] z-score units per patch (0 = off)"),
+        ConfigField::float("intensity_ramp", d.intensity_ramp, "random linear field over a patch, up to this many z-score units at its faces (0 = off)"),
         ConfigField::bool("mixed_precision", d.mixed_precision, "fp16 autocast with loss scaling on CUDA (ignored on the CPU)"),
         ConfigField::integer("checkpoint_every", d.checkpoint_every as i64, "steps between resumable checkpoints in the work dir"),
         ConfigField::choice(
@@ -202,6 +217,9 @@ impl UNetConfig {
             foreground_fraction: s.f64("foreground_fraction")?,
             flips: s.bool("flips")?,
             rotations: s.bool("rotations")?,
+            intensity_scale: s.f64("intensity_scale")?,
+            intensity_shift: s.f64("intensity_shift")?,
+            intensity_ramp: s.f64("intensity_ramp")?,
             mixed_precision: s.bool("mixed_precision")?,
             checkpoint_every: s.usize("checkpoint_every")?,
             inference,
@@ -250,6 +268,15 @@ impl UNetConfig {
             return err(
                 "`batch_size`, `window_batch` and `checkpoint_every` must be at least 1".into(),
             );
+        }
+        if !(0.0..1.0).contains(&self.intensity_scale)
+            || !(self.intensity_shift >= 0.0 && self.intensity_shift.is_finite())
+            || !(self.intensity_ramp >= 0.0 && self.intensity_ramp.is_finite())
+        {
+            return err(format!(
+                "`intensity_scale` must be in [0, 1) and `intensity_shift`, `intensity_ramp` finite and >= 0, found {}, {}, {}",
+                self.intensity_scale, self.intensity_shift, self.intensity_ramp
+            ));
         }
         if self.epochs == 0 && self.iterations == 0 {
             return err("set `iterations` or `epochs` above 0".into());

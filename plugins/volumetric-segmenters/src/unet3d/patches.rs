@@ -1,5 +1,16 @@
 //! Training patches: cases held in memory, random crops with padding, random
-//! flips and in-plane 90-degree rotations, cut on a background thread.
+//! flips and in-plane 90-degree rotations, optional intensity augmentation,
+//! cut on a background thread.
+//!
+//! Intensity augmentation (off unless configured; the paper has none) maps
+//! each brain voxel `v` of a patch to `gain * v + offset + ramp . u`, where
+//! `u` in `[-1, 1]^3` is the voxel's position in the patch: a random
+//! contrast, brightness and linear low-frequency field, the way scanner
+//! gain and bias fields differ between studies. A network trained on a few
+//! cases otherwise learns their exact intensity levels and, on a new case,
+//! marks whatever is as bright as their lesions were (cortex, a bright bias
+//! region). Background (the volume's minimum) and padding stay as they are,
+//! so the brain outline is unchanged, and so are the labels.
 //!
 //! The training loop never waits for data in practice: a producer thread
 //! fills a bounded channel with ready batches (plain `Vec`s, no libtorch on
@@ -89,6 +100,25 @@ pub struct Batch {
     pub target: Vec<u8>,
 }
 
+/// Ranges of the random intensity augmentation (see the module docs); all
+/// zero = off.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntensityAugmentation {
+    /// Gain drawn from `[1 - scale, 1 + scale]`.
+    pub scale: f32,
+    /// Offset drawn from `[-shift, shift]` (z-score units).
+    pub shift: f32,
+    /// Per-axis ramp amplitude drawn from `[-ramp, ramp]` (z-score units at the patch faces).
+    pub ramp: f32,
+}
+
+impl IntensityAugmentation {
+    /// Whether any augmentation is configured.
+    pub fn is_on(&self) -> bool {
+        self.scale > 0.0 || self.shift > 0.0 || self.ramp > 0.0
+    }
+}
+
 /// Cuts augmented patches from the cases.
 #[derive(Debug, Clone)]
 pub struct PatchSampler {
@@ -102,10 +132,13 @@ pub struct PatchSampler {
     pub flips: bool,
     /// Random in-plane rotations by multiples of 90 degrees.
     pub rotations: bool,
+    /// Random intensity changes of brain voxels.
+    pub intensity: IntensityAugmentation,
 }
 
-/// The geometric part of one patch draw (exposed for tests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One patch draw: where, how turned and with what intensity change
+/// (exposed for tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PatchDraw {
     /// Case index.
     pub case: usize,
@@ -115,6 +148,12 @@ pub struct PatchDraw {
     pub flip: [bool; 3],
     /// Quarter turns in the x-y plane.
     pub quarter_turns: u8,
+    /// Intensity gain of brain voxels (1 = unchanged).
+    pub gain: f32,
+    /// Intensity offset of brain voxels.
+    pub offset: f32,
+    /// Linear field over the patch along x, y, z (value at the `+1` face).
+    pub ramp: [f32; 3],
 }
 
 impl PatchSampler {
@@ -159,11 +198,33 @@ impl PatchSampler {
         } else {
             2 * rng.random_range(0..2u8)
         };
+        // Drawn only when configured, so runs without augmentation keep the
+        // random stream (and results) they had before it existed.
+        let a = self.intensity;
+        let (gain, offset, ramp) = if a.is_on() {
+            let mut sym = |r: f32| {
+                if r > 0.0 {
+                    rng.random_range(-r..=r)
+                } else {
+                    0.0
+                }
+            };
+            (
+                1.0 + sym(a.scale),
+                sym(a.shift),
+                [sym(a.ramp), sym(a.ramp), sym(a.ramp)],
+            )
+        } else {
+            (1.0, 0.0, [0.0; 3])
+        };
         PatchDraw {
             case,
             start,
             flip,
             quarter_turns,
+            gain,
+            offset,
+            ramp,
         }
     }
 
@@ -173,6 +234,14 @@ impl PatchSampler {
         let c = &self.cases[draw.case];
         let [px, py, pz] = self.patch;
         let [nx, ny, nz] = c.dims.map(|d| d as isize);
+        let unit = |i: usize, n: usize| {
+            if n > 1 {
+                2.0 * i as f32 / (n - 1) as f32 - 1.0
+            } else {
+                0.0
+            }
+        };
+        let augment = draw.gain != 1.0 || draw.offset != 0.0 || draw.ramp != [0.0; 3];
         for k in 0..pz {
             let w = if draw.flip[2] { pz - 1 - k } else { k };
             let sz = draw.start[2] + w as isize;
@@ -194,7 +263,15 @@ impl PatchSampler {
                         target[o] = 0;
                     } else {
                         let s = sx as usize + c.dims[0] * (sy as usize + c.dims[1] * sz as usize);
-                        image[o] = c.image[s];
+                        let v = c.image[s];
+                        image[o] = if augment && v > c.pad {
+                            let field = draw.ramp[0] * unit(i, px)
+                                + draw.ramp[1] * unit(j, py)
+                                + draw.ramp[2] * unit(k, pz);
+                            draw.gain * v + draw.offset + field
+                        } else {
+                            v
+                        };
                         target[o] = c.target[s];
                     }
                 }
@@ -295,6 +372,7 @@ mod tests {
             foreground_fraction: 0.5,
             flips: true,
             rotations: true,
+            intensity: IntensityAugmentation::default(),
         }
     }
 
@@ -306,6 +384,9 @@ mod tests {
             start: [1, 1, 2],
             flip: [false; 3],
             quarter_turns: 0,
+            gain: 1.0,
+            offset: 0.0,
+            ramp: [0.0; 3],
         };
         let (mut img, mut tgt) = (vec![0f32; 32], vec![0u8; 32]);
         s.cut(&draw, &mut img, &mut tgt);
@@ -345,6 +426,81 @@ mod tests {
             }
         }
         assert!(saw_turn, "square patches get quarter turns");
+    }
+
+    #[test]
+    fn intensity_augmentation_changes_brain_voxels_only_and_keeps_labels() {
+        let mut c = case([6, 6, 4]);
+        // Background: the volume's minimum, as after z-scoring.
+        c.pad = 0.0;
+        let background: Vec<usize> = (0..c.image.len()).filter(|i| i % 5 == 0).collect();
+        for &i in &background {
+            c.image[i] = 0.0;
+        }
+        let mut s = sampler([6, 6, 4], [6, 6, 4]);
+        s.cases = Arc::new(vec![c.clone()]);
+        s.rotations = false;
+        s.flips = false;
+        let plain = PatchDraw {
+            case: 0,
+            start: [0; 3],
+            flip: [false; 3],
+            quarter_turns: 0,
+            gain: 1.0,
+            offset: 0.0,
+            ramp: [0.0; 3],
+        };
+        let n = 6 * 6 * 4;
+        let (mut base, mut base_t) = (vec![0f32; n], vec![0u8; n]);
+        s.cut(&plain, &mut base, &mut base_t);
+        assert_eq!(base, c.image, "no augmentation: an exact copy");
+        let draw = PatchDraw {
+            gain: 1.2,
+            offset: -0.5,
+            ramp: [0.3, 0.0, -0.2],
+            ..plain
+        };
+        let (mut img, mut tgt) = (vec![0f32; n], vec![0u8; n]);
+        s.cut(&draw, &mut img, &mut tgt);
+        assert_eq!(tgt, base_t, "labels do not move");
+        for z in 0..4 {
+            for y in 0..6 {
+                for x in 0..6 {
+                    let i = x + 6 * (y + 6 * z);
+                    let expect = if background.contains(&i) {
+                        0.0
+                    } else {
+                        let ux = 2.0 * x as f32 / 5.0 - 1.0;
+                        let uz = 2.0 * z as f32 / 3.0 - 1.0;
+                        1.2 * c.image[i] - 0.5 + 0.3 * ux - 0.2 * uz
+                    };
+                    assert!(
+                        (img[i] - expect).abs() < 1e-3,
+                        "voxel {i}: {} vs {expect}",
+                        img[i]
+                    );
+                }
+            }
+        }
+        // Draws stay within the configured ranges and vary.
+        s.intensity = IntensityAugmentation {
+            scale: 0.1,
+            shift: 0.2,
+            ramp: 0.3,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let draws: Vec<PatchDraw> = (0..200).map(|_| s.draw(&mut rng)).collect();
+        assert!(draws.iter().all(|d| (0.9..=1.1).contains(&d.gain)
+            && d.offset.abs() <= 0.2
+            && d.ramp.iter().all(|r| r.abs() <= 0.3)));
+        assert!(draws.iter().any(|d| d.gain > 1.05) && draws.iter().any(|d| d.gain < 0.95));
+        // Off: the geometric draws are those of a sampler without the feature.
+        s.intensity = IntensityAugmentation::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        assert!((0..50).all(|_| {
+            let d = s.draw(&mut rng);
+            d.gain == 1.0 && d.offset == 0.0 && d.ramp == [0.0; 3]
+        }));
     }
 
     #[test]

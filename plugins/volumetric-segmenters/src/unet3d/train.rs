@@ -4,7 +4,7 @@
 use super::checkpoint::{self, CheckpointMeta};
 use super::config::{Loss, UNetConfig};
 use super::network::UNet3d;
-use super::patches::{Batch, CaseArrays, PatchSampler};
+use super::patches::{Batch, CaseArrays, IntensityAugmentation, PatchSampler};
 use clisc_sdk::PluginError;
 use std::collections::HashMap;
 use std::path::Path;
@@ -388,6 +388,11 @@ pub fn train(
         foreground_fraction: cfg.foreground_fraction,
         flips: cfg.flips,
         rotations: cfg.rotations,
+        intensity: IntensityAugmentation {
+            scale: cfg.intensity_scale as f32,
+            shift: cfg.intensity_shift as f32,
+            ramp: cfg.intensity_ramp as f32,
+        },
     };
     // A resumed run continues the patch stream of the uninterrupted run.
     let (batches, producer) = sampler.spawn_at(seed, start, total - start, cfg.batch_size);
