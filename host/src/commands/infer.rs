@@ -10,14 +10,19 @@
 //! z-score), prediction, uncrop to the original grid, and a uint8 NIfTI
 //! written with the input's header geometry, so the output overlays the
 //! input exactly.
+//!
+//! A folder of DICOM files is segmented study by study: the FLAIR series
+//! (chosen by modality rules) is read on its own grid, segmented, and
+//! written back as a DICOM SEG referencing it (and, on request, as NIfTI).
 
+use crate::dicom::{self, safe_file_name, ModalityRules, SegOptions, SegSummary};
 use crate::nifti_io;
 use crate::preprocess::{preprocess, PreprocessOptions};
 use crate::registry::Registry;
 use abi_stable::std_types::RResult;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_sdk::{HostContext, Silent, StageKind, StageObject};
+use clisc_sdk::{HostContext, LabelVolume, Silent, StageKind, StageObject, Volume};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc infer`.
@@ -26,13 +31,23 @@ pub struct InferArgs {
     /// Model file written by a pipeline (`.../model.ckpt`) or a plugin's `save`.
     #[arg(long)]
     pub model: PathBuf,
-    /// A FLAIR NIfTI file, a folder of them, or a folder of case folders
-    /// (each holding one `*flair*.nii[.gz]`).
+    /// A FLAIR NIfTI file, a folder of them, a folder of case folders
+    /// (each holding one `*flair*.nii[.gz]`), or a folder of DICOM files
+    /// (any layout, one or more studies; read as DICOM when it holds no
+    /// NIfTI file).
     #[arg(long)]
     pub input: PathBuf,
-    /// Output file (single input) or folder (one `<case>.nii.gz` per input).
+    /// Output file (single input) or folder (one `<case>.nii.gz` per input;
+    /// for DICOM input one `<StudyInstanceUID>/seg.dcm` per study).
     #[arg(long)]
     pub out: PathBuf,
+    /// DICOM input: also write the labels as `<StudyInstanceUID>/seg.nii.gz`.
+    #[arg(long)]
+    pub nifti: bool,
+    /// DICOM input: modality rules choosing the FLAIR series (TOML file, or
+    /// `brain`); default: the built-in `flair` rule alone.
+    #[arg(long)]
+    pub rules: Option<String>,
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -154,33 +169,216 @@ pub fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// A trained volumetric network ready to segment FLAIR volumes: the
+/// stage rebuilt from the model file's metadata, with its weights loaded.
+/// Shared by `clisc infer` and the DICOM node (`clisc dicom serve`).
+pub struct Segmenter {
+    net: clisc_sdk::VolumetricSegmenterBox,
+    work: PathBuf,
+}
+
+impl Segmenter {
+    /// Loads `model` (a file written by a pipeline or a plugin's `save`)
+    /// on `device` with `threads` libtorch threads (0 = its default), after
+    /// applying `overrides` (`key=TOML value`) to the stored settings.
+    pub fn load(
+        model: &Path,
+        device: &str,
+        threads: u32,
+        overrides: &[String],
+    ) -> anyhow::Result<Self> {
+        let (plugin, mut settings) = model_identity(model)?;
+        for kv in overrides {
+            let t: toml::Table = toml::from_str(kv)
+                .map_err(|e| anyhow!("--set `{kv}` is not `key = TOML value`: {e}"))?;
+            settings.extend(t);
+        }
+        let registry = Registry::builtin();
+        let resolved =
+            registry.resolve_settings(&plugin, StageKind::VolumetricSegmenter, &settings)?;
+        // The stage's private folder; inference writes nothing there.
+        static LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let work = std::env::temp_dir().join(format!("clisc-infer-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let ctx = HostContext {
+            device: device.to_string().into(),
+            seed: 0,
+            threads,
+            work_dir: work.display().to_string().into(),
+            progress: Silent::boxed(),
+        };
+        let StageObject::VolumetricSegmenter(mut net) =
+            registry.create(&plugin, StageKind::VolumetricSegmenter, &resolved, &ctx)?
+        else {
+            bail!("plugin `{plugin}` is not a volumetric segmenter");
+        };
+        if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
+            bail!("loading {}: {e}", model.display());
+        }
+        Ok(Self { net, work })
+    }
+
+    /// Segments one FLAIR volume (case `id`): CLISC preprocessing, the
+    /// network's prediction, and the labels put back on `flair`'s own grid.
+    pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
+        let pre = preprocess(id, flair, &PreprocessOptions::default())
+            .map_err(|e| anyhow!("preprocessing: {e}"))?;
+        let cropped = match self.net.predict(&pre.input) {
+            RResult::ROk(p) => p,
+            RResult::RErr(e) => bail!("predicting: {e}"),
+        };
+        pre.crop
+            .uncrop(&cropped)
+            .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
+    }
+}
+
+impl Drop for Segmenter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// True when `input` is a folder holding no NIfTI file (directly or in a
+/// case folder one level down): it is then read as DICOM.
+pub fn is_dicom_input(input: &Path) -> bool {
+    fn has_nifti(dir: &Path, depth: u32) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| {
+            (p.is_file() && is_nifti(&p)) || (depth > 0 && p.is_dir() && has_nifti(&p, depth - 1))
+        })
+    }
+    input.is_dir() && !has_nifti(input, 1)
+}
+
+/// The modality rules `clisc infer` uses to find the FLAIR series of a
+/// DICOM study: `spec` (`brain` or a TOML file) or, by default, the
+/// built-in `flair` rule alone (other modalities are not needed).
+pub fn flair_rules(spec: Option<&str>) -> anyhow::Result<ModalityRules> {
+    let rules = match spec {
+        None => {
+            let mut r = ModalityRules::brain_mri();
+            r.modalities.retain(|m, _| m == "flair");
+            r
+        }
+        Some("brain") => ModalityRules::brain_mri(),
+        Some(path) => ModalityRules::from_file(Path::new(path))?,
+    };
+    if !rules.modalities.contains_key("flair") {
+        bail!("the modality rules define no `flair` modality, which `clisc infer` segments");
+    }
+    Ok(rules)
+}
+
+/// What [`segment_dicom_study`] wrote for one study.
+#[derive(Debug, Clone)]
+pub struct StudyResult {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// The FLAIR series that was segmented ([`crate::dicom::Series::label`]).
+    pub series: String,
+    /// The SEG written (and its UIDs).
+    pub seg: SegSummary,
+    /// The NIfTI labels, when asked for.
+    pub nifti: Option<PathBuf>,
+    /// Number of tumour voxels.
+    pub tumour_voxels: usize,
+}
+
+/// Segments the FLAIR series (chosen by `rules`) of every study among
+/// `series` and writes, per study, `<out>/<StudyInstanceUID>/seg.dcm` (a
+/// DICOM SEG on the FLAIR series' grid, referencing that series, its frame
+/// of reference, patient and study) and, with `nifti`, `seg.nii.gz` next
+/// to it (the FLAIR grid and affine as `clisc dicom convert` writes them).
+/// A study whose FLAIR cannot be chosen or read fails alone: its error is
+/// returned in the second list, the other studies go on.
+pub fn segment_dicom_studies(
+    segmenter: &mut Segmenter,
+    series: &[crate::dicom::Series],
+    rules: &ModalityRules,
+    out: &Path,
+    nifti: bool,
+) -> (Vec<StudyResult>, Vec<(String, anyhow::Error)>) {
+    let mut studies: Vec<&str> = Vec::new();
+    for s in series {
+        if !studies.contains(&s.study.study_uid.as_str()) {
+            studies.push(&s.study.study_uid);
+        }
+    }
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for study in studies {
+        let members: Vec<crate::dicom::Series> = series
+            .iter()
+            .filter(|s| s.study.study_uid == study)
+            .cloned()
+            .collect();
+        match segment_dicom_study(segmenter, &members, rules, out, nifti) {
+            Ok(r) => done.push(r),
+            Err(e) => failed.push((study.to_string(), e)),
+        }
+    }
+    (done, failed)
+}
+
+/// [`segment_dicom_studies`] for the series of one study.
+pub fn segment_dicom_study(
+    segmenter: &mut Segmenter,
+    study: &[crate::dicom::Series],
+    rules: &ModalityRules,
+    out: &Path,
+    nifti: bool,
+) -> anyhow::Result<StudyResult> {
+    let study_uid = study
+        .first()
+        .map(|s| s.study.study_uid.clone())
+        .ok_or_else(|| anyhow!("no series"))?;
+    let chosen = rules
+        .select(study)
+        .with_context(|| format!("study {study_uid}"))?;
+    let (_, flair) = chosen
+        .iter()
+        .find(|(m, _)| m == "flair")
+        .ok_or_else(|| anyhow!("study {study_uid}: no FLAIR series"))?;
+    let volume = dicom::load_volume(flair, "flair")
+        .with_context(|| format!("study {study_uid}: reading {}", flair.label()))?;
+    let labels = segmenter
+        .segment(&study_uid, &volume)
+        .with_context(|| format!("study {study_uid}: segmenting {}", flair.label()))?;
+    let dir = out.join(safe_file_name(&study_uid));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let seg = dicom::write_seg(flair, &labels, &SegOptions::default(), &dir.join("seg.dcm"))
+        .with_context(|| format!("study {study_uid}: writing the SEG"))?;
+    let nifti = if nifti {
+        let path = dir.join("seg.nii.gz");
+        nifti_io::write_labels(&path, &labels, None)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Some(path)
+    } else {
+        None
+    };
+    Ok(StudyResult {
+        study_uid,
+        series: flair.label(),
+        seg,
+        nifti,
+        tumour_voxels: labels.count_nonzero(),
+    })
+}
+
 /// Runs `clisc infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let (plugin, mut settings) = model_identity(&args.model)?;
-    for kv in &args.set {
-        let t: toml::Table = toml::from_str(kv)
-            .map_err(|e| anyhow!("--set `{kv}` is not `key = TOML value`: {e}"))?;
-        settings.extend(t);
+    let mut segmenter = Segmenter::load(&args.model, &args.device, args.threads, &args.set)?;
+    if is_dicom_input(&args.input) {
+        return run_dicom(&args, &mut segmenter);
     }
-    let registry = Registry::builtin();
-    let resolved = registry.resolve_settings(&plugin, StageKind::VolumetricSegmenter, &settings)?;
-    // The stage's private folder; inference writes nothing there.
-    let work = std::env::temp_dir().join(format!("clisc-infer-{}", std::process::id()));
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let ctx = HostContext {
-        device: args.device.clone().into(),
-        seed: 0,
-        threads: args.threads,
-        work_dir: work.display().to_string().into(),
-        progress: Silent::boxed(),
-    };
-    let StageObject::VolumetricSegmenter(mut net) =
-        registry.create(&plugin, StageKind::VolumetricSegmenter, &resolved, &ctx)?
-    else {
-        bail!("plugin `{plugin}` is not a volumetric segmenter");
-    };
-    if let RResult::RErr(e) = net.load(args.model.display().to_string().as_str().into()) {
-        bail!("loading {}: {e}", args.model.display());
+    if args.nifti || args.rules.is_some() {
+        bail!(
+            "--nifti and --rules apply to DICOM input only; {} holds NIfTI files",
+            args.input.display()
+        );
     }
     let inputs = find_inputs(&args.input)?;
     let single = args.input.is_file() && !args.out.is_dir();
@@ -191,16 +389,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     for (id, path) in &inputs {
         let (raw, info) = nifti_io::read_volume(path, "flair")
             .with_context(|| format!("reading {}", path.display()))?;
-        let pre = preprocess(id, &raw, &PreprocessOptions::default())
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let cropped = match net.predict(&pre.input) {
-            RResult::ROk(p) => p,
-            RResult::RErr(e) => bail!("predicting {}: {e}", path.display()),
-        };
-        let labels = pre
-            .crop
-            .uncrop(&cropped)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let labels = segmenter
+            .segment(id, &raw)
+            .with_context(|| format!("segmenting {}", path.display()))?;
         let out = if single {
             args.out.clone()
         } else {
@@ -214,7 +405,50 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn run_dicom(args: &InferArgs, segmenter: &mut Segmenter) -> anyhow::Result<()> {
+    let rules = flair_rules(args.rules.as_deref())?;
+    let scan = dicom::scan_dir(&args.input)
+        .with_context(|| format!("scanning {}", args.input.display()))?;
+    for f in &scan.skipped {
+        tracing::warn!("skipped {}: {}", f.path.display(), f.reason);
+    }
+    if scan.series.is_empty() {
+        bail!(
+            "{} holds neither NIfTI files nor DICOM image series ({} file(s) skipped)",
+            args.input.display(),
+            scan.skipped.len()
+        );
+    }
+    let (done, failed) =
+        segment_dicom_studies(segmenter, &scan.series, &rules, &args.out, args.nifti);
+    for r in &done {
+        println!(
+            "study {}: {} -> {} ({} tumour voxels, {} frames)",
+            r.study_uid,
+            r.series,
+            r.seg.path.display(),
+            r.tumour_voxels,
+            r.seg.frames
+        );
+        if let Some(p) = &r.nifti {
+            println!("  NIfTI {}", p.display());
+        }
+    }
+    if !failed.is_empty() {
+        let lines: Vec<String> = failed
+            .iter()
+            .map(|(s, e)| format!("  {s}: {e:#}"))
+            .collect();
+        bail!(
+            "{} of {} studies could not be segmented:\n{}",
+            failed.len(),
+            failed.len() + done.len(),
+            lines.join("\n")
+        );
+    }
     Ok(())
 }
 

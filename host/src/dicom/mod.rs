@@ -13,6 +13,9 @@
 //! * [`convert`]: series to [`Volume`](clisc_sdk::Volume) and NIfTI files.
 //! * [`select`]: TOML rules mapping series to modalities (flair, t1, ...).
 //! * [`seg`]: binary DICOM SEG writer referencing the source series.
+//! * [`net`]: DICOM networking with a PACS (C-ECHO, C-STORE, C-FIND,
+//!   C-MOVE as SCU; a storage SCP that only accepts configured callers).
+//! * [`outbox`]: a persistent send queue: a failed send loses nothing.
 //!
 //! Voxel layout (the one `dcm2niix` writes, so that both tools agree voxel
 //! for voxel): `x` runs along the DICOM columns (the row direction cosine),
@@ -22,6 +25,8 @@
 
 pub mod convert;
 pub mod geometry;
+pub mod net;
+pub mod outbox;
 pub mod pixels;
 pub mod scan;
 pub mod seg;
@@ -37,6 +42,35 @@ pub use seg::{write_seg, SegOptions, SegSegment, SegSummary};
 pub use select::{Ambiguity, ModalityRule, ModalityRules};
 
 use std::path::PathBuf;
+
+/// Turns a value taken from a DICOM attribute (a UID, a description) into
+/// one safe path component: ASCII letters, digits, `.`, `-` and `_` are
+/// kept, everything else (path separators included) becomes `_`, a leading
+/// `.` becomes `_` (so `.` and `..` cannot occur), an empty value becomes
+/// `_`, and the result is at most 128 characters. Files named from received
+/// or scanned DICOM data therefore always stay inside the folder they are
+/// joined to.
+pub fn safe_file_name(value: &str) -> String {
+    let mut out: String = value
+        .trim_end_matches(['\0', ' '])
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(128)
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
 
 /// A DICOM read, conversion, selection or write failure, naming the file or
 /// series concerned.
@@ -90,5 +124,40 @@ impl From<DicomError> for clisc_sdk::PluginError {
             }
             _ => clisc_sdk::PluginError::io(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_name;
+    use std::path::{Component, Path};
+
+    #[test]
+    fn names_from_dicom_values_stay_in_their_folder() {
+        assert_eq!(safe_file_name("1.2.840.113619.2.55"), "1.2.840.113619.2.55");
+        for hostile in [
+            "..",
+            ".",
+            "",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "..\\..\\x",
+            "C:\\Windows",
+            "\0",
+            "x\0/..",
+        ] {
+            let name = safe_file_name(hostile);
+            let joined = Path::new("/out").join(&name);
+            let components: Vec<Component> = joined.components().collect();
+            // "/", "out", and exactly one plain name.
+            assert_eq!(components.len(), 3, "{hostile:?} -> {name:?}");
+            assert!(
+                matches!(components[2], Component::Normal(_)),
+                "{hostile:?} -> {name:?}"
+            );
+            assert!(!name.contains('/') && !name.contains('\\'), "{name}");
+        }
+        assert_eq!(safe_file_name(&"9".repeat(300)).len(), 128);
     }
 }

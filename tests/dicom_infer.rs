@@ -1,0 +1,75 @@
+//! `clisc infer` on a DICOM study writes a DICOM SEG (and NIfTI on
+//! request) whose voxels are those of `clisc infer` on the NIfTI that
+//! `clisc dicom convert` makes from the same series, with the same model.
+//!
+//! A small model is trained by a pipeline; a two-series study (`AX FLAIR`,
+//! `AX T2`, oblique, slices written in reverse order) is written with
+//! pydicom; the SEG is read back with highdicom and pydicom
+//! (`support/check_dicom_seg.py`), which map every SEG voxel through the
+//! SEG's own geometry into the NIfTI result. Needs `$CLISC_PYTHON`
+//! (`source scripts/env.sh`).
+
+#[path = "support/dicom_e2e.rs"]
+mod dicom_e2e;
+
+use clisc_host::nifti_io;
+use dicom_e2e::{assert_seg_matches, case_flair, check_seg, clisc, make_study, train_model};
+
+#[test]
+fn infer_on_a_dicom_study_writes_a_seg_equal_to_infer_on_the_converted_nifti() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = train_model(root);
+    let model = model.to_str().unwrap();
+    let dicom = root.join("dicom");
+    let study = make_study(
+        &case_flair(root, 3),
+        &dicom,
+        "1.2.826.0.1.3680043.8.498.77001",
+        "PAT-0003",
+    );
+    let study_uid = study["study_uid"].as_str().unwrap();
+
+    // Reference: dcm2niix-compatible NIfTI of the FLAIR series, then infer.
+    let nii = root.join("nii");
+    clisc(&[
+        "--quiet",
+        "dicom",
+        "convert",
+        dicom.to_str().unwrap(),
+        nii.to_str().unwrap(),
+    ]);
+    let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
+    assert!(flair_nii.is_file(), "{} missing", flair_nii.display());
+    let reference = root.join("reference-seg.nii.gz");
+    let common = ["--model", model, "--device", "cpu", "--threads", "1"];
+    let mut args = vec!["--quiet", "infer", "--input", flair_nii.to_str().unwrap()];
+    args.extend(["--out", reference.to_str().unwrap()]);
+    args.extend(common);
+    clisc(&args);
+
+    // DICOM in, SEG (and NIfTI) out.
+    let out = root.join("out");
+    let mut args = vec!["--quiet", "infer", "--input", dicom.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--nifti"]);
+    args.extend(common);
+    let stdout = clisc(&args);
+    assert!(stdout.contains("'AX FLAIR'"), "{stdout}");
+    let seg = out.join(study_uid).join("seg.dcm");
+    assert!(seg.is_file(), "no SEG at {}:\n{stdout}", seg.display());
+
+    let v = check_seg(&seg, &reference, &dicom);
+    assert_seg_matches(&v, &study);
+    assert_eq!(v["patient_id"], "PAT-0003");
+
+    // The NIfTI written next to the SEG: same voxels and geometry as the reference.
+    let ours = nifti_io::read(&out.join(study_uid).join("seg.nii.gz")).unwrap();
+    let theirs = nifti_io::read(&reference).unwrap();
+    assert_eq!(ours.grid.shape, theirs.grid.shape);
+    assert!(nifti_io::same_geometry(&ours.grid, &theirs.grid, 1e-3));
+    assert_eq!(ours.data, theirs.data);
+    eprintln!(
+        "SEG: {} frames, {} tumour voxels, max index offset {}",
+        v["frames"], v["seg_voxels"], v["max_index_offset"]
+    );
+}
