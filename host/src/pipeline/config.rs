@@ -174,6 +174,8 @@ struct RawStage {
     plugin: Spanned<String>,
     #[serde(default)]
     settings: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    keep_largest_components: Option<Spanned<i64>>,
 }
 
 /// Where and how a run happens.
@@ -207,6 +209,11 @@ pub struct StageSpec {
     pub plugin: String,
     /// Settings with defaults filled in and paths made absolute.
     pub settings: toml::Table,
+    /// Host post-processing of the promptable segmenter's stacked 3D
+    /// pseudo-labels: keep only this many largest 3D components (all when
+    /// `None`). Only `[stages.promptable_segmenter]` accepts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_largest_components: Option<usize>,
 }
 
 /// A validated pipeline.
@@ -257,6 +264,9 @@ impl Pipeline {
             let mut t = toml::Table::new();
             t.insert("plugin".into(), spec.plugin.clone().into());
             t.insert("settings".into(), toml::Value::Table(spec.settings.clone()));
+            if let Some(n) = spec.keep_largest_components {
+                t.insert("keep_largest_components".into(), (n as i64).into());
+            }
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
         doc.insert("stages".into(), toml::Value::Table(stages));
@@ -544,10 +554,33 @@ fn resolve_stage(
             }
         }
     }
+    let keep_largest_components = match &raw.keep_largest_components {
+        None => None,
+        Some(v) if slot != StageSlot::PromptableSegmenter => {
+            return Err(vec![pos.error(
+                Some(v.span()),
+                format!(
+                    "[stages.{}] `keep_largest_components` applies to `[stages.promptable_segmenter]` only (it post-processes the stacked pseudo-labels)",
+                    slot.key()
+                ),
+            )]);
+        }
+        Some(v) if *v.get_ref() < 1 => {
+            return Err(vec![pos.error(
+                Some(v.span()),
+                format!(
+                    "[stages.promptable_segmenter] `keep_largest_components` must be an integer >= 1 (leave it out to keep every component), found {}",
+                    v.get_ref()
+                ),
+            )]);
+        }
+        Some(v) => Some(*v.get_ref() as usize),
+    };
     Ok((
         StageSpec {
             plugin: name.clone(),
             settings: resolved,
+            keep_largest_components,
         },
         missing,
     ))
@@ -627,6 +660,42 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
         assert_eq!(ok.stages.len(), 2);
+    }
+
+    #[test]
+    fn keep_largest_components_belongs_to_the_promptable_segmenter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let chain = "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\n\n[stages.roi_extractor]\nplugin = \"cam\"\n\n\
+                     [stages.prompt_generator]\nplugin = \"box-points\"\n\n[stages.promptable_segmenter]\nplugin = \"classic-prompt\"\n";
+        let (path, text) = pipeline(dir.path(), &format!("{chain}keep_largest_components = 2\n"));
+        let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
+        let spec = ok.stage(StageSlot::PromptableSegmenter).unwrap();
+        assert_eq!(spec.keep_largest_components, Some(2));
+        assert!(ok.to_toml().contains("keep_largest_components = 2"));
+        assert_eq!(
+            ok.stage(StageSlot::PseudoLabeler)
+                .unwrap()
+                .keep_largest_components,
+            None
+        );
+
+        let (path, text) = pipeline(dir.path(), &format!("{chain}keep_largest_components = 0\n"));
+        let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (19, 27), "{e}");
+        assert!(e.0[0].message.contains("integer >= 1"), "{e}");
+
+        let (path, text) = pipeline(
+            dir.path(),
+            "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\nkeep_largest_components = 1\n",
+        );
+        let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (10, 27), "{e}");
+        assert!(
+            e.0[0].message.contains("[stages.pseudo_labeler]")
+                && e.0[0].message.contains("promptable_segmenter"),
+            "{e}"
+        );
     }
 
     #[test]

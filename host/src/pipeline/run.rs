@@ -16,7 +16,7 @@ use crate::progress::Bars;
 use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
-use clisc_imaging::components::largest_component;
+use clisc_imaging::components::{keep_largest_n, largest_component};
 use clisc_imaging::overlap::dice;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{
@@ -324,6 +324,14 @@ impl<'a> Runner<'a> {
             .unwrap_or_default()
     }
 
+    /// The configured post-processing of stacked pseudo-labels.
+    fn keep_largest_components(&self) -> Option<usize> {
+        self.factory
+            .pipeline
+            .stage(StageSlot::PromptableSegmenter)
+            .and_then(|s| s.keep_largest_components)
+    }
+
     fn fp(&self, step: Step, upstream: &[&str]) -> String {
         step_fingerprint(&self.factory, step, upstream)
     }
@@ -516,6 +524,7 @@ impl<'a> Runner<'a> {
                     stage.as_mut().expect("created"),
                     self.case(id),
                     &prompts[id],
+                    self.keep_largest_components(),
                 )?;
                 write_original(self.case(id), &m, &original)?;
                 io::write_labels(&path, &m)?;
@@ -701,6 +710,7 @@ impl<'a> Runner<'a> {
                     segmenter.as_mut().expect("created"),
                     self.case(id),
                     &prompts,
+                    self.keep_largest_components(),
                 )?;
                 io::write_labels(&r_path, &m)?;
                 m
@@ -871,11 +881,14 @@ fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> any
 }
 
 /// Runs the promptable segmenter on every prompted slice of a case and
-/// stacks the masks into a volume restricted to the brain.
+/// stacks the masks into a volume restricted to the brain; with
+/// `keep_largest`, only that many largest 3D components (26-connected)
+/// remain.
 pub fn segment_case(
     segmenter: &mut PromptableSegmenterBox,
     case: &PreparedCase,
     prompts: &CasePrompts,
+    keep_largest: Option<usize>,
 ) -> anyhow::Result<LabelVolume> {
     let input = &case.input;
     let mut volume = LabelVolume::zeros(input.image.grid);
@@ -929,6 +942,10 @@ pub fn segment_case(
         if b == 0 {
             *v = 0;
         }
+    }
+    if let Some(n) = keep_largest {
+        let dims = volume.grid.dims();
+        volume.data = keep_largest_n(&volume.data, dims, Connectivity::Full, n).into();
     }
     Ok(volume)
 }

@@ -69,11 +69,17 @@ impl StageFactory<'_> {
     /// Fingerprint parts describing the slot's plugin and settings.
     pub fn identity(&self, slot: StageSlot) -> String {
         match self.pipeline.stage(slot) {
-            Some(spec) => format!(
-                "{}|{}",
-                self.stamp(slot),
-                toml::to_string(&spec.settings).unwrap_or_default()
-            ),
+            Some(spec) => {
+                let mut id = format!(
+                    "{}|{}",
+                    self.stamp(slot),
+                    toml::to_string(&spec.settings).unwrap_or_default()
+                );
+                if let Some(n) = spec.keep_largest_components {
+                    id.push_str(&format!("|keep_largest_components={n}"));
+                }
+                id
+            }
             None => format!("{}=none", slot.key()),
         }
     }

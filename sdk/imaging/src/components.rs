@@ -94,6 +94,24 @@ pub fn keep_at_least_fraction_of_largest(
     )
 }
 
+/// Keeps the `n` largest components (ties: the first found); `n = 0`
+/// keeps nothing. Used to clean stacked slice masks of stray islands.
+pub fn keep_largest_n(mask: &[u8], dims: Dims3, connectivity: Connectivity, n: usize) -> Vec<u8> {
+    let comps = label_3d(mask, dims, connectivity);
+    let mut order: Vec<usize> = (0..comps.sizes.len()).collect();
+    // Stable: equal sizes keep their discovery order.
+    order.sort_by(|&a, &b| comps.sizes[b].cmp(&comps.sizes[a]));
+    let mut kept = vec![false; comps.sizes.len() + 1];
+    for &k in order.iter().take(n) {
+        kept[k + 1] = true;
+    }
+    comps
+        .labels
+        .iter()
+        .map(|&l| u8::from(l != 0 && kept[l as usize]))
+        .collect()
+}
+
 fn keep_components(
     mask: &[u8],
     dims: Dims3,
@@ -155,6 +173,23 @@ mod tests {
         assert_eq!(
             largest_component(&[0; 4], [4, 1, 1], Connectivity::Full),
             vec![0; 4]
+        );
+    }
+
+    #[test]
+    fn keeps_the_n_largest_components() {
+        let dims = [12, 1, 1];
+        // sizes 2, 3, 1, 3 (in discovery order)
+        let m = [1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1];
+        let keep = |n| keep_largest_n(&m, dims, Connectivity::Face, n);
+        assert_eq!(keep(0), vec![0; 12]);
+        assert_eq!(keep(1), vec![0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(keep(2), vec![0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(keep(3), vec![1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(keep(9), m.to_vec());
+        assert_eq!(
+            keep_largest_n(&[0; 3], [3, 1, 1], Connectivity::Full, 2),
+            vec![0; 3]
         );
     }
 }

@@ -269,10 +269,11 @@ impl UNetConfig {
                 "`batch_size`, `window_batch` and `checkpoint_every` must be at least 1".into(),
             );
         }
-        if !(0.0..1.0).contains(&self.intensity_scale)
-            || !(self.intensity_shift >= 0.0 && self.intensity_shift.is_finite())
-            || !(self.intensity_ramp >= 0.0 && self.intensity_ramp.is_finite())
-        {
+        let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        let ranges_ok = (0.0..1.0).contains(&self.intensity_scale)
+            && non_negative(self.intensity_shift)
+            && non_negative(self.intensity_ramp);
+        if !ranges_ok {
             return err(format!(
                 "`intensity_scale` must be in [0, 1) and `intensity_shift`, `intensity_ramp` finite and >= 0, found {}, {}, {}",
                 self.intensity_scale, self.intensity_shift, self.intensity_ramp
