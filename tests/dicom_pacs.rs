@@ -118,7 +118,7 @@ impl Orthanc {
 
     fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.join("orthanc.log")).unwrap();
-        let child = Command::new("Orthanc")
+        let child = Command::new(orthanc_binary())
             .arg(self.dir.join("orthanc.json"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -240,6 +240,19 @@ impl Drop for Orthanc {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Debian installs Orthanc in /usr/sbin, which a non-root PATH may lack.
+fn orthanc_binary() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/Orthanc");
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("Orthanc").is_file()))
+        .unwrap_or(false);
+    if in_path || !sbin.is_file() {
+        PathBuf::from("Orthanc")
+    } else {
+        sbin
     }
 }
 
