@@ -685,10 +685,12 @@ impl Evaluation {
         serde_json::to_string_pretty(self).expect("evaluation serialises")
     }
 
-    /// Writes `metrics.csv` and `metrics.json` into `dir` (created).
+    /// Writes `metrics.csv` and `metrics.json` into `dir` (created), each
+    /// through a temporary file and a rename.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use crate::pipeline::workdir::write_atomic;
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("metrics.csv"), self.to_csv())?;
-        std::fs::write(dir.join("metrics.json"), self.to_json())
+        write_atomic(&dir.join("metrics.csv"), self.to_csv().as_bytes())?;
+        write_atomic(&dir.join("metrics.json"), self.to_json().as_bytes())
     }
 }

@@ -124,18 +124,30 @@ pub fn read_header(path: &Path) -> Result<NiftiHeader, NiftiError> {
 
 /// The geometry a header describes (3D part only).
 pub fn grid_from_header(path: &Path, h: &NiftiHeader) -> Result<Grid, NiftiError> {
-    let ndim = h.dim[0] as usize;
-    if !(1..=7).contains(&ndim) {
+    // `dim` holds signed 16-bit values; the reader stores them unsigned.
+    let signed = h.dim.map(|d| d as i16);
+    if !(1..=7).contains(&signed[0]) {
         return Err(unsupported(
             path,
-            format!("dim[0] = {} (expected 1..7)", h.dim[0]),
+            format!("dim[0] = {} (expected 1..7)", signed[0]),
+        ));
+    }
+    let ndim = signed[0] as usize;
+    if let Some(d) = (1..=ndim).find(|&d| signed[d] < 1) {
+        return Err(read_err(
+            path,
+            format!(
+                "dim[{d}] = {} (every dimension must be at least 1; dim = {:?})",
+                signed[d],
+                &signed[1..=ndim]
+            ),
         ));
     }
     let mut shape = [1u32; 3];
     for (d, s) in shape.iter_mut().enumerate().take(3.min(ndim)) {
         *s = h.dim[d + 1] as u32;
     }
-    let extra: usize = (4..=ndim).map(|d| h.dim[d].max(1) as usize).product();
+    let extra: usize = (4..=ndim).map(|d| h.dim[d] as usize).product();
     if extra > 1 {
         return Err(unsupported(
             path,
@@ -330,8 +342,109 @@ fn affine_to_quaternion(a: &[[f64; 4]; 4]) -> ([f64; 3], f64, [f64; 3]) {
     ([qb, qc, qd], qfac, zooms)
 }
 
+/// Most voxels a file may claim (a 1024^3 volume, 4 GiB as `f32`); larger
+/// headers are rejected before anything is allocated.
+pub const MAX_VOXELS: u64 = 1 << 30;
+
+/// Largest expansion factor of a deflate stream (about 1032:1, plus slack),
+/// used to reject `.nii.gz` headers claiming more data than the file can hold.
+const MAX_GZIP_RATIO: u64 = 1100;
+
+/// Checks, before any voxel is read or allocated, that the header of `path`
+/// describes a single-file image whose voxel data can fit in the file:
+/// positive dimensions, a supported data type, at most [`MAX_VOXELS`]
+/// voxels, and `vox_offset` plus the voxel bytes within the file's length
+/// (for `.nii.gz`, within what a deflate stream of that length can expand
+/// to). Truncated, corrupted and hostile headers thus fail here with a
+/// message naming the field, instead of asking for gigabytes of memory.
+pub fn check_claimed_size(path: &Path, h: &NiftiHeader) -> Result<(), NiftiError> {
+    if h.magic != *b"n+1\0" {
+        return Err(unsupported(
+            path,
+            format!(
+                "magic {:?} is not \"n+1\" (single-file NIfTI-1); header/image pairs \
+                 (.hdr/.img) are not supported",
+                String::from_utf8_lossy(&h.magic).trim_end_matches('\0')
+            ),
+        ));
+    }
+    // `dim` holds signed 16-bit values; the reader stores them unsigned.
+    let ndim = h.dim[0] as i16;
+    if !(1..=7).contains(&ndim) {
+        return Err(unsupported(
+            path,
+            format!("dim[0] = {ndim} (expected 1..7)"),
+        ));
+    }
+    let dims: Vec<i16> = h.dim[1..=ndim as usize].iter().map(|&d| d as i16).collect();
+    let dims = dims.as_slice();
+    if let Some(d) = dims.iter().position(|&d| d < 1) {
+        return Err(read_err(
+            path,
+            format!(
+                "dim[{}] = {} (every dimension must be at least 1; dim = {dims:?})",
+                d + 1,
+                dims[d]
+            ),
+        ));
+    }
+    let voxels: u64 = dims.iter().map(|&d| d as u64).product();
+    if voxels > MAX_VOXELS {
+        return Err(unsupported(
+            path,
+            format!("the header claims {voxels} voxels (dim = {dims:?}), more than the {MAX_VOXELS} this reader accepts"),
+        ));
+    }
+    let size = h
+        .data_type()
+        .map(|t| t.size_of())
+        .map_err(|_| unsupported(path, format!("datatype code {}", h.datatype)))?;
+    // The reader takes `bitpix / 8` bytes per voxel from the file.
+    let bytes_per_voxel = size.max((h.bitpix.max(0) / 8) as usize) as u64;
+    let needed = voxels * bytes_per_voxel;
+    if !(h.vox_offset.is_finite() && h.vox_offset >= 0.0 && h.vox_offset < 1e12) {
+        return Err(read_err(
+            path,
+            format!(
+                "vox_offset = {} (expected a byte offset >= 352)",
+                h.vox_offset
+            ),
+        ));
+    }
+    let offset = (h.vox_offset as u64).max(352);
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| read_err(path, e.to_string()))?
+        .len();
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let holds = if gz {
+        file_len.saturating_mul(MAX_GZIP_RATIO)
+    } else {
+        file_len
+    };
+    if offset + needed > holds {
+        let what = if gz {
+            format!("a gzip file of {file_len} bytes cannot hold that")
+        } else {
+            format!("the file has only {file_len} bytes (truncated?)")
+        };
+        return Err(read_err(
+            path,
+            format!(
+                "the header claims {needed} bytes of voxel data from byte {offset} \
+                 (dim = {dims:?}, datatype {}, bitpix {}), but {what}",
+                h.datatype, h.bitpix
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a `.nii` / `.nii.gz` file into a grid, `f32` voxels and header facts.
+///
+/// The header is checked with [`check_claimed_size`] before the voxels are
+/// read.
 pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
+    check_claimed_size(path, &read_header(path)?)?;
     let obj = ReaderOptions::new()
         .read_file(path)
         .map_err(|e| read_err(path, e.to_string()))?;

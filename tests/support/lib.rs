@@ -79,3 +79,53 @@ pub fn manifest(work: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(work.join("manifest.json")).expect("manifest.json"))
         .expect("valid JSON")
 }
+
+/// The whole pipeline (both networks, the filter, evaluation) over a tiny
+/// dataset in `dir/data` (see [`write_tiny_dataset`]), with settings small
+/// enough for a few seconds per run on one CPU thread; its work folder is
+/// `dir/<work>`. Returns the pipeline file, `dir/<work>.toml`.
+pub fn write_tiny_pipeline(dir: &Path, work: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[run]
+output = "{work}"
+device = "cpu"
+seed = 5
+threads = 1
+
+[dataset]
+root = "data"
+modalities = ["flair"]
+split = {{ ratios = [4.0, 1.0, 2.0], seed = 3 }}
+
+[stages.pseudo_labeler]
+plugin = "flair-intensity"
+
+[stages.roi_extractor]
+plugin = "cam"
+settings = {{ arch = "resnet18", input_size = 32, epochs = 1, batch_size = 16, cam_batch_size = 32, amda_rounds = 1 }}
+
+[stages.prompt_generator]
+plugin = "box-points"
+settings = {{ box_dilation = 2 }}
+
+[stages.promptable_segmenter]
+plugin = "classic-prompt"
+
+[stages.volumetric_segmenter]
+plugin = "unet3d"
+settings = {{ features = [4, 8], patch_size = [16, 16, 16], batch_size = 2, iterations = 60, checkpoint_every = 4, dropout = 0.3, window_batch = 8 }}
+
+[stages.reprompt_generator]
+plugin = "box-points"
+settings = {{ box_dilation = 0 }}
+
+[stages.filter]
+plugin = "s3f"
+settings = {{ keep_fraction = 0.8 }}
+"#
+    );
+    let path = dir.join(format!("{work}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -353,8 +353,9 @@ pub fn segment_dicom_study(
         .with_context(|| format!("study {study_uid}: writing the SEG"))?;
     let nifti = if nifti {
         let path = dir.join("seg.nii.gz");
-        nifti_io::write_labels(&path, &labels, None)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::pipeline::io::atomically(&path, |tmp| {
+            Ok(nifti_io::write_labels(tmp, &labels, None)?)
+        })?;
         Some(path)
     } else {
         None
@@ -397,8 +398,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         } else {
             args.out.join(format!("{id}.nii.gz"))
         };
-        nifti_io::write_labels(&out, &labels, Some(&info))
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::pipeline::io::atomically(&out, |tmp| {
+            Ok(nifti_io::write_labels(tmp, &labels, Some(&info))?)
+        })?;
         tracing::info!(
             "{id}: {} tumour voxels -> {}",
             labels.count_nonzero(),

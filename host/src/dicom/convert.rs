@@ -18,7 +18,22 @@ pub fn load_data(series: &Series) -> Result<(Grid, Vec<f32>), DicomError> {
     let geometry = series.require_geometry()?;
     let grid = geometry.grid;
     let [nx, ny, _] = grid.dims();
-    let mut data = vec![0f32; grid.len()];
+    if grid.len() as u64 > crate::nifti_io::MAX_VOXELS {
+        return Err(DicomError::Series {
+            series: series.label(),
+            message: format!(
+                "{} voxels ({nx}x{ny}x{}, first file {}), more than the {} clisc accepts",
+                grid.len(),
+                series.slices.len(),
+                series.slices[0].path.display(),
+                crate::nifti_io::MAX_VOXELS
+            ),
+        });
+    }
+    // Allocated once the first file's pixels have decoded to the size the
+    // headers claim, so that a header claiming a huge image over a few
+    // bytes of pixel data fails without asking for that memory.
+    let mut data: Vec<f32> = Vec::new();
     // Read each file once, with all the frames it contributes.
     let mut by_file: BTreeMap<&Path, Vec<(usize, u32)>> = BTreeMap::new();
     for (k, s) in series.slices.iter().enumerate() {
@@ -38,6 +53,9 @@ pub fn load_data(series: &Series) -> Result<(Grid, Vec<f32>), DicomError> {
                     decoded.columns, decoded.rows
                 ),
             });
+        }
+        if data.is_empty() {
+            data = vec![0f32; grid.len()];
         }
         for ((k, _), values) in wanted.iter().zip(decoded.frames) {
             let s = &series.slices[*k];

@@ -113,12 +113,26 @@ pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
         dicom_pixeldata::PixelRepresentation::Signed
     );
     let n = rows as usize * columns as usize;
+    let frame_bytes = n as u64 * bits.div_ceil(8) as u64;
     let mut frames = Vec::with_capacity(wanted.len());
     for &f in wanted {
         if f >= decoded.number_of_frames() {
             return Err(decode_err(
                 path,
                 format!("frame {} of {}", f + 1, decoded.number_of_frames()),
+            ));
+        }
+        let available = decoded.data().len() as u64;
+        if available < frame_bytes * (f as u64 + 1) {
+            return Err(decode_err(
+                path,
+                format!(
+                    "frame {}: {available} bytes of pixel data, {} expected \
+                     ({rows} rows x {columns} columns x {} frame(s) of {bits}-bit pixels)",
+                    f + 1,
+                    frame_bytes * decoded.number_of_frames() as u64,
+                    decoded.number_of_frames()
+                ),
             ));
         }
         let bytes = decoded

@@ -283,6 +283,14 @@ pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
     let rows = int(obj, tags::ROWS).ok_or_else(|| read_err(path, "no Rows: not an image"))?;
     let columns =
         int(obj, tags::COLUMNS).ok_or_else(|| read_err(path, "no Columns: not an image"))?;
+    for (name, value) in [("Rows", rows), ("Columns", columns)] {
+        if !(1..=65535).contains(&value) {
+            return Err(read_err(
+                path,
+                format!("{name} = {value} (expected 1..65535)"),
+            ));
+        }
+    }
     let series_uid = text(obj, tags::SERIES_INSTANCE_UID)
         .ok_or_else(|| read_err(path, "no SeriesInstanceUID"))?;
     let number_of_frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;

@@ -700,7 +700,10 @@ pub fn write_seg(
         .map_err(|e| werr(e.to_string()))?;
     // Write to a temporary name, then rename: a reader never sees half a file.
     let tmp = path.with_extension("dcm.part");
-    file.write_to_file(&tmp).map_err(|e| werr(e.to_string()))?;
+    if let Err(e) = file.write_to_file(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e.to_string()));
+    }
     std::fs::rename(&tmp, path).map_err(|e| werr(format!("renaming {}: {e}", tmp.display())))?;
     tracing::info!(
         "wrote DICOM SEG {} ({frames} frames, {} segments)",

@@ -31,12 +31,23 @@ pub fn write_labels_like(path: &Path, labels: &LabelVolume, like: &Path) -> anyh
     })
 }
 
-fn atomically(path: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// Runs `write` on a temporary sibling of `path` and renames the result into
+/// place (creating the folder first): readers and resumed runs see the old
+/// file or the complete new one. When `write` fails (e.g. a full disk) the
+/// temporary file is removed and the error names `path`.
+pub fn atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the folder of {}", path.display()))?;
     }
     let tmp = temporary_sibling(path);
-    write(&tmp).with_context(|| format!("writing {}", path.display()))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", path.display())));
+    }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

@@ -168,10 +168,16 @@ impl WorkDir {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
 /// reader (or a resumed run) sees either the old file or the complete new one.
+/// When writing fails (e.g. a full disk) the temporary file is removed, the
+/// old file stays as it was, and the error names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temporary_sibling(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", path.display()));
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(named(e));
+    }
+    std::fs::rename(&tmp, path).map_err(named)
 }
 
 /// A temporary name next to `path` (same folder, so rename is atomic). The

@@ -260,8 +260,9 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ReadError> {
             "payload length {payload_len} exceeds {MAX_PAYLOAD} bytes"
         )));
     }
-    let mut header = vec![0u8; header_len as usize];
-    r.read_exact(&mut header).map_err(ReadError::Io)?;
+    // Memory grows with the bytes that actually arrive, never with a length
+    // the peer merely claims.
+    let header = read_exactly(r, header_len as u64, "the header")?;
     let header: Value = serde_json::from_slice(&header)
         .map_err(|e| ReadError::Malformed(format!("header is not JSON: {e}")))?;
     let Value::Object(mut header) = header else {
@@ -300,24 +301,53 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ReadError> {
                     "buffer `{name}`: shape must be an array of non-negative integers"
                 ))
             })?;
-        let bytes = shape.iter().product::<usize>() * dtype.size();
-        expected += bytes as u64;
-        buffers.push(Buffer {
-            name,
-            dtype,
-            shape,
-            data: vec![0u8; bytes],
-        });
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .filter(|&b| b <= MAX_PAYLOAD)
+            .ok_or_else(|| {
+                ReadError::Malformed(format!(
+                    "buffer `{name}`: shape {shape:?} needs more than {MAX_PAYLOAD} bytes"
+                ))
+            })?;
+        expected = expected.saturating_add(bytes);
+        buffers.push((name, dtype, shape, bytes));
     }
     if expected != payload_len {
         return Err(ReadError::Malformed(format!(
             "payload is {payload_len} bytes but the buffers listed in the header need {expected}"
         )));
     }
-    for b in &mut buffers {
-        r.read_exact(&mut b.data).map_err(ReadError::Io)?;
-    }
+    let buffers = buffers
+        .into_iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let data = read_exactly(r, bytes, &format!("buffer `{name}`"))?;
+            Ok(Buffer {
+                name,
+                dtype,
+                shape,
+                data,
+            })
+        })
+        .collect::<Result<Vec<_>, ReadError>>()?;
     Ok(Frame { header, buffers })
+}
+
+/// Reads exactly `len` bytes of `what`, growing the buffer as bytes arrive
+/// (a stream that ends early costs only what it sent).
+fn read_exactly(r: &mut impl Read, len: u64, what: &str) -> Result<Vec<u8>, ReadError> {
+    let mut data = Vec::with_capacity(len.min(64 << 20) as usize);
+    r.take(len).read_to_end(&mut data).map_err(ReadError::Io)?;
+    if (data.len() as u64) < len {
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ended after {} of the {len} bytes of {what}",
+                data.len()
+            ),
+        )));
+    }
+    Ok(data)
 }
 
 fn printable(bytes: &[u8]) -> String {
@@ -372,6 +402,46 @@ mod tests {
             read_frame(&mut bytes.as_slice()),
             Err(ReadError::Io(_))
         ));
+    }
+
+    fn raw_frame(header: &str, payload_len: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&payload_len.to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn hostile_lengths_fail_with_what_arrived() {
+        // A 12 GiB buffer announced, 3 bytes sent: the error says how much
+        // arrived (memory follows the bytes received, not the claim).
+        let header = r#"{"buffers":[{"name":"m","dtype":"f32","shape":[3,1073741824]}]}"#;
+        let bytes = raw_frame(header, 12 << 30, &[1, 2, 3]);
+        let err = read_frame(&mut bytes.as_slice()).unwrap_err().to_string();
+        assert!(
+            err.contains("ended after 3 of the 12884901888 bytes of buffer `m`"),
+            "{err}"
+        );
+        // Shapes whose size overflows are rejected by name.
+        let header =
+            r#"{"buffers":[{"name":"big","dtype":"f32","shape":[4294967296,4294967296]}]}"#;
+        let err = read_frame(&mut raw_frame(header, 16, &[]).as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("buffer `big`: shape [4294967296, 4294967296] needs more than"),
+            "{err}"
+        );
+        // A header length beyond the stream.
+        let mut bytes = raw_frame("{}", 0, &[]);
+        bytes[4..8].copy_from_slice(&(60u32 << 20).to_le_bytes());
+        let err = read_frame(&mut bytes.as_slice()).unwrap_err().to_string();
+        assert!(
+            err.contains("ended after 2 of the 62914560 bytes of the header"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,338 @@
+//! Faults during a run of the tiny pipeline (`write_tiny_pipeline`):
+//!
+//! * a full disk (the work folder on a small tmpfs): the run stops with an
+//!   error naming the file and saying there is no space, the steps it had
+//!   finished keep outputs identical to an uninterrupted run's, no
+//!   temporary file is left behind, and after space is freed the same
+//!   command finishes with the uninterrupted run's results;
+//! * SIGKILL at seeded random moments in three steps drawn from those
+//!   `tests/resume.rs` does not cover: each killed run resumes in its work
+//!   folder and ends with the uninterrupted run's results.
+//!
+//! Mounting a tmpfs needs root (CI runs as root); without it the full-disk
+//! test says so on stderr and stops early.
+
+use clisc_tests::{manifest, write_tiny_dataset, write_tiny_pipeline};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(CLI)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("CLISC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting clisc run")
+}
+
+fn run_to_end(config: &Path, log: &Path) {
+    let status = start(config, log).wait().unwrap();
+    assert!(
+        status.success(),
+        "clisc run failed:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The bytes of every file under `dir`, by relative path.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(d: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A safetensors file's tensors (the header's metadata map is written in
+/// a per-process hash order, so headers are compared as JSON).
+fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+/// Step folders whose files must be byte-identical between two runs.
+const COMPARED: [&str; 7] = [
+    "01-pseudo-labels",
+    "02-roi",
+    "03-prompts",
+    "04-pseudo-masks",
+    "06-filter",
+    "08-predictions",
+    "09-evaluation",
+];
+
+/// Asserts that `work` holds the results of the uninterrupted run in
+/// `reference`: networks, per-step artefacts, evaluation.
+fn assert_same_results(reference: &Path, work: &Path, what: &str) {
+    for part in ["05-network-1/model.ckpt", "07-network-2/model.ckpt"] {
+        let (a, b) = (
+            safetensors(&reference.join(part)),
+            safetensors(&work.join(part)),
+        );
+        assert_eq!(a.0, b.0, "{what}: {part}: other tensors or metadata");
+        assert!(a.1 == b.1, "{what}: {part}: the weights differ");
+    }
+    for part in COMPARED {
+        assert_same_folder(&reference.join(part), &work.join(part), what);
+    }
+    let summary = |w: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(w.join("summary.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        summary(work)["test"],
+        summary(reference)["test"],
+        "{what}: evaluation differs"
+    );
+}
+
+fn assert_same_folder(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (contents(a), contents(b));
+    assert!(!a.is_empty(), "{what}: nothing in the reference folder");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: other files"
+    );
+    for (p, bytes) in &a {
+        assert!(bytes == &b[p], "{what}: {} differs", p.display());
+    }
+}
+
+/// A tmpfs mounted for the test's lifetime.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs(path.to_path_buf()))
+    }
+
+    fn resize(&self, bytes: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The tiny dataset and one uninterrupted run of the tiny pipeline, shared
+/// by the tests of this file: (folder holding `data/` and the run's work
+/// folder `reference/`, the bytes it wrote).
+fn reference() -> &'static (tempfile::TempDir, u64) {
+    static REFERENCE: std::sync::OnceLock<(tempfile::TempDir, u64)> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_dataset(&dir.path().join("data"), 7, [40, 40, 24]);
+        let config = write_tiny_pipeline(dir.path(), "reference");
+        let t = Instant::now();
+        run_to_end(&config, &dir.path().join("reference.log"));
+        eprintln!("uninterrupted run: {:.1} s", t.elapsed().as_secs_f64());
+        let total = contents(&dir.path().join("reference"))
+            .values()
+            .map(|b| b.len() as u64)
+            .sum();
+        (dir, total)
+    })
+}
+
+fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    contents(dir)
+        .into_keys()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(".partial.") || name.ends_with(".part") || name.contains(".tmp")
+        })
+        .collect()
+}
+
+#[test]
+fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
+    let (dir, total) = reference();
+    let (root, total) = (dir.path(), *total);
+
+    // Room for about half of what the run writes.
+    let work = root.join("full");
+    let tmpfs = match Tmpfs::mount(&work, (total / 2).next_multiple_of(4096)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("NOT RUN: cannot mount a tmpfs (needs root): {e}");
+            return;
+        }
+    };
+    let config = write_tiny_pipeline(root, "full");
+    let log = root.join("full.log");
+    let status = start(&config, &log).wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success(),
+        "the run succeeded on a full disk:\n{text}"
+    );
+    let error = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("No space left on device"))
+        .unwrap_or_else(|| panic!("no 'No space left on device' in:\n{text}"));
+    assert!(
+        error.contains(&work.display().to_string()),
+        "the error does not name the file: {error}"
+    );
+    eprintln!("full disk error: {error}");
+
+    // What was finished is intact, and nothing half-written is left.
+    let m = manifest(&work);
+    let done: Vec<String> = m["steps"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["status"] == "done")
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        !done.is_empty(),
+        "no step finished before the disk filled: {m:#}"
+    );
+    let mut checked = 0;
+    for part in COMPARED {
+        if done.iter().any(|s| part.ends_with(s.as_str())) {
+            assert_same_folder(
+                &root.join("reference").join(part),
+                &work.join(part),
+                "after a full disk",
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "finished steps {done:?} have no compared folder"
+    );
+    assert_eq!(
+        partial_files(&work),
+        Vec::<PathBuf>::new(),
+        "temporary files left"
+    );
+
+    // Space freed: the same command finishes with the same results.
+    tmpfs.resize((total * 3).next_multiple_of(4096));
+    run_to_end(&config, &root.join("full-resumed.log"));
+    assert_same_results(&root.join("reference"), &work, "resumed after a full disk");
+    drop(tmpfs);
+}
+
+/// A small deterministic generator (SplitMix64) for the kill moments.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
+    let (dir, _) = reference();
+    let root = dir.path();
+
+    // Three steps drawn (seeded) from those tests/resume.rs does not cover;
+    // each run is killed a random 0-150 ms after the manifest shows its
+    // step started (or, for a step too short to catch running, finished),
+    // then resumed in its own folder.
+    let mut steps = vec![
+        "pseudo-labels",
+        "roi",
+        "prompts",
+        "pseudo-masks",
+        "filter",
+        "network-2",
+        "predictions",
+    ];
+    let mut state = 0x5EED_u64;
+    for k in 0..3u32 {
+        let step = steps.remove((splitmix(&mut state) % steps.len() as u64) as usize);
+        let delay = Duration::from_millis(splitmix(&mut state) % 150);
+        let name = format!("killed-{k}");
+        let config = write_tiny_pipeline(root, &name);
+        let work = root.join(&name);
+        let mut child = start(&config, &root.join(format!("{name}.log")));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let status = std::fs::read(work.join("manifest.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|m| m["steps"][step]["status"].as_str().map(String::from));
+            if matches!(status.as_deref(), Some("running" | "done")) {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before step {step} started");
+            }
+            assert!(Instant::now() < deadline, "step {step} did not start");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(delay);
+        let killed = child.try_wait().unwrap().is_none();
+        child.kill().ok(); // SIGKILL
+        child.wait().unwrap();
+        assert!(killed, "the run ended before the kill during {step}");
+        let state_at_kill = if work.join("manifest.json").exists() {
+            let m = manifest(&work);
+            m["steps"]
+                .as_object()
+                .map(|s| {
+                    s.iter()
+                        .map(|(n, r)| format!("{n}={}", r["status"].as_str().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        } else {
+            "no manifest yet".into()
+        };
+        eprintln!(
+            "kill {k}: {} ms into step {step}; steps then: {state_at_kill}",
+            delay.as_millis()
+        );
+        run_to_end(&config, &root.join(format!("{name}-resumed.log")));
+        assert_same_results(&root.join("reference"), &work, &format!("kill {k}"));
+    }
+}
