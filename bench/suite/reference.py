@@ -1,0 +1,272 @@
+"""The reference side of the benchmark suite: the tools a lab would use.
+
+Same tasks, arguments and JSON output as the clisc side
+(`host/examples/bench_suite.rs`); `bench/suite/suite.py` runs both on the
+same inputs and thread count, alternating fresh processes.
+
+    reference.py nifti nibabel|sitk CASE_DIR OUT_DIR ITERS
+    reference.py dicom DIR ITERS               pydicom + numpy stacking
+    reference.py metrics PRED REF ITERS        MedPy dc and hd95
+    reference.py clip WEIGHTS THREADS ITERS BATCH   OpenAI CLIP (clip-anytorch)
+    reference.py sam WEIGHTS THREADS ITERS     Meta's SamPredictor
+    reference.py unet X,Y,Z THREADS ITERS F1,F2,..  MONAI sliding_window_inference
+
+Loading weights and inputs happens before the clock starts; every timed
+phase produces the same result as its clisc counterpart (f32 voxels scaled
+by the header, Dice and HD95 with the header's spacing, features, masks,
+probabilities).
+"""
+
+import glob
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+def timed(timings, phase, iters, fn):
+    """Runs fn() iters times, appending each run's seconds to timings[phase]."""
+    out = None
+    for _ in range(iters):
+        t = time.perf_counter()
+        out = fn()
+        timings.setdefault(phase, []).append(round(time.perf_counter() - t, 5))
+    return out
+
+
+def modality_files(case_dir):
+    files = []
+    for m in MODALITIES:
+        hits = [f for f in sorted(glob.glob(os.path.join(case_dir, "*")))
+                if f.endswith(f"_{m}.nii.gz") or f.endswith(f"_{m}.nii")]
+        if not hits:
+            raise SystemExit(f"no {m} file in {case_dir}")
+        files.append(hits[0])
+    return files
+
+
+def nifti(backend, case_dir, out_dir, iters):
+    """Reads the four modalities as float32 arrays and writes them back as float32."""
+    files = modality_files(case_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    t = {}
+    if backend == "nibabel":
+        import nibabel as nib
+
+        def read_all():
+            out = []
+            for f in files:
+                img = nib.load(f, mmap=False)  # read the voxels now, not lazily
+                out.append((f, img.get_fdata(dtype=np.float32), img.affine, img.header))
+            return out
+
+        vols = timed(t, "read", iters, read_all)
+
+        def write():
+            for f, data, affine, header in vols:
+                img = nib.Nifti1Image(data, affine, header)
+                img.set_data_dtype(np.float32)
+                nib.save(img, os.path.join(out_dir, os.path.basename(f)))
+
+        timed(t, "write", iters, write)
+    elif backend == "sitk":
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+        def read_all():
+            return [(f, sitk.Cast(sitk.ReadImage(f), sitk.sitkFloat32)) for f in files]
+
+        vols = timed(t, "read", iters, read_all)
+
+        def write():
+            for f, img in vols:
+                sitk.WriteImage(img, os.path.join(out_dir, os.path.basename(f)), useCompression=f.endswith(".gz"))
+
+        timed(t, "write", iters, write)
+    else:
+        raise SystemExit(f"unknown NIfTI backend {backend}")
+    return t
+
+
+def dicom(dir_, iters):
+    """pydicom: reads every file, groups by series, sorts the slices along
+    the normal of their orientation and stacks the rescaled pixels."""
+    import pydicom
+
+    def load():
+        series = {}
+        for root, _, names in os.walk(dir_):
+            for n in names:
+                ds = pydicom.dcmread(os.path.join(root, n))
+                series.setdefault(ds.SeriesInstanceUID, []).append(ds)
+        vols = []
+        for slices in series.values():
+            o = np.array(slices[0].ImageOrientationPatient, dtype=np.float64)
+            normal = np.cross(o[:3], o[3:])
+            slices.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=np.float64))))
+            vol = np.stack([d.pixel_array.astype(np.float32) * np.float32(d.get("RescaleSlope", 1.0))
+                            + np.float32(d.get("RescaleIntercept", 0.0)) for d in slices])
+            vols.append(vol)
+        return vols
+
+    t = {}
+    timed(t, "load", iters, load)
+    return t
+
+
+def metrics(pred, ref, iters):
+    import nibabel as nib
+    from medpy.metric.binary import dc, hd95
+
+    p = nib.load(pred)
+    r = nib.load(ref)
+    pa = np.asarray(p.dataobj) > 0
+    ra = np.asarray(r.dataobj) > 0
+    spacing = tuple(float(v) for v in r.header.get_zooms()[:3])
+    t = {}
+    timed(t, "dice", iters, lambda: dc(pa, ra))
+    timed(t, "hd95", iters, lambda: hd95(pa, ra, voxelspacing=spacing))
+    return t
+
+
+def ramp(shape):
+    import torch
+
+    n = int(np.prod(shape))
+    return (torch.arange(n, dtype=torch.float32).remainder(4001.0) / 1000.0 - 2.0).view(*shape)
+
+
+def clip(weights, iters, batch):
+    import torch
+    from clip.model import build_model
+
+    model = build_model(torch.load(weights, map_location="cpu")).float().eval()
+    x = ramp((batch, 3, 224, 224))
+    t = {}
+    with torch.no_grad():
+        float(model.encode_image(x).sum())  # warm-up
+        timed(t, "encode", iters, lambda: float(model.encode_image(x).sum()))
+    return t
+
+
+def sam(weights, iters):
+    import torch
+    from segment_anything import SamPredictor, sam_model_registry
+
+    predictor = SamPredictor(sam_model_registry["vit_b"](checkpoint=weights).eval())
+    w = h = 240
+    rgb = ((np.arange(w * h * 3) * 7) % 251).astype(np.uint8).reshape(h, w, 3)
+    box = np.array([60.0, 70.0, 150.0, 170.0])
+    t = {}
+    with torch.no_grad():
+        predictor.set_image(rgb)  # warm-up
+        predictor.predict(box=box, multimask_output=True)
+
+        def embed():
+            predictor.set_image(rgb)
+            return float(predictor.features.sum())
+
+        timed(t, "embed", iters, embed)
+        timed(t, "decode", iters, lambda: predictor.predict(box=box, multimask_output=True))
+    return t
+
+
+def unet_module(features):
+    """The CLISC 3D U-Net (UnetConv3 blocks: Conv3d 3x3x3 -> InstanceNorm3d ->
+    ReLU twice; max-pool; trilinear up-sampling and concatenation; 1x1x1
+    final conv, 2 classes), the network `unet3d` builds, in plain PyTorch."""
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(
+            nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.ReLU(inplace=True),
+            nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.ReLU(inplace=True))
+
+    class UNet3d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            levels = len(features) - 1
+            self.enc = nn.ModuleList()
+            cin = 1
+            for f in features[:levels]:
+                self.enc.append(block(cin, f))
+                cin = f
+            self.center = block(cin, features[levels])
+            self.dec = nn.ModuleList(block(features[i + 1] + features[i], features[i]) for i in range(levels))
+            self.final = nn.Conv3d(features[0], 2, 1)
+            self.drop = nn.Dropout(0.3)
+
+        def forward(self, x):
+            skips = []
+            for e in self.enc:
+                x = e(x)
+                skips.append(x)
+                x = nn.functional.max_pool3d(x, 2)
+            x = self.drop(self.center(x))
+            for d, s in reversed(list(zip(self.dec, skips))):
+                up = nn.functional.interpolate(x, size=s.shape[2:], mode="trilinear", align_corners=False)
+                x = d(torch.cat([s, up], 1))
+            return self.final(self.drop(x))
+
+    return UNet3d().eval()
+
+
+def unet(dims, iters, features):
+    """MONAI sliding_window_inference with the paper's window (64^3),
+    overlap 0.5, Gaussian weighting (sigma 1/8 of the window) and two
+    windows per forward pass, then the foreground softmax probability."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(0)
+    net = unet_module(features)
+    nx, ny, nz = dims
+    image = ramp((1, 1, nz, ny, nx))
+
+    def predictor(x):
+        return torch.softmax(net(x), 1)[:, 1:2]
+
+    def infer():
+        p = sliding_window_inference(image, (64, 64, 64), 2, predictor, overlap=0.5, mode="gaussian",
+                                     sigma_scale=0.125, padding_mode="constant", cval=-2.0)
+        return p.numpy()
+
+    t = {}
+    with torch.no_grad():
+        timed(t, "infer", iters, infer)
+    return t
+
+
+def main():
+    a = sys.argv[1:]
+    task = a[0] if a else ""
+    if task in ("clip", "sam", "unet"):
+        import torch
+
+        torch.set_num_threads(int(a[2]))
+        torch.set_num_interop_threads(1)
+    if task == "nifti":
+        t = nifti(a[1], a[2], a[3], int(a[4]))
+    elif task == "dicom":
+        t = dicom(a[1], int(a[2]))
+    elif task == "metrics":
+        t = metrics(a[1], a[2], int(a[3]))
+    elif task == "clip":
+        t = clip(a[1], int(a[3]), int(a[4]))
+    elif task == "sam":
+        t = sam(a[1], int(a[3]))
+    elif task == "unet":
+        t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")])
+    else:
+        raise SystemExit(__doc__)
+    print(json.dumps({"task": task, "impl": "reference", "seconds": t}))
+
+
+if __name__ == "__main__":
+    main()
