@@ -10,7 +10,7 @@
 # cargo-fuzz (`cargo install cargo-fuzz --locked`). Needs scripts/env.sh
 # sourced (libtorch), as ./dev does.
 #
-# The `dicom` target is not run here yet: dicom-parser 0.10.1 reserves an
+# The `dicom` target is not run here yet: dicom-parser 0.10.1 allocates an
 # element's claimed length (up to 4 GiB) before reading it, which the memory
 # limit reports on the first minute of fuzzing (docs/reliability.md).
 # Run it by hand: cd fuzz && cargo +nightly fuzz run -O dicom
