@@ -415,15 +415,25 @@ fn dicom_good_series_still_loads() {
 fn dicom_truncated_and_corrupted_files_name_the_file_and_problem() {
     let root = tempfile::tempdir().unwrap();
 
-    // Cut inside the pixel data: the header scans, the voxels do not load.
+    // Cut inside the pixel data: the scan skips the file, saying why, and
+    // reading its pixels fails naming it.
     let (dir, files) = two_slices(root.path(), "cut", 16, 16);
     let bytes = std::fs::read(&files[1]).unwrap();
     std::fs::write(&files[1], &bytes[..bytes.len() - 100]).unwrap();
-    let series = only_volume(&dir);
+    let report = dicom::scan_dir(&dir).unwrap();
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].path, files[1]);
+    assert!(
+        report.skipped[0]
+            .reason
+            .contains("element (7FE0,0010) at byte"),
+        "{}",
+        report.skipped[0].reason
+    );
     assert_clear_error(
-        largest_allocation(|| dicom::convert::load_data(&series)),
+        largest_allocation(|| dicom::pixels::read_frames(&files[1], &[0])),
         &files[1],
-        &[],
+        &["claims 512 bytes, but only 412 are left in the file (truncated or corrupted)"],
     );
 
     // Pixel data shorter than Rows x Columns says.
@@ -495,6 +505,34 @@ fn dicom_absurd_image_sizes_are_rejected_before_allocation() {
         largest_allocation(|| dicom::convert::load_data(&series)),
         &files[0],
         &["32 bytes of pixel data"],
+    );
+
+    // An element claiming 3.4 GB in a small file (the parser would allocate
+    // the claim before reading): rejected by the header walk, naming the tag.
+    let dir = root.path().join("claim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a.dcm");
+    mr_slice(&file, "2.25.505", 0.0, 2, 2, None);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(&[0xE1, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+    bytes.extend_from_slice(&3_400_000_000u32.to_le_bytes());
+    bytes.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&file, &bytes).unwrap();
+    let (report, largest) = largest_allocation(|| dicom::scan_dir(&dir).unwrap());
+    assert!(
+        largest < SMALL,
+        "scanning allocated {largest} bytes at once"
+    );
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.series);
+    let reason = &report.skipped[0].reason;
+    assert!(
+        reason.contains("element (7FE1,0010)") && reason.contains("claims 3400000000 bytes"),
+        "{reason}"
+    );
+    assert_clear_error(
+        largest_allocation(|| dicom::pixels::read_frames(&file, &[0])),
+        &file,
+        &["claims 3400000000 bytes", "only 3 are left"],
     );
 
     // Rows = 0 is not an image.

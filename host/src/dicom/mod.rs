@@ -25,6 +25,7 @@
 
 pub mod convert;
 pub mod geometry;
+pub mod guard;
 pub mod net;
 pub mod outbox;
 pub mod pixels;

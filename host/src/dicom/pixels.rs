@@ -70,6 +70,7 @@ fn decode_err(path: &Path, message: impl Into<String>) -> DicomError {
 
 /// Decodes frames `wanted` (0-based) of `path` into stored values.
 pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
+    super::guard::check_lengths(path)?;
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| DicomError::Read {

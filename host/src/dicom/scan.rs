@@ -259,6 +259,7 @@ fn read_err(path: &Path, message: impl Into<String>) -> DicomError {
 
 /// Opens a DICOM file's header (everything before the pixel data).
 pub fn open_header(path: &Path) -> Result<DefaultDicomObject, DicomError> {
+    super::guard::check_lengths(path)?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
