@@ -8,7 +8,7 @@
 //! Needs root and Debian's `slurm-wlm` and `munge` (scripts/ci-deps.sh
 //! installs them); without them the test fails and says why.
 
-use clisc_tests::{manifest, write_tiny_dataset};
+use clisc_tests::{manifest, tiny_pipeline_toml, write_tiny_dataset};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,49 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
-/// The whole pipeline (both networks, the filter, evaluation), small
-/// enough for seconds per step on one thread; `slurm` is appended.
+/// The shared tiny pipeline (30 training steps, a checkpoint every 10)
+/// with `slurm` appended.
 fn write_pipeline(dir: &Path, work: &str, slurm: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[run]
-output = "{work}"
-device = "cpu"
-seed = 5
-threads = 1
-
-[dataset]
-root = "data"
-modalities = ["flair"]
-split = {{ ratios = [4.0, 1.0, 2.0], seed = 3 }}
-
-[stages.pseudo_labeler]
-plugin = "flair-intensity"
-
-[stages.roi_extractor]
-plugin = "cam"
-settings = {{ arch = "resnet18", input_size = 32, epochs = 1, batch_size = 16, cam_batch_size = 32, amda_rounds = 1 }}
-
-[stages.prompt_generator]
-plugin = "box-points"
-settings = {{ box_dilation = 2 }}
-
-[stages.promptable_segmenter]
-plugin = "classic-prompt"
-
-[stages.volumetric_segmenter]
-plugin = "unet3d"
-settings = {{ features = [4, 8], patch_size = [16, 16, 16], batch_size = 2, iterations = 30, checkpoint_every = 10, dropout = 0.3, window_batch = 8 }}
-
-[stages.reprompt_generator]
-plugin = "box-points"
-settings = {{ box_dilation = 0 }}
-
-[stages.filter]
-plugin = "s3f"
-settings = {{ keep_fraction = 0.8 }}
-{slurm}"#
-    );
+    let text = format!("{}{slurm}", tiny_pipeline_toml(work, 30, 10));
     let path = dir.join(format!("{work}.toml"));
     std::fs::write(&path, text).unwrap();
     path

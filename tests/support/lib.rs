@@ -81,11 +81,12 @@ pub fn manifest(work: &Path) -> serde_json::Value {
 }
 
 /// The whole pipeline (both networks, the filter, evaluation) over a tiny
-/// dataset in `dir/data` (see [`write_tiny_dataset`]), with settings small
-/// enough for a few seconds per run on one CPU thread; its work folder is
-/// `dir/<work>`. Returns the pipeline file, `dir/<work>.toml`.
-pub fn write_tiny_pipeline(dir: &Path, work: &str) -> PathBuf {
-    let text = format!(
+/// dataset in `data` (see [`write_tiny_dataset`]), with settings small
+/// enough for a few seconds per run on one CPU thread, work folder `work`;
+/// the 3D U-Net trains `iterations` steps with a checkpoint every
+/// `checkpoint_every`.
+pub fn tiny_pipeline_toml(work: &str, iterations: u32, checkpoint_every: u32) -> String {
+    format!(
         r#"
 [run]
 output = "{work}"
@@ -114,7 +115,7 @@ plugin = "classic-prompt"
 
 [stages.volumetric_segmenter]
 plugin = "unet3d"
-settings = {{ features = [4, 8], patch_size = [16, 16, 16], batch_size = 2, iterations = 60, checkpoint_every = 4, dropout = 0.3, window_batch = 8 }}
+settings = {{ features = [4, 8], patch_size = [16, 16, 16], batch_size = 2, iterations = {iterations}, checkpoint_every = {checkpoint_every}, dropout = 0.3, window_batch = 8 }}
 
 [stages.reprompt_generator]
 plugin = "box-points"
@@ -124,8 +125,13 @@ settings = {{ box_dilation = 0 }}
 plugin = "s3f"
 settings = {{ keep_fraction = 0.8 }}
 "#
-    );
+    )
+}
+
+/// [`tiny_pipeline_toml`] (60 training steps, a checkpoint every 4) written
+/// to `dir/<work>.toml`, with its work folder `dir/<work>`. Returns the file.
+pub fn write_tiny_pipeline(dir: &Path, work: &str) -> PathBuf {
     let path = dir.join(format!("{work}.toml"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, tiny_pipeline_toml(work, 60, 4)).unwrap();
     path
 }
