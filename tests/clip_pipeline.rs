@@ -16,7 +16,7 @@ use clisc_host::registry::Registry;
 use clisc_pseudo_labelers::clip::{ClipPlugin, PROMPT_ABNORMAL, PROMPT_NORMAL};
 use clisc_pseudo_labelers::smoothing::Smoothing;
 use clisc_sdk::{Plugin, SliceLabel, SlicePseudoLabels};
-use clisc_tests::{manifest, write_tiny_dataset};
+use clisc_tests::{manifest, read_json, run_support_script, write_tiny_dataset};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,21 +30,7 @@ const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 const THRESHOLD: f64 = 0.6;
 
 fn python(args: &[&str]) {
-    let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (this test runs OpenAI's CLIP code)")
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/tiny_clip.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("cannot run $CLISC_PYTHON");
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_support_script("tiny_clip.py", args, "OpenAI's CLIP code");
 }
 
 fn clisc(args: &[&str], cwd: &Path) -> Output {
@@ -53,11 +39,6 @@ fn clisc(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .expect("running clisc")
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("valid JSON")
 }
 
 /// A pipeline with only the `clip` pseudo-labeler, writing into `work-{name}`.

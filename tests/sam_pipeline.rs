@@ -29,7 +29,7 @@ use clisc_promptable_segmenters::sam::image_encoder::ImageEncoderConfig;
 use clisc_promptable_segmenters::sam::mask_decoder::MaskDecoderConfig;
 use clisc_promptable_segmenters::sam::{SamConfig, SamPlugin, SamPredictor};
 use clisc_sdk::{Grid, LabelVolume, Plugin};
-use clisc_tests::{manifest, write_tiny_dataset};
+use clisc_tests::{manifest, read_json, run_support_script, write_tiny_dataset};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,26 +39,7 @@ use std::time::Instant;
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
 fn python(args: &[&str]) {
-    let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (this test runs Meta's segment-anything code)")
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/tiny_sam.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("cannot run $CLISC_PYTHON");
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("valid JSON")
+    run_support_script("tiny_sam.py", args, "Meta's segment-anything code");
 }
 
 /// An oblique (rotated about z), anisotropic, translated affine for `shape`.

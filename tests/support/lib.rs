@@ -80,6 +80,35 @@ pub fn manifest(work: &Path) -> serde_json::Value {
         .expect("valid JSON")
 }
 
+/// Reads a JSON file, panicking with its path when it cannot.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("valid JSON")
+}
+
+/// Runs `tests/support/<script>` with `$CLISC_PYTHON` and `args`, panicking
+/// with the script's stderr when it fails. `runs` names the reference code
+/// the script runs, for the message when `$CLISC_PYTHON` is not set.
+pub fn run_support_script(script: &str, args: &[&str], runs: &str) {
+    let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
+        panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (this test runs {runs})")
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("support")
+        .join(script);
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("cannot run $CLISC_PYTHON");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The whole pipeline (both networks, the filter, evaluation) over a tiny
 /// dataset in `data` (see [`write_tiny_dataset`]), with settings small
 /// enough for a few seconds per run on one CPU thread, work folder `work`;
