@@ -179,8 +179,12 @@ impl S3f {
 
     /// How many of `n` candidates are kept.
     pub fn keep_count(&self, n: usize) -> usize {
-        let k = (self.keep_fraction * n as f64 - 1e-9).ceil().max(0.0) as usize;
-        k.max(self.min_keep.min(n)).min(n)
+        self.fraction_of(n).max(self.min_keep.min(n)).min(n)
+    }
+
+    /// `ceil(keep_fraction * n)`, tolerant of rounding just above an integer.
+    fn fraction_of(&self, n: usize) -> usize {
+        (self.keep_fraction * n as f64 - 1e-9).ceil().max(0.0) as usize
     }
 
     /// The score of one candidate (see the module docs for empty masks).
@@ -239,10 +243,7 @@ impl S3f {
         for g in 0..k {
             let mut group: Vec<usize> = by_size[g * n / k..(g + 1) * n / k].to_vec();
             group.sort_by(by_score);
-            let take = (self.keep_fraction * group.len() as f64 - 1e-9)
-                .ceil()
-                .max(0.0) as usize;
-            for &i in group.iter().take(take) {
+            for &i in group.iter().take(self.fraction_of(group.len())) {
                 keep[i] = true;
             }
         }

@@ -105,11 +105,7 @@ pub fn keep_largest_n(mask: &[u8], dims: Dims3, connectivity: Connectivity, n: u
     for &k in order.iter().take(n) {
         kept[k + 1] = true;
     }
-    comps
-        .labels
-        .iter()
-        .map(|&l| u8::from(l != 0 && kept[l as usize]))
-        .collect()
+    mask_of_kept(&comps, &kept)
 }
 
 fn keep_components(
@@ -132,6 +128,11 @@ fn keep_components(
             }
         }
     }
+    mask_of_kept(&comps, &kept)
+}
+
+/// The binary mask of the components `k` with `kept[k]` (index 0 unused).
+fn mask_of_kept(comps: &Components, kept: &[bool]) -> Vec<u8> {
     comps
         .labels
         .iter()
