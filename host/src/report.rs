@@ -64,11 +64,12 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0;image-rendering:pixelated}
         .map(|s| format!("<code>{}</code>", esc(s)))
         .collect::<Vec<_>>()
         .join(", ");
-    let _ = write!(
-        h,
-        "</p><p class=\"note\">Mode: <b>{}</b>. Ground truth is read only to compute the figures below.</p>",
-        if summary.ground_truth_used_for_choices { "ground-truth assisted" } else { "unsupervised" }
-    );
+    h += "</p>";
+    h += if summary.ground_truth_used_for_choices {
+        "<p class=\"note\">Mode: <b>ground-truth assisted</b>. Model selection scored the networks' checkpoints against the ground truth of the validation split (see Model selection); elsewhere ground truth is read only to compute the figures below.</p>"
+    } else {
+        "<p class=\"note\">Mode: <b>unsupervised</b>. Ground truth is read only to compute the figures below.</p>"
+    };
 
     h += &provenance(manifest);
     h += &test_table(summary);
@@ -76,6 +77,7 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0;image-rendering:pixelated}
     h += "<h2>Dice distribution per stage</h2>";
     h += &dice_plot(summary);
     h += &cases_section(montages);
+    h += &selection_table(summary);
     h += &details(summary);
     h += "</body></html>\n";
     h
@@ -155,6 +157,26 @@ fn stages_table(summary: &RunSummary) -> String {
                 fmt_mean(summary.filter.iter().filter(|f| f.keep == keep).filter_map(|f| f.dice_vs_truth), 4)
             );
         }
+    }
+    h + "</table>"
+}
+
+/// How each network chose its checkpoint.
+fn selection_table(summary: &RunSummary) -> String {
+    if summary.model_selection.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Model selection</h2><table><tr><th>network</th><th style=\"text-align:left\">mode</th><th style=\"text-align:left\">outcome</th></tr>",
+    );
+    for (step, record) in &summary.model_selection {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td style=\"text-align:left\">{}</td></tr>",
+            esc(step),
+            esc(&record.description),
+            esc(&summary.selection_outcome(step).unwrap_or_default())
+        );
     }
     h + "</table>"
 }

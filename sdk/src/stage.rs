@@ -92,6 +92,20 @@ pub struct TrainingCase {
     pub target: LabelVolume,
 }
 
+/// A case held out of training: a volumetric segmenter may score its
+/// checkpoints against `target` to choose which one to keep, but never fits
+/// weights to it. The host decides what `target` is (a held-out
+/// pseudo-label, or ground truth when the pipeline asks for the paper's
+/// labelled model selection) and reports which.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct ValidationCase {
+    /// The case.
+    pub case: CaseInput,
+    /// Binary reference on the case's grid.
+    pub target: LabelVolume,
+}
+
 /// A pseudo-label whose quality a filter judges against a second opinion.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
@@ -195,6 +209,20 @@ pub trait VolumetricSegmenter: Send {
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError>;
     /// Loads a model saved by [`VolumetricSegmenter::save`].
     fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError>;
+    /// Trains like [`VolumetricSegmenter::train`] and may use `validation`
+    /// to choose which of its checkpoints to keep (model selection). A
+    /// plugin that chooses says so in its report with the metrics
+    /// `selected_step` and `selected_validation_dice`; the default ignores
+    /// `validation` and keeps the last checkpoint, which the host then
+    /// reports.
+    fn train_with_validation(
+        &mut self,
+        cases: RSlice<'_, TrainingCase>,
+        validation: RSlice<'_, ValidationCase>,
+    ) -> RResult<StageReport, PluginError> {
+        let _ = validation;
+        self.train(cases)
+    }
 }
 
 /// Scores pseudo-labels and chooses which cases to keep.
@@ -336,6 +364,13 @@ impl<T: PromptableSegmenter> PromptableSegmenter for Guarded<T> {
 impl<T: VolumetricSegmenter> VolumetricSegmenter for Guarded<T> {
     fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
         guard(|| self.0.train(cases))
+    }
+    fn train_with_validation(
+        &mut self,
+        cases: RSlice<'_, TrainingCase>,
+        validation: RSlice<'_, ValidationCase>,
+    ) -> RResult<StageReport, PluginError> {
+        guard(|| self.0.train_with_validation(cases, validation))
     }
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         guard(|| self.0.predict(case))

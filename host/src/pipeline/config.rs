@@ -176,6 +176,66 @@ struct RawStage {
     settings: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     keep_largest_components: Option<Spanned<i64>>,
+    #[serde(default)]
+    model_selection: Option<Spanned<String>>,
+    #[serde(default)]
+    holdout_fraction: Option<Spanned<f64>>,
+}
+
+/// Which of a volumetric segmenter's checkpoints a run keeps
+/// (`model_selection` in `[stages.volumetric_segmenter]`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSelection {
+    /// The last checkpoint (default): no case is held out, no label is used.
+    #[default]
+    Last,
+    /// Without ground truth: `fraction` of each network's training cases
+    /// (seeded) is held out of training and checkpoints are scored against
+    /// their pseudo-labels.
+    PseudoLabelHoldout {
+        /// Fraction of the training cases held out (0 < f < 1).
+        fraction: f64,
+    },
+    /// The paper's choice, which uses human labels: checkpoints are scored
+    /// against the ground truth of the dataset's validation split.
+    GroundTruthValidation,
+}
+
+impl ModelSelection {
+    /// Spelling in pipeline files.
+    pub const NAMES: [&'static str; 3] =
+        ["last", "pseudo-label-holdout", "ground-truth-validation"];
+    /// Default `holdout_fraction`.
+    pub const DEFAULT_FRACTION: f64 = 0.2;
+
+    /// The name used in pipeline files, summaries and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Last => Self::NAMES[0],
+            Self::PseudoLabelHoldout { .. } => Self::NAMES[1],
+            Self::GroundTruthValidation => Self::NAMES[2],
+        }
+    }
+
+    /// Whether this is the default.
+    pub fn is_last(&self) -> bool {
+        *self == Self::Last
+    }
+
+    /// What it means, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Last => "last checkpoint (no held-out cases, no labels)".into(),
+            Self::PseudoLabelHoldout { fraction } => format!(
+                "best Dice against the pseudo-labels of {:.0}% of the training cases, held out of training (no human labels)",
+                fraction * 100.0
+            ),
+            Self::GroundTruthValidation => {
+                "best Dice against the GROUND TRUTH of the validation split (uses human labels, as the paper)".into()
+            }
+        }
+    }
 }
 
 /// Where and how a run happens.
@@ -214,6 +274,10 @@ pub struct StageSpec {
     /// `None`). Only `[stages.promptable_segmenter]` accepts it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_largest_components: Option<usize>,
+    /// Which checkpoint of the network to keep; only
+    /// `[stages.volumetric_segmenter]` accepts anything but the default.
+    #[serde(skip_serializing_if = "ModelSelection::is_last")]
+    pub model_selection: ModelSelection,
 }
 
 /// A validated pipeline.
@@ -266,6 +330,12 @@ impl Pipeline {
             t.insert("settings".into(), toml::Value::Table(spec.settings.clone()));
             if let Some(n) = spec.keep_largest_components {
                 t.insert("keep_largest_components".into(), (n as i64).into());
+            }
+            if !spec.model_selection.is_last() {
+                t.insert("model_selection".into(), spec.model_selection.name().into());
+            }
+            if let ModelSelection::PseudoLabelHoldout { fraction } = spec.model_selection {
+                t.insert("holdout_fraction".into(), fraction.into());
             }
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
@@ -576,14 +646,87 @@ fn resolve_stage(
         }
         Some(v) => Some(*v.get_ref() as usize),
     };
+    let model_selection = model_selection(slot, raw, pos)?;
     Ok((
         StageSpec {
             plugin: name.clone(),
             settings: resolved,
             keep_largest_components,
+            model_selection,
         },
         missing,
     ))
+}
+
+/// `model_selection` and `holdout_fraction` of a stage table.
+fn model_selection(
+    slot: StageSlot,
+    raw: &RawStage,
+    pos: &Positions,
+) -> Result<ModelSelection, Vec<ConfigError>> {
+    let here = |span: Range<usize>, message: String| Err(vec![pos.error(Some(span), message)]);
+    let volumetric = StageSlot::VolumetricSegmenter;
+    if slot != volumetric {
+        let given = raw
+            .model_selection
+            .as_ref()
+            .map(|v| (v.span(), "model_selection"))
+            .or_else(|| {
+                raw.holdout_fraction
+                    .as_ref()
+                    .map(|v| (v.span(), "holdout_fraction"))
+            });
+        if let Some((span, key)) = given {
+            return here(
+                span,
+                format!(
+                    "[stages.{}] `{key}` applies to `[stages.{}]` only (it chooses the network's checkpoint)",
+                    slot.key(),
+                    volumetric.key()
+                ),
+            );
+        }
+        return Ok(ModelSelection::Last);
+    }
+    let table = format!("[stages.{}]", volumetric.key());
+    let mode = raw.model_selection.as_ref();
+    let chosen = match mode.map(|m| m.get_ref().as_str()) {
+        None | Some("last") => ModelSelection::Last,
+        Some("pseudo-label-holdout") => ModelSelection::PseudoLabelHoldout {
+            fraction: ModelSelection::DEFAULT_FRACTION,
+        },
+        Some("ground-truth-validation") => ModelSelection::GroundTruthValidation,
+        Some(other) => {
+            return here(
+                mode.map(|m| m.span()).unwrap_or_default(),
+                format!(
+                    "{table} `model_selection` must be one of {}, found \"{other}\"",
+                    ModelSelection::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                ),
+            )
+        }
+    };
+    match (chosen, &raw.holdout_fraction) {
+        (_, None) => Ok(chosen),
+        (ModelSelection::PseudoLabelHoldout { .. }, Some(f)) => {
+            let fraction = *f.get_ref();
+            if fraction > 0.0 && fraction < 1.0 {
+                Ok(ModelSelection::PseudoLabelHoldout { fraction })
+            } else {
+                here(
+                    f.span(),
+                    format!("{table} `holdout_fraction` must lie strictly between 0 and 1, found {fraction}"),
+                )
+            }
+        }
+        (_, Some(f)) => here(
+            f.span(),
+            format!(
+                "{table} `holdout_fraction` applies only with `model_selection = \"pseudo-label-holdout\"` (here \"{}\")",
+                chosen.name()
+            ),
+        ),
+    }
 }
 
 fn is_device(s: &str) -> bool {
@@ -660,6 +803,66 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
         assert_eq!(ok.stages.len(), 2);
+    }
+
+    #[test]
+    fn model_selection_is_parsed_validated_and_kept_in_the_resolved_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let net = "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\n\n[stages.roi_extractor]\nplugin = \"cam\"\n\n\
+                   [stages.prompt_generator]\nplugin = \"box-points\"\n\n[stages.promptable_segmenter]\nplugin = \"classic-prompt\"\n\n\
+                   [stages.volumetric_segmenter]\nplugin = \"unet3d\"\n";
+        let parsed = |extra: &str| {
+            let (path, text) = pipeline(dir.path(), &format!("{net}{extra}"));
+            parse(&path, &text, &mut Registry::builtin())
+        };
+        let selection = |p: &Pipeline| {
+            p.stage(StageSlot::VolumetricSegmenter)
+                .unwrap()
+                .model_selection
+        };
+        let default = parsed("").unwrap();
+        assert_eq!(selection(&default), ModelSelection::Last);
+        assert!(!default.to_toml().contains("model_selection"));
+
+        let holdout = parsed("model_selection = \"pseudo-label-holdout\"\n").unwrap();
+        assert_eq!(
+            selection(&holdout),
+            ModelSelection::PseudoLabelHoldout { fraction: 0.2 }
+        );
+        let resolved = holdout.to_toml();
+        assert!(resolved.contains("model_selection = \"pseudo-label-holdout\""));
+        assert!(resolved.contains("holdout_fraction = 0.2"), "{resolved}");
+        let holdout =
+            parsed("model_selection = \"pseudo-label-holdout\"\nholdout_fraction = 0.3\n").unwrap();
+        assert_eq!(
+            selection(&holdout),
+            ModelSelection::PseudoLabelHoldout { fraction: 0.3 }
+        );
+        let truth = parsed("model_selection = \"ground-truth-validation\"\n").unwrap();
+        assert_eq!(selection(&truth), ModelSelection::GroundTruthValidation);
+        assert!(truth.to_toml().contains("ground-truth-validation"));
+
+        let e = parsed("model_selection = \"best\"\n").unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (22, 19), "{e}");
+        assert!(
+            e.0[0].message.contains("\"ground-truth-validation\""),
+            "{e}"
+        );
+        let e = parsed("model_selection = \"pseudo-label-holdout\"\nholdout_fraction = 1.0\n")
+            .unwrap_err();
+        assert_eq!(e.0[0].line, 23, "{e}");
+        assert!(e.0[0].message.contains("strictly between 0 and 1"), "{e}");
+        let e = parsed("holdout_fraction = 0.1\n").unwrap_err();
+        assert!(e.0[0].message.contains("only with `model_selection"), "{e}");
+
+        let (path, text) = pipeline(
+            dir.path(),
+            "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\nmodel_selection = \"last\"\n",
+        );
+        let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        assert_eq!(e.0[0].line, 10, "{e}");
+        assert!(e.0[0].message.contains("volumetric_segmenter"), "{e}");
     }
 
     #[test]

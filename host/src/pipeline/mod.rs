@@ -7,6 +7,7 @@ pub mod config;
 pub mod io;
 pub mod prepare;
 pub mod run;
+pub mod selection;
 pub mod shard;
 pub mod stages;
 pub mod summary;

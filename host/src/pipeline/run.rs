@@ -6,11 +6,12 @@ use super::artefacts::{
     PromptSetRecord, SliceLabelRecord,
 };
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
-use super::config::{Pipeline, StageSlot};
+use super::config::{ModelSelection, Pipeline, StageSlot};
 use super::io;
+use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
 use super::stages::StageFactory;
-use super::summary::{CaseScore, RunSummary, SliceLabelStats};
+use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStats};
 use super::workdir::{fingerprint, write_atomic, Manifest, Step, StepRecord, WorkDir};
 use crate::progress::Bars;
 use crate::registry::Registry;
@@ -21,7 +22,7 @@ use clisc_imaging::overlap::dice;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{
     FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
-    SliceImage, TrainingCase, VolumetricSegmenterBox,
+    SliceImage, TrainingCase, ValidationCase, VolumetricSegmenterBox,
 };
 use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
 use std::collections::BTreeMap;
@@ -568,22 +569,20 @@ impl<'a> Runner<'a> {
             return Ok(None);
         };
         let model = dir.join("model.ckpt");
+        let seed_offset = if step == Step::Network1 { 5 } else { 7 };
+        let parts = self.selection_partition(step, targets, seed_offset)?;
         if !model.exists() {
-            let seed_offset = if step == Step::Network1 { 5 } else { 7 };
+            let (training, validation) = self.selection_sets(&parts, targets)?;
             let mut net = self.factory.volumetric_segmenter(
                 StageSlot::VolumetricSegmenter,
                 &dir.join("plugin"),
                 seed_offset,
             )?;
-            let training: Vec<TrainingCase> = targets
-                .iter()
-                .map(|(id, t)| TrainingCase {
-                    case: self.case(id).input.clone(),
-                    target: t.clone(),
-                })
-                .collect();
             let report = plugin(
-                net.train(RSlice::from_slice(&training)),
+                net.train_with_validation(
+                    RSlice::from_slice(&training),
+                    RSlice::from_slice(&validation),
+                ),
                 &format!("{} training", step.name()),
             )?;
             self.summary.add_stage_report(step.name(), &report);
@@ -601,6 +600,72 @@ impl<'a> Runner<'a> {
             started,
         )?;
         Ok(Some(model))
+    }
+
+    /// The model selection of the pipeline.
+    fn model_selection(&self) -> ModelSelection {
+        self.factory
+            .pipeline
+            .stage(StageSlot::VolumetricSegmenter)
+            .map(|s| s.model_selection)
+            .unwrap_or_default()
+    }
+
+    /// Which cases a network step trains on and which it holds out for
+    /// model selection; recorded in the summary.
+    fn selection_partition(
+        &mut self,
+        step: Step,
+        targets: &BTreeMap<String, LabelVolume>,
+        seed_offset: u64,
+    ) -> anyhow::Result<Partition> {
+        let selection = self.model_selection();
+        let ids: Vec<String> = targets.keys().cloned().collect();
+        let seed = self.factory.pipeline.run.seed.wrapping_add(seed_offset);
+        let parts = partition(selection, &ids, &self.split_ids[&Split::Valid], seed)?;
+        self.summary.ground_truth_used_for_choices |=
+            selection == ModelSelection::GroundTruthValidation;
+        self.summary.model_selection.insert(
+            step.name().into(),
+            ModelSelectionRecord {
+                mode: selection.name().into(),
+                description: selection.describe(),
+                held_out: parts.held_out.clone(),
+            },
+        );
+        Ok(parts)
+    }
+
+    /// The training and held-out cases of `parts`: held-out cases are
+    /// scored against their pseudo-label, or against their ground truth
+    /// under `ground-truth-validation`.
+    fn selection_sets(
+        &self,
+        parts: &Partition,
+        targets: &BTreeMap<String, LabelVolume>,
+    ) -> anyhow::Result<(Vec<TrainingCase>, Vec<ValidationCase>)> {
+        let truth = self.model_selection() == ModelSelection::GroundTruthValidation;
+        let mut validation = Vec::with_capacity(parts.held_out.len());
+        for id in &parts.held_out {
+            let target = if truth {
+                self.case(id).truth.clone().ok_or_else(|| {
+                    anyhow!("model_selection = \"ground-truth-validation\": validation case `{id}` has no ground-truth label to score checkpoints against")
+                })?
+            } else {
+                targets[id].clone()
+            };
+            let case = self.case(id).input.clone();
+            validation.push(ValidationCase { case, target });
+        }
+        let training = parts
+            .training
+            .iter()
+            .map(|id| TrainingCase {
+                case: self.case(id).input.clone(),
+                target: targets[id].clone(),
+            })
+            .collect();
+        Ok((training, validation))
     }
 
     /// Keeps a training step's report (`name` in the summary) in

@@ -1,7 +1,7 @@
 //! Typed handles on constructed stages: the runner asks the registry for a
 //! slot's plugin and gets the right trait object back, or a clear error.
 
-use super::config::{Pipeline, StageSlot};
+use super::config::{ModelSelection, Pipeline, StageSlot};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use anyhow::{anyhow, Context};
@@ -77,6 +77,11 @@ impl StageFactory<'_> {
                 );
                 if let Some(n) = spec.keep_largest_components {
                     id.push_str(&format!("|keep_largest_components={n}"));
+                }
+                if let ModelSelection::PseudoLabelHoldout { fraction } = spec.model_selection {
+                    id.push_str(&format!("|model_selection=pseudo-label-holdout:{fraction}"));
+                } else if !spec.model_selection.is_last() {
+                    id.push_str(&format!("|model_selection={}", spec.model_selection.name()));
                 }
                 id
             }

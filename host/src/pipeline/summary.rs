@@ -1,6 +1,7 @@
 //! Numbers a run measures for its report: every figure here is computed
-//! from the run's own artefacts (ground truth is only ever read to report,
-//! never to choose anything).
+//! from the run's own artefacts. Ground truth is read to report, and to
+//! choose something only under `model_selection = "ground-truth-validation"`,
+//! which the summary records ([`RunSummary::ground_truth_used_for_choices`]).
 
 use super::cases::Cases;
 use super::config::{Pipeline, StageSlot};
@@ -238,6 +239,17 @@ pub fn prompt_placement_fractions(all: &[PromptPlacement]) -> [Option<f64>; 4] {
     ]
 }
 
+/// How one network step chose its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSelectionRecord {
+    /// `last`, `pseudo-label-holdout` or `ground-truth-validation`.
+    pub mode: String,
+    /// What the mode means, in words.
+    pub description: String,
+    /// Cases the checkpoints were scored on (never trained on).
+    pub held_out: Vec<String>,
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -245,9 +257,12 @@ pub struct RunSummary {
     pub pipeline: String,
     /// `slot=plugin` for every configured stage.
     pub stages: Vec<String>,
-    /// Whether ground truth influenced any choice (always false here: the
-    /// runner has no ground-truth-assisted mode).
+    /// Whether ground truth influenced any choice (only with
+    /// `model_selection = "ground-truth-validation"`).
     pub ground_truth_used_for_choices: bool,
+    /// How each network step chose its checkpoint, by step name.
+    #[serde(default)]
+    pub model_selection: BTreeMap<String, ModelSelectionRecord>,
     /// Slice-label quality on the training split.
     pub slice_labels: Option<SliceLabelStats>,
     /// Numbers reported by training steps.
@@ -345,6 +360,13 @@ impl RunSummary {
                 dice(Some(false))
             ));
         }
+        for step in self.model_selection.keys() {
+            if let Some(line) = self.selection_outcome(step).filter(|_| {
+                self.model_selection[step].mode != super::config::ModelSelection::Last.name()
+            }) {
+                out.push(format!("model selection ({step}): {line}"));
+            }
+        }
         for (model, scores) in &self.test {
             let hd: Vec<f64> = scores.iter().filter_map(|s| s.hd95).collect();
             out.push(format!(
@@ -354,6 +376,30 @@ impl RunSummary {
             ));
         }
         out
+    }
+
+    /// What a network step's model selection did, in words (`None` for a
+    /// step without a record).
+    pub fn selection_outcome(&self, step: &str) -> Option<String> {
+        let record = self.model_selection.get(step)?;
+        let get = |k: &str| self.stage_reports.get(step).and_then(|m| m.get(k)).copied();
+        let chosen = (get("selected_step"), get("selected_validation_dice"));
+        Some(match chosen {
+            (Some(at), Some(dice)) => format!(
+                "{}: kept step {at:.0} of {}, Dice {dice:.3} on {} held-out cases (last checkpoint {})",
+                record.mode,
+                get("steps").map_or("?".into(), |s| format!("{s:.0}")),
+                record.held_out.len(),
+                get("last_validation_dice").map_or("?".into(), |d| format!("{d:.3}"))
+            ),
+            _ if record.mode == super::config::ModelSelection::Last.name() => {
+                "last checkpoint".into()
+            }
+            _ => format!(
+                "{}: the plugin did not choose (no `selected_step` in its report), so its last checkpoint was kept",
+                record.mode
+            ),
+        })
     }
 
     /// Records a training step's own numbers.

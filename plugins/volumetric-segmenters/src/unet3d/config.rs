@@ -76,6 +76,9 @@ pub struct UNetConfig {
     pub mixed_precision: bool,
     /// Save a resumable checkpoint every this many steps.
     pub checkpoint_every: usize,
+    /// Score the network on the held-out cases every this many steps (and
+    /// at the end) when the host passes any for model selection.
+    pub validation_every: usize,
     /// Whole-case prediction mode.
     pub inference: InferenceMode,
     /// Fraction of overlap between neighbouring windows (sliding mode).
@@ -111,6 +114,7 @@ impl Default for UNetConfig {
             intensity_ramp: 0.0,
             mixed_precision: true,
             checkpoint_every: 100,
+            validation_every: 100,
             inference: InferenceMode::Sliding,
             overlap: 0.5,
             window_batch: 2,
@@ -150,6 +154,7 @@ pub fn schema() -> Vec<ConfigField> {
         ConfigField::float("intensity_ramp", d.intensity_ramp, "random linear field over a patch, up to this many z-score units at its faces (0 = off)"),
         ConfigField::bool("mixed_precision", d.mixed_precision, "fp16 autocast with loss scaling on CUDA (ignored on the CPU)"),
         ConfigField::integer("checkpoint_every", d.checkpoint_every as i64, "steps between resumable checkpoints in the work dir"),
+        ConfigField::integer("validation_every", d.validation_every as i64, "steps between scores on the held-out cases when the pipeline asks for model selection (the best-scoring weights are kept)"),
         ConfigField::choice(
             "inference",
             "sliding",
@@ -222,6 +227,7 @@ impl UNetConfig {
             intensity_ramp: s.f64("intensity_ramp")?,
             mixed_precision: s.bool("mixed_precision")?,
             checkpoint_every: s.usize("checkpoint_every")?,
+            validation_every: s.usize("validation_every")?,
             inference,
             overlap: s.f64("overlap")?,
             window_batch: s.usize("window_batch")?,
@@ -264,9 +270,13 @@ impl UNetConfig {
                 self.dropout
             ));
         }
-        if self.batch_size == 0 || self.window_batch == 0 || self.checkpoint_every == 0 {
+        if self.batch_size == 0
+            || self.window_batch == 0
+            || self.checkpoint_every == 0
+            || self.validation_every == 0
+        {
             return err(
-                "`batch_size`, `window_batch` and `checkpoint_every` must be at least 1".into(),
+                "`batch_size`, `window_batch`, `checkpoint_every` and `validation_every` must be at least 1".into(),
             );
         }
         let non_negative = |v: f64| v >= 0.0 && v.is_finite();
@@ -334,6 +344,7 @@ impl UNetConfig {
     pub fn training_key(&self) -> String {
         let mut t = self.clone();
         t.checkpoint_every = 0;
+        t.validation_every = 0;
         t.inference = InferenceMode::Sliding;
         t.overlap = 0.0;
         t.window_batch = 1;

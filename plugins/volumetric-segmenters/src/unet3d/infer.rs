@@ -6,7 +6,35 @@
 
 use super::config::{InferenceMode, UNetConfig};
 use super::train::Model;
+use clisc_imaging::components::largest_component;
+use clisc_imaging::Connectivity;
 use tch::{Kind, Tensor};
+
+/// The binary segmentation of `image` (`dims` = x, y, z): foreground
+/// probability above 0.5 inside `brain`, reduced to its largest 3D
+/// component when `cfg.largest_component` is set. The volume's minimum
+/// (background after z-scoring) fills any padding.
+pub fn predict_labels(
+    model: &Model,
+    cfg: &UNetConfig,
+    image: &[f32],
+    brain: &[u8],
+    dims: [usize; 3],
+) -> Vec<u8> {
+    let pad = image.iter().copied().fold(f32::INFINITY, f32::min);
+    let pad = if pad.is_finite() { pad } else { 0.0 };
+    let prob = foreground_probability(model, cfg, image, dims, pad);
+    let labels: Vec<u8> = prob
+        .iter()
+        .zip(brain)
+        .map(|(&p, &b)| u8::from(p > 0.5 && b != 0))
+        .collect();
+    if cfg.largest_component {
+        largest_component(&labels, dims, Connectivity::Full)
+    } else {
+        labels
+    }
+}
 
 /// Window origins along one axis of length `dim` (>= `window`) so that
 /// neighbours overlap by at least `overlap` and the last window ends at

@@ -5,6 +5,7 @@
 //! * [`patches`]: in-memory cases, random augmented patches on a background thread;
 //! * [`train`]: SGD with poly decay, CE / Dice+CE / GCE, fp16 on CUDA, resumable checkpoints;
 //! * [`infer`]: Gaussian sliding windows or the reference resize mode;
+//! * [`selection`]: keeps the checkpoint that scores best on held-out cases;
 //! * [`checkpoint`]: one safetensors file with weights and settings.
 //!
 //! Predictions are restricted to the case's brain mask and optionally
@@ -15,19 +16,19 @@ pub mod config;
 pub mod infer;
 pub mod network;
 pub mod patches;
+pub mod selection;
 pub mod train;
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
-use clisc_imaging::components::largest_component;
-use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
-use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, VolumetricSegmenter};
+use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter};
 use clisc_sdk::{
     ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProgressSinkBox, StageKind,
     StageObject,
 };
 use config::UNetConfig;
 use patches::CaseArrays;
+use selection::{HeldOutCase, ModelSelector};
 use std::path::{Path, PathBuf};
 use tch::Device;
 use train::{Model, TrainMonitor};
@@ -117,10 +118,27 @@ impl Unet3d {
 
     /// Trains a new network from scratch (or resumes the one in the work dir).
     pub fn train_cases(&mut self, cases: &[TrainingCase]) -> Result<StageReport, PluginError> {
+        self.train_selecting(cases, &[])
+    }
+
+    /// Trains like [`Unet3d::train_cases`]; with `validation` cases, scores
+    /// the network on them every `validation_every` steps and keeps the
+    /// best-scoring weights instead of the last ones.
+    pub fn train_selecting(
+        &mut self,
+        cases: &[TrainingCase],
+        validation: &[ValidationCase],
+    ) -> Result<StageReport, PluginError> {
         let arrays = cases
             .iter()
             .map(CaseArrays::from_training)
             .collect::<Result<Vec<_>, _>>()?;
+        let held_out = validation
+            .iter()
+            .map(HeldOutCase::from_validation)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut selector =
+            (!held_out.is_empty()).then(|| ModelSelector::new(held_out, self.cfg.validation_every));
         self.set_threads();
         let mut model = Model::new(&self.cfg, self.device, self.seed);
         let ckpt = self.work_dir.join(TRAINING_CHECKPOINT);
@@ -130,6 +148,7 @@ impl Unet3d {
             self.seed,
             &ckpt,
             &mut Progress(&self.progress),
+            selector.as_mut(),
         )?;
         self.model = Some(model);
         let mut report = StageReport::default();
@@ -143,6 +162,13 @@ impl Unet3d {
         }
         if outcome.skipped_steps > 0 {
             report.push("fp16_skipped_steps", outcome.skipped_steps as f64);
+        }
+        if let Some(chosen) = outcome.selection {
+            report.push("validation_cases", validation.len() as f64);
+            report.push("selected_step", chosen.step as f64);
+            report.push("selected_validation_dice", chosen.dice);
+            report.push("last_validation_dice", chosen.last_dice);
+            report.push("validation_evaluations", chosen.evaluations as f64);
         }
         Ok(report)
     }
@@ -163,22 +189,8 @@ impl Unet3d {
             )));
         }
         self.set_threads();
-        let pad = image.iter().copied().fold(f32::INFINITY, f32::min);
-        let prob = infer::foreground_probability(
-            model,
-            &self.cfg,
-            image,
-            grid.dims(),
-            if pad.is_finite() { pad } else { 0.0 },
-        );
-        let mut labels: Vec<u8> = prob
-            .iter()
-            .zip(case.brain_mask.data.iter())
-            .map(|(&p, &b)| u8::from(p > 0.5 && b != 0))
-            .collect();
-        if self.cfg.largest_component {
-            labels = largest_component(&labels, grid.dims(), Connectivity::Full);
-        }
+        let labels =
+            infer::predict_labels(model, &self.cfg, image, &case.brain_mask.data, grid.dims());
         Ok(LabelVolume {
             grid,
             data: labels.into(),
@@ -222,6 +234,14 @@ impl Unet3d {
 impl VolumetricSegmenter for Unet3d {
     fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
         self.train_cases(cases.as_slice()).into()
+    }
+    fn train_with_validation(
+        &mut self,
+        cases: RSlice<'_, TrainingCase>,
+        validation: RSlice<'_, ValidationCase>,
+    ) -> RResult<StageReport, PluginError> {
+        self.train_selecting(cases.as_slice(), validation.as_slice())
+            .into()
     }
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         self.predict_case(case).into()
@@ -381,7 +401,7 @@ mod tests {
         let cases = || vec![CaseArrays::from_training(&phantom(SMALL, 1)).unwrap()];
         let cfg = config("iterations = 6\ncheckpoint_every = 3");
         let mut m = Model::new(&cfg, Device::Cpu, 1);
-        let e = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(5)).unwrap_err();
+        let e = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(5), None).unwrap_err();
         assert!(e.message.contains("interrupted at step 5/6"));
         assert_eq!(checkpoint::read(&ckpt).unwrap().meta.step, 3);
 
@@ -391,7 +411,7 @@ mod tests {
             "the periodic checkpoint carries the SGD momentum"
         );
         let mut m = Model::new(&cfg, Device::Cpu, 1);
-        let out = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(usize::MAX)).unwrap();
+        let out = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(usize::MAX), None).unwrap();
         assert_eq!((out.resumed_from, out.total_steps), (3, 6));
         let finished = checkpoint::read(&ckpt).unwrap();
         assert_eq!(finished.meta.step, 6);
@@ -402,7 +422,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let mut whole = Model::new(&cfg, Device::Cpu, 1);
         let path = other.path().join(TRAINING_CHECKPOINT);
-        train::train(&mut whole, cases(), 1, &path, &mut StopAt(usize::MAX)).unwrap();
+        train::train(&mut whole, cases(), 1, &path, &mut StopAt(usize::MAX), None).unwrap();
         let (a, b) = (m.vs.variables(), whole.vs.variables());
         assert_eq!(a.len(), b.len());
         for (name, t) in &a {
@@ -411,7 +431,8 @@ mod tests {
 
         // A finished run is loaded, not retrained.
         let mut again = Model::new(&cfg, Device::Cpu, 2);
-        let out = train::train(&mut again, cases(), 1, &ckpt, &mut StopAt(usize::MAX)).unwrap();
+        let out =
+            train::train(&mut again, cases(), 1, &ckpt, &mut StopAt(usize::MAX), None).unwrap();
         assert_eq!(out.resumed_from, 6);
         let w = |m: &Model| m.vs.variables()["final.weight"].copy();
         assert!(w(&again).equal(&w(&m)));
@@ -420,11 +441,96 @@ mod tests {
         let cfg2 = config("iterations = 4\ncheckpoint_every = 3");
         let mut fresh = Model::new(&cfg2, Device::Cpu, 1);
         assert_eq!(
-            train::train(&mut fresh, cases(), 1, &ckpt, &mut StopAt(usize::MAX))
+            train::train(&mut fresh, cases(), 1, &ckpt, &mut StopAt(usize::MAX), None)
                 .unwrap()
                 .resumed_from,
             0
         );
+    }
+
+    #[test]
+    fn model_selection_survives_an_interruption_and_reports_its_choice() {
+        let _rng = torch_rng_lock();
+        let cases = || vec![CaseArrays::from_training(&phantom(SMALL, 1)).unwrap()];
+        let held_out = || {
+            [5, 6]
+                .map(|seed| {
+                    let c = phantom(SMALL, seed);
+                    let v = ValidationCase {
+                        case: c.case,
+                        target: c.target,
+                    };
+                    HeldOutCase::from_validation(&v).unwrap()
+                })
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        let cfg = config("iterations = 12\ncheckpoint_every = 4\nvalidation_every = 3");
+        let run = |dir: &Path, stop: usize| {
+            let mut sel = ModelSelector::new(held_out(), cfg.validation_every);
+            let mut m = Model::new(&cfg, Device::Cpu, 1);
+            let ckpt = dir.join(TRAINING_CHECKPOINT);
+            let out = train::train(&mut m, cases(), 1, &ckpt, &mut StopAt(stop), Some(&mut sel));
+            (out, sel, m)
+        };
+        let whole_dir = tempfile::tempdir().unwrap();
+        let (out, sel, whole) = run(whole_dir.path(), usize::MAX);
+        let chosen = out.unwrap().selection.expect("a choice");
+        assert_eq!(chosen.evaluations, 4, "steps 3, 6, 9 and 12");
+        assert_eq!(chosen.step % 3, 0);
+        assert!(chosen.dice >= chosen.last_dice);
+        assert_eq!(
+            sel.score(&whole),
+            chosen.dice,
+            "the kept weights are the chosen ones"
+        );
+
+        // Interrupted at step 10 (last checkpoint at 8, after 2 scores), then
+        // resumed: the same choice and the same weights.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(run(dir.path(), 10).0.is_err());
+        let (out, _, resumed) = run(dir.path(), usize::MAX);
+        let out = out.unwrap();
+        assert_eq!(out.resumed_from, 8);
+        assert_eq!(out.selection, Some(chosen));
+        for (name, t) in &resumed.vs.variables() {
+            assert!(t.equal(&whole.vs.variables()[name]), "{name} differs");
+        }
+        // A finished run is loaded with its choice, not retrained.
+        let (out, _, _) = run(dir.path(), usize::MAX);
+        let out = out.unwrap();
+        assert_eq!((out.resumed_from, out.selection), (12, Some(chosen)));
+    }
+
+    #[test]
+    fn the_plugin_reports_model_selection_only_when_given_held_out_cases() {
+        let _rng = torch_rng_lock();
+        let dir = tempfile::tempdir().unwrap();
+        let train = [phantom(SMALL, 1)];
+        let c = phantom(SMALL, 5);
+        let validation = [ValidationCase {
+            case: c.case,
+            target: c.target,
+        }];
+        let cfg = config("iterations = 4\nvalidation_every = 2");
+        let mut net = stage(cfg.clone(), dir.path());
+        let report = net.train_selecting(&train, &validation).unwrap();
+        let metric = |r: &StageReport, name: &str| {
+            r.metrics
+                .iter()
+                .find(|m| m.name.as_str() == name)
+                .map(|m| m.value)
+        };
+        assert_eq!(metric(&report, "validation_cases"), Some(1.0));
+        assert_eq!(metric(&report, "validation_evaluations"), Some(2.0));
+        let step = metric(&report, "selected_step").unwrap();
+        assert!(step == 2.0 || step == 4.0, "{step}");
+        assert!(metric(&report, "selected_validation_dice").is_some());
+
+        let other = tempfile::tempdir().unwrap();
+        let mut plain = stage(cfg, other.path());
+        let report = plain.train_cases(&train).unwrap();
+        assert_eq!(metric(&report, "selected_step"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::checkpoint::{self, CheckpointMeta};
 use super::config::{Loss, UNetConfig};
 use super::network::UNet3d;
 use super::patches::{Batch, CaseArrays, IntensityAugmentation, PatchSampler};
+use super::selection::{HeldOutCase, ModelSelector, SelectionOutcome};
 use clisc_sdk::PluginError;
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,22 +56,43 @@ impl Model {
 /// A short fingerprint of the training data: ids, grids and target sizes.
 /// A checkpoint is resumed only for the same data.
 pub fn data_key(cases: &[CaseArrays]) -> String {
-    // FNV-1a over a textual description; stable across runs and platforms.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for c in cases {
-        let text = format!(
+    let h = fnv1a(cases.iter().map(|c| {
+        format!(
             "{}|{:?}|{}|{};",
             c.id,
             c.dims,
             c.foreground.len(),
             c.image.iter().map(|v| *v as f64).sum::<f64>()
-        );
+        )
+    }));
+    format!("{}cases-{h:016x}", cases.len())
+}
+
+/// Identifies held-out cases and how often they are scored, so a
+/// checkpoint is resumed only with the same model selection.
+fn held_out_key(cases: &[HeldOutCase], every: usize) -> String {
+    let h = fnv1a(cases.iter().map(|c| {
+        let target: usize = c.target.iter().map(|&v| usize::from(v)).sum();
+        format!(
+            "{}|{:?}|{target}|{};",
+            c.id,
+            c.dims,
+            c.image.iter().map(|v| *v as f64).sum::<f64>()
+        )
+    }));
+    format!("{}held-out-every-{every}-{h:016x}", cases.len())
+}
+
+/// FNV-1a over the parts' bytes: stable across runs and platforms.
+fn fnv1a(parts: impl Iterator<Item = String>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for text in parts {
         for b in text.bytes() {
             h ^= b as u64;
             h = h.wrapping_mul(0x100000001b3);
         }
     }
-    format!("{}cases-{h:016x}", cases.len())
+    h
 }
 
 /// The training loss of `logits` `[B, 2, D, H, W]` against `target` `[B, D, H, W]` (int64).
@@ -296,6 +318,8 @@ pub struct TrainOutcome {
     pub seconds: f64,
     /// Steps skipped by the fp16 loss scaler (non-finite gradients).
     pub skipped_steps: usize,
+    /// The checkpoint kept by model selection (`None` without held-out cases).
+    pub selection: Option<SelectionOutcome>,
 }
 
 /// Where the loop reports to.
@@ -323,19 +347,28 @@ fn batch_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
 /// Trains `model` on `cases`, resuming from `checkpoint` when it holds a
 /// compatible, unfinished run (same training settings, data and plugin
 /// version); saves `checkpoint` every `checkpoint_every` steps and at the end.
+/// With a `selector`, the weights it scores best are the ones kept.
 pub fn train(
     model: &mut Model,
     cases: Vec<CaseArrays>,
     seed: u64,
     checkpoint_path: &Path,
     monitor: &mut dyn TrainMonitor,
+    mut selector: Option<&mut ModelSelector>,
 ) -> Result<TrainOutcome, PluginError> {
     if cases.is_empty() {
         return Err(PluginError::input("unet3d: no training cases"));
     }
     let cfg = model.cfg.clone();
     let total = cfg.total_steps(cases.len());
-    let key = data_key(&cases);
+    let key = match selector.as_deref() {
+        Some(s) => format!(
+            "{}+{}",
+            data_key(&cases),
+            held_out_key(s.cases(), cfg.validation_every)
+        ),
+        None => data_key(&cases),
+    };
     let mut start = 0;
     let mut smoothed = f64::NAN;
     let mut resumed_state = HashMap::new();
@@ -351,6 +384,9 @@ pub fn train(
                 start = ck.meta.step.min(total);
                 smoothed = ck.meta.loss;
                 resumed_state = ck.state;
+                if let Some(s) = selector.as_deref_mut() {
+                    s.restore(&resumed_state, model);
+                }
                 monitor.log(&format!("unet3d: resuming from step {start}/{total} ({})", checkpoint_path.display()));
             }
             Ok(_) => monitor.log(&format!(
@@ -368,6 +404,7 @@ pub fn train(
             final_loss: smoothed,
             seconds: 0.0,
             skipped_steps: 0,
+            selection: selector.and_then(|s| s.outcome()),
         });
     }
     let device = model.device();
@@ -441,11 +478,25 @@ pub fn train(
         } else {
             value
         };
+        if let Some(s) = selector.as_deref_mut().filter(|s| s.due(step + 1, total)) {
+            let score = s.evaluate(model, step + 1);
+            if let Some(best) = s.outcome() {
+                monitor.log(&format!(
+                    "unet3d: step {}/{total}: validation Dice {score:.4} (best {:.4} at step {})",
+                    step + 1,
+                    best.dice,
+                    best.step
+                ));
+            }
+        }
         if (step + 1) % cfg.checkpoint_every == 0 && step + 1 < total {
             let mut state = HashMap::new();
             opt.state(&mut state);
             if let Some(s) = scaler.as_ref() {
                 s.state(&mut state);
+            }
+            if let Some(s) = selector.as_deref() {
+                s.state(&mut state, true);
             }
             save(model, &state, step + 1, smoothed)?;
         }
@@ -458,13 +509,20 @@ pub fn train(
     }
     drop(batches);
     let _ = producer.join();
-    save(model, &HashMap::new(), total, smoothed)?;
+    let mut state = HashMap::new();
+    if let Some(s) = selector.as_deref() {
+        // The finished checkpoint holds the chosen weights and what was chosen.
+        s.apply_best(model);
+        s.state(&mut state, false);
+    }
+    save(model, &state, total, smoothed)?;
     Ok(TrainOutcome {
         total_steps: total,
         resumed_from: start,
         final_loss: smoothed,
         seconds: started.elapsed().as_secs_f64(),
         skipped_steps: skipped,
+        selection: selector.and_then(|s| s.outcome()),
     })
 }
 
