@@ -72,4 +72,79 @@ fn infer_on_a_dicom_study_writes_a_seg_equal_to_infer_on_the_converted_nifti() {
         "SEG: {} frames, {} tumour voxels, max index offset {}",
         v["frames"], v["seg_voxels"], v["max_index_offset"]
     );
+
+    // Patient data: PatientName / PatientID appear neither in what the
+    // commands print (debug logs included) nor in any file they write other
+    // than the DICOM SEG, which must carry them; `--show-patient` shows them.
+    let secrets = ["PAT-0003", "Test^Flair"];
+    let dicom = dicom.to_str().unwrap();
+    let (nii2, out2) = (root.join("nii2"), root.join("out2"));
+    let mut printed = printed_by(&["dicom", "ls", "--skipped", dicom]);
+    printed += &printed_by(&["dicom", "convert", dicom, nii2.to_str().unwrap()]);
+    let mut args = vec!["infer", "--input", dicom, "--out", out2.to_str().unwrap()];
+    args.push("--nifti");
+    args.extend(common);
+    printed += &printed_by(&args);
+    assert!(printed.contains("patient hidden"), "{printed}");
+    let written = files_under(&[nii2.as_path(), out2.as_path()]);
+    assert!(written.len() >= 3, "{written:?}");
+    for secret in secrets {
+        assert!(!printed.contains(secret), "`{secret}` printed:\n{printed}");
+        for f in written
+            .iter()
+            .filter(|f| f.extension().is_none_or(|e| e != "dcm"))
+        {
+            let bytes = uncompressed(f);
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "`{secret}` written to {}", f.display());
+        }
+    }
+    let shown = clisc(&["dicom", "ls", "--show-patient", dicom]);
+    assert!(secrets.iter().all(|s| shown.contains(s)), "{shown}");
+}
+
+/// Everything `clisc ARGS` prints (stdout and stderr) with debug logging.
+fn printed_by(args: &[&str]) -> String {
+    let out = std::process::Command::new(dicom_e2e::CLI)
+        .args(args)
+        .env("CLISC_LOG", "debug")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "clisc {args:?} failed:\n{text}");
+    text
+}
+
+/// The bytes of `path`, gunzipped when it ends in `.gz`.
+fn uncompressed(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+            .unwrap();
+        out
+    } else {
+        bytes
+    }
+}
+
+/// Every file under the folders, recursively.
+fn files_under(dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

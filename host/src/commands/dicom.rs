@@ -117,6 +117,10 @@ pub struct PullArgs {
     /// Output folder: `<StudyInstanceUID>/<SOPInstanceUID>.dcm`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Print PatientName and PatientID of the retrieved studies (hidden by
+    /// default, so terminals and logs do not collect them).
+    #[arg(long)]
+    pub show_patient: bool,
 }
 
 /// Arguments of `clisc dicom push`.
@@ -150,6 +154,10 @@ pub struct LsArgs {
     /// built-in flair/t1/t1ce/t2 rules.
     #[arg(long)]
     pub rules: Option<String>,
+    /// Print PatientName and PatientID (hidden by default, so terminals and
+    /// logs do not collect them).
+    #[arg(long)]
+    pub show_patient: bool,
 }
 
 /// Arguments of `clisc dicom convert`.
@@ -191,6 +199,15 @@ fn fmt3(v: [f64; 3]) -> String {
     format!("{:.3} {:.3} {:.3}", v[0], v[1], v[2])
 }
 
+/// How a listing names the patient: only with `--show-patient`.
+fn patient(name: &str, id: &str, show: bool) -> String {
+    if show {
+        format!("patient '{name}' id {id}")
+    } else {
+        "patient hidden (--show-patient)".into()
+    }
+}
+
 fn ls(args: LsArgs) -> anyhow::Result<()> {
     let report =
         dicom::scan_dir(&args.dir).with_context(|| format!("scanning {}", args.dir.display()))?;
@@ -198,10 +215,13 @@ fn ls(args: LsArgs) -> anyhow::Result<()> {
     for s in &report.series {
         if last_study.as_ref() != Some(&s.study.study_uid) {
             println!(
-                "study {} patient '{}' id {} date {} '{}'",
+                "study {} {} date {} '{}'",
                 s.study.study_uid,
-                s.study.patient_name,
-                s.study.patient_id,
+                patient(
+                    &s.study.patient_name,
+                    &s.study.patient_id,
+                    args.show_patient
+                ),
                 s.study.study_date,
                 s.study.study_description
             );
@@ -624,10 +644,9 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
     for m in &matches {
         match net::move_study(&ae, &peer, &m.study_uid, &ae) {
             Ok(o) => println!(
-                "study {} (patient {} '{}', {} '{}'): {} instance(s) retrieved",
+                "study {} ({}, {} '{}'): {} instance(s) retrieved",
                 m.study_uid,
-                m.patient_id,
-                m.patient_name,
+                patient(&m.patient_name, &m.patient_id, args.show_patient),
                 m.study_date,
                 m.study_description,
                 o.completed
