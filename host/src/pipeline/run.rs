@@ -587,11 +587,19 @@ impl<'a> Runner<'a> {
             )?;
             self.summary.add_stage_report(step.name(), &report);
             let tmp = super::workdir::temporary_sibling(&model);
-            plugin(
+            let saved = plugin(
                 net.save(tmp.display().to_string().as_str().into()),
-                "saving the network",
-            )?;
-            std::fs::rename(&tmp, &model)?;
+                &format!("saving the network to {}", tmp.display()),
+            )
+            .and_then(|()| {
+                std::fs::rename(&tmp, &model)
+                    .with_context(|| format!("renaming {} to {}", tmp.display(), model.display()))
+            });
+            if let Err(e) = saved {
+                // A half-written model must not be mistaken for one later.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
         self.keep_stage_report(step, step.name())?;
         self.finish(

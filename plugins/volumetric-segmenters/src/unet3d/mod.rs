@@ -84,7 +84,7 @@ impl TrainMonitor for Progress<'_> {
         true
     }
     fn log(&mut self, message: &str) {
-        tracing::info!("{message}");
+        // The host's sink logs it (prefixed with the plugin name).
         self.0.log(message.into());
     }
 }

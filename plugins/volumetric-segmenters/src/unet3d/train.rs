@@ -387,13 +387,16 @@ pub fn train(
                 if let Some(s) = selector.as_deref_mut() {
                     s.restore(&resumed_state, model);
                 }
-                monitor.log(&format!("unet3d: resuming from step {start}/{total} ({})", checkpoint_path.display()));
+                monitor.log(&format!(
+                    "resuming from step {start}/{total} ({})",
+                    checkpoint_path.display()
+                ));
             }
             Ok(_) => monitor.log(&format!(
-                "unet3d: ignoring {} (other settings, data or plugin version); training from scratch",
+                "ignoring {} (other settings, data or plugin version); training from scratch",
                 checkpoint_path.display()
             )),
-            Err(e) => monitor.log(&format!("unet3d: ignoring unreadable checkpoint: {}", e.message)),
+            Err(e) => monitor.log(&format!("ignoring unreadable checkpoint: {}", e.message)),
         }
     }
     let started = Instant::now();
@@ -413,7 +416,7 @@ pub fn train(
     if start > 0 {
         let restored = opt.restore(&resumed_state, device, checkpoint_path)?;
         if restored == 0 && cfg.momentum != 0.0 {
-            monitor.log("unet3d: the checkpoint holds no SGD momentum (written by an older clisc); momentum restarts from zero");
+            monitor.log("the checkpoint holds no SGD momentum (written by an older clisc); momentum restarts from zero");
         }
         if let Some(s) = scaler.as_mut() {
             s.restore(&resumed_state);
@@ -482,7 +485,7 @@ pub fn train(
             let score = s.evaluate(model, step + 1);
             if let Some(best) = s.outcome() {
                 monitor.log(&format!(
-                    "unet3d: step {}/{total}: validation Dice {score:.4} (best {:.4} at step {})",
+                    "step {}/{total}: validation Dice {score:.4} (best {:.4} at step {})",
                     step + 1,
                     best.dice,
                     best.step
