@@ -21,6 +21,9 @@ pub struct PreparedCase {
     pub split: Split,
     /// The raw FLAIR file (reference header for outputs).
     pub flair_path: PathBuf,
+    /// Every file the case was read from (FLAIR, then the segmentation
+    /// when there is one), recorded in the run manifest.
+    pub sources: Vec<PathBuf>,
     /// Maps cropped-grid labels back to the original grid.
     pub restore: Box<dyn Fn(&LabelVolume) -> LabelVolume + Send + Sync>,
 }

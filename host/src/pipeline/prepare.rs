@@ -86,6 +86,9 @@ fn prepare(
                 labels,
                 split,
                 flair_path: files.modality_path("flair")?.to_path_buf(),
+                sources: std::iter::once(files.modality_path("flair")?.to_path_buf())
+                    .chain(files.seg.clone())
+                    .collect(),
                 restore: Box::new(move |l: &LabelVolume| {
                     crop.uncrop(l).expect("prediction on the cropped grid")
                 }),

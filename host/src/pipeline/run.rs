@@ -12,7 +12,9 @@ use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
 use super::stages::StageFactory;
 use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStats};
-use super::workdir::{fingerprint, write_atomic, Manifest, Step, StepRecord, WorkDir};
+use super::workdir::{
+    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, WorkDir,
+};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
@@ -93,6 +95,19 @@ impl<'a> Runner<'a> {
         manifest.config_hash = fingerprint(&[pipeline.to_toml()]);
         manifest.seed = pipeline.run.seed;
         manifest.device = device.clone();
+        manifest.threads = pipeline.run.threads;
+        manifest.pipeline = pipeline.to_toml();
+        for case in cases.values() {
+            let files = case
+                .sources
+                .iter()
+                .map(|p| FileRecord::of(p).with_context(|| format!("hashing {}", p.display())))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let split = case.split.as_str().to_string();
+            manifest
+                .inputs
+                .insert(case.id().to_string(), InputRecord { split, files });
+        }
         let summary = RunSummary::new(pipeline);
         let split_ids = [Split::Train, Split::Valid, Split::Test]
             .into_iter()

@@ -113,8 +113,56 @@ pub struct Manifest {
     pub seed: u64,
     /// Resolved device.
     pub device: String,
+    /// Threads for libtorch and parallel loops.
+    #[serde(default)]
+    pub threads: u32,
+    /// The resolved pipeline (what `clisc check` prints): with `inputs`,
+    /// enough to repeat the run (`tests/repeat_from_manifest.rs`).
+    #[serde(default)]
+    pub pipeline: String,
+    /// Every case read, by id: its split and its files with their SHA-256.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputRecord>,
     /// Per-step records.
     pub steps: BTreeMap<String, StepRecord>,
+}
+
+/// One case of a run's inputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// `train`, `valid` or `test`.
+    pub split: String,
+    /// The files read for it.
+    pub files: Vec<FileRecord>,
+}
+
+/// A file and what it held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Absolute path.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+}
+
+impl FileRecord {
+    /// Reads and hashes `path`.
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let bytes = io::copy(&mut file, &mut hasher)?;
+        Ok(Self {
+            path: path.display().to_string(),
+            bytes,
+            sha256: hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        })
+    }
 }
 
 /// The work folder of one run.

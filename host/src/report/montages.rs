@@ -259,6 +259,7 @@ mod tests {
             labels: None,
             split,
             flair_path: PathBuf::new(),
+            sources: Vec::new(),
             restore: Box::new(|l| l.clone()),
         }
     }
