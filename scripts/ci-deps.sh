@@ -10,11 +10,12 @@
 #   slurm-wlm, munge
 #             a real Slurm for tests/slurm_cluster.rs: scripts/slurm-local.sh
 #             starts a one-node cluster (munged, slurmctld, slurmd) on loopback
+#   openssl   certificates for the DICOM TLS test (host/tests/dicom_tls.rs)
 #   orthanc   a real PACS for tests/dicom_pacs.rs, which starts it on loopback
 #             with its own configuration (the packaged service is not used)
 set -euo pipefail
 
-packages=(dcm2niix dcmtk chromium slurm-wlm munge orthanc)
+packages=(dcm2niix dcmtk chromium slurm-wlm munge orthanc openssl)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

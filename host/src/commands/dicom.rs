@@ -5,6 +5,7 @@
 
 use crate::dicom::net::{self, Peer, StoreScp, StoredInstance, StudyQuery};
 use crate::dicom::outbox::Outbox;
+use crate::dicom::tls::{self, TlsFiles};
 use crate::dicom::{self, convert::ConvertOptions, select::describe_all, ModalityRules};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
@@ -39,6 +40,48 @@ pub struct NodeArgs {
     /// This node's AE title.
     #[arg(long, default_value = "CLISC")]
     pub ae_title: String,
+    /// Use TLS with this PEM certificate (chain) of the node; needs
+    /// --tls-key and --tls-ca. Both directions then use TLS and peers must
+    /// present a certificate signed by the CA.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the authority that signs the peers' certificates.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `text` (`AE@HOST:PORT`, from --`flag`) reached with this node's TLS
+    /// settings.
+    fn peer(&self, text: &str, flag: &str) -> anyhow::Result<Peer> {
+        let tls = self
+            .tls_files()
+            .map(|f| tls::client_config(&f))
+            .transpose()?;
+        Ok(parse_peer(text, flag)?.with_tls(tls))
+    }
+
+    /// The server side of this node's TLS settings.
+    fn server_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        Ok(self
+            .tls_files()
+            .map(|f| tls::server_config(&f))
+            .transpose()?)
+    }
 }
 
 /// Arguments of `clisc dicom serve`.
@@ -383,7 +426,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let destination = args
         .destination
         .as_deref()
-        .map(|d| parse_peer(d, "destination"))
+        .map(|d| args.node.peer(d, "destination"))
         .transpose()?;
     let settle = seconds(args.settle, "settle")?;
     let retry_delay = seconds(args.retry_delay, "retry-delay")?;
@@ -430,6 +473,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ae_title: ae.clone(),
         allowed_callers: args.allow.clone(),
         inbox: inbox.clone(),
+        tls: args.node.server_tls()?,
     };
     let on_stored = {
         let arrivals = arrivals.clone();
@@ -605,7 +649,7 @@ fn process_study(
 fn pull(args: PullArgs) -> anyhow::Result<()> {
     let ae = args.node.ae_title.clone();
     check_ae(&ae, "ae-title")?;
-    let peer = parse_peer(&args.from, "from")?;
+    let peer = args.node.peer(&args.from, "from")?;
     let query = StudyQuery {
         study_uid: args.study.clone().unwrap_or_default(),
         patient_id: args.patient_id.clone().unwrap_or_default(),
@@ -629,6 +673,7 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
         ae_title: ae.clone(),
         allowed_callers: vec![peer.ae_title.clone()],
         inbox: args.out.clone(),
+        tls: args.node.server_tls()?,
     };
     let scp_thread = {
         let (stop, received) = (stop.clone(), received.clone());
@@ -700,7 +745,7 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 fn push(args: PushArgs) -> anyhow::Result<()> {
     let ae = args.node.ae_title.clone();
     check_ae(&ae, "ae-title")?;
-    let peer = parse_peer(&args.to, "to")?;
+    let peer = args.node.peer(&args.to, "to")?;
     let delay = seconds(args.retry_delay, "retry-delay")?;
     let mut pending = collect_files(&args.paths)?;
     if pending.is_empty() {

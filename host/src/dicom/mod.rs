@@ -32,6 +32,7 @@ pub mod pixels;
 pub mod scan;
 pub mod seg;
 pub mod select;
+pub mod tls;
 
 pub use convert::{
     convert_dir, load_selected, load_volume, ConvertOptions, ConvertSummary, Converted,

@@ -12,11 +12,17 @@
 //!   no StudyInstanceUID, is reported, answered with a failure status and
 //!   not stored; the association goes on.
 //!
+//! Both sides can run over TLS ([`super::tls`]): a [`Peer`] with a client
+//! configuration connects with TLS, a [`StoreScp`] with a server
+//! configuration accepts only TLS connections from peers whose certificate
+//! its CA signed.
+//!
 //! `dicom-ul` provides the association and PDU layers; the DIMSE command
 //! sets (group 0000, implicit VR little endian, with their group length)
 //! are built and parsed here.
 
 use super::safe_file_name;
+use super::tls::ClientTls;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -25,11 +31,12 @@ use dicom_object::mem::InMemDicomObject;
 use dicom_object::{FileMetaTableBuilder, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::AccessControl;
-use dicom_ul::association::SyncAssociation;
+use dicom_ul::association::{CloseSocket, SyncAssociation};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
 };
 use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu, ServerAssociationOptions};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,13 +113,33 @@ pub enum NetError {
     },
 }
 
-/// A remote application entity: AE title and TCP address.
+/// A remote application entity: AE title, TCP address and, when the
+/// connection is to use TLS, the client configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Its AE title (1 to 16 characters).
     pub ae_title: String,
     /// `HOST:PORT`.
     pub address: String,
+    /// Connect with TLS using this configuration (plain TCP when `None`).
+    pub tls: Option<ClientTls>,
+}
+
+impl Peer {
+    /// The same peer reached with TLS (`Some`) or plain TCP (`None`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The host part of the address (the name its certificate must carry).
+    fn host(&self) -> &str {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(&self.address[..], |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
 }
 
 impl std::fmt::Display for Peer {
@@ -135,6 +162,7 @@ impl std::str::FromStr for Peer {
         Ok(Self {
             ae_title: ae.to_string(),
             address: address.to_string(),
+            tls: None,
         })
     }
 }
@@ -192,7 +220,7 @@ trait Link {
     fn peer_max_pdu(&self) -> u32;
 }
 
-impl Link for ClientAssociation<TcpStream> {
+impl<S: Read + Write + CloseSocket> Link for ClientAssociation<S> {
     fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String> {
         self.send(pdu).map_err(|e| e.to_string())
     }
@@ -204,7 +232,7 @@ impl Link for ClientAssociation<TcpStream> {
     }
 }
 
-impl Link for dicom_ul::ServerAssociation<TcpStream> {
+impl<S: Read + Write + CloseSocket> Link for dicom_ul::ServerAssociation<S> {
     fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String> {
         SyncAssociation::send(self, pdu).map_err(|e| e.to_string())
     }
@@ -392,8 +420,37 @@ fn request(field: u16, sop_class: &str, message_id: u16, has_data: bool) -> InMe
 
 // --------------------------------------------------------------------- SCU
 
+/// A client association over plain TCP or TLS.
+enum ClientAssoc {
+    Plain(ClientAssociation<TcpStream>),
+    Tls(Box<ClientAssociation<dicom_ul::association::client::TlsStream>>),
+}
+
+impl ClientAssoc {
+    fn link(&mut self) -> &mut dyn Link {
+        match self {
+            Self::Plain(a) => a,
+            Self::Tls(a) => &mut **a,
+        }
+    }
+
+    fn presentation_contexts(&self) -> &[dicom_ul::pdu::PresentationContextNegotiated] {
+        match self {
+            Self::Plain(a) => a.presentation_contexts(),
+            Self::Tls(a) => a.presentation_contexts(),
+        }
+    }
+
+    fn release(self) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Self::Plain(a) => a.release(),
+            Self::Tls(a) => (*a).release(),
+        }
+    }
+}
+
 struct Session {
-    assoc: ClientAssociation<TcpStream>,
+    assoc: ClientAssoc,
     peer: String,
     next_id: u16,
 }
@@ -416,12 +473,24 @@ impl Session {
         for (abstract_syntax, syntaxes) in contexts {
             options = options.with_presentation_context(abstract_syntax.clone(), syntaxes.clone());
         }
-        let assoc = options
-            .establish(peer.address.as_str())
-            .map_err(|e| NetError::Associate {
-                peer: name.clone(),
-                message: error_chain(&e),
-            })?;
+        let associate = |e: dicom_ul::association::Error| NetError::Associate {
+            peer: name.clone(),
+            message: error_chain(&e),
+        };
+        let assoc = match &peer.tls {
+            None => ClientAssoc::Plain(
+                options
+                    .establish(peer.address.as_str())
+                    .map_err(associate)?,
+            ),
+            Some(tls) => ClientAssoc::Tls(Box::new(
+                options
+                    .tls_config(tls.0.clone())
+                    .server_name(peer.host())
+                    .establish_tls(peer.address.as_str())
+                    .map_err(associate)?,
+            )),
+        };
         Ok(Self {
             assoc,
             peer: name,
@@ -471,11 +540,11 @@ impl Session {
         command: &InMemDicomObject,
         data: Option<&[u8]>,
     ) -> Result<(), NetError> {
-        send_message(&mut self.assoc, context_id, command, data).map_err(|m| self.protocol(m))
+        send_message(self.assoc.link(), context_id, command, data).map_err(|m| self.protocol(m))
     }
 
     fn receive(&mut self) -> Result<Message, NetError> {
-        match receive_message(&mut self.assoc) {
+        match receive_message(self.assoc.link()) {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(self.protocol("the peer ended the association mid-operation")),
             Err(m) => Err(self.protocol(m)),
@@ -946,6 +1015,8 @@ pub struct StoreScp {
     pub allowed_callers: Vec<String>,
     /// Where received instances go (`<inbox>/<study>/<instance>.dcm`).
     pub inbox: PathBuf,
+    /// Accept only TLS connections with this configuration (plain TCP when `None`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl StoreScp {
@@ -1017,16 +1088,43 @@ impl StoreScp {
             .promiscuous(true)
             .read_timeout(Duration::from_secs(300))
             .write_timeout(Duration::from_secs(120));
-        let mut assoc = options.establish(stream).map_err(|e| NetError::Associate {
+        let associate = |e: dicom_ul::association::Error| NetError::Associate {
             peer: peer_addr.clone(),
             message: error_chain(&e),
-        })?;
-        let caller = dicom_ul::association::Association::peer_ae_title(&assoc)
+        };
+        match &self.tls {
+            None => {
+                let mut assoc = options.establish(stream).map_err(associate)?;
+                self.converse(&mut assoc, &peer_addr, on_stored)
+            }
+            Some(tls) => {
+                let mut assoc = options
+                    .tls_config(tls.clone())
+                    .establish_tls(stream)
+                    .map_err(associate)?;
+                self.converse(&mut assoc, &peer_addr, on_stored)
+            }
+        }
+    }
+
+    /// Answers the requests of one established association until the peer
+    /// releases it.
+    fn converse<S: Read + Write + CloseSocket>(
+        &self,
+        assoc: &mut dicom_ul::ServerAssociation<S>,
+        peer_addr: &str,
+        on_stored: &dyn Fn(StoredInstance),
+    ) -> Result<(), NetError> {
+        let perr = |m: String| NetError::Protocol {
+            peer: peer_addr.to_string(),
+            message: m,
+        };
+        let caller = dicom_ul::association::Association::peer_ae_title(assoc)
             .trim()
             .to_string();
         let contexts = assoc.presentation_contexts().to_vec();
         loop {
-            let m = match receive_message(&mut assoc) {
+            let m = match receive_message(assoc) {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(perr(e)),
@@ -1086,7 +1184,7 @@ impl StoreScp {
                     )
                 }
             };
-            send_message(&mut assoc, m.context_id, &reply, None).map_err(perr)?;
+            send_message(assoc, m.context_id, &reply, None).map_err(perr)?;
         }
     }
 
