@@ -550,3 +550,62 @@ fn dicom_absurd_image_sizes_are_rejected_before_allocation() {
         report.skipped[0].reason
     );
 }
+
+/// `path` (a native 2 x 2 slice from [`mr_slice`]) rewritten as RLE
+/// Lossless with one fragment made of `segments`.
+fn as_rle(path: &Path, segments: &[&[u8]]) {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+    let mut fragment = vec![0u8; 64];
+    fragment[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
+    let mut at = 64u32;
+    for (i, s) in segments.iter().enumerate() {
+        fragment[4 + 4 * i..8 + 4 * i].copy_from_slice(&at.to_le_bytes());
+        at += s.len() as u32;
+    }
+    fragment.extend(segments.concat());
+    let file = dicom_object::open_file(path).unwrap();
+    let sop_class = file.meta().media_storage_sop_class_uid().to_string();
+    let sop_instance = file.meta().media_storage_sop_instance_uid().to_string();
+    let mut obj = file.into_inner();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Value::PixelSequence(PixelFragmentSequence::new(vec![], vec![fragment])),
+    ));
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .transfer_syntax("1.2.840.10008.1.2.5")
+            .media_storage_sop_class_uid(sop_class.trim_end_matches('\0'))
+            .media_storage_sop_instance_uid(sop_instance.trim_end_matches('\0')),
+    )
+    .unwrap()
+    .write_to_file(path)
+    .unwrap();
+}
+
+#[test]
+fn dicom_rle_segments_too_short_for_the_frame_are_an_error_not_a_panic() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, files) = two_slices(root.path(), "rle", 2, 2);
+    // Pixels 0, 1, 2, 3 (16 bits): high bytes a run of four zeros, low
+    // bytes a literal 0, 1, 2, 3.
+    as_rle(&files[0], &[&[0xFD, 0], &[3, 0, 1, 2, 3]]);
+    let frames = dicom::pixels::read_frames(&files[0], &[0]).unwrap();
+    assert_eq!(frames.frames[0], vec![0.0, 1.0, 2.0, 3.0]);
+
+    // Low bytes one short: the decoder of dicom-transfer-syntax-registry
+    // would index past its buffer (panic); the file is rejected first.
+    as_rle(&files[1], &[&[0xFD, 0], &[2, 0, 1, 2]]);
+    assert_clear_error(
+        largest_allocation(|| dicom::pixels::read_frames(&files[1], &[0])),
+        &files[1],
+        &["RLE Lossless: frame 1: RLE segment 2 decodes to 3 bytes, the frame needs 4"],
+    );
+    // A header declaring more segments than the image has.
+    as_rle(&files[1], &[&[0xFD, 0], &[3, 0, 1, 2, 3], &[0xFD, 0]]);
+    assert_clear_error(
+        largest_allocation(|| dicom::pixels::read_frames(&files[1], &[0])),
+        &files[1],
+        &["declares 3 segment(s), the image needs 2"],
+    );
+}

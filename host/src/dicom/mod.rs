@@ -29,6 +29,7 @@ pub mod guard;
 pub mod net;
 pub mod outbox;
 pub mod pixels;
+pub mod rle;
 pub mod scan;
 pub mod seg;
 pub mod select;

@@ -35,6 +35,9 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
 ];
 
+/// RLE Lossless, checked by [`super::rle`] before decoding.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
 /// The name of a transfer syntax (its UID when unknown).
 pub fn transfer_syntax_name(uid: &str) -> String {
     let known = SUPPORTED_TRANSFER_SYNTAXES
@@ -82,8 +85,22 @@ pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    if obj.get(tags::PIXEL_DATA).is_none() {
+    let Some(pixel_data) = obj.get(tags::PIXEL_DATA) else {
         return Err(decode_err(path, "no PixelData"));
+    };
+    if ts == RLE_LOSSLESS {
+        let number = |tag| {
+            obj.get(tag)
+                .and_then(|e| e.to_int::<u32>().ok())
+                .unwrap_or(1)
+        };
+        let (rows, columns) = (number(tags::ROWS), number(tags::COLUMNS));
+        let segments = number(tags::SAMPLES_PER_PIXEL) as usize
+            * number(tags::BITS_ALLOCATED).div_ceil(8) as usize;
+        let frames = number(tags::NUMBER_OF_FRAMES) as usize;
+        let fragments = pixel_data.value().fragments().unwrap_or(&[]);
+        super::rle::check_fragments(fragments, frames, segments, rows, columns)
+            .map_err(|e| decode_err(path, format!("RLE Lossless: {e}")))?;
     }
     let decoded = obj.decode_pixel_data().map_err(|e| {
         let supported: Vec<&str> = SUPPORTED_TRANSFER_SYNTAXES
