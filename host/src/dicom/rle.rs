@@ -130,11 +130,11 @@ mod tests {
         // 2x2 frame, 16 bits: two segments of 4 bytes each.
         let seg: &[u8] = &[0xFD, 7];
         let good = fragment(&[seg, seg]);
-        assert!(check_fragments(&[good.clone()], 1, 2, 2, 2).is_ok());
+        assert!(check_fragments(std::slice::from_ref(&good), 1, 2, 2, 2).is_ok());
 
-        let e = check_fragments(&[good.clone()], 2, 2, 2, 2).unwrap_err();
+        let e = check_fragments(std::slice::from_ref(&good), 2, 2, 2, 2).unwrap_err();
         assert!(e.contains("2 frame(s) but 1 RLE fragment(s)"), "{e}");
-        let e = check_fragments(&[good.clone()], 1, 1, 2, 2).unwrap_err();
+        let e = check_fragments(std::slice::from_ref(&good), 1, 1, 2, 2).unwrap_err();
         assert!(
             e.contains("declares 2 segment(s), the image needs 1"),
             "{e}"
