@@ -609,3 +609,35 @@ fn dicom_rle_segments_too_short_for_the_frame_are_an_error_not_a_panic() {
         &["declares 3 segment(s), the image needs 2"],
     );
 }
+
+#[test]
+fn dicom_unknown_vr_codes_are_checked_with_the_parsers_reading() {
+    // An element with the unknown VR code "\0P" claiming 1.9 GB: the parser
+    // reads unknown codes as UN (reserved bytes, 32-bit length) and would
+    // allocate the claimed length; the length check must read it the same
+    // way (fuzz finding).
+    let root = tempfile::tempdir().unwrap();
+    let (dir, files) = two_slices(root.path(), "unknown-vr", 4, 4);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let pixel_data = bytes
+        .windows(4)
+        .position(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .unwrap();
+    let mut element = vec![0x64, 0x10, 0x00, 0x10, 0x00, b'P', 0x00, 0x00];
+    element.extend(1_936_020_480u32.to_le_bytes());
+    element.extend(b"Test^Ph");
+    bytes.splice(pixel_data..pixel_data, element);
+    std::fs::write(&files[0], &bytes).unwrap();
+    let (report, largest) = largest_allocation(|| dicom::scan_dir(&dir).unwrap());
+    assert!(largest < SMALL, "largest allocation {largest} bytes");
+    let skipped = report
+        .skipped
+        .iter()
+        .find(|s| s.path == files[0])
+        .expect("the file is skipped");
+    assert!(
+        skipped.reason.contains("claims 1936020480 bytes"),
+        "{}",
+        skipped.reason
+    );
+}

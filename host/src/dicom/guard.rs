@@ -68,7 +68,10 @@ fn header<R: Read + Seek>(
         return Some((tag, None, w.u32(big)?));
     }
     let code = w.bytes::<2>()?;
-    let vr = VR::from_binary(code);
+    // An unknown VR code is read as UN (reserved bytes, 32-bit length), as
+    // dicom-parser does; reading it with a 16-bit length let a claimed
+    // 1.9 GB value through (found by the `dicom` fuzz target).
+    let vr = Some(VR::from_binary(code).unwrap_or(VR::UN));
     let long = matches!(
         vr,
         Some(
