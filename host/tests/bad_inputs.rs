@@ -641,3 +641,28 @@ fn dicom_unknown_vr_codes_are_checked_with_the_parsers_reading() {
         skipped.reason
     );
 }
+
+#[test]
+fn dicom_binary_values_of_odd_lengths_are_rejected() {
+    // PixelRepresentation written with VR FD and length 2: dicom-parser
+    // reads whole 8-byte values (none), leaves the 2 bytes, and reads the
+    // next header out of step: the pixel data's tag became a 4 GB value
+    // (fuzz finding). The file is rejected first.
+    let root = tempfile::tempdir().unwrap();
+    let (_, files) = two_slices(root.path(), "odd-length", 4, 4);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == [0x28, 0x00, 0x03, 0x01, b'U', b'S'])
+        .unwrap();
+    bytes[at + 4..at + 6].copy_from_slice(b"FD");
+    std::fs::write(&files[0], &bytes).unwrap();
+    assert_clear_error(
+        largest_allocation(|| dicom::pixels::read_frames(&files[0], &[0])),
+        &files[0],
+        &[
+            "element (0028,0103)",
+            "has VR FD and length 2, not a multiple of its 8-byte values",
+        ],
+    );
+}

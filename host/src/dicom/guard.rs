@@ -99,6 +99,16 @@ fn header<R: Read + Seek>(
     Some((tag, vr, len))
 }
 
+/// Bytes per value of a binary VR (1 for text and byte VRs).
+fn value_size(vr: VR) -> usize {
+    match vr {
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => 8,
+        VR::FL | VR::SL | VR::UL | VR::AT | VR::OF | VR::OL => 4,
+        VR::SS | VR::US | VR::OW => 2,
+        _ => 1,
+    }
+}
+
 /// Checks every element length of `path` against the bytes left in the
 /// file (see the module documentation).
 pub fn check_lengths(path: &Path) -> Result<(), DicomError> {
@@ -152,6 +162,25 @@ pub fn check_lengths(path: &Path) -> Result<(), DicomError> {
                     "element ({:04X},{:04X}) at byte {start} claims {n} bytes, \
                      but only {left} are left in the file (truncated or corrupted)",
                     tag.0, tag.1
+                ),
+            });
+        }
+        let binary_vr = vr.or_else(|| match StandardDataDictionary.by_tag(tag)?.vr() {
+            VirtualVr::Exact(v) => Some(v),
+            _ => None,
+        });
+        let size = binary_vr.map_or(1, value_size);
+        if tag.0 != 0xFFFE && n != UNDEFINED && n as usize % size != 0 {
+            // dicom-parser reads whole values and leaves the rest unread,
+            // so the next header would be read out of step (fuzz finding).
+            return Err(DicomError::Read {
+                path: path.to_path_buf(),
+                message: format!(
+                    "element ({:04X},{:04X}) at byte {start} has VR {} and length {n}, \
+                     not a multiple of its {size}-byte values (corrupted)",
+                    tag.0,
+                    tag.1,
+                    binary_vr.map_or("?", |v| v.to_string())
                 ),
             });
         }
