@@ -17,7 +17,7 @@
 //! inputs exactly in other tools (ITK-SNAP, FSLeyes, nibabel, 3D Slicer).
 
 use clisc_sdk::{Grid, LabelVolume, Volume};
-use nifti::{Endianness, NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+use nifti::{Endianness, NiftiHeader, NiftiType};
 use std::path::{Path, PathBuf};
 
 /// A NIfTI read or write failure, naming the file.
@@ -444,73 +444,23 @@ pub fn check_claimed_size(path: &Path, h: &NiftiHeader) -> Result<(), NiftiError
 /// The header is checked with [`check_claimed_size`] before the voxels are
 /// read.
 pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
-    check_claimed_size(path, &read_header(path)?)?;
-    let obj = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| read_err(path, e.to_string()))?;
-    let header = obj.header().clone();
+    let header = read_header(path)?;
+    check_claimed_size(path, &header)?;
     let grid = grid_from_header(path, &header)?;
     let dtype = header
         .data_type()
         .map_err(|_| unsupported(path, format!("datatype code {}", header.datatype)))?;
-    let raw = obj.into_volume().into_raw_data();
     let n = grid.len();
     let size = dtype.size_of();
-    if raw.len() < n * size {
-        return Err(read_err(
-            path,
-            format!("{} bytes of voxel data, {} expected", raw.len(), n * size),
-        ));
-    }
+    let bytes = read_voxel_bytes(path, &header, n * size)?;
     let big = header.endianness == Endianness::Big;
-    let bytes = &raw[..n * size];
-    macro_rules! decode {
-        ($t:ty, $w:expr) => {
-            bytes
-                .chunks_exact($w)
-                .map(|c| {
-                    let arr: [u8; $w] = c.try_into().expect("chunk size");
-                    (if big {
-                        <$t>::from_be_bytes(arr)
-                    } else {
-                        <$t>::from_le_bytes(arr)
-                    }) as f64
-                })
-                .collect::<Vec<f64>>()
-        };
-    }
-    let values: Vec<f64> = match dtype {
-        NiftiType::Uint8 => bytes.iter().map(|&b| b as f64).collect(),
-        NiftiType::Int8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
-        NiftiType::Int16 => decode!(i16, 2),
-        NiftiType::Uint16 => decode!(u16, 2),
-        NiftiType::Int32 => decode!(i32, 4),
-        NiftiType::Uint32 => decode!(u32, 4),
-        NiftiType::Int64 => decode!(i64, 8),
-        NiftiType::Uint64 => decode!(u64, 8),
-        NiftiType::Float32 => decode!(f32, 4),
-        NiftiType::Float64 => decode!(f64, 8),
-        other => {
-            return Err(unsupported(
-                path,
-                format!(
-                "datatype {other:?} (supported: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64)"
-            ),
-            ))
-        }
-    };
     let (slope, inter) = (header.scl_slope, header.scl_inter);
     let scaling = if slope != 0.0 && slope.is_finite() && inter.is_finite() {
         (slope, inter)
     } else {
         (1.0, 0.0)
     };
-    let data: Vec<f32> = if scaling == (1.0, 0.0) {
-        values.into_iter().map(|v| v as f32).collect()
-    } else {
-        let (s, i) = (scaling.0 as f64, scaling.1 as f64);
-        values.into_iter().map(|v| (v * s + i) as f32).collect()
-    };
+    let data = decode_voxels(path, &bytes, dtype, big, scaling)?;
     let description = {
         let end = header
             .descrip
@@ -531,6 +481,97 @@ pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
         header,
     };
     Ok(NiftiVolume { grid, data, info })
+}
+
+/// The `want` voxel bytes of `path` (after `vox_offset`), read straight
+/// from the file or its gzip stream in one pass.
+fn read_voxel_bytes(path: &Path, h: &NiftiHeader, want: usize) -> Result<Vec<u8>, NiftiError> {
+    use std::io::Read;
+    let offset = (h.vox_offset as u64).max(352);
+    let file = std::fs::File::open(path).map_err(|e| read_err(path, e.to_string()))?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let (mut reader, capacity): (Box<dyn Read>, usize) = if gz {
+        // The claimed size is not yet proven by the compressed stream:
+        // grow with the data instead of trusting it.
+        let stream = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        (Box::new(stream), want.min(16 << 20))
+    } else {
+        (Box::new(file), want)
+    };
+    let io = |e: std::io::Error| read_err(path, format!("reading the voxel data: {e}"));
+    let skipped =
+        std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).map_err(io)?;
+    if skipped < offset {
+        return Err(read_err(
+            path,
+            format!("the file ends at byte {skipped}, before the voxel data at byte {offset} (truncated)"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(capacity);
+    reader
+        .take(want as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() < want {
+        return Err(read_err(
+            path,
+            format!(
+                "{} bytes of voxel data, {want} expected (truncated)",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Voxel values of `bytes` as `f32`, with the header's scaling applied
+/// (computed in `f64`, as NIfTI readers do).
+fn decode_voxels(
+    path: &Path,
+    bytes: &[u8],
+    dtype: NiftiType,
+    big: bool,
+    (slope, inter): (f32, f32),
+) -> Result<Vec<f32>, NiftiError> {
+    let scaled = (slope, inter) != (1.0, 0.0);
+    let (s, i) = (slope as f64, inter as f64);
+    let finish = |v: f64| if scaled { (v * s + i) as f32 } else { v as f32 };
+    macro_rules! decode {
+        ($t:ty, $w:expr) => {
+            bytes
+                .chunks_exact($w)
+                .map(|c| {
+                    let arr: [u8; $w] = c.try_into().expect("chunk size");
+                    let v = if big {
+                        <$t>::from_be_bytes(arr)
+                    } else {
+                        <$t>::from_le_bytes(arr)
+                    };
+                    finish(v as f64)
+                })
+                .collect()
+        };
+    }
+    Ok(match dtype {
+        NiftiType::Uint8 => bytes.iter().map(|&b| finish(b as f64)).collect(),
+        NiftiType::Int8 => bytes.iter().map(|&b| finish(b as i8 as f64)).collect(),
+        NiftiType::Int16 => decode!(i16, 2),
+        NiftiType::Uint16 => decode!(u16, 2),
+        NiftiType::Int32 => decode!(i32, 4),
+        NiftiType::Uint32 => decode!(u32, 4),
+        NiftiType::Int64 => decode!(i64, 8),
+        NiftiType::Uint64 => decode!(u64, 8),
+        NiftiType::Float32 => decode!(f32, 4),
+        NiftiType::Float64 => decode!(f64, 8),
+        other => {
+            return Err(unsupported(
+                path,
+                format!(
+                    "datatype {other:?} (supported: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64)"
+                ),
+            ))
+        }
+    })
 }
 
 /// Reads a file as a single-channel [`Volume`] named `channel`.

@@ -666,3 +666,39 @@ fn dicom_binary_values_of_odd_lengths_are_rejected() {
         ],
     );
 }
+
+#[test]
+fn dicom_a_panicking_pixel_codec_is_an_error_naming_the_file() {
+    // A fuzzed JPEG 2000 study (the `dicom` fuzz target's input format: files
+    // joined by a separator) on which dicom-transfer-syntax-registry's JPEG
+    // 2000 adapter indexes past a buffer and panics.
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/dicom/regression-crash-jpeg2k-b0724d4a"
+    ))
+    .unwrap();
+    let separator = b"--clisc-fuzz-next-file--";
+    let root = tempfile::tempdir().unwrap();
+    let mut rest = &input[..];
+    for i in 0.. {
+        let at = rest.windows(separator.len()).position(|w| w == separator);
+        let part = &rest[..at.unwrap_or(rest.len())];
+        std::fs::write(root.path().join(format!("{i}.dcm")), part).unwrap();
+        match at {
+            Some(at) => rest = &rest[at + separator.len()..],
+            None => break,
+        }
+    }
+    let report = dicom::scan_dir(root.path()).unwrap();
+    let errors: Vec<String> = report
+        .volumes()
+        .filter_map(|s| dicom::convert::load_data(s).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("decoder failed on this file") && e.contains(".dcm")),
+        "{errors:?}"
+    );
+}

@@ -102,7 +102,26 @@ pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
         super::rle::check_fragments(fragments, frames, segments, rows, columns)
             .map_err(|e| decode_err(path, format!("RLE Lossless: {e}")))?;
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
+    // The codecs of dicom-transfer-syntax-registry 0.10 index malformed
+    // input without checks (the JPEG 2000 adapter panicked on a fuzzed
+    // file): a panic in them is this file's decoding error, not a crash.
+    let attempt =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                decode_err(
+                    path,
+                    format!(
+                        "the {} decoder failed on this file ({why}); the pixel data is malformed",
+                        transfer_syntax_name(&ts)
+                    ),
+                )
+            })?;
+    let decoded = attempt.map_err(|e| {
         let supported: Vec<&str> = SUPPORTED_TRANSFER_SYNTAXES
             .iter()
             .map(|(_, n)| *n)
