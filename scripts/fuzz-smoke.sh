@@ -10,10 +10,6 @@
 # cargo-fuzz (`cargo install cargo-fuzz --locked`). Needs scripts/env.sh
 # sourced (libtorch), as ./dev does.
 #
-# The `dicom` target is not run here yet: it still reaches the 2 GiB RSS
-# limit within a minute, for a reason not yet identified (docs/reliability.md).
-# Run it by hand: cd fuzz && cargo +nightly fuzz run -O dicom
-#
 #   CLISC_FUZZ_SECONDS     seconds per target (default 20)
 #   CLISC_FUZZ_TARGET_DIR  build folder (default target/fuzz)
 set -euo pipefail
@@ -33,10 +29,6 @@ start=$(date +%s)
 cargo +nightly fuzz build -O
 echo "fuzz: targets built in $(($(date +%s) - start)) s" >&2
 for target in $(cargo +nightly fuzz list); do
-    if [ "$target" = dicom ]; then
-        echo "fuzz: dicom not run (known memory issue, see docs/reliability.md)" >&2
-        continue
-    fi
     corpus="$(mktemp -d)"
     echo "fuzz: $target for ${seconds} s" >&2
     status=0

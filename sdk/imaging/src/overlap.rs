@@ -6,12 +6,20 @@ use crate::Dims3;
 /// set). Two empty masks agree perfectly: 1.0.
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "dice of masks of different sizes");
-    let (mut inter, mut sa, mut sb) = (0usize, 0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (x != 0, y != 0);
-        inter += usize::from(x && y);
-        sa += usize::from(x);
-        sb += usize::from(y);
+    // Counted per block in 32-bit lanes (which the compiler vectorises),
+    // then summed in 64 bits (bench/results/suite-io.md times it).
+    let (mut inter, mut sa, mut sb) = (0u64, 0u64, 0u64);
+    for (ca, cb) in a.chunks(1 << 16).zip(b.chunks(1 << 16)) {
+        let (mut i, mut x, mut y) = (0u32, 0u32, 0u32);
+        for (&p, &q) in ca.iter().zip(cb) {
+            let (p, q) = (u32::from(p != 0), u32::from(q != 0));
+            i += p & q;
+            x += p;
+            y += q;
+        }
+        inter += u64::from(i);
+        sa += u64::from(x);
+        sb += u64::from(y);
     }
     if sa + sb == 0 {
         1.0
