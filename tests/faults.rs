@@ -12,63 +12,15 @@
 //! Mounting a tmpfs needs root (CI runs as root); without it the full-disk
 //! test says so on stderr and stops early.
 
-use clisc_tests::{manifest, write_tiny_dataset, write_tiny_pipeline};
-use std::collections::BTreeMap;
+use clisc_tests::{
+    file_contents, manifest, run_to_end, safetensors, start_run, write_tiny_dataset,
+    write_tiny_pipeline,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
-
-fn start(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(CLI)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("CLISC_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting clisc run")
-}
-
-fn run_to_end(config: &Path, log: &Path) {
-    let status = start(config, log).wait().unwrap();
-    assert!(
-        status.success(),
-        "clisc run failed:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-/// The bytes of every file under `dir`, by relative path.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(d: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            return;
-        };
-        for e in entries.map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// A safetensors file's tensors (the header's metadata map is written in
-/// a per-process hash order, so headers are compared as JSON).
-fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    (header, bytes[8 + n..].to_vec())
-}
 
 /// Step folders whose files must be byte-identical between two runs.
 const COMPARED: [&str; 7] = [
@@ -106,7 +58,7 @@ fn assert_same_results(reference: &Path, work: &Path, what: &str) {
 }
 
 fn assert_same_folder(a: &Path, b: &Path, what: &str) {
-    let (a, b) = (contents(a), contents(b));
+    let (a, b) = (file_contents(a), file_contents(b));
     assert!(!a.is_empty(), "{what}: nothing in the reference folder");
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
@@ -165,9 +117,9 @@ fn reference() -> &'static (tempfile::TempDir, u64) {
         write_tiny_dataset(&dir.path().join("data"), 7, [40, 40, 24]);
         let config = write_tiny_pipeline(dir.path(), "reference");
         let t = Instant::now();
-        run_to_end(&config, &dir.path().join("reference.log"));
+        run_to_end(CLI, &config, &dir.path().join("reference.log"));
         eprintln!("uninterrupted run: {:.1} s", t.elapsed().as_secs_f64());
-        let total = contents(&dir.path().join("reference"))
+        let total = file_contents(&dir.path().join("reference"))
             .values()
             .map(|b| b.len() as u64)
             .sum();
@@ -176,7 +128,7 @@ fn reference() -> &'static (tempfile::TempDir, u64) {
 }
 
 fn partial_files(dir: &Path) -> Vec<PathBuf> {
-    contents(dir)
+    file_contents(dir)
         .into_keys()
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
@@ -201,7 +153,7 @@ fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
     };
     let config = write_tiny_pipeline(root, "full");
     let log = root.join("full.log");
-    let status = start(&config, &log).wait().unwrap();
+    let status = start_run(CLI, &config, &log).wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         !status.success(),
@@ -254,7 +206,7 @@ fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
 
     // Space freed: the same command finishes with the same results.
     tmpfs.resize((total * 3).next_multiple_of(4096));
-    run_to_end(&config, &root.join("full-resumed.log"));
+    run_to_end(CLI, &config, &root.join("full-resumed.log"));
     assert_same_results(&root.join("reference"), &work, "resumed after a full disk");
     drop(tmpfs);
 }
@@ -293,7 +245,7 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
         let name = format!("killed-{k}");
         let config = write_tiny_pipeline(root, &name);
         let work = root.join(&name);
-        let mut child = start(&config, &root.join(format!("{name}.log")));
+        let mut child = start_run(CLI, &config, &root.join(format!("{name}.log")));
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let status = std::fs::read(work.join("manifest.json"))
@@ -332,7 +284,7 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             "kill {k}: {} ms into step {step}; steps then: {state_at_kill}",
             delay.as_millis()
         );
-        run_to_end(&config, &root.join(format!("{name}-resumed.log")));
+        run_to_end(CLI, &config, &root.join(format!("{name}-resumed.log")));
         assert_same_results(&root.join("reference"), &work, &format!("kill {k}"));
     }
 }

@@ -3,7 +3,7 @@
 //! summary, and the report says which mode ran (and flags the paper's
 //! ground-truth mode as ground-truth assisted).
 
-use clisc_tests::{read_json, tiny_pipeline_toml, write_tiny_dataset};
+use clisc_tests::{read_json, safetensors, tiny_pipeline_toml, write_tiny_dataset};
 use std::path::Path;
 use std::process::Command;
 
@@ -51,9 +51,7 @@ fn split(root: &Path, work: &str, split: &str) -> Vec<String> {
 
 /// The `clisc.data` entry of a safetensors checkpoint's metadata.
 fn checkpoint_data_key(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let (header, _) = safetensors(path);
     header["__metadata__"]["clisc.data"]
         .as_str()
         .unwrap()

@@ -3,9 +3,8 @@
 //! work folder) reads the same inputs and ends with the same predictions,
 //! byte for byte.
 
-use clisc_tests::{read_json, tiny_pipeline_toml, write_tiny_dataset};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use clisc_tests::{file_contents, read_json, tiny_pipeline_toml, write_tiny_dataset};
+use std::path::Path;
 use std::process::Command;
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
@@ -21,24 +20,6 @@ fn run(config: &Path) {
         config.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Every file under `dir`, by path relative to it.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -91,8 +72,8 @@ fn a_run_repeated_from_its_manifest_alone_gives_the_same_predictions() {
     assert_eq!(again["config_hash"].as_str().unwrap().len(), 16);
     let predictions = "08-predictions";
     let (a, b) = (
-        contents(&work.join(predictions)),
-        contents(&repeated_work.join(predictions)),
+        file_contents(&work.join(predictions)),
+        file_contents(&repeated_work.join(predictions)),
     );
     assert!(!a.is_empty());
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());

@@ -2,69 +2,15 @@
 //! same work folder, does not redo the steps it had finished, and ends with
 //! exactly the results of an uninterrupted run.
 
-use clisc_tests::{manifest, write_tiny_dataset, write_tiny_pipeline as write_pipeline};
+use clisc_tests::{
+    file_contents, manifest, modification_times, run_to_end, safetensors, start_run, summary,
+    write_tiny_dataset, write_tiny_pipeline as write_pipeline,
+};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
-
-fn start(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(CLI)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("CLISC_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting clisc run")
-}
-
-fn run_to_end(config: &Path, log: &Path) {
-    let status = start(config, log).wait().unwrap();
-    assert!(
-        status.success(),
-        "clisc run failed:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-/// Every file under `dir` (relative path -> modification time).
-fn files(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    fn walk(d: &Path, root: &Path, out: &mut BTreeMap<PathBuf, SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            return;
-        };
-        for e in entries.map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                let modified = e.metadata().unwrap().modified().unwrap();
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), modified);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// The bytes of every file under `dir`.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files(dir)
-        .into_keys()
-        .map(|p| {
-            let bytes = std::fs::read(dir.join(&p)).unwrap();
-            (p, bytes)
-        })
-        .collect()
-}
-
-fn summary(work: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(work.join("summary.json")).unwrap()).unwrap()
-}
 
 #[test]
 fn killed_run_resumes_and_matches_an_uninterrupted_run() {
@@ -75,7 +21,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
     // 1. Uninterrupted.
     let t = Instant::now();
     let reference = write_pipeline(root, "reference");
-    run_to_end(&reference, &root.join("reference.log"));
+    run_to_end(CLI, &reference, &root.join("reference.log"));
     eprintln!("uninterrupted run: {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. The same pipeline in a fresh work folder, killed as soon as the
@@ -84,7 +30,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
     let config = write_pipeline(root, "resumed");
     let work = root.join("resumed");
     let checkpoint = work.join("05-network-1/plugin/unet3d-training.safetensors");
-    let mut child = start(&config, &root.join("killed.log"));
+    let mut child = start_run(CLI, &config, &root.join("killed.log"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while !checkpoint.exists() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -119,7 +65,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
         ["prompts", "pseudo-labels", "pseudo-masks", "roi"],
         "{m:#}"
     );
-    let done_before: BTreeMap<PathBuf, SystemTime> = files(&work)
+    let done_before: BTreeMap<PathBuf, SystemTime> = modification_times(&work, &[])
         .into_iter()
         .filter(|(p, _)| {
             ["01-", "02-", "03-", "04-"]
@@ -131,12 +77,12 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
 
     // 3. Resume in the same folder.
     let t = Instant::now();
-    run_to_end(&config, &root.join("resume.log"));
+    run_to_end(CLI, &config, &root.join("resume.log"));
     eprintln!("resumed run: {:.1} s", t.elapsed().as_secs_f64());
 
     // Finished steps were reused, not recomputed: their files are untouched
     // and their recorded durations are those of the killed run.
-    let after = files(&work);
+    let after = modification_times(&work, &[]);
     for (path, modified) in &done_before {
         assert_eq!(
             after.get(path),
@@ -186,8 +132,8 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
         "09-evaluation",
     ] {
         let (a, b) = (
-            contents(&reference_work.join(part)),
-            contents(&work.join(part)),
+            file_contents(&reference_work.join(part)),
+            file_contents(&work.join(part)),
         );
         assert!(!a.is_empty(), "{part} is empty");
         assert_eq!(
@@ -207,13 +153,4 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
         "no test scores: {expected:#}"
     );
     assert_eq!(resumed["test"], expected["test"], "evaluation differs");
-}
-
-/// A safetensors file as (header, tensor bytes). The header is compared as
-/// JSON because its metadata map is written in a per-process hash order.
-fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    (header, bytes[8 + n..].to_vec())
 }

@@ -8,11 +8,13 @@
 //! Needs root and Debian's `slurm-wlm` and `munge` (scripts/ci-deps.sh
 //! installs them); without them the test fails and says why.
 
-use clisc_tests::{manifest, tiny_pipeline_toml, write_tiny_dataset};
+use clisc_tests::{
+    manifest, modification_times, safetensors, summary, tiny_pipeline_toml, write_tiny_dataset,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
@@ -322,43 +324,6 @@ fn job<'a>(jobs: &'a Submitted, name: &str) -> &'a (String, String, String, Stri
         .unwrap_or_else(|| panic!("no job {name} in {jobs:?}"))
 }
 
-/// Every file under `dir` (relative path -> modification time), leaving
-/// out the shard records (a cluster run has them, a local run not).
-fn files(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    fn walk(d: &Path, root: &Path, out: &mut BTreeMap<PathBuf, SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            return;
-        };
-        for e in entries.map(Result::unwrap) {
-            let p = e.path();
-            if p.is_dir() {
-                if p.file_name().unwrap() != "shards" {
-                    walk(&p, root, out);
-                }
-            } else {
-                let modified = e.metadata().unwrap().modified().unwrap();
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), modified);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// A safetensors file as (header, tensor bytes); the header is compared as
-/// JSON because its metadata map is written in a per-process hash order.
-fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    (header, bytes[8 + n..].to_vec())
-}
-
-fn summary(work: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(work.join("summary.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn a_run_on_slurm_matches_a_local_run_and_resubmits_only_missing_shards() {
     let slurm_conf = local_cluster();
@@ -444,7 +409,7 @@ fn a_run_on_slurm_matches_a_local_run_and_resubmits_only_missing_shards() {
     // 3. Clear the obstacle and submit again: only shard 1 of the
     // predictions runs, then the merge and the final job.
     std::fs::remove_dir_all(&blocker).unwrap();
-    let before = files(&work);
+    let before = modification_times(&work, &["shards"]);
     let t = Instant::now();
     let second = submit(&config, root, &slurm_conf);
     let names: Vec<&str> = second.iter().map(|j| j.1.as_str()).collect();
@@ -463,7 +428,7 @@ fn a_run_on_slurm_matches_a_local_run_and_resubmits_only_missing_shards() {
     eprintln!("second submission: {:.1} s", t.elapsed().as_secs_f64());
     assert!(states.values().all(|s| s == "COMPLETED"), "{states:?}");
     // Nothing that was done was done again.
-    let after = files(&work);
+    let after = modification_times(&work, &["shards"]);
     for (path, modified) in &before {
         if path.starts_with("slurm") || path.file_name().unwrap() == "manifest.json" {
             continue;
@@ -521,7 +486,11 @@ fn a_run_on_slurm_matches_a_local_run_and_resubmits_only_missing_shards() {
         "08-predictions",
         "09-evaluation",
     ] {
-        let (a, b) = (files(&local.join(part)), files(&work.join(part)));
+        // Shard records are left out: a cluster run has them, a local run not.
+        let (a, b) = (
+            modification_times(&local.join(part), &["shards"]),
+            modification_times(&work.join(part), &["shards"]),
+        );
         assert!(a.len() > 2, "{part}: {a:?}");
         assert_eq!(
             a.keys().collect::<Vec<_>>(),

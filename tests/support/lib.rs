@@ -3,7 +3,10 @@
 
 use clisc_host::nifti_io;
 use clisc_sdk::{Grid, LabelVolume};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::SystemTime;
 
 /// Writes `cases` cases of `shape` in the BraTS 2020 layout (FLAIR and
 /// seg only): a noisy brain-shaped ellipsoid with a bright lesion in
@@ -78,6 +81,79 @@ pub fn example_plugin_library() -> PathBuf {
 pub fn manifest(work: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(work.join("manifest.json")).expect("manifest.json"))
         .expect("valid JSON")
+}
+
+/// Reads `summary.json` of a work folder.
+pub fn summary(work: &Path) -> serde_json::Value {
+    read_json(&work.join("summary.json"))
+}
+
+/// Starts `cli run --config CONFIG` with info logs going to `log`.
+pub fn start_run(cli: &str, config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(cli)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("CLISC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting clisc run")
+}
+
+/// [`start_run`] and waits, panicking with the log when the run fails.
+pub fn run_to_end(cli: &str, config: &Path, log: &Path) {
+    let status = start_run(cli, config, log).wait().unwrap();
+    assert!(
+        status.success(),
+        "clisc run failed:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Every file under `dir` (relative path -> what `read` makes of it),
+/// without descending into folders named in `skip`.
+fn walk_files<T>(dir: &Path, skip: &[&str], read: &dyn Fn(&Path) -> T) -> BTreeMap<PathBuf, T> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                if !skip.iter().any(|s| p.file_name().is_some_and(|n| n == *s)) {
+                    todo.push(p);
+                }
+            } else {
+                let value = read(&p);
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), value);
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of every file under `dir`, by relative path.
+pub fn file_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk_files(dir, &[], &|p| std::fs::read(p).unwrap())
+}
+
+/// The modification time of every file under `dir`, by relative path,
+/// skipping folders named in `skip`.
+pub fn modification_times(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, SystemTime> {
+    walk_files(dir, skip, &|p| {
+        std::fs::metadata(p).unwrap().modified().unwrap()
+    })
+}
+
+/// A safetensors file as (header, tensor bytes). The header is compared as
+/// JSON because its metadata map is written in a per-process hash order.
+pub fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
 }
 
 /// Reads a JSON file, panicking with its path when it cannot.
