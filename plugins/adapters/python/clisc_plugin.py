@@ -36,7 +36,10 @@ Methods per kind (arrays: volumes ``[nz, ny, nx]``, images ``[h, w]``):
 * promptable-segmenter: ``segment(image, prompts, info)`` -> one ``[h, w]`` 0/1
   mask per prompt dict ``{"box": ..., "points": ...}``
 * volumetric-segmenter: ``train(cases)`` -> metrics dict; ``predict(case)`` ->
-  0/1 volume; ``save(path)``, ``load(path)``
+  0/1 volume; ``save(path)``, ``load(path)``. A ``train(cases, validation=None)``
+  also receives the cases the pipeline holds out for model selection (each
+  with ``target``); use them only to choose a checkpoint, and report the
+  choice as ``selected_step`` and ``selected_validation_dice``
 * filter: ``select(candidates)`` -> one ``{"score": s, "keep": bool}`` per candidate
 
 Anything printed goes to stderr (stdout carries the protocol); use
@@ -46,6 +49,7 @@ the process keeps serving.
 """
 
 import array
+import inspect
 import json
 import os
 import struct
@@ -240,6 +244,10 @@ def _call(plugin, header, buffers):
         return {}, [_encode("masks", flat, "u8", [len(masks), h, w])]
     if method == "train":
         cases = [Case(h, buffers, "case%d/" % i) for i, h in enumerate(header["cases"])]
+        if "validation" in header:
+            held_out = [Case(h, buffers, "valid%d/" % i) for i, h in enumerate(header["validation"])]
+            if "validation" in inspect.signature(plugin.train).parameters:
+                return {"metrics": plugin.train(cases, validation=held_out) or {}}, []
         return {"metrics": plugin.train(cases) or {}}, []
     if method == "predict":
         case = Case(header["case"], buffers, "")

@@ -10,7 +10,7 @@ use clisc_adapters::process::{
     ProcessFilterPlugin, ProcessLabelerPlugin, ProcessPromptablePlugin, ProcessVolumetricPlugin,
 };
 use clisc_sdk::plugin::descriptor;
-use clisc_sdk::stage::{CaseInput, FilterCandidate, SliceImage, TrainingCase};
+use clisc_sdk::stage::{CaseInput, FilterCandidate, SliceImage, TrainingCase, ValidationCase};
 use clisc_sdk::{
     BoxXyxy, Grid, HostContext, LabelVolume, Plugin, PluginError, PromptSet, StageObject, Volume,
 };
@@ -152,6 +152,37 @@ fn pure_python_volumetric_segmenter_trains_predicts_saves_and_loads() {
         .unwrap();
     assert_eq!(report.metrics[0].name.as_str(), "threshold");
     assert!((report.metrics[0].value - 2.0).abs() < 1e-6);
+    assert_eq!(report.metrics.len(), 1, "no held-out cases, no selection");
+    // Held-out cases reach a plugin whose train takes `validation`.
+    let held_out = [ValidationCase {
+        case: case.clone(),
+        target: tumour.clone(),
+    }];
+    let report = stage
+        .train_with_validation(
+            vec![TrainingCase {
+                case: case.clone(),
+                target: tumour.clone(),
+            }]
+            .as_slice()
+            .into(),
+            held_out.as_slice().into(),
+        )
+        .unwrap();
+    let metric = |name: &str| {
+        report
+            .metrics
+            .iter()
+            .find(|m| m.name.as_str() == name)
+            .map(|m| m.value)
+    };
+    assert_eq!(metric("validation_cases"), Some(1.0));
+    assert_eq!(
+        metric("selected_validation_dice"),
+        Some(1.0),
+        "{:?}",
+        report.metrics
+    );
     let predicted = stage.predict(&case).unwrap();
     assert_eq!(predicted, tumour);
     let dir = tempfile::tempdir().unwrap();

@@ -31,7 +31,7 @@ use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
     CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator,
     PromptableSegmenter, PseudoLabeler, RoiExtractor, RoiResult, RoiRound, SliceImage, StageReport,
-    TrainingCase, VolumetricSegmenter,
+    TrainingCase, ValidationCase, VolumetricSegmenter,
 };
 use clisc_sdk::{
     BoxXyxy, CasePrompts, ConfigField, ConfigKind, Grid, HostContext, LabelVolume, Mask2d, Plugin,
@@ -501,22 +501,51 @@ impl PromptableSegmenter for ProcessPromptable {
     }
 }
 
+impl ProcessVolumetric {
+    /// The `train` call: training cases under `case<i>/`, held-out cases
+    /// (only when there are any, so older plugins see the same frame as
+    /// before) under `valid<i>/` with the header key `validation`.
+    fn train_on(
+        &mut self,
+        cases: &[TrainingCase],
+        validation: &[ValidationCase],
+    ) -> Result<StageReport, PluginError> {
+        let mut frame = Frame::new("call", json!({}));
+        let mut put = |key: &str, prefix: &str, labelled: Vec<(&CaseInput, &LabelVolume)>| {
+            let mut headers = Vec::new();
+            for (i, (case, target)) in labelled.into_iter().enumerate() {
+                let prefix = format!("{prefix}{i}/");
+                headers.push(put_case(&mut frame, &prefix, case));
+                put_labels(&mut frame, &format!("{prefix}target"), target);
+            }
+            frame.header.insert(key.into(), Value::Array(headers));
+        };
+        put(
+            "cases",
+            "case",
+            cases.iter().map(|c| (&c.case, &c.target)).collect(),
+        );
+        if !validation.is_empty() {
+            let held_out = validation.iter().map(|c| (&c.case, &c.target)).collect();
+            put("validation", "valid", held_out);
+        }
+        let mut guard = self.lock();
+        let reply = guard.call("train", frame)?;
+        metrics(&guard, &reply)
+    }
+}
+
 impl VolumetricSegmenter for ProcessVolumetric {
     fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
-        (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let mut headers = Vec::new();
-            for (i, c) in cases.iter().enumerate() {
-                let prefix = format!("case{i}/");
-                headers.push(put_case(&mut frame, &prefix, &c.case));
-                put_labels(&mut frame, &format!("{prefix}target"), &c.target);
-            }
-            frame.header.insert("cases".into(), Value::Array(headers));
-            let mut guard = self.lock();
-            let reply = guard.call("train", frame)?;
-            metrics(&guard, &reply)
-        })()
-        .into()
+        self.train_on(cases.as_slice(), &[]).into()
+    }
+    fn train_with_validation(
+        &mut self,
+        cases: RSlice<'_, TrainingCase>,
+        validation: RSlice<'_, ValidationCase>,
+    ) -> RResult<StageReport, PluginError> {
+        self.train_on(cases.as_slice(), validation.as_slice())
+            .into()
     }
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         (|| {

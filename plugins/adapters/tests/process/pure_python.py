@@ -21,7 +21,7 @@ class Volumetric:
         self.threshold = settings["threshold"]
         self.work_dir = context["work_dir"]
 
-    def train(self, cases):
+    def train(self, cases, validation=None):
         inside = []
         for case in cases:
             flair = case.image["flair"].data
@@ -29,7 +29,18 @@ class Volumetric:
             cp.progress("train", len(inside), len(inside), "collected")
         self.threshold = 0.5 * sum(inside) / max(len(inside), 1)
         cp.log("learned threshold %.3f" % self.threshold)
-        return {"threshold": self.threshold}
+        metrics = {"threshold": self.threshold}
+        if validation:
+            # One "checkpoint": its mean Dice on the held-out targets.
+            def dice(c):
+                pred = [v > self.threshold for v in c.image["flair"].data]
+                truth = [bool(t) for t in c.target.data]
+                both = sum(p and t for p, t in zip(pred, truth))
+                return 2.0 * both / max(sum(pred) + sum(truth), 1)
+            scores = [dice(c) for c in validation]
+            metrics.update(validation_cases=len(validation), selected_step=1,
+                           selected_validation_dice=sum(scores) / len(scores))
+        return metrics
 
     def predict(self, case):
         flair = case.image["flair"]
