@@ -389,6 +389,25 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_headers_survive_a_round_trip() {
+        // A 47-digit integer parsed by serde_json's default fast path came
+        // back 1 ulp off after re-encoding (process_protocol fuzz target).
+        let header = br#"{"kind":"log","slt":11111111111111111111111111111111111111111111111}"#;
+        let mut bytes = b"CLSC".to_vec();
+        bytes.extend((header.len() as u32).to_le_bytes());
+        bytes.extend(0u32.to_le_bytes());
+        bytes.extend(0u32.to_le_bytes());
+        bytes.extend(header);
+        let frame = read_frame(&mut bytes.as_slice());
+        let Ok(frame) = frame else {
+            panic!("the test frame does not decode: {frame:?}")
+        };
+        let again = read_frame(&mut frame.encode().as_slice()).unwrap();
+        assert_eq!(again.header, frame.header);
+        assert_eq!(frame.header["slt"].as_f64(), Some(1.111111111111111e46));
+    }
+
+    #[test]
     fn rejects_text_and_truncated_frames() {
         let err = read_frame(&mut &b"hello world, I am not a frame\n"[..]).unwrap_err();
         assert!(err.to_string().contains("magic bytes"), "{err}");
