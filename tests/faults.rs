@@ -13,8 +13,8 @@
 //! test says so on stderr and stops early.
 
 use clisc_tests::{
-    file_contents, manifest, run_to_end, safetensors, start_run, write_tiny_dataset,
-    write_tiny_pipeline,
+    assert_same_files, file_contents, manifest, run_to_end, safetensors, start_run,
+    write_tiny_dataset, write_tiny_pipeline,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +45,7 @@ fn assert_same_results(reference: &Path, work: &Path, what: &str) {
         assert!(a.1 == b.1, "{what}: {part}: the weights differ");
     }
     for part in COMPARED {
-        assert_same_folder(&reference.join(part), &work.join(part), what);
+        assert_same_files(&reference.join(part), &work.join(part), what);
     }
     let summary = |w: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(w.join("summary.json")).unwrap()).unwrap()
@@ -55,19 +55,6 @@ fn assert_same_results(reference: &Path, work: &Path, what: &str) {
         summary(reference)["test"],
         "{what}: evaluation differs"
     );
-}
-
-fn assert_same_folder(a: &Path, b: &Path, what: &str) {
-    let (a, b) = (file_contents(a), file_contents(b));
-    assert!(!a.is_empty(), "{what}: nothing in the reference folder");
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "{what}: other files"
-    );
-    for (p, bytes) in &a {
-        assert!(bytes == &b[p], "{what}: {} differs", p.display());
-    }
 }
 
 /// A tmpfs mounted for the test's lifetime.
@@ -186,7 +173,7 @@ fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
     let mut checked = 0;
     for part in COMPARED {
         if done.iter().any(|s| part.ends_with(s.as_str())) {
-            assert_same_folder(
+            assert_same_files(
                 &root.join("reference").join(part),
                 &work.join(part),
                 "after a full disk",

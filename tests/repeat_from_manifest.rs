@@ -3,7 +3,7 @@
 //! work folder) reads the same inputs and ends with the same predictions,
 //! byte for byte.
 
-use clisc_tests::{file_contents, read_json, tiny_pipeline_toml, write_tiny_dataset};
+use clisc_tests::{assert_same_files, read_json, tiny_pipeline_toml, write_tiny_dataset};
 use std::path::Path;
 use std::process::Command;
 
@@ -71,15 +71,11 @@ fn a_run_repeated_from_its_manifest_alone_gives_the_same_predictions() {
     assert_eq!(again["inputs"], manifest["inputs"], "the same input files");
     assert_eq!(again["config_hash"].as_str().unwrap().len(), 16);
     let predictions = "08-predictions";
-    let (a, b) = (
-        file_contents(&work.join(predictions)),
-        file_contents(&repeated_work.join(predictions)),
+    assert_same_files(
+        &work.join(predictions),
+        &repeated_work.join(predictions),
+        predictions,
     );
-    assert!(!a.is_empty());
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (name, bytes) in &a {
-        assert!(bytes == &b[name], "{} differs", name.display());
-    }
     let test = |w: &Path| read_json(&w.join("summary.json"))["test"].clone();
     assert_eq!(test(&work), test(&repeated_work));
 }

@@ -3,7 +3,7 @@
 //! exactly the results of an uninterrupted run.
 
 use clisc_tests::{
-    file_contents, manifest, modification_times, run_to_end, safetensors, start_run, summary,
+    assert_same_files, manifest, modification_times, run_to_end, safetensors, start_run, summary,
     write_tiny_dataset, write_tiny_pipeline as write_pipeline,
 };
 use std::collections::BTreeMap;
@@ -131,19 +131,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_run() {
         "08-predictions",
         "09-evaluation",
     ] {
-        let (a, b) = (
-            file_contents(&reference_work.join(part)),
-            file_contents(&work.join(part)),
-        );
-        assert!(!a.is_empty(), "{part} is empty");
-        assert_eq!(
-            a.keys().collect::<Vec<_>>(),
-            b.keys().collect::<Vec<_>>(),
-            "{part}: other files"
-        );
-        for (p, bytes) in &a {
-            assert!(bytes == &b[p], "{part}/{} differs", p.display());
-        }
+        assert_same_files(&reference_work.join(part), &work.join(part), part);
     }
     let expected = summary(&reference_work);
     assert!(

@@ -139,6 +139,21 @@ pub fn file_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walk_files(dir, &[], &|p| std::fs::read(p).unwrap())
 }
 
+/// Asserts that folders `a` (not empty) and `b` hold the same files with
+/// the same bytes; `what` names the comparison in failures.
+pub fn assert_same_files(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (file_contents(a), file_contents(b));
+    assert!(!a.is_empty(), "{what}: nothing in the reference folder");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: other files"
+    );
+    for (p, bytes) in &a {
+        assert!(bytes == &b[p], "{what}: {} differs", p.display());
+    }
+}
+
 /// The modification time of every file under `dir`, by relative path,
 /// skipping folders named in `skip`.
 pub fn modification_times(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, SystemTime> {
