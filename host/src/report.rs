@@ -122,11 +122,15 @@ fn stages_table(summary: &RunSummary) -> String {
     }
     for round in &summary.roi_rounds {
         let scores = &summary.rois[round];
+        let extra =
+            |key: &'static str| scores.iter().filter_map(move |s| s.extra.get(key).copied());
         let _ = write!(
             h,
-            "<tr><td>ROI ({})</td><td>Dice</td><td>{}</td></tr>",
+            "<tr><td>ROI ({})</td><td>Dice / precision / recall</td><td>{} / {} / {}</td></tr>",
             esc(round),
-            fmt_mean(scores.iter().map(|s| s.dice), 4)
+            fmt_mean(scores.iter().map(|s| s.dice), 4),
+            fmt_mean(extra("precision"), 4),
+            fmt_mean(extra("recall"), 4)
         );
     }
     if !summary.prompts.is_empty() {

@@ -154,6 +154,12 @@ settings = {{ model = "models/volumetric.pt", pad_multiple = 4 }}
         !roi_dice.is_empty() && roi_dice.iter().all(|d| *d > 0.8),
         "ROI Dice {roi_dice:?}"
     );
+    // Each ROI score carries its precision and recall, consistent with its
+    // Dice (the harmonic mean of the two).
+    for s in summary.rois.values().flatten() {
+        let (p, r) = (s.extra["precision"], s.extra["recall"]);
+        assert!((2.0 * p * r / (p + r) - s.dice).abs() < 1e-9, "{s:?}");
+    }
     let mask_dice: Vec<f64> = summary.pseudo_masks.iter().map(|s| s.dice).collect();
     assert!(
         !mask_dice.is_empty() && mask_dice.iter().all(|d| *d > 0.8),

@@ -5,7 +5,7 @@
 
 use super::cases::Cases;
 use super::config::{Pipeline, StageSlot};
-use clisc_imaging::overlap::dice;
+use clisc_imaging::overlap::{dice, OverlapCounts};
 use clisc_sdk::stage::{FilterCandidate, FilterDecision, RoiResult, StageReport};
 use clisc_sdk::{CasePrompts, LabelVolume, SlicePseudoLabels};
 use serde::{Deserialize, Serialize};
@@ -320,9 +320,17 @@ impl RunSummary {
         }
         for round in &self.roi_rounds {
             let scores = &self.rois[round];
+            let extra = |key: &str| {
+                scores
+                    .iter()
+                    .filter_map(|s| s.extra.get(key).copied())
+                    .collect::<Vec<_>>()
+            };
             out.push(format!(
-                "ROI Dice ({round}): {}",
-                fmt(&mut scores.iter().map(|s| s.dice))
+                "ROI Dice ({round}): {}; precision {}, recall {}",
+                fmt(&mut scores.iter().map(|s| s.dice)),
+                fmt(&mut extra("precision").into_iter()),
+                fmt(&mut extra("recall").into_iter())
             ));
         }
         if !self.prompts.is_empty() {
@@ -410,7 +418,10 @@ impl RunSummary {
         }
     }
 
-    /// ROI Dice per round against ground truth.
+    /// ROI Dice per round against ground truth, with the ROI's precision
+    /// (fraction of the ROI on tumour) and recall (fraction of the tumour
+    /// inside the ROI) in `extra`: adaptive masking is meant to raise the
+    /// recall, which Dice alone does not show.
     pub fn measure_rois(&mut self, cases: &Cases, rois: &BTreeMap<String, RoiResult>) {
         self.rois.clear();
         self.roi_rounds.clear();
@@ -423,10 +434,18 @@ impl RunSummary {
                 if !self.roi_rounds.contains(&name) {
                     self.roi_rounds.push(name.clone());
                 }
-                self.rois
-                    .entry(name)
-                    .or_default()
-                    .push(CaseScore::dice_only(id, dice(&round.roi.data, &truth.data)));
+                let counts = OverlapCounts::of(&round.roi.data, &truth.data);
+                let mut score = CaseScore::dice_only(id, counts.dice());
+                let rates = [
+                    ("precision", counts.precision()),
+                    ("recall", counts.recall()),
+                ];
+                for (key, value) in rates {
+                    if let Some(v) = value {
+                        score.extra.insert(key.into(), v);
+                    }
+                }
+                self.rois.entry(name).or_default().push(score);
             }
         }
     }

@@ -2,30 +2,66 @@
 
 use crate::Dims3;
 
+/// Voxel counts of two binary masks (nonzero = set) and of their overlap,
+/// from which Dice, precision and recall follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlapCounts {
+    /// `|A ∩ B|`.
+    pub both: u64,
+    /// `|A|`.
+    pub a: u64,
+    /// `|B|`.
+    pub b: u64,
+}
+
+impl OverlapCounts {
+    /// Counts the voxels of `a`, `b` and both.
+    pub fn of(a: &[u8], b: &[u8]) -> Self {
+        assert_eq!(a.len(), b.len(), "overlap of masks of different sizes");
+        // Counted per block in 32-bit lanes (which the compiler vectorises),
+        // then summed in 64 bits (bench/results/suite.md times it).
+        let (mut both, mut sa, mut sb) = (0u64, 0u64, 0u64);
+        for (ca, cb) in a.chunks(1 << 16).zip(b.chunks(1 << 16)) {
+            let (mut i, mut x, mut y) = (0u32, 0u32, 0u32);
+            for (&p, &q) in ca.iter().zip(cb) {
+                let (p, q) = (u32::from(p != 0), u32::from(q != 0));
+                i += p & q;
+                x += p;
+                y += q;
+            }
+            both += u64::from(i);
+            sa += u64::from(x);
+            sb += u64::from(y);
+        }
+        Self { both, a: sa, b: sb }
+    }
+
+    /// `2|A∩B| / (|A|+|B|)`; two empty masks agree perfectly: 1.0.
+    pub fn dice(&self) -> f64 {
+        if self.a + self.b == 0 {
+            1.0
+        } else {
+            2.0 * self.both as f64 / (self.a + self.b) as f64
+        }
+    }
+
+    /// `|A∩B| / |A|`: the fraction of `a` that lies in `b` (precision of
+    /// `a` as a prediction of `b`); `None` when `a` is empty.
+    pub fn precision(&self) -> Option<f64> {
+        (self.a > 0).then(|| self.both as f64 / self.a as f64)
+    }
+
+    /// `|A∩B| / |B|`: the fraction of `b` that `a` covers (recall,
+    /// sensitivity); `None` when `b` is empty.
+    pub fn recall(&self) -> Option<f64> {
+        (self.b > 0).then(|| self.both as f64 / self.b as f64)
+    }
+}
+
 /// Dice coefficient `2|A∩B| / (|A|+|B|)` of two binary masks (nonzero =
 /// set). Two empty masks agree perfectly: 1.0.
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "dice of masks of different sizes");
-    // Counted per block in 32-bit lanes (which the compiler vectorises),
-    // then summed in 64 bits (bench/results/suite-io.md times it).
-    let (mut inter, mut sa, mut sb) = (0u64, 0u64, 0u64);
-    for (ca, cb) in a.chunks(1 << 16).zip(b.chunks(1 << 16)) {
-        let (mut i, mut x, mut y) = (0u32, 0u32, 0u32);
-        for (&p, &q) in ca.iter().zip(cb) {
-            let (p, q) = (u32::from(p != 0), u32::from(q != 0));
-            i += p & q;
-            x += p;
-            y += q;
-        }
-        inter += u64::from(i);
-        sa += u64::from(x);
-        sb += u64::from(y);
-    }
-    if sa + sb == 0 {
-        1.0
-    } else {
-        2.0 * inter as f64 / (sa + sb) as f64
-    }
+    OverlapCounts::of(a, b).dice()
 }
 
 /// Inclusive pixel bounding box of a 2D mask: `[x0, y0, x1, y1]`.
@@ -67,6 +103,25 @@ mod tests {
         assert_eq!(dice(&[0, 0], &[0, 0]), 1.0);
         assert_eq!(dice(&[1, 0], &[0, 0]), 0.0);
         assert!((dice(&[1, 1, 0], &[1, 0, 0]) - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn precision_and_recall_of_a_prediction() {
+        // a = prediction (4 voxels), b = truth (2 voxels), 1 shared.
+        let c = OverlapCounts::of(&[1, 1, 1, 1, 0, 0], &[0, 0, 0, 1, 1, 0]);
+        assert_eq!(
+            c,
+            OverlapCounts {
+                both: 1,
+                a: 4,
+                b: 2
+            }
+        );
+        assert_eq!(c.precision(), Some(0.25));
+        assert_eq!(c.recall(), Some(0.5));
+        assert!((c.dice() - 2.0 / 6.0).abs() < 1e-12);
+        let empty = OverlapCounts::of(&[0, 0], &[1, 0]);
+        assert_eq!((empty.precision(), empty.recall()), (None, Some(0.0)));
     }
 
     #[test]
