@@ -7,9 +7,12 @@ same inputs and thread count, alternating fresh processes.
     reference.py nifti nibabel|sitk CASE_DIR OUT_DIR ITERS
     reference.py dicom DIR ITERS               pydicom + numpy stacking
     reference.py metrics PRED REF ITERS        MedPy dc and hd95
-    reference.py clip WEIGHTS THREADS ITERS BATCH   OpenAI CLIP (clip-anytorch)
-    reference.py sam WEIGHTS THREADS ITERS     Meta's SamPredictor
-    reference.py unet X,Y,Z THREADS ITERS F1,F2,..  MONAI sliding_window_inference
+    reference.py clip WEIGHTS THREADS ITERS BATCH [cuda]   OpenAI CLIP (clip-anytorch)
+    reference.py sam WEIGHTS THREADS ITERS [cuda]     Meta's SamPredictor
+    reference.py unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  MONAI sliding_window_inference
+
+The model tasks run on the CPU unless `cuda` is given last (then on the
+first CUDA device, each timed phase ending with torch.cuda.synchronize()).
 
 Loading weights and inputs happens before the clock starts; every timed
 phase produces the same result as its clisc counterpart (f32 voxels scaled
@@ -141,24 +144,37 @@ def ramp(shape):
     return (torch.arange(n, dtype=torch.float32).remainder(4001.0) / 1000.0 - 2.0).view(*shape)
 
 
-def clip(weights, iters, batch):
+def synced(fn, device):
+    """fn followed by a device synchronisation on CUDA."""
+    import torch
+
+    def run():
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def clip(weights, iters, batch, device):
     import torch
     from clip.model import build_model
 
-    model = build_model(torch.load(weights, map_location="cpu")).float().eval()
-    x = ramp((batch, 3, 224, 224))
+    model = build_model(torch.load(weights, map_location="cpu")).float().eval().to(device)
+    x = ramp((batch, 3, 224, 224)).to(device)
     t = {}
     with torch.no_grad():
         float(model.encode_image(x).sum())  # warm-up
-        timed(t, "encode", iters, lambda: float(model.encode_image(x).sum()))
+        timed(t, "encode", iters, synced(lambda: float(model.encode_image(x).sum()), device))
     return t
 
 
-def sam(weights, iters):
+def sam(weights, iters, device):
     import torch
     from segment_anything import SamPredictor, sam_model_registry
 
-    predictor = SamPredictor(sam_model_registry["vit_b"](checkpoint=weights).eval())
+    predictor = SamPredictor(sam_model_registry["vit_b"](checkpoint=weights).eval().to(device))
     w = h = 240
     rgb = ((np.arange(w * h * 3) * 7) % 251).astype(np.uint8).reshape(h, w, 3)
     box = np.array([60.0, 70.0, 150.0, 170.0])
@@ -171,8 +187,8 @@ def sam(weights, iters):
             predictor.set_image(rgb)
             return float(predictor.features.sum())
 
-        timed(t, "embed", iters, embed)
-        timed(t, "decode", iters, lambda: predictor.predict(box=box, multimask_output=True))
+        timed(t, "embed", iters, synced(embed, device))
+        timed(t, "decode", iters, synced(lambda: predictor.predict(box=box, multimask_output=True), device))
     return t
 
 
@@ -217,7 +233,7 @@ def unet_module(features):
     return UNet3d().eval()
 
 
-def unet(dims, iters, features):
+def unet(dims, iters, features, device):
     """MONAI sliding_window_inference with the paper's window (64^3),
     overlap 0.5, Gaussian weighting (sigma 1/8 of the window) and two
     windows per forward pass, then the foreground softmax probability."""
@@ -225,9 +241,9 @@ def unet(dims, iters, features):
     from monai.inferers import sliding_window_inference
 
     torch.manual_seed(0)
-    net = unet_module(features)
+    net = unet_module(features).to(device)
     nx, ny, nz = dims
-    image = ramp((1, 1, nz, ny, nx))
+    image = ramp((1, 1, nz, ny, nx)).to(device)
 
     def predictor(x):
         return torch.softmax(net(x), 1)[:, 1:2]
@@ -235,17 +251,18 @@ def unet(dims, iters, features):
     def infer():
         p = sliding_window_inference(image, (64, 64, 64), 2, predictor, overlap=0.5, mode="gaussian",
                                      sigma_scale=0.125, padding_mode="constant", cval=-2.0)
-        return p.numpy()
+        return p.cpu().numpy()
 
     t = {}
     with torch.no_grad():
-        timed(t, "infer", iters, infer)
+        timed(t, "infer", iters, synced(infer, device))
     return t
 
 
 def main():
     a = sys.argv[1:]
     task = a[0] if a else ""
+    device = "cuda" if a and a[-1] == "cuda" else "cpu"
     if task in ("clip", "sam", "unet"):
         import torch
 
@@ -258,11 +275,11 @@ def main():
     elif task == "metrics":
         t = metrics(a[1], a[2], int(a[3]))
     elif task == "clip":
-        t = clip(a[1], int(a[3]), int(a[4]))
+        t = clip(a[1], int(a[3]), int(a[4]), device)
     elif task == "sam":
-        t = sam(a[1], int(a[3]))
+        t = sam(a[1], int(a[3]), device)
     elif task == "unet":
-        t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")])
+        t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")], device)
     else:
         raise SystemExit(__doc__)
     print(json.dumps({"task": task, "impl": "reference", "seconds": t}))

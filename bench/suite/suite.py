@@ -8,11 +8,14 @@ round to round so that background load hits both alike. Each process
 reports the seconds of its timed repetitions; the driver records its peak
 resident memory (`ru_maxrss` from wait4). The table compares medians over
 all repetitions of all rounds; ratio = clisc / reference (< 1: clisc is
-faster).
+faster). The model tasks (CLIP, SAM, U-Net) run on the CPU and, when
+PyTorch sees a CUDA device, again on it (rows marked "(CUDA)"; both sides
+on the same device, float32, each timed phase ending with a device
+synchronisation).
 
     python bench/suite/suite.py --rust-bin PATH --clisc-bin PATH
         [--threads 2] [--rounds 3] [--quick] [--only TASK,...]
-        [--work DIR] [--out bench/results/suite.md]
+        [--devices auto|cpu|cuda|cpu,cuda] [--work DIR] [--out bench/results/suite.md]
 
 `bench/suite/run.sh` (`./dev bench suite`) builds the binaries and calls this.
 """
@@ -224,14 +227,24 @@ def versions():
     return ", ".join(parts)
 
 
-def gpu_line():
+def cuda_name():
+    """The first CUDA device's name when PyTorch sees one, else None."""
     try:
         import torch
 
         if torch.cuda.is_available():
-            return f"CUDA device present ({torch.cuda.get_device_name(0)}); the suite measured CPU only."
-    except Exception:  # noqa: BLE001 (torch absent or broken: no GPU line)
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 (torch absent or broken: no GPU)
         pass
+    return None
+
+
+def gpu_line(devices):
+    name = cuda_name()
+    if name and "cuda" in devices:
+        return f"CUDA device {name}: the model rows marked (CUDA) ran on it, both sides, same precision (float32)."
+    if name:
+        return f"CUDA device {name} present but not measured (--devices cpu)."
     return "No CUDA device: no GPU figures."
 
 
@@ -246,6 +259,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, U-Net on a small volume only")
     ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,unet")
+    ap.add_argument("--devices", default="auto",
+                    help="model tasks on: cpu, cuda, cpu,cuda, or auto (the CPU, and CUDA when PyTorch sees a device)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clisc-bench-suite"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "suite.md"))
     a = ap.parse_args()
@@ -254,6 +269,10 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     threads = str(a.threads)
     it = 2 if a.quick else 3
+    devices = (["cpu"] + (["cuda"] if cuda_name() else [])) if a.devices == "auto" else a.devices.split(",")
+    a.device_list = devices
+    on = lambda d: [] if d == "cpu" else [d]  # noqa: E731 (the optional last argument of both sides)
+    tag = lambda name, d: name if d == "cpu" else f"{name} (CUDA)"  # noqa: E731
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     rows, scaling = [], []
@@ -308,27 +327,30 @@ def main():
                     [PY, REF, "metrics", pred, ref, str(it)], IO_TARGET, "MedPy",
                     "x".join(map(str, shape)), scale=shape != FULL)
 
-    if want("clip"):
-        w = weights("clip")
-        compare("CLIP ViT-B/32 image encoder, batch 16", [rb, "clip", w, threads, str(it), "16"],
-                [PY, REF, "clip", w, threads, str(it), "16"], MODEL_TARGET, "OpenAI CLIP (PyTorch)",
-                "16x3x224x224")
+    for dev in devices:
+        if want("clip"):
+            w = weights("clip")
+            compare(tag("CLIP ViT-B/32 image encoder, batch 16", dev),
+                    [rb, "clip", w, threads, str(it), "16", *on(dev)],
+                    [PY, REF, "clip", w, threads, str(it), "16", *on(dev)], MODEL_TARGET, "OpenAI CLIP (PyTorch)",
+                    "16x3x224x224")
 
-    if want("sam"):
-        w = weights("sam")
-        compare("SAM ViT-B, one 240x240 slice, box prompt", [rb, "sam", w, threads, "2"],
-                [PY, REF, "sam", w, threads, "2"], MODEL_TARGET, "segment-anything SamPredictor",
-                "240x240 -> 1024", rounds=2)
+        if want("sam"):
+            w = weights("sam")
+            compare(tag("SAM ViT-B, one 240x240 slice, box prompt", dev), [rb, "sam", w, threads, "2", *on(dev)],
+                    [PY, REF, "sam", w, threads, "2", *on(dev)], MODEL_TARGET, "segment-anything SamPredictor",
+                    "240x240 -> 1024", rounds=2)
 
-    if want("unet"):
-        feats = "16,32,64,128,256"
-        shapes = [(128, 128, 80)] if a.quick else [(128, 128, 80), FULL]
-        for shape in shapes:
-            dims = ",".join(map(str, shape))
-            compare("3D U-Net (paper, 64^3 windows, overlap 0.5) sliding window",
-                    [rb, "unet", dims, threads, "1", feats], [PY, REF, "unet", dims, threads, "1", feats],
-                    MODEL_TARGET, "MONAI sliding_window_inference", "x".join(map(str, shape)),
-                    rounds=2, scale=shape != FULL and not a.quick)
+        if want("unet"):
+            feats = "16,32,64,128,256"
+            shapes = [(128, 128, 80)] if a.quick else [(128, 128, 80), FULL]
+            for shape in shapes:
+                dims = ",".join(map(str, shape))
+                compare(tag("3D U-Net (paper, 64^3 windows, overlap 0.5) sliding window", dev),
+                        [rb, "unet", dims, threads, "1", feats, *on(dev)],
+                        [PY, REF, "unet", dims, threads, "1", feats, *on(dev)],
+                        MODEL_TARGET, "MONAI sliding_window_inference", "x".join(map(str, shape)),
+                        rounds=2, scale=shape != FULL and not a.quick)
 
     load_after = os.getloadavg()
     write_report(a, rows, scaling, started, load_before, load_after)
@@ -370,7 +392,7 @@ def write_report(a, rows, scaling, started, load_before, load_after):
         f"- load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}",
         f"- software: {versions()}",
         f"- threads: {a.threads} for libtorch on both sides; float32 everywhere; I/O and metrics single-threaded on both sides",
-        f"- {gpu_line()}",
+        f"- {gpu_line(a.device_list)}",
         f"- method: {a.rounds} rounds (2 for SAM and the U-Net), alternating which side runs first; every round is a"
         " fresh process per side (inputs and weights loaded before the clock starts, one warm-up pass for"
         " CLIP and SAM); medians over all timed repetitions; ratio = clisc / reference (< 1: clisc faster);"

@@ -12,10 +12,14 @@
 //! bench_suite nifti CASE_DIR OUT_DIR ITERS        read + write the 4 modalities
 //! bench_suite dicom DIR ITERS                     every series under DIR to voxels
 //! bench_suite metrics PRED REF ITERS              Dice and HD95 of two masks
-//! bench_suite clip WEIGHTS THREADS ITERS BATCH    CLIP image encoder
-//! bench_suite sam WEIGHTS THREADS ITERS           SAM embed + box-prompt decode
-//! bench_suite unet X,Y,Z THREADS ITERS F1,F2,..   3D U-Net sliding-window inference
+//! bench_suite clip WEIGHTS THREADS ITERS BATCH [cuda]   CLIP image encoder
+//! bench_suite sam WEIGHTS THREADS ITERS [cuda]          SAM embed + box-prompt decode
+//! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
 //! ```
+//!
+//! The model tasks run on the CPU unless `cuda` is given last (then on
+//! the first CUDA device, each timed phase ending with a device
+//! synchronisation).
 //!
 //! Build with `cargo build --release -p clisc --example bench_suite`.
 
@@ -139,13 +143,22 @@ fn overlap_metrics(pred: &Path, reference: &Path, iters: usize) -> Timings {
     t
 }
 
+/// Waits for the GPU's queued work, so that a timed phase includes it
+/// (a no-op on the CPU).
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
 /// CLIP image features of a batch of 224x224 images (already normalised).
-fn clip(weights: &Path, iters: usize, batch: i64) -> Timings {
-    let model = Clip::load(weights, Device::Cpu).expect("CLIP weights");
-    let x = ramp(&[batch, 3, 224, 224]);
+fn clip(weights: &Path, iters: usize, batch: i64, device: Device) -> Timings {
+    let model = Clip::load(weights, device).expect("CLIP weights");
+    let x = ramp(&[batch, 3, 224, 224]).to_device(device);
     let mut t = Timings::new();
     let run = || {
         let _ = model.encode_image(&x).sum(Kind::Float).double_value(&[]);
+        sync(device);
     };
     run(); // warm-up
     time(&mut t, "encode", iters, run);
@@ -155,8 +168,8 @@ fn clip(weights: &Path, iters: usize, batch: i64) -> Timings {
 /// SAM on one 240x240 RGB slice: image embedding (resize, normalise,
 /// encoder) and the decoding of one box prompt with three masks (prompt
 /// encoder, mask decoder, upscaling to the slice).
-fn sam(weights: &Path, iters: usize) -> Timings {
-    let predictor = SamPredictor::load(weights, Device::Cpu).expect("SAM weights");
+fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
+    let predictor = SamPredictor::load(weights, device).expect("SAM weights");
     let (w, h) = (240usize, 240usize);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7) % 251) as u8).collect();
     let prompt = SamPrompt {
@@ -170,12 +183,14 @@ fn sam(weights: &Path, iters: usize) -> Timings {
     time(&mut t, "embed", iters, || {
         embedding = predictor.embed(&rgb, w, h).expect("embed");
         let _ = embedding.features.sum(Kind::Float).double_value(&[]);
+        sync(device);
     });
     time(&mut t, "decode", iters, || {
         let out = predictor
             .predict(&embedding, std::slice::from_ref(&prompt), true)
             .expect("predict");
         std::hint::black_box(out);
+        sync(device);
     });
     t
 }
@@ -183,18 +198,19 @@ fn sam(weights: &Path, iters: usize) -> Timings {
 /// Foreground probabilities of a whole volume with the project's
 /// Gaussian-weighted sliding windows (64^3 windows, overlap 0.5, two
 /// windows per forward pass: the paper's settings).
-fn unet(dims: [usize; 3], iters: usize, features: Vec<i64>) -> Timings {
+fn unet(dims: [usize; 3], iters: usize, features: Vec<i64>, device: Device) -> Timings {
     let cfg = UNetConfig {
         features,
         ..UNetConfig::default()
     };
-    let model = Model::new(&cfg, Device::Cpu, 0);
+    let model = Model::new(&cfg, device, 0);
     let n: usize = dims.iter().product();
     let image: Vec<f32> = (0..n).map(|i| ((i % 4001) as f32) / 1000.0 - 2.0).collect();
     let mut t = Timings::new();
     time(&mut t, "infer", iters, || {
         let p = foreground_probability(&model, &cfg, &image, dims, -2.0);
         std::hint::black_box(p);
+        sync(device);
     });
     t
 }
@@ -215,12 +231,17 @@ fn main() {
         "clip" | "sam" | "unet" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
+            // Optional last argument: the device (`cpu`, the default, or `cuda`).
+            let device = match args.last().map(String::as_str) {
+                Some("cuda") => Device::Cuda(0),
+                _ => Device::Cpu,
+            };
             match task.as_str() {
-                "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5)),
-                "sam" => sam(Path::new(&args[2]), arg(&args, 4)),
+                "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
+                "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
                 _ => {
                     let d: Vec<usize> = list(&args[2]);
-                    unet([d[0], d[1], d[2]], arg(&args, 4), list(&args[5]))
+                    unet([d[0], d[1], d[2]], arg(&args, 4), list(&args[5]), device)
                 }
             }
         }
