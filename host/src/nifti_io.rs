@@ -967,7 +967,7 @@ mod tests {
                 "{name}"
             );
         }
-        let mut labels = LabelVolume::zeros(grid.clone());
+        let mut labels = LabelVolume::zeros(grid);
         labels
             .data
             .iter_mut()
