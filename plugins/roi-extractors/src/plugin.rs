@@ -549,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "known defect (issue #5): after the AMDA round the CAM is lower on the phantom tumour than on the rest of the brain (0.085 vs 0.224 with --test-threads=1); run with --ignored"]
+    #[ignore = "known limitation, cause not established: on this 40x36 phantom (tumour radius 5 px) the AMDA round's CAM is lower on the tumour than on the rest of the brain (0.085 vs 0.224 with --test-threads=1); on clisc synth data at 224x224 AMDA improves the ROIs (bench/results/amda.txt); run with --ignored"]
     fn fits_extracts_rounds_and_localises_a_phantom_tumor() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = HostContext::for_tests(dir.path().to_str().unwrap(), 5);
