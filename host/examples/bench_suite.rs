@@ -222,6 +222,8 @@ fn ramp(shape: &[i64]) -> Tensor {
 }
 
 fn main() {
+    // As the `clisc` binary does (see `clisc_host::hugepages`).
+    clisc_host::hugepages::enable_for_tensors();
     let args: Vec<String> = std::env::args().collect();
     let task = args.get(1).cloned().unwrap_or_else(|| usage());
     let timings = match task.as_str() {

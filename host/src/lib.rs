@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod dataset;
 pub mod dicom;
+pub mod hugepages;
 pub mod loader;
 pub mod metrics;
 pub mod montage;
