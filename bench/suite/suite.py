@@ -228,19 +228,21 @@ def versions():
 
 
 def cuda_name():
-    """The first CUDA device's name when PyTorch sees one, else None."""
+    """The first CUDA device's name when PyTorch sees one, else None.
+
+    Asked in a child process: importing torch here would grow this driver
+    to about 0.5 GiB, and Linux carries a parent's peak RSS into the
+    ru_maxrss of every process it then starts, which would inflate the
+    memory column of every small row."""
+    probe = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 (torch absent or broken: no GPU)
-        pass
-    return None
+        return sh([PY, "-c", probe]).strip() or None
+    except (OSError, subprocess.CalledProcessError):  # torch absent or broken: no GPU
+        return None
 
 
-def gpu_line(devices):
-    name = cuda_name()
+def gpu_line(name, devices):
+    """The report's GPU line: `name` is the CUDA device (or None), `devices` what was measured."""
     if name and "cuda" in devices:
         return f"CUDA device {name}: the model rows marked (CUDA) ran on it, both sides, same precision (float32)."
     if name:
@@ -269,8 +271,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     threads = str(a.threads)
     it = 2 if a.quick else 3
-    devices = (["cpu"] + (["cuda"] if cuda_name() else [])) if a.devices == "auto" else a.devices.split(",")
-    a.device_list = devices
+    gpu = cuda_name()
+    devices = (["cpu"] + (["cuda"] if gpu else [])) if a.devices == "auto" else a.devices.split(",")
     on = lambda d: [] if d == "cpu" else [d]  # noqa: E731 (the optional last argument of both sides)
     tag = lambda name, d: name if d == "cpu" else f"{name} (CUDA)"  # noqa: E731
     load_before = os.getloadavg()
@@ -353,7 +355,7 @@ def main():
                         rounds=2, scale=shape != FULL and not a.quick)
 
     load_after = os.getloadavg()
-    write_report(a, rows, scaling, started, load_before, load_after)
+    write_report(a, rows, scaling, started, load_before, load_after, gpu_line(gpu, devices))
 
 
 def fmt_rows(rows, with_target=True):
@@ -381,7 +383,7 @@ def options(a):
     return "".join(opts)
 
 
-def write_report(a, rows, scaling, started, load_before, load_after):
+def write_report(a, rows, scaling, started, load_before, load_after, gpu):
     now = datetime.datetime.now(datetime.timezone.utc)
     text = [
         "# clisc benchmark suite: side by side with the tools labs use",
@@ -392,7 +394,7 @@ def write_report(a, rows, scaling, started, load_before, load_after):
         f"- load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}",
         f"- software: {versions()}",
         f"- threads: {a.threads} for libtorch on both sides; float32 everywhere; I/O and metrics single-threaded on both sides",
-        f"- {gpu_line(a.device_list)}",
+        f"- {gpu}",
         f"- method: {a.rounds} rounds (2 for SAM and the U-Net), alternating which side runs first; every round is a"
         " fresh process per side (inputs and weights loaded before the clock starts, one warm-up pass for"
         " CLIP and SAM); medians over all timed repetitions; ratio = clisc / reference (< 1: clisc faster);"
