@@ -271,13 +271,10 @@ pub fn hd95(pred: &[u8], reference: &[u8], dims: [usize; 3], spacing: [f64; 3]) 
 
 /// All scores of one binary pair on `grid` (spacing from the grid).
 pub fn binary_metrics(pred: &[u8], reference: &[u8], grid: &Grid) -> RegionMetrics {
-    let (mut tp, mut fp, mut fnn) = (0usize, 0usize, 0usize);
-    for (&p, &r) in pred.iter().zip(reference) {
-        let (p, r) = (p != 0, r != 0);
-        tp += usize::from(p && r);
-        fp += usize::from(p && !r);
-        fnn += usize::from(!p && r);
-    }
+    let counts = clisc_imaging::overlap::OverlapCounts::of(pred, reference);
+    let tp = counts.both as usize;
+    let fp = (counts.a - counts.both) as usize;
+    let fnn = (counts.b - counts.both) as usize;
     let tn = pred.len() - tp - fp - fnn;
     let ratio = |a: usize, b: usize| {
         if a + b == 0 {

@@ -710,8 +710,8 @@ fn header_for(grid: &Grid, datatype: NiftiType, reference: Option<&NiftiInfo>) -
     h
 }
 
-/// Voxels to write, in one of the two output types.
-/// Voxels to write, borrowed from the caller (no copy before encoding).
+/// Voxels to write, in one of the two output types, borrowed from the
+/// caller (no copy before encoding).
 enum Payload<'a> {
     U8(&'a [u8]),
     F32(&'a [f32]),
@@ -774,21 +774,20 @@ fn write_payload(
     let header = encode_header(&header_for(grid, data.datatype(), reference));
     let file = std::fs::File::create(path).map_err(|e| werr(e.to_string()))?;
     let io = |e: std::io::Error| werr(e.to_string());
+    let body = |out: &mut dyn Write| {
+        out.write_all(&header)?;
+        data.write_to(out)
+    };
+    let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, file);
     if gz {
         // Level 1, as nibabel, SimpleITK and the nifti crate write.
-        let mut z = flate2::write::GzEncoder::new(
-            std::io::BufWriter::with_capacity(READ_CHUNK, file),
-            flate2::Compression::fast(),
-        );
-        z.write_all(&header).map_err(io)?;
-        data.write_to(&mut z).map_err(io)?;
-        z.finish().map_err(io)?.flush().map_err(io)
+        let mut z = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        body(&mut z).map_err(io)?;
+        f = z.finish().map_err(io)?;
     } else {
-        let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, file);
-        f.write_all(&header).map_err(io)?;
-        data.write_to(&mut f).map_err(io)?;
-        f.flush().map_err(io)
+        body(&mut f).map_err(io)?;
     }
+    f.flush().map_err(io)
 }
 
 /// The 348-byte NIfTI-1 header of `h` (little-endian, single file: magic
