@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Measures `clisc demo` from nothing: wall time and the per-stage figures
-# (test Dice of both networks on the demo's 5 test cases), then scores both
+# (test Dice of both networks on the demo's 21 test cases), then scores both
 # networks on a held-out synthetic cohort that no stage has seen (24 cases,
-# same shape, synth seed 8: `clisc infer` + `clisc eval`), which is a far
-# steadier figure than 5 test cases. Writes bench/results/demo.txt. Run
+# same shape, synth seed 8: `clisc infer` + `clisc eval`), a second
+# unseen cohort. Writes bench/results/demo.txt. Run
 # through `./dev bench` (which prepares the environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,7 +20,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "demo")]
     pub dir: PathBuf,
     /// Number of synthetic cases.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 40)]
     pub cases: usize,
     /// Volume shape x,y,z of the synthetic cases.
     #[arg(long, default_value = "96,96,64", value_parser = crate::commands::synth::parse_shape)]

@@ -30,6 +30,31 @@ pub enum InferenceMode {
     Resize,
 }
 
+/// Which flips of each window are predicted and averaged at test time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mirroring {
+    /// The window as it is (the paper).
+    #[default]
+    Off,
+    /// The 4 combinations of flips along x and y.
+    Axial,
+    /// The 8 combinations of flips along x, y and z.
+    All,
+}
+
+impl Mirroring {
+    /// The flipped tensor dimensions (`[B, C, z, y, x]`) of each extra
+    /// pass; the unflipped pass is implied.
+    pub fn flips(self) -> &'static [&'static [i64]] {
+        match self {
+            Mirroring::Off => &[],
+            Mirroring::Axial => &[&[4], &[3], &[4, 3]],
+            Mirroring::All => &[&[4], &[3], &[4, 3], &[2], &[4, 2], &[3, 2], &[4, 3, 2]],
+        }
+    }
+}
+
 /// Every setting of `unet3d`, typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UNetConfig {
@@ -89,6 +114,9 @@ pub struct UNetConfig {
     pub resize_size: i64,
     /// Keep only the largest 3D connected component of predictions.
     pub largest_component: bool,
+    /// Test-time mirroring of each window.
+    #[serde(default)]
+    pub mirroring: Mirroring,
 }
 
 impl Default for UNetConfig {
@@ -120,6 +148,7 @@ impl Default for UNetConfig {
             window_batch: 2,
             resize_size: 128,
             largest_component: false,
+            mirroring: Mirroring::Off,
         }
     }
 }
@@ -165,6 +194,12 @@ pub fn schema() -> Vec<ConfigField> {
         ConfigField::integer("window_batch", d.window_batch as i64, "windows per forward pass in sliding mode"),
         ConfigField::integer("resize_size", d.resize_size, "cube side of the resize mode (paper: 128)"),
         ConfigField::bool("largest_component", d.largest_component, "keep only the largest 3D connected component of each prediction"),
+        ConfigField::choice(
+            "mirroring",
+            "off",
+            &["off", "axial", "all"],
+            "test-time mirroring: average each window's prediction over its flips along x and y (axial: 4 passes) or x, y and z (all: 8 passes); off in the paper",
+        ),
     ]
 }
 
@@ -233,6 +268,11 @@ impl UNetConfig {
             window_batch: s.usize("window_batch")?,
             resize_size: s.i64("resize_size")?,
             largest_component: s.bool("largest_component")?,
+            mirroring: match s.str("mirroring")? {
+                "axial" => Mirroring::Axial,
+                "all" => Mirroring::All,
+                _ => Mirroring::Off,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -350,6 +390,7 @@ impl UNetConfig {
         t.window_batch = 1;
         t.resize_size = 0;
         t.largest_component = false;
+        t.mirroring = Mirroring::Off;
         serde_json::to_string(&t).expect("the config serialises to JSON")
     }
 
@@ -362,6 +403,7 @@ impl UNetConfig {
             window_batch: self.window_batch,
             resize_size: self.resize_size,
             largest_component: self.largest_component,
+            mirroring: self.mirroring,
             ..stored.clone()
         }
     }
