@@ -1,5 +1,6 @@
 //! Whole-case prediction: Gaussian-weighted sliding windows at native
-//! resolution (default) or the reference code's resize-to-N^3.
+//! resolution (default) or the reference code's resize-to-N^3, either
+//! optionally averaged over mirrored copies of the input (`mirroring`).
 //!
 //! In sliding mode the device only ever holds `window_batch` windows; the
 //! volume-sized accumulators live in host memory.
