@@ -180,6 +180,34 @@ struct RawStage {
     model_selection: Option<Spanned<String>>,
     #[serde(default)]
     holdout_fraction: Option<Spanned<f64>>,
+    #[serde(default)]
+    retrain_on: Option<Spanned<String>>,
+}
+
+/// What the final network learns from for the cases the filter keeps
+/// (`retrain_on` in `[stages.filter]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainTargets {
+    /// The first network's predictions, largest component (the reference code).
+    #[default]
+    Predictions,
+    /// The promptable segmenter's masks re-prompted from those predictions.
+    Reprompted,
+}
+
+impl RetrainTargets {
+    /// The TOML value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetrainTargets::Predictions => "predictions",
+            RetrainTargets::Reprompted => "reprompted",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == RetrainTargets::Predictions
+    }
 }
 
 /// Which of a volumetric segmenter's checkpoints a run keeps
@@ -278,6 +306,10 @@ pub struct StageSpec {
     /// `[stages.volumetric_segmenter]` accepts anything but the default.
     #[serde(skip_serializing_if = "ModelSelection::is_last")]
     pub model_selection: ModelSelection,
+    /// The final network's targets for the kept cases; only
+    /// `[stages.filter]` accepts anything but the default.
+    #[serde(skip_serializing_if = "RetrainTargets::is_default")]
+    pub retrain_on: RetrainTargets,
 }
 
 /// A validated pipeline.
@@ -336,6 +368,9 @@ impl Pipeline {
             }
             if let ModelSelection::PseudoLabelHoldout { fraction } = spec.model_selection {
                 t.insert("holdout_fraction".into(), fraction.into());
+            }
+            if !spec.retrain_on.is_default() {
+                t.insert("retrain_on".into(), spec.retrain_on.name().into());
             }
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
@@ -647,15 +682,42 @@ fn resolve_stage(
         Some(v) => Some(*v.get_ref() as usize),
     };
     let model_selection = model_selection(slot, raw, pos)?;
+    let retrain_on = retrain_on(slot, raw, pos)?;
     Ok((
         StageSpec {
             plugin: name.clone(),
             settings: resolved,
             keep_largest_components,
             model_selection,
+            retrain_on,
         },
         missing,
     ))
+}
+
+/// `retrain_on` of a stage table (`[stages.filter]` only).
+fn retrain_on(
+    slot: StageSlot,
+    raw: &RawStage,
+    pos: &Positions,
+) -> Result<RetrainTargets, Vec<ConfigError>> {
+    let Some(v) = &raw.retrain_on else {
+        return Ok(RetrainTargets::default());
+    };
+    let fail = |message: String| Err(vec![pos.error(Some(v.span()), message)]);
+    if slot != StageSlot::Filter {
+        return fail(format!(
+            "[stages.{}] `retrain_on` applies to `[stages.filter]` only (it names the final network's targets)",
+            slot.key()
+        ));
+    }
+    match v.get_ref().as_str() {
+        "predictions" => Ok(RetrainTargets::Predictions),
+        "reprompted" => Ok(RetrainTargets::Reprompted),
+        other => fail(format!(
+            "[stages.filter] `retrain_on` must be \"predictions\" (the first network's, as the reference code) or \"reprompted\" (the promptable segmenter's re-prompted masks), found \"{other}\""
+        )),
+    }
 }
 
 /// `model_selection` and `holdout_fraction` of a stage table.
@@ -863,6 +925,53 @@ mod tests {
         let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
         assert_eq!(e.0[0].line, 10, "{e}");
         assert!(e.0[0].message.contains("volumetric_segmenter"), "{e}");
+    }
+
+    #[test]
+    fn retrain_on_belongs_to_the_filter_and_is_kept_in_the_resolved_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let filter = |extra: &str| {
+            format!(
+                "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\n[stages.roi_extractor]\nplugin = \"cam\"\n\
+                 [stages.prompt_generator]\nplugin = \"box-points\"\n[stages.promptable_segmenter]\nplugin = \"classic-prompt\"\n\
+                 [stages.volumetric_segmenter]\nplugin = \"unet3d\"\n[stages.reprompt_generator]\nplugin = \"box-points\"\n\
+                 [stages.filter]\nplugin = \"s3f\"\n{extra}"
+            )
+        };
+        let (path, text) = pipeline(dir.path(), &filter(""));
+        let default = parse(&path, &text, &mut Registry::builtin()).unwrap();
+        let spec = default.stage(StageSlot::Filter).unwrap();
+        assert_eq!(spec.retrain_on, RetrainTargets::Predictions);
+        assert!(!default.to_toml().contains("retrain_on"));
+
+        let (path, text) = pipeline(dir.path(), &filter("retrain_on = \"reprompted\"\n"));
+        let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
+        let spec = ok.stage(StageSlot::Filter).unwrap();
+        assert_eq!(spec.retrain_on, RetrainTargets::Reprompted);
+        assert!(ok.to_toml().contains("retrain_on = \"reprompted\""));
+
+        let (path, text) = pipeline(dir.path(), &filter("retrain_on = \"sam\"\n"));
+        let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("retrain_on"))
+            .unwrap()
+            + 1;
+        assert_eq!((e.0[0].line, e.0[0].column), (line, 14), "{e}");
+        assert!(e.0[0].message.contains("\"predictions\""), "{e}");
+        assert!(e.0[0].message.contains("found \"sam\""), "{e}");
+
+        let (path, text) = pipeline(
+            dir.path(),
+            "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\nretrain_on = \"reprompted\"\n",
+        );
+        let e = parse(&path, &text, &mut Registry::builtin()).unwrap_err();
+        assert!(
+            e.0[0].message.contains("[stages.pseudo_labeler]")
+                && e.0[0].message.contains("[stages.filter]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::artefacts::{
     PromptSetRecord, SliceLabelRecord,
 };
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
-use super::config::{ModelSelection, Pipeline, StageSlot};
+use super::config::{ModelSelection, Pipeline, RetrainTargets, StageSlot};
 use super::io;
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
@@ -346,6 +346,14 @@ impl<'a> Runner<'a> {
             .pipeline
             .stage(StageSlot::PromptableSegmenter)
             .and_then(|s| s.keep_largest_components)
+    }
+
+    fn retrain_on(&self) -> RetrainTargets {
+        self.factory
+            .pipeline
+            .stage(StageSlot::Filter)
+            .map(|s| s.retrain_on)
+            .unwrap_or_default()
     }
 
     fn fp(&self, step: Step, upstream: &[&str]) -> String {
@@ -840,7 +848,13 @@ impl<'a> Runner<'a> {
             .into_iter()
             .zip(decisions.iter())
             .filter(|(_, d)| d.keep)
-            .map(|(c, _)| (c.case_id.to_string(), c.pseudo_label))
+            .map(|(c, _)| {
+                let target = match self.retrain_on() {
+                    RetrainTargets::Predictions => c.pseudo_label,
+                    RetrainTargets::Reprompted => c.reference,
+                };
+                (c.case_id.to_string(), target)
+            })
             .collect();
         if kept.is_empty() {
             bail!("the filter kept no case; nothing to train the final network on");

@@ -1,7 +1,7 @@
 //! Typed handles on constructed stages: the runner asks the registry for a
 //! slot's plugin and gets the right trait object back, or a clear error.
 
-use super::config::{ModelSelection, Pipeline, StageSlot};
+use super::config::{ModelSelection, Pipeline, RetrainTargets, StageSlot};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use anyhow::{anyhow, Context};
@@ -82,6 +82,9 @@ impl StageFactory<'_> {
                     id.push_str(&format!("|model_selection=pseudo-label-holdout:{fraction}"));
                 } else if !spec.model_selection.is_last() {
                     id.push_str(&format!("|model_selection={}", spec.model_selection.name()));
+                }
+                if spec.retrain_on != RetrainTargets::Predictions {
+                    id.push_str(&format!("|retrain_on={}", spec.retrain_on.name()));
                 }
                 id
             }
