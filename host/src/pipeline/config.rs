@@ -205,7 +205,8 @@ impl RetrainTargets {
         }
     }
 
-    fn is_default(&self) -> bool {
+    /// Whether this is the default (the reference code's targets).
+    pub fn is_default(&self) -> bool {
         *self == RetrainTargets::Predictions
     }
 }

@@ -348,6 +348,7 @@ impl<'a> Runner<'a> {
             .and_then(|s| s.keep_largest_components)
     }
 
+    /// What the final network trains on for the cases the filter keeps.
     fn retrain_on(&self) -> RetrainTargets {
         self.factory
             .pipeline
@@ -844,12 +845,13 @@ impl<'a> Runner<'a> {
         write_json(&dir.join("decisions.json"), &decisions_to_json(&decisions))?;
         self.summary
             .measure_filter(&self.cases, &candidates, &decisions);
+        let retrain_on = self.retrain_on();
         let kept: BTreeMap<String, LabelVolume> = candidates
             .into_iter()
             .zip(decisions.iter())
             .filter(|(_, d)| d.keep)
             .map(|(c, _)| {
-                let target = match self.retrain_on() {
+                let target = match retrain_on {
                     RetrainTargets::Predictions => c.pseudo_label,
                     RetrainTargets::Reprompted => c.reference,
                 };

@@ -1,7 +1,7 @@
 //! Typed handles on constructed stages: the runner asks the registry for a
 //! slot's plugin and gets the right trait object back, or a clear error.
 
-use super::config::{ModelSelection, Pipeline, RetrainTargets, StageSlot};
+use super::config::{ModelSelection, Pipeline, StageSlot};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use anyhow::{anyhow, Context};
@@ -83,7 +83,7 @@ impl StageFactory<'_> {
                 } else if !spec.model_selection.is_last() {
                     id.push_str(&format!("|model_selection={}", spec.model_selection.name()));
                 }
-                if spec.retrain_on != RetrainTargets::Predictions {
+                if !spec.retrain_on.is_default() {
                     id.push_str(&format!("|retrain_on={}", spec.retrain_on.name()));
                 }
                 id
