@@ -2,7 +2,8 @@
 # All benchmarks; each writes its result under bench/results/.
 #   bench/run.sh            everything (demo, case scaling, AMDA, synth, HD95, SAM encoder, suite)
 #   bench/run.sh suite ARGS only the side-by-side suite (bench/suite/run.sh)
-#   bench/run.sh NAME       only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing)
+#   bench/run.sh NAME ARGS  only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing,
+#                           realistic tune|test [CONFIG] [SED...])
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = suite ]; then
@@ -11,9 +12,10 @@ if [ "${1:-}" = suite ]; then
 fi
 if [ -n "${1:-}" ]; then
     [ -f "$1.sh" ] || { echo "bench/run.sh: no benchmark bench/$1.sh" >&2; exit 2; }
-    exec bash "$1.sh"
+    exec bash "$1.sh" "${@:2}"
 fi
 bash demo.sh
+bash realistic.sh test
 bash case_scaling.sh
 bash amda.sh
 bash synth_timing.sh

@@ -6,7 +6,7 @@
 
 use clisc_host::nifti_io;
 use clisc_sdk::Grid;
-use clisc_tests::write_tiny_dataset;
+use clisc_tests::{infer_nifti, write_tiny_dataset};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -148,20 +148,7 @@ fn infer_output_overlays_the_input_exactly() {
 
     let (small_out, big_out) = (root.join("small-seg.nii.gz"), root.join("big-seg.nii.gz"));
     for (input, out) in [(&small_in, &small_out), (&big_in, &big_out)] {
-        clisc(&[
-            "--quiet",
-            "infer",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ]);
+        infer_nifti(CLI, &model, input, out);
     }
     let small_seg = nifti_io::read(&small_out).unwrap();
     let big_seg = nifti_io::read(&big_out).unwrap();

@@ -437,7 +437,7 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
             nifti_io::read_labels(&work.join(format!("04-pseudo-masks/{id}.nii.gz"))).unwrap();
         assert_eq!(cropped.grid.shape, case.input.image.grid.shape, "{id}");
         assert!(
-            (case.restore)(&cropped).data == labels[1].data,
+            case.restore(&cropped).unwrap().data == labels[1].data,
             "{id}: the cropped and original-grid pseudo-labels differ"
         );
     }

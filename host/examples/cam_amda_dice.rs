@@ -62,8 +62,8 @@ fn main() -> anyhow::Result<()> {
                 .into(),
         };
         let gt = pre
-            .crop
-            .crop_labels(&whole)
+            .geometry
+            .to_working(&whole)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let g = pre.input.image.grid;
         let n = g.slice_len();

@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         let (raw, _) = nifti_io::read_volume(&flair, "flair")?;
         let (labels, _) = nifti_io::read_labels(&seg_file)?;
         let pre = preprocess(&id, &raw, &PreprocessOptions::default())?;
-        let truth = pre.crop.crop_labels(&labels)?;
+        let truth = pre.geometry.to_working(&labels)?;
         let (case_slices, d3) = measure_case(&seg, &pre.input, &truth)?;
         let mean = case_slices.iter().sum::<f64>() / case_slices.len().max(1) as f64;
         println!(

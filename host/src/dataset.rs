@@ -72,6 +72,8 @@ pub struct DatasetLayout {
     pub skip_bad_cases: bool,
     /// Train/valid/test split.
     pub split: SplitConfig,
+    /// Voxel size the stages work at.
+    pub spacing: TargetSpacing,
 }
 
 impl Default for DatasetLayout {
@@ -82,6 +84,70 @@ impl Default for DatasetLayout {
             patterns: BTreeMap::new(),
             skip_bad_cases: false,
             split: SplitConfig::default(),
+            spacing: TargetSpacing::Native,
+        }
+    }
+}
+
+/// `[dataset] spacing`: the voxel size every case is resampled to before
+/// the stages see it (predictions and pseudo-labels go back to each
+/// case's own grid). Patch, box and kernel sizes of the stages are in
+/// voxels, so this fixes their field of view in millimetres whatever the
+/// scanner's resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum TargetSpacing {
+    /// `"native"` (default): each case keeps its own spacing (CLISC).
+    #[default]
+    Native,
+    /// `"auto"`: the per-axis median spacing of the training cases
+    /// (nnU-Net's rule).
+    Auto,
+    /// `[x, y, z]` in millimetres.
+    Mm([f64; 3]),
+}
+
+impl TargetSpacing {
+    const EXPECTED: &'static str =
+        "\"native\", \"auto\" or three positive millimetre values such as [2.0, 2.0, 2.0]";
+}
+
+impl Serialize for TargetSpacing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TargetSpacing::Native => s.serialize_str("native"),
+            TargetSpacing::Auto => s.serialize_str("auto"),
+            TargetSpacing::Mm(mm) => mm.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetSpacing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "spacing = {value}: expected {}",
+                TargetSpacing::EXPECTED
+            ))
+        };
+        match &value {
+            toml::Value::String(s) if s == "native" => Ok(TargetSpacing::Native),
+            toml::Value::String(s) if s == "auto" => Ok(TargetSpacing::Auto),
+            toml::Value::Array(items) if items.len() == 3 => {
+                let mut mm = [0.0; 3];
+                for (m, item) in mm.iter_mut().zip(items) {
+                    *m = match item {
+                        toml::Value::Float(f) => *f,
+                        toml::Value::Integer(i) => *i as f64,
+                        _ => return Err(bad()),
+                    };
+                    if !(m.is_finite() && *m > 0.0) {
+                        return Err(bad());
+                    }
+                }
+                Ok(TargetSpacing::Mm(mm))
+            }
+            _ => Err(bad()),
         }
     }
 }
@@ -635,6 +701,36 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Dataset::open(root, &layout).unwrap().cases.len(), 3);
+    }
+
+    #[test]
+    fn spacing_reads_native_auto_or_millimetres_and_names_what_is_expected() {
+        let layout = |spacing: &str| {
+            let table: toml::Table = toml::from_str(&format!("root = \"x\"\n{spacing}")).unwrap();
+            DatasetLayout::from_table(&table).map(|l| l.spacing)
+        };
+        assert_eq!(layout("").unwrap(), TargetSpacing::Native);
+        assert_eq!(
+            layout("spacing = \"native\"").unwrap(),
+            TargetSpacing::Native
+        );
+        assert_eq!(layout("spacing = \"auto\"").unwrap(), TargetSpacing::Auto);
+        assert_eq!(
+            layout("spacing = [2.5, 2, 3.0]").unwrap(),
+            TargetSpacing::Mm([2.5, 2.0, 3.0])
+        );
+        for bad in [
+            "\"1mm\"",
+            "[1.0, 1.0]",
+            "[1.0, 0.0, 1.0]",
+            "[1.0, \"a\", 1.0]",
+        ] {
+            let e = layout(&format!("spacing = {bad}")).unwrap_err().to_string();
+            assert!(
+                e.contains("spacing") && e.contains("\"native\", \"auto\" or three positive"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

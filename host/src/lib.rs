@@ -13,6 +13,7 @@ pub mod dicom;
 pub mod hugepages;
 pub mod loader;
 pub mod metrics;
+pub mod model_file;
 pub mod montage;
 pub mod nifti_io;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! CLISC preprocessing, reversible: brain mask from the raw FLAIR (nonzero
-//! voxels), crop every channel to the mask's bounding box, clip each
-//! channel at its 99.9th percentile, z-score.
+//! voxels), crop every channel to the mask's bounding box, optionally
+//! resample to a target spacing (nnU-Net style), clip each channel at its
+//! 99.9th percentile, z-score.
 //!
 //! Percentile, mean and standard deviation are computed over the whole
 //! cropped volume (background voxels inside the box included), which is
@@ -11,8 +12,13 @@
 //! The cropped grid's affine is the original affine translated by the crop
 //! offset, so anything written on the cropped grid overlays the original
 //! image exactly; [`Crop::uncrop`] puts labels back on the original grid.
+//! With a target spacing the stages work on a resampled "working" grid
+//! that covers the same box (half-voxel-centred, so its affine is exact
+//! for any orientation); [`Geometry::restore`] takes labels from it back
+//! to the original grid (label shares interpolated linearly).
 
 use clisc_imaging::intensity::{mean_std, percentile};
+use clisc_imaging::resample::{resize_labels, resize_trilinear};
 use clisc_sdk::stage::CaseInput;
 use clisc_sdk::{Channel, Grid, LabelVolume, PluginError, Volume};
 use serde::{Deserialize, Serialize};
@@ -36,6 +42,9 @@ pub struct PreprocessOptions {
     pub clip_percentile: f64,
     /// Statistics region.
     pub normalisation: Normalisation,
+    /// Voxel size (mm, x y z) the stages work at; `None` keeps each case's
+    /// own spacing (CLISC: BraTS is 1 mm and is not resampled).
+    pub spacing: Option<[f64; 3]>,
 }
 
 impl Default for PreprocessOptions {
@@ -43,6 +52,7 @@ impl Default for PreprocessOptions {
         Self {
             clip_percentile: 99.9,
             normalisation: Normalisation::CroppedVolume,
+            spacing: None,
         }
     }
 }
@@ -139,18 +149,141 @@ impl Crop {
     }
 }
 
-/// A preprocessed case: the stage input and the crop that reverses it.
+/// Where the stages' working grid sits in the original one: the crop
+/// box, resampled to the target spacing or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// The brain's box in the original grid.
+    pub crop: Crop,
+    /// The grid the stages see: the box at the working spacing (equal to
+    /// `crop.cropped_grid()` when nothing is resampled).
+    pub working: Grid,
+}
+
+impl Geometry {
+    /// No crop, no resampling.
+    pub fn identity(grid: Grid) -> Geometry {
+        Geometry {
+            crop: Crop::identity(grid),
+            working: grid,
+        }
+    }
+
+    /// The geometry of `crop` resampled to `spacing` (`None`: not
+    /// resampled). The working shape is the box's extent over the target
+    /// spacing, rounded (at least 1 voxel); its spacing is then adjusted
+    /// to cover exactly the box, so both grids share their outer faces.
+    pub fn new(crop: Crop, spacing: Option<[f64; 3]>) -> Geometry {
+        let cropped = crop.cropped_grid();
+        let Some(target) = spacing else {
+            return Geometry {
+                crop,
+                working: cropped,
+            };
+        };
+        let shape: [u32; 3] = [0, 1, 2].map(|d| {
+            let extent = crop.size[d] as f64 * cropped.spacing[d];
+            ((extent / target[d]).round() as u32).max(1)
+        });
+        if shape == cropped.shape {
+            return Geometry {
+                crop,
+                working: cropped,
+            };
+        }
+        // Working voxel i sits at cropped index (i + 0.5) r - 0.5, with
+        // r the ratio of the two voxel sizes along that axis.
+        let ratio = [0, 1, 2].map(|d| crop.size[d] as f64 / shape[d] as f64);
+        let a = cropped.affine;
+        let mut affine = a;
+        for (r, row) in affine.iter_mut().enumerate().take(3) {
+            for (d, ratio) in ratio.iter().enumerate() {
+                row[d] = a[r][d] * ratio;
+            }
+            row[3] = a[r][3]
+                + (0..3)
+                    .map(|d| a[r][d] * (0.5 * ratio[d] - 0.5))
+                    .sum::<f64>();
+        }
+        Geometry {
+            crop,
+            working: Grid {
+                shape,
+                spacing: [0, 1, 2].map(|d| cropped.spacing[d] * ratio[d]),
+                affine,
+            },
+        }
+    }
+
+    /// True when the working grid is a resampling of the crop box.
+    pub fn is_resampled(&self) -> bool {
+        self.working.shape != self.crop.cropped_grid().shape
+    }
+
+    /// Intensities of the crop box on the working grid (trilinear).
+    fn to_working_values(&self, cropped: Vec<f32>) -> Vec<f32> {
+        if !self.is_resampled() {
+            return cropped;
+        }
+        resize_trilinear(&cropped, self.crop.size, self.working.dims())
+    }
+
+    /// A label map of the crop box on the working grid.
+    fn to_working_label_values(&self, cropped: Vec<u8>) -> Vec<u8> {
+        if !self.is_resampled() {
+            return cropped;
+        }
+        resize_labels(&cropped, self.crop.size, self.working.dims())
+    }
+
+    /// Labels on the original grid (e.g. ground truth) cropped and
+    /// resampled to the working grid.
+    pub fn to_working(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
+        let cropped = self.crop.crop_labels(labels)?;
+        Ok(LabelVolume {
+            grid: self.working,
+            data: self.to_working_label_values(cropped.data.to_vec()).into(),
+        })
+    }
+
+    /// Labels on the working grid back on the crop box at the original
+    /// spacing.
+    pub fn to_cropped(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
+        if labels.grid.shape != self.working.shape {
+            return Err(PluginError::input(format!(
+                "labels: grid {:?} is not the working grid {:?}",
+                labels.grid.shape, self.working.shape
+            )));
+        }
+        if !self.is_resampled() {
+            return Ok(labels.clone());
+        }
+        Ok(LabelVolume {
+            grid: self.crop.cropped_grid(),
+            data: resize_labels(&labels.data, self.working.dims(), self.crop.size).into(),
+        })
+    }
+
+    /// Labels on the working grid back on the whole original grid.
+    pub fn restore(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
+        self.crop.uncrop(&self.to_cropped(labels)?)
+    }
+}
+
+/// A preprocessed case: the stage input and the geometry that reverses it.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
-    /// What the stages receive (cropped grid).
+    /// What the stages receive (working grid).
     pub input: CaseInput,
     /// How to go back to the original grid.
-    pub crop: Crop,
+    pub geometry: Geometry,
 }
 
 /// Preprocesses one case. `raw` must hold a `flair` channel (the brain
-/// mask comes from it); every channel is cropped, clipped and z-scored
-/// independently, in the order given (FLAIR is moved first).
+/// mask comes from it); every channel is cropped, resampled to the
+/// working spacing (when one is set), clipped and z-scored independently,
+/// in the order given (FLAIR is moved first). The brain mask is resampled
+/// as a label map.
 pub fn preprocess(
     id: &str,
     raw: &Volume,
@@ -163,6 +296,13 @@ pub fn preprocess(
             "clip_percentile {} is not in 0..=100",
             options.clip_percentile
         )));
+    }
+    if let Some(s) = options.spacing {
+        if !s.iter().all(|v| v.is_finite() && *v > 0.0) {
+            return Err(PluginError::config(format!(
+                "spacing {s:?} must be three positive millimetre values"
+            )));
+        }
     }
     let mask: Vec<u8> = flair
         .iter()
@@ -178,8 +318,9 @@ pub fn preprocess(
         offset: lo,
         size: [0, 1, 2].map(|d| hi[d] - lo[d] + 1),
     };
-    let grid = crop.cropped_grid();
-    let brain = crop.crop_values(&mask);
+    let geometry = Geometry::new(crop, options.spacing);
+    let grid = geometry.working;
+    let brain = geometry.to_working_label_values(crop.crop_values(&mask));
     let mut order: Vec<&Channel> = raw
         .channels
         .iter()
@@ -189,11 +330,12 @@ pub fn preprocess(
     let mut channels = Vec::new();
     for c in order {
         raw.grid.check_len(c.data.len(), c.name.as_str())?;
-        let mut values: Vec<f32> = crop
+        let cropped: Vec<f32> = crop
             .crop_values(&c.data)
             .into_iter()
             .map(|v| if v.is_nan() { 0.0 } else { v })
             .collect();
+        let mut values = geometry.to_working_values(cropped);
         normalise(&mut values, &brain, options);
         channels.push(Channel {
             name: c.name.clone(),
@@ -211,7 +353,7 @@ pub fn preprocess(
             data: brain.into(),
         },
     };
-    Ok(Preprocessed { input, crop })
+    Ok(Preprocessed { input, geometry })
 }
 
 /// Clips at the percentile and z-scores `values` in place.
@@ -278,8 +420,11 @@ mod tests {
     fn crops_clips_zscores_and_uncrops() {
         let raw = raw();
         let p = preprocess("c", &raw, &PreprocessOptions::default()).unwrap();
-        assert_eq!(p.crop.offset, [2, 1, 1]);
-        assert_eq!(p.crop.size, [3, 3, 2]);
+        assert!(!p.geometry.is_resampled());
+        assert_eq!(p.geometry.working, p.geometry.crop.cropped_grid());
+        let crop = p.geometry.crop;
+        assert_eq!(crop.offset, [2, 1, 1]);
+        assert_eq!(crop.size, [3, 3, 2]);
         let g = p.input.image.grid;
         // Affine translated: origin = A * (2, 1, 1).
         assert_eq!(
@@ -298,13 +443,13 @@ mod tests {
         let mut lab = LabelVolume::zeros(g);
         lab.data[g.index(0, 0, 0)] = 1;
         lab.data[g.index(2, 2, 1)] = 4;
-        let back = p.crop.uncrop(&lab).unwrap();
+        let back = crop.uncrop(&lab).unwrap();
         assert_eq!(back.grid, raw.grid);
         assert_eq!(back.data[raw.grid.index(2, 1, 1)], 1);
         assert_eq!(back.data[raw.grid.index(4, 3, 2)], 4);
         assert_eq!(back.count_nonzero(), 2);
-        assert_eq!(p.crop.crop_labels(&back).unwrap(), lab);
-        assert!(p.crop.uncrop(&back).is_err());
+        assert_eq!(crop.crop_labels(&back).unwrap(), lab);
+        assert!(crop.uncrop(&back).is_err());
     }
 
     #[test]
@@ -317,5 +462,169 @@ mod tests {
             .contains("BraTS_x"));
         let v = Volume::single(g, "t1", vec![1.0; 8]);
         assert!(preprocess("x", &v, &PreprocessOptions::default()).is_err());
+    }
+
+    /// A grid with an oblique, flipped affine: rotation about z and x,
+    /// x flipped, anisotropic voxels.
+    fn oblique_grid(shape: [u32; 3], spacing: [f64; 3]) -> Grid {
+        let (a, b) = (0.3f64, -0.2f64);
+        let rz = [
+            [a.cos(), -a.sin(), 0.0],
+            [a.sin(), a.cos(), 0.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let rx = [
+            [1.0, 0.0, 0.0],
+            [0.0, b.cos(), -b.sin()],
+            [0.0, b.sin(), b.cos()],
+        ];
+        let flip = [-1.0, 1.0, 1.0];
+        let mut g = Grid::new(shape, spacing);
+        for r in 0..3 {
+            for c in 0..3 {
+                let rot: f64 = (0..3).map(|k| rz[r][k] * rx[k][c]).sum();
+                g.affine[r][c] = rot * flip[c] * spacing[c];
+            }
+        }
+        g.affine[0][3] = 40.0;
+        g.affine[1][3] = -25.0;
+        g.affine[2][3] = 7.0;
+        g
+    }
+
+    fn world(g: &Grid, i: [f64; 3]) -> [f64; 3] {
+        let a = g.affine;
+        [0, 1, 2].map(|r| a[r][0] * i[0] + a[r][1] * i[1] + a[r][2] * i[2] + a[r][3])
+    }
+
+    #[test]
+    fn resampled_geometry_keeps_world_positions_for_oblique_and_flipped_affines() {
+        for spacing in [[0.9, 1.1, 3.0], [1.0, 1.0, 1.0]] {
+            let raw_grid = oblique_grid([40, 36, 14], spacing);
+            let crop = Crop {
+                original: raw_grid,
+                offset: [3, 2, 1],
+                size: [33, 31, 12],
+            };
+            let geometry = Geometry::new(crop, Some([2.0, 2.0, 2.0]));
+            let cropped = crop.cropped_grid();
+            let working = geometry.working;
+            assert!(geometry.is_resampled());
+            // Both grids cover the same box: their outer corners coincide.
+            let far = |g: &Grid| g.shape.map(|n| n as f64 - 0.5);
+            for (w, c) in [
+                (world(&working, [-0.5; 3]), world(&cropped, [-0.5; 3])),
+                (
+                    world(&working, far(&working)),
+                    world(&cropped, far(&cropped)),
+                ),
+            ] {
+                for d in 0..3 {
+                    assert!((w[d] - c[d]).abs() < 1e-9, "{w:?} {c:?}");
+                }
+            }
+            // Voxel sizes near the target, and the affine's columns agree.
+            for d in 0..3 {
+                assert!(
+                    (working.spacing[d] - 2.0).abs() < 0.35,
+                    "{:?}",
+                    working.spacing
+                );
+                let col: f64 = (0..3)
+                    .map(|r| working.affine[r][d].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!((col - working.spacing[d]).abs() < 1e-9);
+            }
+            // A linear function of world position, sampled on the original
+            // grid and resampled, has the value of that function at each
+            // working voxel's world position (exact for trilinear
+            // interpolation away from the clamped border).
+            let f = |p: [f64; 3]| 0.5 * p[0] - 0.25 * p[1] + 0.75 * p[2];
+            let [nx, ny, nz] = crop.size;
+            let mut values = Vec::with_capacity(nx * ny * nz);
+            for z in 0..nz {
+                for y in 0..ny {
+                    for x in 0..nx {
+                        values.push(f(world(&cropped, [x as f64, y as f64, z as f64])) as f32);
+                    }
+                }
+            }
+            let resampled = geometry.to_working_values(values);
+            let [wx, wy, wz] = working.dims();
+            let mut checked = 0;
+            for z in 1..wz - 1 {
+                for y in 1..wy - 1 {
+                    for x in 1..wx - 1 {
+                        let want = f(world(&working, [x as f64, y as f64, z as f64]));
+                        let got = resampled[x + wx * (y + wy * z)] as f64;
+                        assert!((got - want).abs() < 1e-3, "({x},{y},{z}): {got} vs {want}");
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked > 100);
+        }
+    }
+
+    #[test]
+    fn labels_go_to_the_working_grid_and_back_to_the_original() {
+        let raw_grid = oblique_grid([48, 44, 20], [0.9, 1.1, 2.5]);
+        // A ball of 9 mm radius in world space, inside a brain box.
+        let centre = world(&raw_grid, [24.0, 22.0, 10.0]);
+        let mut flair = vec![0.0f32; raw_grid.len()];
+        let mut ball = LabelVolume::zeros(raw_grid);
+        for z in 0..20 {
+            for y in 0..44 {
+                for x in 0..48 {
+                    let i = raw_grid.index(x, y, z);
+                    if (3..45).contains(&x) && (2..42).contains(&y) && (1..19).contains(&z) {
+                        flair[i] = 1.0 + (x % 3) as f32;
+                    }
+                    let p = world(&raw_grid, [x as f64, y as f64, z as f64]);
+                    let r = (0..3)
+                        .map(|d| (p[d] - centre[d]).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    ball.data[i] = u8::from(r < 9.0);
+                }
+            }
+        }
+        let raw = Volume::single(raw_grid, "flair", flair);
+        let options = PreprocessOptions {
+            spacing: Some([2.0, 2.0, 2.0]),
+            ..PreprocessOptions::default()
+        };
+        let p = preprocess("c", &raw, &options).unwrap();
+        let g = p.geometry;
+        assert_eq!(p.input.image.grid, g.working);
+        assert_eq!(p.input.brain_mask.grid, g.working);
+        let on_working = g.to_working(&ball).unwrap();
+        // The working-grid ball is where the world-space ball is.
+        let mut agree = 0;
+        for z in 0..g.working.dims()[2] {
+            for y in 0..g.working.dims()[1] {
+                for x in 0..g.working.dims()[0] {
+                    let pw = world(&g.working, [x as f64, y as f64, z as f64]);
+                    let r = (0..3)
+                        .map(|d| (pw[d] - centre[d]).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let inside = on_working.data[g.working.index(x, y, z)] == 1;
+                    agree += usize::from(inside == (r < 9.0));
+                }
+            }
+        }
+        assert!(
+            agree as f64 > 0.97 * g.working.len() as f64,
+            "{agree} of {}",
+            g.working.len()
+        );
+        // And back on the original grid, in the original header.
+        let back = g.restore(&on_working).unwrap();
+        assert_eq!(back.grid, raw_grid);
+        let d = clisc_imaging::overlap::dice(&back.data, &ball.data);
+        assert!(d > 0.9, "round-trip Dice {d}");
+        assert!(g.restore(&ball).is_err());
     }
 }

@@ -1,4 +1,12 @@
-//! Progress bars (indicatif) behind the SDK's [`ProgressSink`].
+//! Progress behind the SDK's [`ProgressSink`]: bars (indicatif) on a
+//! terminal, log lines otherwise.
+//!
+//! When stderr is not a terminal (a Slurm log, CI, `nohup`) bars draw
+//! nothing, so each task instead logs a line when it starts, at least
+//! every [`LINE_INTERVAL`] while it runs (the first update after that
+//! interval), and when it ends: task, position, percentage, elapsed time,
+//! an estimate of the time left, and the task's message (for training:
+//! the loss). `CLISC_PROGRESS_INTERVAL` (seconds) changes the interval.
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RStr};
@@ -6,20 +14,39 @@ use clisc_sdk::progress::{ProgressSink, ProgressSink_TO};
 use clisc_sdk::ProgressSinkBox;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Draws one bar per task on stderr; hidden when quiet.
+/// Longest time between two progress lines of a running task when stderr
+/// is not a terminal.
+const LINE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Draws one bar per task on stderr, or logs progress lines when stderr
+/// is not a terminal; silent when quiet.
 #[derive(Clone)]
 pub struct Bars {
     multi: MultiProgress,
     bars: Arc<Mutex<HashMap<String, ProgressBar>>>,
+    /// Progress lines instead of bars, with their interval.
+    lines: Option<Duration>,
+    /// When each running task started and last logged a line.
+    line_states: Arc<Mutex<HashMap<String, LineState>>>,
     prefix: String,
 }
 
+/// The last progress line of a task.
+struct LineState {
+    started: Instant,
+    last_line: Instant,
+}
+
 impl Bars {
-    /// Bars on stderr, or nowhere when `quiet`.
+    /// Bars on stderr when it is a terminal, progress lines when it is not,
+    /// nothing when `quiet`.
     pub fn new(quiet: bool) -> Self {
-        let target = if quiet {
+        let lines = (!quiet && !std::io::stderr().is_terminal()).then(line_interval);
+        let target = if quiet || lines.is_some() {
             ProgressDrawTarget::hidden()
         } else {
             ProgressDrawTarget::stderr()
@@ -27,6 +54,8 @@ impl Bars {
         Self {
             multi: MultiProgress::with_draw_target(target),
             bars: Default::default(),
+            lines,
+            line_states: Default::default(),
             prefix: String::new(),
         }
     }
@@ -51,6 +80,9 @@ impl Bars {
         } else {
             format!("{}: {task}", self.prefix)
         };
+        if let Some(interval) = self.lines {
+            return self.line(&key, done, total, message, interval);
+        }
         let mut bars = self.bars.lock().expect("progress lock");
         let bar = bars.entry(key.clone()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(total));
@@ -74,6 +106,72 @@ impl Bars {
     }
 }
 
+impl Bars {
+    /// Logs a progress line for `key` when it starts, ends, or has not
+    /// logged for `interval`.
+    fn line(&self, key: &str, done: u64, total: u64, message: &str, interval: Duration) {
+        let now = Instant::now();
+        let mut states = self.line_states.lock().expect("progress lock");
+        let first = !states.contains_key(key);
+        let state = states.entry(key.to_string()).or_insert(LineState {
+            started: now,
+            last_line: now,
+        });
+        let finished = done >= total;
+        if !(first || finished || now - state.last_line >= interval) {
+            return;
+        }
+        state.last_line = now;
+        let elapsed = now - state.started;
+        let pct = if total > 0 {
+            100.0 * done as f64 / total as f64
+        } else {
+            100.0
+        };
+        let eta = if done > 0 && !finished && !first {
+            let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+            format!(", ETA {}", clock(left))
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            "{key}: {done}/{total} ({pct:.0}%), {}{eta}{}{message}",
+            clock(elapsed.as_secs_f64()),
+            if message.is_empty() { "" } else { " - " },
+        );
+        if finished {
+            states.remove(key);
+        }
+    }
+}
+
+/// `CLISC_PROGRESS_INTERVAL` seconds, or [`LINE_INTERVAL`].
+fn line_interval() -> Duration {
+    match std::env::var("CLISC_PROGRESS_INTERVAL") {
+        Ok(v) => match v.parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            _ => {
+                tracing::warn!(
+                    "CLISC_PROGRESS_INTERVAL = {v:?} is not a number of seconds; using {}",
+                    LINE_INTERVAL.as_secs()
+                );
+                LINE_INTERVAL
+            }
+        },
+        Err(_) => LINE_INTERVAL,
+    }
+}
+
+/// `h:mm:ss` or `m:ss`.
+fn clock(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
 impl ProgressSink for Bars {
     fn report(&self, task: RStr<'_>, done: u64, total: u64, message: RStr<'_>) {
         self.update(task.as_str(), done, total, message.as_str());
@@ -85,5 +183,17 @@ impl ProgressSink for Bars {
             format!("{}: {}", self.prefix, message)
         };
         self.multi.suspend(|| tracing::info!("{line}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock;
+
+    #[test]
+    fn clock_reads_like_a_stopwatch() {
+        assert_eq!(clock(0.4), "0:00");
+        assert_eq!(clock(75.0), "1:15");
+        assert_eq!(clock(3723.0), "1:02:03");
     }
 }

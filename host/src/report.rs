@@ -65,7 +65,9 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0;image-rendering:pixelated}
         .collect::<Vec<_>>()
         .join(", ");
     h += "</p>";
-    h += if summary.ground_truth_used_for_choices {
+    h += if summary.supervised {
+        "<p class=\"note\">Mode: <b>supervised</b> baseline. The network learned the ground-truth labels of the training split (<code>targets = \"ground-truth\"</code>); compare its test Dice with an unsupervised run on the same split.</p>"
+    } else if summary.ground_truth_used_for_choices {
         "<p class=\"note\">Mode: <b>ground-truth assisted</b>. Model selection scored the networks' checkpoints against the ground truth of the validation split (see Model selection); elsewhere ground truth is read only to compute the figures below.</p>"
     } else {
         "<p class=\"note\">Mode: <b>unsupervised</b>. Ground truth is read only to compute the figures below.</p>"

@@ -83,6 +83,35 @@ pub fn manifest(work: &Path) -> serde_json::Value {
         .expect("valid JSON")
 }
 
+/// `cli --quiet infer` of one NIfTI volume on the CPU with one thread,
+/// panicking with the error output when it fails.
+pub fn infer_nifti(cli: &str, model: &Path, input: &Path, out: &Path) {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let args = [
+        "--quiet".to_string(),
+        "infer".into(),
+        "--model".into(),
+        path(model),
+        "--input".into(),
+        path(input),
+        "--out".into(),
+        path(out),
+        "--device".into(),
+        "cpu".into(),
+        "--threads".into(),
+        "1".into(),
+    ];
+    let result = Command::new(cli)
+        .args(&args)
+        .output()
+        .expect("running clisc");
+    assert!(
+        result.status.success(),
+        "clisc {args:?} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
 /// Reads `summary.json` of a work folder.
 pub fn summary(work: &Path) -> serde_json::Value {
     read_json(&work.join("summary.json"))

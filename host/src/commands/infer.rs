@@ -6,8 +6,10 @@
 //! registry (so any volumetric-segmenter plugin that writes these two keys
 //! works), applies `--set key=value` overrides (inference settings such as
 //! `overlap`, `inference`, `largest_component`), loads the weights, and for
-//! every input volume: CLISC preprocessing (crop to the brain, clip,
-//! z-score), prediction, uncrop to the original grid, and a uint8 NIfTI
+//! every input volume: CLISC preprocessing (crop to the brain, resample to
+//! the spacing the network was trained at when the model file records one
+//! (`clisc.spacing`), clip, z-score), prediction, labels back on the
+//! original grid, and a uint8 NIfTI
 //! written with the input's header geometry, so the output overlays the
 //! input exactly.
 //!
@@ -61,29 +63,9 @@ pub struct InferArgs {
 
 /// The plugin name and settings stored in a model file's safetensors header.
 pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
-    use std::io::Read;
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .with_context(|| format!("{}: too short for a model file", path.display()))?;
-    let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
-        bail!(
-            "{}: not a safetensors model file (header of {n} bytes)",
-            path.display()
-        );
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)
-        .with_context(|| format!("{}: truncated header", path.display()))?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .with_context(|| format!("{}: header is not JSON", path.display()))?;
-    let meta = json
-        .get("__metadata__")
-        .ok_or_else(|| anyhow!("{}: the header has no metadata", path.display()))?;
+    let meta = crate::model_file::read_metadata(path)?;
     let get = |k: &str| {
-        meta.get(k).and_then(|v| v.as_str()).ok_or_else(|| {
+        meta.get(k).ok_or_else(|| {
             anyhow!(
                 "{}: metadata key `{k}` is missing (not a clisc model?)",
                 path.display()
@@ -175,6 +157,8 @@ pub fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 pub struct Segmenter {
     net: clisc_sdk::VolumetricSegmenterBox,
     work: PathBuf,
+    /// The voxel size the network was trained at, when it was resampled.
+    spacing: Option<[f64; 3]>,
 }
 
 impl Segmenter {
@@ -216,20 +200,24 @@ impl Segmenter {
         if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
             bail!("loading {}: {e}", model.display());
         }
-        Ok(Self { net, work })
+        let spacing = crate::model_file::spacing(model)?;
+        Ok(Self { net, work, spacing })
     }
 
     /// Segments one FLAIR volume (case `id`): CLISC preprocessing, the
     /// network's prediction, and the labels put back on `flair`'s own grid.
     pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
-        let pre = preprocess(id, flair, &PreprocessOptions::default())
-            .map_err(|e| anyhow!("preprocessing: {e}"))?;
+        let options = PreprocessOptions {
+            spacing: self.spacing,
+            ..PreprocessOptions::default()
+        };
+        let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
         let cropped = match self.net.predict(&pre.input) {
             RResult::ROk(p) => p,
             RResult::RErr(e) => bail!("predicting: {e}"),
         };
-        pre.crop
-            .uncrop(&cropped)
+        pre.geometry
+            .restore(&cropped)
             .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
     }
 }

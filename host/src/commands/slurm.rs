@@ -2,6 +2,7 @@
 //! cluster as a chain of job arrays and single jobs (see [`crate::slurm`]).
 
 use crate::loader::env_search_path;
+use crate::pipeline::config::{NetworkTargets, StageSlot};
 use crate::pipeline::{self, stages::StageFactory};
 use crate::progress::Bars;
 use crate::registry::Registry;
@@ -47,6 +48,15 @@ fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_search_path(&env_search_path())
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(&config, &mut registry)?;
+    let supervised = pipeline
+        .stage(StageSlot::VolumetricSegmenter)
+        .is_some_and(|s| s.targets == NetworkTargets::GroundTruth);
+    if supervised {
+        bail!(
+            "{}: [stages.volumetric_segmenter] targets = \"ground-truth\" (the supervised baseline) is one network job with no per-case stage to shard; run it with `clisc run` (inside a single Slurm job if needed)",
+            config.display()
+        );
+    }
     let settings = pipeline.slurm.clone().unwrap_or_else(|| {
         tracing::info!(
             "{} has no [slurm] section: {} shards per step, the cluster's default resources",

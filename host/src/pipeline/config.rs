@@ -182,6 +182,38 @@ struct RawStage {
     holdout_fraction: Option<Spanned<f64>>,
     #[serde(default)]
     retrain_on: Option<Spanned<String>>,
+    #[serde(default)]
+    targets: Option<Spanned<String>>,
+}
+
+/// What the volumetric segmenter learns from (`targets` in
+/// `[stages.volumetric_segmenter]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkTargets {
+    /// The promptable segmenter's pseudo-labels (CLISC, no human label).
+    #[default]
+    PseudoLabels,
+    /// The training split's ground-truth labels: the supervised baseline
+    /// the unsupervised result is compared with. The pseudo-labelling
+    /// stages and the filter are skipped; the summary and the report flag
+    /// the run as supervised.
+    GroundTruth,
+}
+
+impl NetworkTargets {
+    /// The TOML value.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkTargets::PseudoLabels => "pseudo-labels",
+            NetworkTargets::GroundTruth => "ground-truth",
+        }
+    }
+
+    /// Whether this is the default (unsupervised).
+    pub fn is_default(&self) -> bool {
+        *self == NetworkTargets::PseudoLabels
+    }
 }
 
 /// What the final network learns from for the cases the filter keeps
@@ -311,6 +343,10 @@ pub struct StageSpec {
     /// `[stages.filter]` accepts anything but the default.
     #[serde(skip_serializing_if = "RetrainTargets::is_default")]
     pub retrain_on: RetrainTargets,
+    /// What the network learns from; only `[stages.volumetric_segmenter]`
+    /// accepts anything but the default.
+    #[serde(skip_serializing_if = "NetworkTargets::is_default")]
+    pub targets: NetworkTargets,
 }
 
 /// A validated pipeline.
@@ -372,6 +408,9 @@ impl Pipeline {
             }
             if !spec.retrain_on.is_default() {
                 t.insert("retrain_on".into(), spec.retrain_on.name().into());
+            }
+            if !spec.targets.is_default() {
+                t.insert("targets".into(), spec.targets.name().into());
             }
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
@@ -525,7 +564,12 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         .map(|k| k.get_ref().as_str())
         .collect();
     // A pipeline may stop early (e.g. only pseudo-labels), but it may not
-    // skip a stage in the middle: every stage needs the previous one.
+    // skip a stage in the middle: every stage needs the previous one. The
+    // supervised baseline learns the ground truth, so its network needs no
+    // stage before it (any that are given are not run).
+    let supervised = stages
+        .get(&StageSlot::VolumetricSegmenter)
+        .is_some_and(|s| s.targets == NetworkTargets::GroundTruth);
     let chain = [
         StageSlot::PseudoLabeler,
         StageSlot::RoiExtractor,
@@ -534,7 +578,12 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         StageSlot::VolumetricSegmenter,
     ];
     if let Some(last) = chain.iter().rposition(|s| present.contains(&s.key())) {
-        for slot in &chain[..last] {
+        let needed = if supervised {
+            &chain[..0]
+        } else {
+            &chain[..last]
+        };
+        for slot in needed {
             if !present.contains(&slot.key()) {
                 errors.push(pos.error(
                     Some(raw.stages.span()),
@@ -684,6 +733,7 @@ fn resolve_stage(
     };
     let model_selection = model_selection(slot, raw, pos)?;
     let retrain_on = retrain_on(slot, raw, pos)?;
+    let targets = network_targets(slot, raw, pos)?;
     Ok((
         StageSpec {
             plugin: name.clone(),
@@ -691,6 +741,7 @@ fn resolve_stage(
             keep_largest_components,
             model_selection,
             retrain_on,
+            targets,
         },
         missing,
     ))
@@ -717,6 +768,31 @@ fn retrain_on(
         "reprompted" => Ok(RetrainTargets::Reprompted),
         other => fail(format!(
             "[stages.filter] `retrain_on` must be \"predictions\" (the first network's, as the reference code) or \"reprompted\" (the promptable segmenter's re-prompted masks), found \"{other}\""
+        )),
+    }
+}
+
+/// `targets` of a stage table (`[stages.volumetric_segmenter]` only).
+fn network_targets(
+    slot: StageSlot,
+    raw: &RawStage,
+    pos: &Positions,
+) -> Result<NetworkTargets, Vec<ConfigError>> {
+    let Some(v) = &raw.targets else {
+        return Ok(NetworkTargets::default());
+    };
+    let fail = |message: String| Err(vec![pos.error(Some(v.span()), message)]);
+    if slot != StageSlot::VolumetricSegmenter {
+        return fail(format!(
+            "[stages.{}] `targets` applies to `[stages.volumetric_segmenter]` only (it names what the network learns from)",
+            slot.key()
+        ));
+    }
+    match v.get_ref().as_str() {
+        "pseudo-labels" => Ok(NetworkTargets::PseudoLabels),
+        "ground-truth" => Ok(NetworkTargets::GroundTruth),
+        other => fail(format!(
+            "[stages.volumetric_segmenter] `targets` must be \"pseudo-labels\" (CLISC, no human label) or \"ground-truth\" (the supervised baseline: the training split's labels), found \"{other}\""
         )),
     }
 }
@@ -971,6 +1047,50 @@ mod tests {
         assert!(
             e.0[0].message.contains("[stages.pseudo_labeler]")
                 && e.0[0].message.contains("[stages.filter]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ground_truth_targets_need_no_earlier_stage_and_belong_to_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let parsed = |stages: &str| {
+            let (path, text) = pipeline(dir.path(), stages);
+            parse(&path, &text, &mut Registry::builtin())
+        };
+        let net = "[stages.volumetric_segmenter]\nplugin = \"unet3d\"\n";
+        // Without ground-truth targets the network needs the four stages
+        // before it.
+        let e = parsed(net).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("missing stage `[stages.pseudo_labeler]`"),
+            "{e}"
+        );
+
+        let ok = parsed(&format!("{net}targets = \"ground-truth\"\n")).unwrap();
+        let spec = ok.stage(StageSlot::VolumetricSegmenter).unwrap();
+        assert_eq!(spec.targets, NetworkTargets::GroundTruth);
+        assert!(ok.to_toml().contains("targets = \"ground-truth\""));
+        let default = parsed(&format!("{net}targets = \"pseudo-labels\"\n")).unwrap_err();
+        assert!(default.to_string().contains("missing stage"), "{default}");
+
+        let e = parsed(&format!("{net}targets = \"truth\"\n")).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (10, 11), "{e}");
+        assert!(
+            e.0[0].message.contains("\"ground-truth\"")
+                && e.0[0].message.contains("found \"truth\""),
+            "{e}"
+        );
+        let e = parsed(
+            "[stages.pseudo_labeler]\nplugin = \"flair-intensity\"\ntargets = \"ground-truth\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.0[0]
+                .message
+                .contains("applies to `[stages.volumetric_segmenter]` only"),
             "{e}"
         );
     }

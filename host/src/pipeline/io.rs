@@ -110,14 +110,31 @@ pub fn evaluate(
     use crate::metrics::{evaluate_case, Region};
     let mut scores = Vec::new();
     for (id, pred) in predictions {
-        let Some(labels) = cases.get(id).and_then(|c| c.labels.as_ref()) else {
+        let Some(case) = cases.get(id) else {
             continue;
         };
-        let m = evaluate_case(id, pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(labels) = case.labels.as_ref() else {
+            continue;
+        };
+        // Scored on the original voxels, whatever grid the network saw.
+        let pred = case
+            .geometry
+            .to_cropped(pred)
+            .map_err(|e| anyhow::anyhow!("case {id}: {e}"))?;
+        let m = evaluate_case(id, &pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
         let wt = m.regions[&Region::WholeTumour];
         let mut extra = std::collections::BTreeMap::new();
         extra.insert("sensitivity".to_string(), wt.sensitivity);
         extra.insert("specificity".to_string(), wt.specificity);
+        // Predicted over true whole-tumour volume: below 1 under-segments.
+        let truth_voxels = labels.data.iter().filter(|&&v| v > 0).count();
+        if truth_voxels > 0 {
+            let predicted = pred.data.iter().filter(|&&v| v > 0).count();
+            extra.insert(
+                "volume_ratio".to_string(),
+                predicted as f64 / truth_voxels as f64,
+            );
+        }
         scores.push(super::summary::CaseScore {
             case: id.clone(),
             dice: wt.dice,

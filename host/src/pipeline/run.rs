@@ -6,7 +6,7 @@ use super::artefacts::{
     PromptSetRecord, SliceLabelRecord,
 };
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
-use super::config::{ModelSelection, Pipeline, RetrainTargets, StageSlot};
+use super::config::{ModelSelection, NetworkTargets, Pipeline, RetrainTargets, StageSlot};
 use super::io;
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
@@ -20,7 +20,7 @@ use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clisc_imaging::components::{keep_largest_n, largest_component};
-use clisc_imaging::overlap::dice;
+use clisc_imaging::overlap::OverlapCounts;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{
     FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
@@ -108,7 +108,8 @@ impl<'a> Runner<'a> {
                 .inputs
                 .insert(case.id().to_string(), InputRecord { split, files });
         }
-        let summary = RunSummary::new(pipeline);
+        let mut summary = RunSummary::new(pipeline);
+        summary.working_spacing = cases.values().find_map(|c| c.working_spacing);
         let split_ids = [Split::Train, Split::Valid, Split::Test]
             .into_iter()
             .map(|s| (s, ids_in(&cases, s)))
@@ -265,7 +266,10 @@ impl<'a> Runner<'a> {
         if train.is_empty() {
             bail!("the training split is empty: nothing to learn from");
         }
-        let data_fp = fingerprint(&[train.join(","), test.join(",")]);
+        let data_fp = data_fingerprint(self.factory.pipeline, &train.join(","), &test.join(","));
+        if self.supervised() {
+            return self.run_supervised(&data_fp);
+        }
 
         let Some(labels) = self.pseudo_labels(&data_fp)? else {
             return self.stop();
@@ -310,6 +314,47 @@ impl<'a> Runner<'a> {
             None
         };
         self.predict_and_evaluate(&net1, final_model.as_ref())?;
+        self.stop()
+    }
+
+    /// Whether the network learns the ground truth (the supervised
+    /// baseline) instead of pseudo-labels.
+    fn supervised(&self) -> bool {
+        self.factory
+            .pipeline
+            .stage(StageSlot::VolumetricSegmenter)
+            .is_some_and(|s| s.targets == NetworkTargets::GroundTruth)
+    }
+
+    /// The supervised baseline: the volumetric segmenter learns the
+    /// training cases' whole-tumour ground truth (on the working grid); no
+    /// pseudo-labelling stage and no filter run.
+    fn run_supervised(&mut self, data_fp: &str) -> anyhow::Result<()> {
+        self.summary.supervised = true;
+        let mut targets = BTreeMap::new();
+        let mut unlabelled = Vec::new();
+        for id in &self.split_ids[&Split::Train] {
+            match self.cases.get(id).map(|c| c.truth.as_ref()) {
+                Some(Some(truth)) => {
+                    targets.insert(id.clone(), truth.clone());
+                }
+                Some(None) => unlabelled.push(id.as_str()),
+                // A shard holds only its own cases; the network step is
+                // not sharded, so every training case is here when it runs.
+                None => {}
+            }
+        }
+        if !unlabelled.is_empty() {
+            bail!(
+                "[stages.volumetric_segmenter] targets = \"ground-truth\" needs a segmentation for every training case; none for: {}",
+                unlabelled.join(", ")
+            );
+        }
+        let upstream = [fingerprint(&[data_fp, "ground-truth"])];
+        let Some(net) = self.network(Step::Network1, &targets, &upstream)? else {
+            return self.stop();
+        };
+        self.predict_and_evaluate(&net, None)?;
         self.stop()
     }
 
@@ -569,12 +614,26 @@ impl<'a> Runner<'a> {
         Ok(Some(out))
     }
 
+    /// Dice, precision and recall of masks against the working-grid
+    /// ground truth (report only): precision below recall means the masks
+    /// over-segment, recall below precision that they miss tumour.
     fn score_against_truth(&self, masks: &BTreeMap<String, LabelVolume>) -> Vec<CaseScore> {
         masks
             .iter()
             .filter_map(|(id, m)| {
                 let truth = self.case(id).truth.as_ref()?;
-                Some(CaseScore::dice_only(id, dice(&m.data, &truth.data)))
+                let counts = OverlapCounts::of(&m.data, &truth.data);
+                let mut score = CaseScore::dice_only(id, counts.dice());
+                let extra = [
+                    ("precision", counts.precision()),
+                    ("recall", counts.recall()),
+                ];
+                for (key, value) in extra {
+                    if let Some(v) = value {
+                        score.extra.insert(key.into(), v);
+                    }
+                }
+                Some(score)
             })
             .collect()
     }
@@ -615,6 +674,7 @@ impl<'a> Runner<'a> {
                 net.save(tmp.display().to_string().as_str().into()),
                 &format!("saving the network to {}", tmp.display()),
             )
+            .and_then(|()| self.record_spacing(&tmp))
             .and_then(|()| {
                 std::fs::rename(&tmp, &model)
                     .with_context(|| format!("renaming {} to {}", tmp.display(), model.display()))
@@ -632,6 +692,25 @@ impl<'a> Runner<'a> {
             started,
         )?;
         Ok(Some(model))
+    }
+
+    /// Writes the working spacing into a saved model, so `clisc infer`
+    /// resamples new volumes as the network saw its training cases. A
+    /// model file that is not safetensors cannot carry it: a warning says
+    /// so.
+    fn record_spacing(&self, model: &Path) -> anyhow::Result<()> {
+        let Some(mm) = self.summary.working_spacing else {
+            return Ok(());
+        };
+        let text = crate::model_file::spacing_text(mm);
+        if let Err(e) =
+            crate::model_file::set_metadata(model, crate::model_file::SPACING_KEY, &text)
+        {
+            tracing::warn!(
+                "the network was trained at {text} mm but its model file cannot record it ({e:#}); `clisc infer` with it will not resample"
+            );
+        }
+        Ok(())
     }
 
     /// The model selection of the pipeline.
@@ -918,7 +997,7 @@ impl<'a> Runner<'a> {
                     )?;
                     std::fs::create_dir_all(out_dir.join("cropped"))?;
                     io::write_labels(&cropped_path, &p)?;
-                    io::write_labels_like(&path, &(case.restore)(&p), &case.flair_path)?;
+                    io::write_labels_like(&path, &case.restore(&p)?, &case.flair_path)?;
                     p
                 };
                 self.factory.bars.update(
@@ -954,6 +1033,23 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The fingerprint of the data every step starts from: the training and
+/// test case ids (comma-separated) and, when it is not the default, the
+/// `[dataset] spacing` the cases are resampled to. Shared with the Slurm
+/// planner.
+pub fn data_fingerprint(pipeline: &Pipeline, train: &str, test: &str) -> String {
+    let spacing = pipeline
+        .dataset
+        .rest
+        .get("spacing")
+        .map(|s| s.to_string())
+        .filter(|s| s != "\"native\"");
+    match spacing {
+        Some(s) => fingerprint(&[train, test, &format!("spacing={s}")]),
+        None => fingerprint(&[train, test]),
+    }
+}
+
 /// The fingerprint of `step` (see [`super::workdir`]): its name, the seed,
 /// the plugins and settings of its slots, and `upstream` (the data and the
 /// fingerprints of the steps it reads). Shared with the Slurm planner,
@@ -981,7 +1077,7 @@ pub fn step_fingerprint(factory: &StageFactory<'_>, step: Step, upstream: &[&str
 /// Writes labels on a case's cropped grid back in the grid and header of
 /// its raw FLAIR.
 fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> anyhow::Result<()> {
-    io::write_labels_like(path, &(case.restore)(labels), &case.flair_path)
+    io::write_labels_like(path, &case.restore(labels)?, &case.flair_path)
 }
 
 /// Runs the promptable segmenter on every prompted slice of a case and

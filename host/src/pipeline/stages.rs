@@ -86,6 +86,9 @@ impl StageFactory<'_> {
                 if !spec.retrain_on.is_default() {
                     id.push_str(&format!("|retrain_on={}", spec.retrain_on.name()));
                 }
+                if !spec.targets.is_default() {
+                    id.push_str(&format!("|targets={}", spec.targets.name()));
+                }
                 id
             }
             None => format!("{}=none", slot.key()),

@@ -260,6 +260,13 @@ pub struct RunSummary {
     /// Whether ground truth influenced any choice (only with
     /// `model_selection = "ground-truth-validation"`).
     pub ground_truth_used_for_choices: bool,
+    /// Whether the network learned from ground-truth labels (the
+    /// supervised baseline, `targets = "ground-truth"`).
+    #[serde(default)]
+    pub supervised: bool,
+    /// The voxel size (mm) the stages worked at; `None`: each case's own.
+    #[serde(default)]
+    pub working_spacing: Option<[f64; 3]>,
     /// How each network step chose its checkpoint, by step name.
     #[serde(default)]
     pub model_selection: BTreeMap<String, ModelSelectionRecord>,
@@ -309,6 +316,11 @@ impl RunSummary {
             None => "–".into(),
         };
         let mut out = Vec::new();
+        if self.supervised {
+            out.push(
+                "supervised baseline: the network learned the training split's ground truth".into(),
+            );
+        }
         if let Some(l) = &self.slice_labels {
             out.push(format!(
                 "slice labels (kept {:.0}%): precision {:.3}, recall {:.3}, accuracy {:.3}",
@@ -345,9 +357,17 @@ impl RunSummary {
             ));
         }
         if !self.pseudo_masks.is_empty() {
+            let extra = |key: &str| {
+                self.pseudo_masks
+                    .iter()
+                    .filter_map(|s| s.extra.get(key).copied())
+                    .collect::<Vec<_>>()
+            };
             out.push(format!(
-                "pseudo-mask Dice: {}",
-                fmt(&mut self.pseudo_masks.iter().map(|s| s.dice))
+                "pseudo-mask Dice: {}; precision {}, recall {}",
+                fmt(&mut self.pseudo_masks.iter().map(|s| s.dice)),
+                fmt(&mut extra("precision").into_iter()),
+                fmt(&mut extra("recall").into_iter())
             ));
         }
         if !self.filter.is_empty() {

@@ -260,7 +260,8 @@ mod tests {
             split,
             flair_path: PathBuf::new(),
             sources: Vec::new(),
-            restore: Box::new(|l| l.clone()),
+            geometry: crate::preprocess::Geometry::identity(grid),
+            working_spacing: None,
         }
     }
 

@@ -3,10 +3,10 @@
 
 use super::settings::{Resources, SlurmSettings};
 use crate::pipeline::config::{Pipeline, StageSlot};
-use crate::pipeline::run::step_fingerprint;
+use crate::pipeline::run::{data_fingerprint, step_fingerprint};
 use crate::pipeline::shard::{self, Shard};
 use crate::pipeline::stages::StageFactory;
-use crate::pipeline::workdir::{fingerprint, Manifest, Step, WorkDir};
+use crate::pipeline::workdir::{Manifest, Step, WorkDir};
 use crate::splits::{Split, Splits};
 use std::collections::BTreeMap;
 
@@ -130,7 +130,7 @@ pub fn expected_fingerprints(
             .collect();
         v.join(",")
     };
-    let data = fingerprint(&[ids(Split::Train), ids(Split::Test)]);
+    let data = data_fingerprint(factory.pipeline, &ids(Split::Train), &ids(Split::Test));
     let mut fps = BTreeMap::new();
     let mut put = |step: Step, upstream: &[&str]| -> String {
         let fp = step_fingerprint(factory, step, upstream);
