@@ -70,7 +70,10 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
         .filter(|l| l.contains("unet3d training:"))
         .collect();
     assert!(training.len() >= 10, "progress lines:\n{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     assert!(
         training
             .iter()

@@ -221,7 +221,7 @@ impl Geometry {
     }
 
     /// Intensities of the crop box on the working grid (trilinear).
-    fn to_working_values(&self, cropped: Vec<f32>) -> Vec<f32> {
+    fn to_working_values(self, cropped: Vec<f32>) -> Vec<f32> {
         if !self.is_resampled() {
             return cropped;
         }
@@ -229,7 +229,7 @@ impl Geometry {
     }
 
     /// A label map of the crop box on the working grid.
-    fn to_working_label_values(&self, cropped: Vec<u8>) -> Vec<u8> {
+    fn to_working_label_values(self, cropped: Vec<u8>) -> Vec<u8> {
         if !self.is_resampled() {
             return cropped;
         }
@@ -480,10 +480,10 @@ mod tests {
         ];
         let flip = [-1.0, 1.0, 1.0];
         let mut g = Grid::new(shape, spacing);
-        for r in 0..3 {
+        for (row, rz_row) in g.affine.iter_mut().zip(&rz) {
             for c in 0..3 {
-                let rot: f64 = (0..3).map(|k| rz[r][k] * rx[k][c]).sum();
-                g.affine[r][c] = rot * flip[c] * spacing[c];
+                let rot: f64 = (0..3).map(|k| rz_row[k] * rx[k][c]).sum();
+                row[c] = rot * flip[c] * spacing[c];
             }
         }
         g.affine[0][3] = 40.0;
