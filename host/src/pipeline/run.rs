@@ -20,7 +20,6 @@ use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clisc_imaging::components::{keep_largest_n, largest_component};
-use clisc_imaging::overlap::OverlapCounts;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{
     FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
@@ -614,26 +613,14 @@ impl<'a> Runner<'a> {
         Ok(Some(out))
     }
 
-    /// Dice, precision and recall of masks against the working-grid
-    /// ground truth (report only): precision below recall means the masks
-    /// over-segment, recall below precision that they miss tumour.
+    /// Dice, precision and recall ([`CaseScore::overlap`]) of masks
+    /// against the working-grid ground truth (report only).
     fn score_against_truth(&self, masks: &BTreeMap<String, LabelVolume>) -> Vec<CaseScore> {
         masks
             .iter()
             .filter_map(|(id, m)| {
                 let truth = self.case(id).truth.as_ref()?;
-                let counts = OverlapCounts::of(&m.data, &truth.data);
-                let mut score = CaseScore::dice_only(id, counts.dice());
-                let extra = [
-                    ("precision", counts.precision()),
-                    ("recall", counts.recall()),
-                ];
-                for (key, value) in extra {
-                    if let Some(v) = value {
-                        score.extra.insert(key.into(), v);
-                    }
-                }
-                Some(score)
+                Some(CaseScore::overlap(id, &m.data, &truth.data))
             })
             .collect()
     }

@@ -35,6 +35,24 @@ impl CaseScore {
             extra: BTreeMap::new(),
         }
     }
+
+    /// Dice, precision and recall of a mask against the truth (the last
+    /// two left out where undefined): precision below recall means the
+    /// mask over-segments, recall below precision that it misses tumour.
+    pub fn overlap(case: &str, mask: &[u8], truth: &[u8]) -> Self {
+        let counts = OverlapCounts::of(mask, truth);
+        let mut score = Self::dice_only(case, counts.dice());
+        let rates = [
+            ("precision", counts.precision()),
+            ("recall", counts.recall()),
+        ];
+        for (key, value) in rates {
+            if let Some(v) = value {
+                score.extra.insert(key.into(), v);
+            }
+        }
+        score
+    }
 }
 
 /// Mean, population standard deviation and count of the finite values
@@ -454,17 +472,7 @@ impl RunSummary {
                 if !self.roi_rounds.contains(&name) {
                     self.roi_rounds.push(name.clone());
                 }
-                let counts = OverlapCounts::of(&round.roi.data, &truth.data);
-                let mut score = CaseScore::dice_only(id, counts.dice());
-                let rates = [
-                    ("precision", counts.precision()),
-                    ("recall", counts.recall()),
-                ];
-                for (key, value) in rates {
-                    if let Some(v) = value {
-                        score.extra.insert(key.into(), v);
-                    }
-                }
+                let score = CaseScore::overlap(id, &round.roi.data, &truth.data);
                 self.rois.entry(name).or_default().push(score);
             }
         }
