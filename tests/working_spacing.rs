@@ -2,8 +2,9 @@
 //! binary: cases are resampled to the working spacing, the network learns
 //! the training split's ground truth (`targets = "ground-truth"`), test
 //! predictions come back on each case's own grid and are scored there,
-//! the model file records the spacing so `clisc infer` resamples the same
-//! way, and a run whose stderr is not a terminal logs progress lines.
+//! the model file records the spacing and the bias correction so `clisc
+//! infer` preprocesses the same way, and a run whose stderr is not a
+//! terminal logs progress lines.
 
 use clisc_host::nifti_io;
 use clisc_tests::{infer_nifti, summary, write_tiny_dataset};
@@ -12,7 +13,7 @@ use std::process::Command;
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
-fn pipeline(spacing: &str) -> String {
+fn pipeline(spacing: &str, bias_correction: &str) -> String {
     format!(
         r#"
 [run]
@@ -26,6 +27,7 @@ root = "data"
 modalities = ["flair"]
 split = {{ ratios = [4.0, 1.0, 2.0], seed = 3 }}
 spacing = {spacing}
+bias_correction = {bias_correction}
 
 [stages.volumetric_segmenter]
 plugin = "unet3d"
@@ -60,14 +62,14 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     // (the brain's box, a little smaller).
     write_tiny_dataset(&root.join("data"), 7, [40, 40, 24]);
     let config = root.join("pipeline.toml");
-    std::fs::write(&config, pipeline("[2.0, 2.0, 2.0]")).unwrap();
+    std::fs::write(&config, pipeline("[2.0, 2.0, 2.0]", "\"polynomial\"")).unwrap();
     let log = run_logging_progress(&config);
 
     // Progress lines on a non-terminal stderr: every training update with
     // position, percentage, elapsed time, ETA and the loss, and the end.
     let training: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("unet3d training:"))
+        .filter(|l| l.contains("unet3d: training:"))
         .collect();
     assert!(training.len() >= 10, "progress lines:\n{log}");
     assert!(
@@ -93,6 +95,7 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     let s = summary(&work);
     assert_eq!(s["supervised"], true);
     assert_eq!(s["working_spacing"], serde_json::json!([2.0, 2.0, 2.0]));
+    assert_eq!(s["bias_correction"], "polynomial");
     // No pseudo-labelling stage ran.
     assert!(s["pseudo_masks"].as_array().unwrap().is_empty());
     assert!(!work.join("01-pseudo-labels").exists());
@@ -123,11 +126,15 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
         assert_eq!(grid_of(p), grid_of(&flair), "{}", p.display());
     }
 
-    // The model carries the spacing; `clisc infer` resamples the same way
-    // and writes on the input's grid.
+    // The model carries the spacing and the bias correction; `clisc infer`
+    // preprocesses the same way and writes on the input's grid.
     let model = work.join("05-network-1/model.ckpt");
     let meta = clisc_host::model_file::read_metadata(&model).unwrap();
     assert_eq!(meta.get("clisc.spacing").map(String::as_str), Some("2,2,2"));
+    assert_eq!(
+        meta.get("clisc.bias_correction").map(String::as_str),
+        Some("polynomial")
+    );
     let id = predictions[0]
         .file_name()
         .unwrap()
@@ -143,21 +150,39 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     assert_eq!(a, b, "clisc infer differs from the run's prediction");
 }
 
-#[test]
-fn a_bad_spacing_names_the_file_the_field_and_what_is_expected() {
+/// The stderr of `clisc check` on a pipeline with these `[dataset]`
+/// values, which must fail.
+fn check_fails(spacing: &str, bias_correction: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     std::fs::create_dir_all(root.join("data")).unwrap();
     let config = root.join("pipeline.toml");
-    std::fs::write(&config, pipeline("[2.0, -1.0, 2.0]")).unwrap();
+    std::fs::write(&config, pipeline(spacing, bias_correction)).unwrap();
     let out = Command::new(CLI)
         .args(["check", config.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn a_bad_spacing_names_the_file_the_field_and_what_is_expected() {
+    let err = check_fails("[2.0, -1.0, 2.0]", "\"none\"");
     assert!(
         err.contains("pipeline.toml") && err.contains("spacing") && err.contains("\"auto\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_bias_correction_names_the_file_the_field_and_what_is_expected() {
+    let err = check_fails("\"native\"", "\"n4\"");
+    assert!(
+        err.contains("pipeline.toml")
+            && err.contains("n4")
+            && err.contains("`none`")
+            && err.contains("`polynomial`"),
         "{err}"
     );
 }

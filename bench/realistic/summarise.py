@@ -31,6 +31,8 @@ def main():
         rows.append(("mode", "**supervised baseline** (the network learned the training split's ground truth)"))
     if s.get("working_spacing"):
         rows.append(("working spacing (mm)", " x ".join(f"{v:g}" for v in s["working_spacing"])))
+    if s.get("bias_correction", "none") != "none":
+        rows.append(("bias correction", s["bias_correction"]))
     if s.get("slice_labels"):
         k = s["slice_labels"]["kept"]
         rows.append(("slice labels, precision / recall", f"{k['precision']:.3f} / {k['recall']:.3f}"))

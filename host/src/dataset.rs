@@ -74,6 +74,8 @@ pub struct DatasetLayout {
     pub split: SplitConfig,
     /// Voxel size the stages work at.
     pub spacing: TargetSpacing,
+    /// Bias-field correction before normalisation.
+    pub bias_correction: BiasCorrection,
 }
 
 impl Default for DatasetLayout {
@@ -85,6 +87,42 @@ impl Default for DatasetLayout {
             skip_bad_cases: false,
             split: SplitConfig::default(),
             spacing: TargetSpacing::Native,
+            bias_correction: BiasCorrection::None,
+        }
+    }
+}
+
+/// `[dataset] bias_correction`: whether each case's channels are divided
+/// by a smooth fitted bias field (on the working grid, inside the brain)
+/// before they are clipped and z-scored. Weight-free stages that look for
+/// FLAIR hyperintensity need it on scans with coil shading; CLISC itself
+/// does not correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BiasCorrection {
+    /// `"none"` (default): intensities as read.
+    #[default]
+    None,
+    /// `"polynomial"`: a robust polynomial fit of the log intensities
+    /// ([`clisc_imaging::bias`]).
+    Polynomial,
+}
+
+impl BiasCorrection {
+    /// The value as written in a pipeline file and a model file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BiasCorrection::None => "none",
+            BiasCorrection::Polynomial => "polynomial",
+        }
+    }
+
+    /// Parses [`BiasCorrection::as_str`]'s output.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "none" => Some(BiasCorrection::None),
+            "polynomial" => Some(BiasCorrection::Polynomial),
+            _ => None,
         }
     }
 }
@@ -731,6 +769,31 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn bias_correction_reads_none_or_polynomial_and_names_what_is_expected() {
+        let layout = |line: &str| {
+            let table: toml::Table = toml::from_str(&format!("root = \"x\"\n{line}")).unwrap();
+            DatasetLayout::from_table(&table).map(|l| l.bias_correction)
+        };
+        assert_eq!(layout("").unwrap(), BiasCorrection::None);
+        assert_eq!(
+            layout("bias_correction = \"none\"").unwrap(),
+            BiasCorrection::None
+        );
+        assert_eq!(
+            layout("bias_correction = \"polynomial\"").unwrap(),
+            BiasCorrection::Polynomial
+        );
+        for p in [BiasCorrection::None, BiasCorrection::Polynomial] {
+            assert_eq!(BiasCorrection::parse(p.as_str()), Some(p));
+        }
+        let e = layout("bias_correction = \"n4\"").unwrap_err().to_string();
+        assert!(
+            e.contains("n4") && e.contains("none") && e.contains("polynomial"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! volumetric network carries besides its weights.
 //!
 //! A plugin's `save` writes `clisc.plugin` and `clisc.settings`; the host
-//! adds [`SPACING_KEY`], the voxel size the network was trained at, so
-//! `clisc infer` and the DICOM node resample new volumes the same way.
+//! adds [`SPACING_KEY`], the voxel size the network was trained at, and
+//! [`BIAS_CORRECTION_KEY`], so `clisc infer` and the DICOM node preprocess
+//! new volumes the same way.
 //! A safetensors file is an 8-byte little-endian header length, a JSON
 //! header (tensor names, dtypes, shapes, offsets into the data, and a
 //! `__metadata__` map of strings) and the tensor data; the offsets are
 //! relative to the data, so the header can be rewritten without touching
 //! the data.
 
+use crate::dataset::BiasCorrection;
 use anyhow::{anyhow, bail, Context};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -17,6 +19,10 @@ use std::path::Path;
 
 /// Metadata key of the working spacing, `"x,y,z"` in millimetres.
 pub const SPACING_KEY: &str = "clisc.spacing";
+
+/// Metadata key of the `[dataset] bias_correction` the network was trained
+/// with ([`BiasCorrection::as_str`]); absent means none.
+pub const BIAS_CORRECTION_KEY: &str = "clisc.bias_correction";
 
 /// Largest header accepted (the safetensors format's own limit).
 const MAX_HEADER: u64 = 100 << 20;
@@ -121,6 +127,19 @@ pub fn spacing(path: &Path) -> anyhow::Result<Option<[f64; 3]>> {
     }
 }
 
+/// The bias correction stored in a model file (none when absent).
+pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
+    match read_metadata(path)?.remove(BIAS_CORRECTION_KEY) {
+        None => Ok(BiasCorrection::None),
+        Some(text) => BiasCorrection::parse(&text).ok_or_else(|| {
+            anyhow!(
+                "{}: `{BIAS_CORRECTION_KEY}` = {text:?}: expected \"none\" or \"polynomial\"",
+                path.display()
+            )
+        }),
+    }
+}
+
 /// `"x,y,z"`, as [`spacing`] reads it back.
 pub fn spacing_text(mm: [f64; 3]) -> String {
     format!("{},{},{}", mm[0], mm[1], mm[2])
@@ -164,6 +183,28 @@ mod tests {
         let e = spacing(&path).unwrap_err().to_string();
         assert!(
             e.contains("clisc.spacing") && e.contains("model.ckpt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bias_correction_round_trips_and_a_bad_value_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = model(dir.path());
+        assert_eq!(bias_correction(&path).unwrap(), BiasCorrection::None);
+        set_metadata(
+            &path,
+            BIAS_CORRECTION_KEY,
+            BiasCorrection::Polynomial.as_str(),
+        )
+        .unwrap();
+        assert_eq!(bias_correction(&path).unwrap(), BiasCorrection::Polynomial);
+        set_metadata(&path, BIAS_CORRECTION_KEY, "n4").unwrap();
+        let e = bias_correction(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("model.ckpt")
+                && e.contains("clisc.bias_correction")
+                && e.contains("polynomial"),
             "{e}"
         );
     }

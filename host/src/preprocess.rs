@@ -1,7 +1,8 @@
 //! CLISC preprocessing, reversible: brain mask from the raw FLAIR (nonzero
 //! voxels), crop every channel to the mask's bounding box, optionally
-//! resample to a target spacing (nnU-Net style), clip each channel at its
-//! 99.9th percentile, z-score.
+//! resample to a target spacing (nnU-Net style), optionally divide by a
+//! fitted bias field ([`BiasCorrection`]), clip each channel at its 99.9th
+//! percentile, z-score.
 //!
 //! Percentile, mean and standard deviation are computed over the whole
 //! cropped volume (background voxels inside the box included), which is
@@ -17,6 +18,7 @@
 //! for any orientation); [`Geometry::restore`] takes labels from it back
 //! to the original grid (label shares interpolated linearly).
 
+use crate::dataset::BiasCorrection;
 use clisc_imaging::intensity::{mean_std, percentile};
 use clisc_imaging::resample::{resize_labels, resize_trilinear};
 use clisc_sdk::stage::CaseInput;
@@ -45,6 +47,8 @@ pub struct PreprocessOptions {
     /// Voxel size (mm, x y z) the stages work at; `None` keeps each case's
     /// own spacing (CLISC: BraTS is 1 mm and is not resampled).
     pub spacing: Option<[f64; 3]>,
+    /// Bias-field correction on the working grid, before clipping.
+    pub bias_correction: BiasCorrection,
 }
 
 impl Default for PreprocessOptions {
@@ -53,6 +57,7 @@ impl Default for PreprocessOptions {
             clip_percentile: 99.9,
             normalisation: Normalisation::CroppedVolume,
             spacing: None,
+            bias_correction: BiasCorrection::None,
         }
     }
 }
@@ -336,6 +341,14 @@ pub fn preprocess(
             .map(|v| if v.is_nan() { 0.0 } else { v })
             .collect();
         let mut values = geometry.to_working_values(cropped);
+        if options.bias_correction == BiasCorrection::Polynomial
+            && !clisc_imaging::bias::correct_polynomial(&mut values, &brain, grid.dims())
+        {
+            tracing::warn!(
+                "case {id}: {} has too little brain to fit a bias field; left uncorrected",
+                c.name
+            );
+        }
         normalise(&mut values, &brain, options);
         channels.push(Channel {
             name: c.name.clone(),
@@ -565,6 +578,65 @@ mod tests {
             }
             assert!(checked > 100);
         }
+    }
+
+    /// Two tissues (1 and 1.5, interleaved as a 3D checkerboard, so no
+    /// low-order polynomial can follow them) and a dark CSF layer (0.15, a
+    /// twelfth of the brain, as ventricles and sulci are), under a
+    /// left-to-right field of +-30%: with `bias_correction = "polynomial"`
+    /// each tissue comes out flat, without it the field spreads each one
+    /// over more than the contrast between them.
+    #[test]
+    fn bias_correction_flattens_a_shaded_brain() {
+        let g = Grid::new([30, 24, 16], [1.0, 1.0, 1.0]);
+        let dark = |x: usize, y: usize, z: usize| (x + y + z) % 2 == 0;
+        let mut flair = vec![0.0f32; g.len()];
+        for z in 2..14 {
+            for y in 2..22 {
+                for x in 2..28 {
+                    let field = (0.3 * (x as f32 - 15.0) / 13.0).exp();
+                    let level = match (z, dark(x, y, z)) {
+                        (7, _) => 0.15,
+                        (_, true) => 1.0,
+                        (_, false) => 1.5,
+                    };
+                    flair[g.index(x, y, z)] = 500.0 * level * field;
+                }
+            }
+        }
+        let raw = Volume::single(g, "flair", flair);
+        // Range of the darker tissue over the gap between the tissues' means.
+        let spread = |bias_correction| {
+            let options = PreprocessOptions {
+                normalisation: Normalisation::Brain,
+                bias_correction,
+                ..PreprocessOptions::default()
+            };
+            let p = preprocess("c", &raw, &options).unwrap();
+            let v = p.input.image.require_channel("flair").unwrap();
+            let grid = p.input.image.grid;
+            let (mut darker, mut brighter) = (Vec::new(), Vec::new());
+            // The crop starts at (2, 2, 2): parity is kept, z = 5 is the CSF.
+            for z in 0..grid.dims()[2] {
+                for y in 0..grid.dims()[1] {
+                    for x in 0..grid.dims()[0] {
+                        let value = v[grid.index(x, y, z)];
+                        match (z, dark(x, y, z)) {
+                            (5, _) => {}
+                            (_, true) => darker.push(value),
+                            (_, false) => brighter.push(value),
+                        }
+                    }
+                }
+            }
+            let mean = |a: &[f32]| a.iter().sum::<f32>() / a.len() as f32;
+            let (lo, hi) = clisc_imaging::intensity::min_max(&darker);
+            (hi - lo) / (mean(&brighter) - mean(&darker))
+        };
+        let shaded = spread(BiasCorrection::None);
+        let corrected = spread(BiasCorrection::Polynomial);
+        assert!(shaded > 1.0, "{shaded}");
+        assert!(corrected < 0.02, "{corrected} (uncorrected {shaded})");
     }
 
     #[test]

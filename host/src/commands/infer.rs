@@ -8,7 +8,8 @@
 //! `overlap`, `inference`, `largest_component`), loads the weights, and for
 //! every input volume: CLISC preprocessing (crop to the brain, resample to
 //! the spacing the network was trained at when the model file records one
-//! (`clisc.spacing`), clip, z-score), prediction, labels back on the
+//! (`clisc.spacing`), the bias correction it was trained with
+//! (`clisc.bias_correction`), clip, z-score), prediction, labels back on the
 //! original grid, and a uint8 NIfTI
 //! written with the input's header geometry, so the output overlays the
 //! input exactly.
@@ -159,6 +160,8 @@ pub struct Segmenter {
     work: PathBuf,
     /// The voxel size the network was trained at, when it was resampled.
     spacing: Option<[f64; 3]>,
+    /// The bias correction the training cases had.
+    bias_correction: crate::dataset::BiasCorrection,
 }
 
 impl Segmenter {
@@ -201,7 +204,13 @@ impl Segmenter {
             bail!("loading {}: {e}", model.display());
         }
         let spacing = crate::model_file::spacing(model)?;
-        Ok(Self { net, work, spacing })
+        let bias_correction = crate::model_file::bias_correction(model)?;
+        Ok(Self {
+            net,
+            work,
+            spacing,
+            bias_correction,
+        })
     }
 
     /// Segments one FLAIR volume (case `id`): CLISC preprocessing, the
@@ -209,6 +218,7 @@ impl Segmenter {
     pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
         let options = PreprocessOptions {
             spacing: self.spacing,
+            bias_correction: self.bias_correction,
             ..PreprocessOptions::default()
         };
         let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;

@@ -61,13 +61,15 @@ fn prepare(
     keep: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Cases> {
     let root = Path::new(&pipeline.dataset.root);
-    let spacing = working_spacing(layout(pipeline)?.spacing, dataset, splits)?;
+    let layout = layout(pipeline)?;
+    let spacing = working_spacing(layout.spacing, dataset, splits)?;
     match spacing {
         Some(s) => tracing::info!("stages work at {:.3} x {:.3} x {:.3} mm", s[0], s[1], s[2]),
         None => tracing::info!("stages work at each case's own spacing"),
     }
     let options = PreprocessOptions {
         spacing,
+        bias_correction: layout.bias_correction,
         ..PreprocessOptions::default()
     };
     let mut cases = Cases::new();

@@ -15,6 +15,7 @@ use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStat
 use super::workdir::{
     fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, WorkDir,
 };
+use crate::dataset::{BiasCorrection, DatasetLayout};
 use crate::progress::Bars;
 use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
@@ -109,6 +110,9 @@ impl<'a> Runner<'a> {
         }
         let mut summary = RunSummary::new(pipeline);
         summary.working_spacing = cases.values().find_map(|c| c.working_spacing);
+        summary.bias_correction = DatasetLayout::from_table(&pipeline.dataset.rest)
+            .with_context(|| format!("{}: [dataset]", pipeline.source.display()))?
+            .bias_correction;
         let split_ids = [Split::Train, Split::Valid, Split::Test]
             .into_iter()
             .map(|s| (s, ids_in(&cases, s)))
@@ -661,7 +665,7 @@ impl<'a> Runner<'a> {
                 net.save(tmp.display().to_string().as_str().into()),
                 &format!("saving the network to {}", tmp.display()),
             )
-            .and_then(|()| self.record_spacing(&tmp))
+            .and_then(|()| self.record_preprocessing(&tmp))
             .and_then(|()| {
                 std::fs::rename(&tmp, &model)
                     .with_context(|| format!("renaming {} to {}", tmp.display(), model.display()))
@@ -681,21 +685,28 @@ impl<'a> Runner<'a> {
         Ok(Some(model))
     }
 
-    /// Writes the working spacing into a saved model, so `clisc infer`
-    /// resamples new volumes as the network saw its training cases. A
-    /// model file that is not safetensors cannot carry it: a warning says
-    /// so.
-    fn record_spacing(&self, model: &Path) -> anyhow::Result<()> {
-        let Some(mm) = self.summary.working_spacing else {
-            return Ok(());
-        };
-        let text = crate::model_file::spacing_text(mm);
-        if let Err(e) =
-            crate::model_file::set_metadata(model, crate::model_file::SPACING_KEY, &text)
-        {
-            tracing::warn!(
-                "the network was trained at {text} mm but its model file cannot record it ({e:#}); `clisc infer` with it will not resample"
-            );
+    /// Writes the working spacing and the bias correction into a saved
+    /// model, so `clisc infer` preprocesses new volumes as the network saw
+    /// its training cases. A model file that is not safetensors cannot
+    /// carry them: a warning says so.
+    fn record_preprocessing(&self, model: &Path) -> anyhow::Result<()> {
+        let mut entries = Vec::new();
+        if let Some(mm) = self.summary.working_spacing {
+            entries.push((
+                crate::model_file::SPACING_KEY,
+                crate::model_file::spacing_text(mm),
+            ));
+        }
+        let bias = self.summary.bias_correction;
+        if bias != BiasCorrection::None {
+            entries.push((crate::model_file::BIAS_CORRECTION_KEY, bias.as_str().into()));
+        }
+        for (key, text) in entries {
+            if let Err(e) = crate::model_file::set_metadata(model, key, &text) {
+                tracing::warn!(
+                    "the network was trained with {key} = {text} but its model file cannot record it ({e:#}); `clisc infer` with it will not preprocess alike"
+                );
+            }
         }
         Ok(())
     }
@@ -1021,20 +1032,24 @@ impl<'a> Runner<'a> {
 }
 
 /// The fingerprint of the data every step starts from: the training and
-/// test case ids (comma-separated) and, when it is not the default, the
-/// `[dataset] spacing` the cases are resampled to. Shared with the Slurm
-/// planner.
+/// test case ids (comma-separated) and, when they are not the defaults,
+/// the `[dataset] spacing` the cases are resampled to and their
+/// `bias_correction`. Shared with the Slurm planner.
 pub fn data_fingerprint(pipeline: &Pipeline, train: &str, test: &str) -> String {
-    let spacing = pipeline
-        .dataset
-        .rest
-        .get("spacing")
-        .map(|s| s.to_string())
-        .filter(|s| s != "\"native\"");
-    match spacing {
-        Some(s) => fingerprint(&[train, test, &format!("spacing={s}")]),
-        None => fingerprint(&[train, test]),
-    }
+    let mut parts = vec![train.to_string(), test.to_string()];
+    let setting = |key: &str, default: &str| {
+        pipeline
+            .dataset
+            .rest
+            .get(key)
+            .map(|v| v.to_string())
+            .filter(|v| v != default)
+            .map(|v| format!("{key}={v}"))
+    };
+    parts.extend(setting("spacing", "\"native\""));
+    parts.extend(setting("bias_correction", "\"none\""));
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    fingerprint(&parts)
 }
 
 /// The fingerprint of `step` (see [`super::workdir`]): its name, the seed,

@@ -285,6 +285,9 @@ pub struct RunSummary {
     /// The voxel size (mm) the stages worked at; `None`: each case's own.
     #[serde(default)]
     pub working_spacing: Option<[f64; 3]>,
+    /// The `[dataset] bias_correction` the cases had.
+    #[serde(default)]
+    pub bias_correction: crate::dataset::BiasCorrection,
     /// How each network step chose its checkpoint, by step name.
     #[serde(default)]
     pub model_selection: BTreeMap<String, ModelSelectionRecord>,

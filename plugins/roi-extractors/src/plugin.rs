@@ -262,12 +262,9 @@ impl CamExtractor {
             )));
         }
         self.progress.log(
-            format!(
-                "cam: {n} kept slices ({pos} tumor) at {0}x{0}",
-                s.input_size
-            )
-            .as_str()
-            .into(),
+            format!("{n} kept slices ({pos} tumor) at {0}x{0}", s.input_size)
+                .as_str()
+                .into(),
         );
         let mut report = StageReport::default();
         report.push("slices", n as f64);

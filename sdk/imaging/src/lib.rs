@@ -6,6 +6,7 @@
 //! resampling. Volumes are x-fastest slices of `[nx, ny, nz]`; 2D images are
 //! row-major `width x height` (the conventions of `clisc-sdk`).
 
+pub mod bias;
 pub mod components;
 pub mod intensity;
 pub mod morphology;

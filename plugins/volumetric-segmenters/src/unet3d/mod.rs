@@ -76,7 +76,7 @@ struct Progress<'a>(&'a ProgressSinkBox);
 impl TrainMonitor for Progress<'_> {
     fn step(&mut self, done: usize, total: usize, loss: f64, lr: f64) -> bool {
         self.0.report(
-            "unet3d training".into(),
+            "training".into(),
             done as u64,
             total as u64,
             format!("loss {loss:.4} lr {lr:.2e}").as_str().into(),
