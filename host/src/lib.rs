@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod dataset;
+pub mod device;
 pub mod dicom;
 pub mod hugepages;
 pub mod loader;

@@ -14,11 +14,15 @@ pub struct CheckArgs {
     pub file: PathBuf,
 }
 
-/// Validates the file; prints the resolved pipeline (defaults filled in).
+/// Validates the file; prints the resolved pipeline (defaults filled in)
+/// and, as a closing comment, the device a run would use on this machine.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_search_path(&env_search_path())
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(&args.file, &mut registry)?;
+    let device = crate::device::resolve(&pipeline.run.device)
+        .with_context(|| format!("{}", args.file.display()))?;
     print!("{}", pipeline.to_toml());
+    println!("# a run on this machine would use device {device}");
     Ok(())
 }

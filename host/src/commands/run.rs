@@ -82,6 +82,9 @@ pub fn run_pipeline(
     let mut registry = Registry::with_search_path(&env_search_path())
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(config, &mut registry)?;
+    let device = crate::device::resolve(&pipeline.run.device)
+        .with_context(|| format!("{}", config.display()))?;
+    tracing::info!("device: {device}");
     let bars = Bars::new(quiet);
     let preparing = || format!("preparing the dataset of {}", config.display());
     let part = match options.shard {
@@ -90,14 +93,7 @@ pub fn run_pipeline(
     };
     let Some(part) = part else {
         let cases = pipeline::prepare::prepare_cases(&pipeline).with_context(preparing)?;
-        let mut runner = pipeline::Runner::new(
-            &pipeline,
-            &registry,
-            pipeline.run.device.clone(),
-            cases,
-            bars,
-            options,
-        )?;
+        let mut runner = pipeline::Runner::new(&pipeline, &registry, device, cases, bars, options)?;
         return finish(runner.run(), &runner);
     };
     // A shard prepares only its own cases (of every split: its share of
@@ -114,15 +110,8 @@ pub fn run_pipeline(
     }
     let (cases, splits) = pipeline::prepare::prepare_selected(&pipeline, &|id| mine.contains(id))
         .with_context(preparing)?;
-    let mut runner = pipeline::Runner::new(
-        &pipeline,
-        &registry,
-        pipeline.run.device.clone(),
-        cases,
-        bars,
-        options,
-    )?
-    .with_splits(&splits);
+    let mut runner = pipeline::Runner::new(&pipeline, &registry, device, cases, bars, options)?
+        .with_splits(&splits);
     runner.run()?;
     tracing::info!(
         "shard {part} of step `{}` done",

@@ -34,6 +34,12 @@ pub fn resolve_device(spec: &str) -> Result<Device, PluginError> {
     }
 }
 
+/// The number of CUDA devices libtorch sees (0 without a GPU or a CUDA
+/// build): what the host resolves `[run] device = "auto"` with.
+pub fn cuda_device_count() -> usize {
+    tch::Cuda::device_count().max(0) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
