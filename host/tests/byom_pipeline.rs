@@ -12,6 +12,9 @@
 //! * volumetric segmenter: a traced TorchScript 3D network
 //!   (`torchscript-volumetric-segmenter`, route 2).
 //!
+//! The run asks for `device = "auto"`; the Python plugin fails unless it
+//! receives the host's resolved device (`cpu` or `cuda:N`).
+//!
 //! Needs `$CLISC_PYTHON` (torch, numpy); the models are exported in the test.
 
 use clisc_host::commands::run::run_pipeline;
@@ -98,7 +101,8 @@ fn a_pipeline_made_only_of_runtime_plugins_runs_end_to_end() {
         r#"
 [run]
 output = "work"
-device = "cpu"
+# The Python ROI extractor fails unless the host resolved this.
+device = "auto"
 seed = 3
 
 [dataset]

@@ -24,6 +24,11 @@ class HealthyDeviation:
     settings = [cp.setting("k", "float", 3.0, "threshold in healthy standard deviations")]
 
     def configure(self, settings, context):
+        # The host resolves `[run] device = "auto"` before any plugin sees
+        # it: a process plugin can hand the string to torch.device as is.
+        device = context["device"]
+        if device != "cpu" and not device.startswith("cuda:"):
+            raise ValueError(f"unresolved device {device!r}: expected cpu or cuda:N")
         self.k = settings["k"]
         self.stats = None
 
