@@ -5,15 +5,16 @@
 
 use anyhow::bail;
 
-/// Resolves `[run] device`: `auto` becomes `cuda:0` when libtorch sees a
+/// Resolves a device setting (`what` names it in errors, e.g.
+/// `[run] device` or `--device`): `auto` becomes `cuda:0` when libtorch sees a
 /// GPU and `cpu` otherwise; `cuda` becomes `cuda:0`; `cpu` and `cuda:N`
 /// are kept, a GPU index libtorch does not see is an error.
-pub fn resolve(spec: &str) -> anyhow::Result<String> {
-    resolve_with(spec, clisc_nn::device::cuda_device_count())
+pub fn resolve(what: &str, spec: &str) -> anyhow::Result<String> {
+    resolve_with(what, spec, clisc_nn::device::cuda_device_count())
 }
 
 /// [`resolve`] with the number of visible GPUs given.
-fn resolve_with(spec: &str, gpus: usize) -> anyhow::Result<String> {
+fn resolve_with(what: &str, spec: &str, gpus: usize) -> anyhow::Result<String> {
     let spec = spec.trim();
     let index = match spec {
         "auto" if gpus == 0 => return Ok("cpu".into()),
@@ -22,12 +23,12 @@ fn resolve_with(spec: &str, gpus: usize) -> anyhow::Result<String> {
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => n,
             None => {
-                bail!("[run] device = {spec:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+                bail!("{what} = {spec:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
             }
         },
     };
     if index >= gpus {
-        bail!("[run] device = {spec:?}: libtorch sees {gpus} CUDA device(s)");
+        bail!("{what} = {spec:?}: libtorch sees {gpus} CUDA device(s)");
     }
     Ok(format!("cuda:{index}"))
 }
@@ -38,18 +39,22 @@ mod tests {
 
     #[test]
     fn auto_becomes_a_concrete_device() {
-        assert_eq!(resolve_with("auto", 0).unwrap(), "cpu");
-        assert_eq!(resolve_with("auto", 2).unwrap(), "cuda:0");
-        assert_eq!(resolve_with("cuda", 1).unwrap(), "cuda:0");
-        assert_eq!(resolve_with(" cpu ", 1).unwrap(), "cpu");
-        assert_eq!(resolve_with("cuda:1", 2).unwrap(), "cuda:1");
+        assert_eq!(resolve_with("[run] device", "auto", 0).unwrap(), "cpu");
+        assert_eq!(resolve_with("[run] device", "auto", 2).unwrap(), "cuda:0");
+        assert_eq!(resolve_with("[run] device", "cuda", 1).unwrap(), "cuda:0");
+        assert_eq!(resolve_with("[run] device", " cpu ", 1).unwrap(), "cpu");
+        assert_eq!(resolve_with("[run] device", "cuda:1", 2).unwrap(), "cuda:1");
     }
 
     #[test]
     fn a_missing_gpu_or_a_bad_name_is_an_error() {
-        let e = resolve_with("cuda:1", 1).unwrap_err().to_string();
+        let e = resolve_with("[run] device", "cuda:1", 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cuda:1") && e.contains("sees 1"), "{e}");
-        let e = resolve_with("gpu", 0).unwrap_err().to_string();
+        let e = resolve_with("[run] device", "gpu", 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"cuda:N\""), "{e}");
     }
 }

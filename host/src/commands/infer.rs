@@ -189,7 +189,7 @@ impl Segmenter {
         let work = std::env::temp_dir().join(format!("clisc-infer-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let ctx = HostContext {
-            device: crate::device::resolve(device)?.into(),
+            device: crate::device::resolve("--device", device)?.into(),
             seed: 0,
             threads,
             work_dir: work.display().to_string().into(),

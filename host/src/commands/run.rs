@@ -82,7 +82,7 @@ pub fn run_pipeline(
     let mut registry = Registry::with_search_path(&env_search_path())
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = pipeline::load(config, &mut registry)?;
-    let device = crate::device::resolve(&pipeline.run.device)
+    let device = crate::device::resolve("[run] device", &pipeline.run.device)
         .with_context(|| format!("{}", config.display()))?;
     tracing::info!("device: {device}");
     let bars = Bars::new(quiet);

@@ -9,9 +9,11 @@
 //!
 //! Method: the logarithm of the brain's intensities is fitted with a
 //! polynomial of total degree [`DEGREE`] in x, y, z by least squares,
-//! robustly: the darkest 5% (CSF, partial volume at the brain's edge) never
-//! take part, and after each fit the voxels further than two robust SDs
-//! from it (lesions, vessels) are left out of the next one. The volume is
+//! robustly: the first fit leaves out the darkest 5% (CSF, partial volume
+//! at the brain's edge); each of the three refits uses the voxels within
+//! two robust SDs of the previous fit (which leaves out lesions, vessels
+//! and, again, most CSF; the robust SD is taken over the voxels the
+//! previous fit used). The volume is
 //! divided by the exponential of the fit, centred so that the brain's mean
 //! log intensity does not change.
 
@@ -77,8 +79,8 @@ fn above_quantile(v: &[f64], q: f64) -> Vec<bool> {
     v.iter().map(|&x| x > cut).collect()
 }
 
-/// The voxels (among those used) whose residual to the fit is within two
-/// robust SDs (1.4826 x the median absolute residual).
+/// The voxels whose residual to the fit is within two robust SDs (1.4826
+/// x the median absolute residual of the voxels `used` by that fit).
 fn within_two_robust_sds(
     voxels: &[usize],
     logs: &[f64],
