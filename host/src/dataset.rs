@@ -109,6 +109,9 @@ pub enum BiasCorrection {
 }
 
 impl BiasCorrection {
+    /// Every value, in the order error messages list them.
+    pub const ALL: [Self; 2] = [BiasCorrection::None, BiasCorrection::Polynomial];
+
     /// The value as written in a pipeline file and a model file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -119,11 +122,7 @@ impl BiasCorrection {
 
     /// Parses [`BiasCorrection::as_str`]'s output.
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "none" => Some(BiasCorrection::None),
-            "polynomial" => Some(BiasCorrection::Polynomial),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|v| v.as_str() == text)
     }
 }
 
@@ -786,7 +785,7 @@ mod tests {
             layout("bias_correction = \"polynomial\"").unwrap(),
             BiasCorrection::Polynomial
         );
-        for p in [BiasCorrection::None, BiasCorrection::Polynomial] {
+        for p in BiasCorrection::ALL {
             assert_eq!(BiasCorrection::parse(p.as_str()), Some(p));
         }
         let e = layout("bias_correction = \"n4\"").unwrap_err().to_string();

@@ -132,9 +132,14 @@ pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
     match read_metadata(path)?.remove(BIAS_CORRECTION_KEY) {
         None => Ok(BiasCorrection::None),
         Some(text) => BiasCorrection::parse(&text).ok_or_else(|| {
+            let expected: Vec<String> = BiasCorrection::ALL
+                .iter()
+                .map(|v| format!("{:?}", v.as_str()))
+                .collect();
             anyhow!(
-                "{}: `{BIAS_CORRECTION_KEY}` = {text:?}: expected \"none\" or \"polynomial\"",
-                path.display()
+                "{}: `{BIAS_CORRECTION_KEY}` = {text:?}: expected {}",
+                path.display(),
+                expected.join(" or ")
             )
         }),
     }

@@ -38,7 +38,8 @@ pub fn prepare_selected(
     Ok((cases, splits))
 }
 
-fn layout(pipeline: &Pipeline) -> anyhow::Result<DatasetLayout> {
+/// The pipeline's `[dataset]` table as a layout, errors naming the file.
+pub(crate) fn layout(pipeline: &Pipeline) -> anyhow::Result<DatasetLayout> {
     DatasetLayout::from_table(&pipeline.dataset.rest)
         .with_context(|| format!("{}: [dataset]", pipeline.source.display()))
 }

@@ -15,7 +15,7 @@ use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStat
 use super::workdir::{
     fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, WorkDir,
 };
-use crate::dataset::{BiasCorrection, DatasetLayout};
+use crate::dataset::BiasCorrection;
 use crate::progress::Bars;
 use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
@@ -110,9 +110,7 @@ impl<'a> Runner<'a> {
         }
         let mut summary = RunSummary::new(pipeline);
         summary.working_spacing = cases.values().find_map(|c| c.working_spacing);
-        summary.bias_correction = DatasetLayout::from_table(&pipeline.dataset.rest)
-            .with_context(|| format!("{}: [dataset]", pipeline.source.display()))?
-            .bias_correction;
+        summary.bias_correction = super::prepare::layout(pipeline)?.bias_correction;
         let split_ids = [Split::Train, Split::Valid, Split::Test]
             .into_iter()
             .map(|s| (s, ids_in(&cases, s)))

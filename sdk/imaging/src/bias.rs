@@ -22,6 +22,9 @@ use crate::Dims3;
 /// Total degree of the polynomial fitted to the log intensities.
 pub const DEGREE: usize = 3;
 
+/// Monomials of total degree at most [`DEGREE`] in three variables.
+const TERMS: usize = (DEGREE + 1) * (DEGREE + 2) * (DEGREE + 3) / 6;
+
 /// Robust refits after the first one.
 const REFITS: usize = 3;
 
@@ -46,23 +49,22 @@ pub fn correct_polynomial(values: &mut [f32], brain: &[u8], dims: Dims3) -> bool
     let voxels: Vec<usize> = (0..values.len())
         .filter(|&i| brain[i] != 0 && values[i] > 0.0 && values[i].is_finite())
         .collect();
-    let basis = Basis::new(&voxels, dims);
-    if voxels.len() < VOXELS_PER_TERM * basis.terms() {
+    if voxels.len() < VOXELS_PER_TERM * TERMS {
         return false;
     }
+    let basis = Basis::new(&voxels, dims);
     let logs: Vec<f64> = voxels.iter().map(|&i| (values[i] as f64).ln()).collect();
     let mut use_voxel = above_quantile(&logs, 0.05);
-    let mut coefficients = None;
-    for _ in 0..=REFITS {
-        let Some(c) = basis.fit(&voxels, &logs, &use_voxel) else {
-            break;
-        };
-        use_voxel = within_two_robust_sds(&voxels, &logs, &basis, &c, &use_voxel);
-        coefficients = Some(c);
-    }
-    let Some(c) = coefficients else {
+    let Some(mut c) = basis.fit(&voxels, &logs, &use_voxel) else {
         return false;
     };
+    for _ in 0..REFITS {
+        let inliers = within_two_robust_sds(&voxels, &logs, &basis, &c, &use_voxel);
+        match basis.fit(&voxels, &logs, &inliers) {
+            Some(refit) => (c, use_voxel) = (refit, inliers),
+            None => break,
+        }
+    }
     let field: Vec<f64> = voxels.iter().map(|&i| basis.eval(i, &c)).collect();
     let centre = field.iter().sum::<f64>() / field.len() as f64;
     for (&i, f) in voxels.iter().zip(&field) {
@@ -111,7 +113,7 @@ struct Basis {
     dims: Dims3,
     mean: [f64; 3],
     scale: [f64; 3],
-    exponents: Vec<[u32; 3]>,
+    exponents: [[i32; 3]; TERMS],
 }
 
 impl Basis {
@@ -132,13 +134,13 @@ impl Basis {
             let var = square[d] / n - mean[d] * mean[d];
             scale[d] = if var > 1e-12 { 1.0 / var.sqrt() } else { 0.0 };
         }
-        let mut exponents = Vec::new();
-        for a in 0..=DEGREE as u32 {
-            for b in 0..=DEGREE as u32 - a {
-                for c in 0..=DEGREE as u32 - a - b {
-                    exponents.push([a, b, c]);
-                }
-            }
+        let mut exponents = [[0; 3]; TERMS];
+        let degree = DEGREE as i32;
+        let all = (0..=degree).flat_map(|a| {
+            (0..=degree - a).flat_map(move |b| (0..=degree - a - b).map(move |c| [a, b, c]))
+        });
+        for (slot, e) in exponents.iter_mut().zip(all) {
+            *slot = e;
         }
         Self {
             dims,
@@ -148,35 +150,28 @@ impl Basis {
         }
     }
 
-    fn terms(&self) -> usize {
-        self.exponents.len()
-    }
-
-    /// The basis functions at voxel `i`.
-    fn row(&self, i: usize, out: &mut [f64]) {
+    /// The basis functions at voxel `i` (on the stack: this runs for every
+    /// brain voxel in every fit and residual pass).
+    fn row(&self, i: usize) -> [f64; TERMS] {
         let p = position(i, self.dims);
         let u: [f64; 3] = std::array::from_fn(|d| (p[d] - self.mean[d]) * self.scale[d]);
-        for (o, e) in out.iter_mut().zip(&self.exponents) {
-            *o = u[0].powi(e[0] as i32) * u[1].powi(e[1] as i32) * u[2].powi(e[2] as i32);
-        }
+        self.exponents
+            .map(|e| u[0].powi(e[0]) * u[1].powi(e[1]) * u[2].powi(e[2]))
     }
 
     fn eval(&self, i: usize, c: &[f64]) -> f64 {
-        let mut row = vec![0.0; self.terms()];
-        self.row(i, &mut row);
-        row.iter().zip(c).map(|(a, b)| a * b).sum()
+        self.row(i).iter().zip(c).map(|(a, b)| a * b).sum()
     }
 
     /// Least-squares coefficients over the voxels with `use_voxel`, or
     /// `None` when the normal equations are singular (too few voxels).
     fn fit(&self, voxels: &[usize], logs: &[f64], use_voxel: &[bool]) -> Option<Vec<f64>> {
-        let n = self.terms();
+        let n = TERMS;
         let mut ata = vec![0.0; n * n];
         let mut aty = vec![0.0; n];
-        let mut row = vec![0.0; n];
         let mut count = 0;
         for ((&i, &y), _) in voxels.iter().zip(logs).zip(use_voxel).filter(|(_, &u)| u) {
-            self.row(i, &mut row);
+            let row = self.row(i);
             for r in 0..n {
                 aty[r] += row[r] * y;
                 for c in r..n {
