@@ -3,7 +3,7 @@
 #   nifti/             NIfTI-1 files of several data types, byte orders and
 #                      header variants (.nii and .nii.gz), written with nibabel
 #   dicom/             pairs of files of each series kind of
-#                      host/tests/reference/dicom/make_series.py, joined by the
+#                      host/cli/tests/reference/dicom/make_series.py, joined by the
 #                      separator fuzz_targets/dicom.rs splits on
 #   pipeline_toml/     the shipped pipelines (configs/*.toml)
 #   process_protocol/  clisc-process frames as docs/plugins-process.md defines them
@@ -18,7 +18,7 @@ cp ../configs/*.toml "$seeds/pipeline_toml/"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python ../host/tests/reference/dicom/make_series.py "$work/series" >/dev/null
+python ../host/cli/tests/reference/dicom/make_series.py "$work/series" >/dev/null
 python - "$work/series" "$seeds" <<'PY'
 import gzip, io, json, os, struct, sys
 import nibabel as nib

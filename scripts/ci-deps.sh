@@ -2,7 +2,7 @@
 # Debian packages that the test suite needs, installed only when missing
 # (idempotent; quick when everything is there). Run as root, e.g. from .ci/run.
 #
-#   dcm2niix  reference DICOM -> NIfTI converter (host/tests/dicom_*.rs)
+#   dcm2niix  reference DICOM -> NIfTI converter (host/cli/tests/dicom_*.rs)
 #   dcmtk     independent DICOM tools: JPEG/RLE compression of test series,
 #             dcmdump to read our DICOM SEG back
 #   chromium  headless browser that opens the run report and screenshots it
@@ -10,7 +10,7 @@
 #   slurm-wlm, munge
 #             a real Slurm for tests/slurm_cluster.rs: scripts/slurm-local.sh
 #             starts a one-node cluster (munged, slurmctld, slurmd) on loopback
-#   openssl   certificates for the DICOM TLS test (host/tests/dicom_tls.rs)
+#   openssl   certificates for the DICOM TLS test (host/cli/tests/dicom_tls.rs)
 #   orthanc   a real PACS for tests/dicom_pacs.rs, which starts it on loopback
 #             with its own configuration (the packaged service is not used)
 set -euo pipefail

@@ -11,8 +11,8 @@
 //! preprocessing, `model(images, tokens)`) after the 8-bit conversion the
 //! plugin documents, and the two must agree.
 
-use clisc_host::pipeline::{self, cases::Split};
-use clisc_host::registry::Registry;
+use clisc_pipeline::cases::Split;
+use clisc_pipeline::registry::Registry;
 use clisc_pseudo_labelers::clip::{ClipPlugin, PROMPT_ABNORMAL, PROMPT_NORMAL};
 use clisc_pseudo_labelers::smoothing::Smoothing;
 use clisc_sdk::{Plugin, SliceLabel, SlicePseudoLabels};
@@ -135,8 +135,8 @@ fn clip_labels_slices_in_a_pipeline_like_openai_code() {
 
     // The cases exactly as the stage saw them (preprocessed, cropped).
     let mut registry = Registry::builtin();
-    let pipeline = pipeline::load(&config, &mut registry).expect("the pipeline loads");
-    let cases = pipeline::prepare::prepare_cases(&pipeline).expect("the dataset prepares");
+    let pipeline = clisc_pipeline::load(&config, &mut registry).expect("the pipeline loads");
+    let cases = clisc_pipeline::prepare::prepare_cases(&pipeline).expect("the dataset prepares");
 
     let mut slices_file = std::fs::File::create(root.join("slices.f32")).unwrap();
     let mut listed = Vec::new();

@@ -11,8 +11,6 @@
 
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
-
-use clisc_host::nifti_io;
 use dicom_e2e::{assert_seg_matches, case_flair, check_seg, clisc, make_study, train_model};
 
 #[test]
@@ -63,10 +61,10 @@ fn infer_on_a_dicom_study_writes_a_seg_equal_to_infer_on_the_converted_nifti() {
     assert_eq!(v["patient_id"], "PAT-0003");
 
     // The NIfTI written next to the SEG: same voxels and geometry as the reference.
-    let ours = nifti_io::read(&out.join(study_uid).join("seg.nii.gz")).unwrap();
-    let theirs = nifti_io::read(&reference).unwrap();
+    let ours = clisc_nifti::read(&out.join(study_uid).join("seg.nii.gz")).unwrap();
+    let theirs = clisc_nifti::read(&reference).unwrap();
     assert_eq!(ours.grid.shape, theirs.grid.shape);
-    assert!(nifti_io::same_geometry(&ours.grid, &theirs.grid, 1e-3));
+    assert!(clisc_nifti::same_geometry(&ours.grid, &theirs.grid, 1e-3));
     assert_eq!(ours.data, theirs.data);
     eprintln!(
         "SEG: {} frames, {} tumour voxels, max index offset {}",

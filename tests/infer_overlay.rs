@@ -3,8 +3,6 @@
 //! the input, whatever the input's geometry (oblique, anisotropic,
 //! translated), and a volume embedded in a larger zero-padded field of
 //! view gets the same labels at the same world positions.
-
-use clisc_host::nifti_io;
 use clisc_sdk::Grid;
 use clisc_tests::{infer_nifti, write_tiny_dataset};
 use std::path::{Path, PathBuf};
@@ -123,9 +121,10 @@ fn infer_output_overlays_the_input_exactly() {
 
     // A case given a new, oblique geometry, and the same voxels embedded in
     // a larger zero-padded field of view.
-    let source =
-        nifti_io::read(&root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz"))
-            .unwrap();
+    let source = clisc_nifti::read(
+        &root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz"),
+    )
+    .unwrap();
     let grid = oblique(source.grid.shape);
     let (pad, pad_hi) = ([5u32, 3, 2], [2u32, 6, 1]);
     let big = padded(&grid, pad, pad_hi);
@@ -143,18 +142,18 @@ fn infer_output_overlays_the_input_exactly() {
         }
     }
     let (small_in, big_in) = (root.join("small.nii.gz"), root.join("big.nii.gz"));
-    nifti_io::write_f32(&small_in, &grid, &source.data, None).unwrap();
-    nifti_io::write_f32(&big_in, &big, &big_data, None).unwrap();
+    clisc_nifti::write_f32(&small_in, &grid, &source.data, None).unwrap();
+    clisc_nifti::write_f32(&big_in, &big, &big_data, None).unwrap();
 
     let (small_out, big_out) = (root.join("small-seg.nii.gz"), root.join("big-seg.nii.gz"));
     for (input, out) in [(&small_in, &small_out), (&big_in, &big_out)] {
         infer_nifti(CLI, &model, input, out);
     }
-    let small_seg = nifti_io::read(&small_out).unwrap();
-    let big_seg = nifti_io::read(&big_out).unwrap();
+    let small_seg = clisc_nifti::read(&small_out).unwrap();
+    let big_seg = clisc_nifti::read(&big_out).unwrap();
     // The output's geometry is the input file's, as stored (float32 affine).
     for (input, seg) in [(&small_in, &small_seg), (&big_in, &big_seg)] {
-        let stored = nifti_io::read(input).unwrap().grid;
+        let stored = clisc_nifti::read(input).unwrap().grid;
         assert_eq!(seg.grid.shape, stored.shape);
         assert_eq!(
             seg.grid.affine,
@@ -162,7 +161,7 @@ fn infer_output_overlays_the_input_exactly() {
             "output affine differs from {}",
             input.display()
         );
-        assert!(nifti_io::same_geometry(
+        assert!(clisc_nifti::same_geometry(
             &stored,
             &grid_of(input, &grid, &big),
             1e-4
@@ -172,7 +171,7 @@ fn infer_output_overlays_the_input_exactly() {
     // Same labels at the same world positions, nothing in the padding,
     // nothing outside the brain, and a real segmentation of the lesion.
     let truth =
-        nifti_io::read(&root.join("data/BraTS20_Training_003/BraTS20_Training_003_seg.nii.gz"))
+        clisc_nifti::read(&root.join("data/BraTS20_Training_003/BraTS20_Training_003_seg.nii.gz"))
             .unwrap();
     let mut inside = 0usize;
     let (mut tp, mut pred, mut gt) = (0usize, 0usize, 0usize);

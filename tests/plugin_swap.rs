@@ -1,8 +1,8 @@
 //! Swapping a built-in stage for an external plugin by editing only the
 //! pipeline file, and what happens when that plugin panics.
 
-use clisc_host::commands::run::run_pipeline;
-use clisc_host::pipeline::RunOptions;
+use clisc::commands::run::run_pipeline;
+use clisc_pipeline::RunOptions;
 use clisc_tests::{example_plugin_library, manifest, write_tiny_dataset};
 use std::path::Path;
 

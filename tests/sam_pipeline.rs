@@ -21,10 +21,8 @@
 //! back in the raw grid. The pipeline's outputs (`04-pseudo-masks/
 //! original/`) must agree with it, be empty on slices without prompts and
 //! outside the brain, and carry the raw FLAIR's shape and affine.
-
-use clisc_host::nifti_io;
-use clisc_host::pipeline::{self, cases::Split};
-use clisc_host::registry::Registry;
+use clisc_pipeline::cases::Split;
+use clisc_pipeline::registry::Registry;
 use clisc_promptable_segmenters::sam::image_encoder::ImageEncoderConfig;
 use clisc_promptable_segmenters::sam::mask_decoder::MaskDecoderConfig;
 use clisc_promptable_segmenters::sam::{SamConfig, SamPlugin, SamPredictor};
@@ -71,16 +69,16 @@ fn regrid_dataset(root: &Path, grid: &Grid) {
         let dir = entry.unwrap().path();
         let id = dir.file_name().unwrap().to_str().unwrap().to_string();
         let flair = dir.join(format!("{id}_flair.nii.gz"));
-        let volume = nifti_io::read(&flair).unwrap();
+        let volume = clisc_nifti::read(&flair).unwrap();
         assert_eq!(volume.grid.shape, grid.shape);
-        nifti_io::write_f32(&flair, grid, &volume.data, None).unwrap();
+        clisc_nifti::write_f32(&flair, grid, &volume.data, None).unwrap();
         let seg = dir.join(format!("{id}_seg.nii.gz"));
-        let (labels, _) = nifti_io::read_labels(&seg).unwrap();
+        let (labels, _) = clisc_nifti::read_labels(&seg).unwrap();
         let labels = LabelVolume {
             grid: *grid,
             data: labels.data,
         };
-        nifti_io::write_labels(&seg, &labels, None).unwrap();
+        clisc_nifti::write_labels(&seg, &labels, None).unwrap();
     }
 }
 
@@ -255,9 +253,9 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
 
     // The cases exactly as the stages saw them (preprocessed, cropped).
     let mut registry = Registry::builtin();
-    let pipeline =
-        pipeline::load(&root.join("pipeline.toml"), &mut registry).expect("the pipeline loads");
-    let cases = pipeline::prepare::prepare_cases(&pipeline).expect("the dataset prepares");
+    let pipeline = clisc_pipeline::load(&root.join("pipeline.toml"), &mut registry)
+        .expect("the pipeline loads");
+    let cases = clisc_pipeline::prepare::prepare_cases(&pipeline).expect("the dataset prepares");
 
     let mut slices_file = std::fs::File::create(root.join("slices.f32")).unwrap();
     let mut offset = 0usize;
@@ -341,7 +339,7 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
     let mut unprompted_in_box = 0usize;
     for (id, zs) in &prompted {
         let case = &cases[id];
-        let raw = nifti_io::read(&case.flair_path).unwrap();
+        let raw = clisc_nifti::read(&case.flair_path).unwrap();
         assert_eq!(raw.grid.shape, shape, "{id}");
         let r = &report[id.as_str()];
         assert_eq!(r["flair_shape"], serde_json::json!(shape), "{id}: {r}");
@@ -362,10 +360,10 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
         let mut labels = Vec::new();
         for (k, (multimask, kept)) in MULTIMASK.iter().zip(&outputs).enumerate() {
             let what = format!("{id} (multimask = {multimask})");
-            let (rust, _) = nifti_io::read_labels(&kept.join(format!("{id}.nii.gz"))).unwrap();
+            let (rust, _) = clisc_nifti::read_labels(&kept.join(format!("{id}.nii.gz"))).unwrap();
             // The original grid and affine, as clisc and nibabel read them.
             assert!(
-                nifti_io::same_geometry(&rust.grid, &raw.grid, 1e-9),
+                clisc_nifti::same_geometry(&rust.grid, &raw.grid, 1e-9),
                 "{what}: pseudo-label grid {:?} is not the raw FLAIR's {:?}",
                 rust.grid,
                 raw.grid
@@ -434,7 +432,7 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
 
         // The cropped copy later steps read holds the last run's labels.
         let (cropped, _) =
-            nifti_io::read_labels(&work.join(format!("04-pseudo-masks/{id}.nii.gz"))).unwrap();
+            clisc_nifti::read_labels(&work.join(format!("04-pseudo-masks/{id}.nii.gz"))).unwrap();
         assert_eq!(cropped.grid.shape, case.input.image.grid.shape, "{id}");
         assert!(
             case.restore(&cropped).unwrap().data == labels[1].data,

@@ -5,8 +5,6 @@
 //! the model file records the spacing and the bias correction so `clisc
 //! infer` preprocesses the same way, and a run whose stderr is not a
 //! terminal logs progress lines.
-
-use clisc_host::nifti_io;
 use clisc_tests::{infer_nifti, summary, write_tiny_dataset};
 use std::path::Path;
 use std::process::Command;
@@ -51,7 +49,7 @@ fn run_logging_progress(config: &Path) -> String {
 }
 
 fn grid_of(path: &Path) -> clisc_sdk::Grid {
-    nifti_io::read(path).unwrap().grid
+    clisc_nifti::read(path).unwrap().grid
 }
 
 #[test]
@@ -129,7 +127,7 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     // The model carries the spacing and the bias correction; `clisc infer`
     // preprocesses the same way and writes on the input's grid.
     let model = work.join("05-network-1/model.ckpt");
-    let meta = clisc_host::model_file::read_metadata(&model).unwrap();
+    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
     assert_eq!(meta.get("clisc.spacing").map(String::as_str), Some("2,2,2"));
     assert_eq!(
         meta.get("clisc.bias_correction").map(String::as_str),
@@ -145,8 +143,8 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     infer_nifti(CLI, &model, &flair, &inferred);
     assert_eq!(grid_of(&inferred), grid_of(&flair));
     // The same network and preprocessing as the run's own prediction.
-    let a = nifti_io::read(&inferred).unwrap().data;
-    let b = nifti_io::read(&predictions[0]).unwrap().data;
+    let a = clisc_nifti::read(&inferred).unwrap().data;
+    let b = clisc_nifti::read(&predictions[0]).unwrap().data;
     assert_eq!(a, b, "clisc infer differs from the run's prediction");
 }
 

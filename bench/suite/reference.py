@@ -1,7 +1,7 @@
 """The reference side of the benchmark suite: the tools a lab would use.
 
 Same tasks, arguments and JSON output as the clisc side
-(`host/examples/bench_suite.rs`); `bench/suite/suite.py` runs both on the
+(`host/cli/examples/bench_suite.rs`); `bench/suite/suite.py` runs both on the
 same inputs and thread count, alternating fresh processes.
 
     reference.py nifti nibabel|sitk CASE_DIR OUT_DIR ITERS

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark suite (issue #12): builds the clisc side
-# (host/examples/bench_suite.rs and the clisc CLI, release) and runs
+# (host/cli/examples/bench_suite.rs and the clisc CLI, release) and runs
 # bench/suite/suite.py, which alternates clisc and the reference tools on the
 # same inputs and writes bench/results/suite.md. Extra arguments go to
 # suite.py (e.g. --quick, --rounds 5, --threads 4, --only nifti,metrics).

@@ -1,7 +1,7 @@
 """Side-by-side benchmark suite: clisc against the tools labs use today.
 
 Prepares the inputs once (under --work), then for every task runs the clisc
-side (`host/examples/bench_suite.rs`) and the reference side
+side (`host/cli/examples/bench_suite.rs`) and the reference side
 (`reference.py`, or `dcm2niix`) as fresh processes on identical inputs,
 with the same thread count and float32, alternating which goes first from
 round to round so that background load hits both alike. Each process

@@ -7,7 +7,6 @@
 //! panic, a hang or an unbounded allocation is fine.
 #![no_main]
 
-use clisc_host::dicom;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -52,11 +51,11 @@ fuzz_target!(|data: &[u8]| {
     for (i, part) in split(data).into_iter().enumerate() {
         std::fs::write(dir.join(format!("{i}.dcm")), part).expect("write a file");
     }
-    let Ok(report) = dicom::scan_dir(&dir) else {
+    let Ok(report) = clisc_dicom::scan_dir(&dir) else {
         return;
     };
     for series in report.volumes() {
-        if let Ok((grid, voxels)) = dicom::convert::load_data(series) {
+        if let Ok((grid, voxels)) = clisc_dicom::convert::load_data(series) {
             assert_eq!(voxels.len(), grid.len());
         }
     }

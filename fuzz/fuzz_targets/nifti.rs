@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let path: PathBuf = scratch().path().join(name);
     std::fs::write(&path, data).expect("write the input");
-    if let Ok(v) = clisc_host::nifti_io::read(&path) {
+    if let Ok(v) = clisc_nifti::read(&path) {
         assert_eq!(v.data.len(), v.grid.len());
     }
-    let _ = clisc_host::nifti_io::read_header(&path);
+    let _ = clisc_nifti::read_header(&path);
 });

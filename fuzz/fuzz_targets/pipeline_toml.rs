@@ -3,8 +3,9 @@
 //! to TOML that validates again.
 #![no_main]
 
-use clisc_host::pipeline::config;
-use clisc_host::registry::Registry;
+use clisc_builtins as _;
+use clisc_pipeline::config;
+use clisc_pipeline::registry::Registry;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::OnceLock;

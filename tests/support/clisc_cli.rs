@@ -3,5 +3,5 @@
 //! the same entry point as the `clisc` binary of the host crate.
 
 fn main() -> std::process::ExitCode {
-    clisc_host::cli::main()
+    clisc::cli::main()
 }

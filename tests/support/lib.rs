@@ -1,7 +1,5 @@
 //! Helpers shared by the end-to-end tests: tiny BraTS-layout datasets
 //! written with the host's NIfTI writer, and locating build outputs.
-
-use clisc_host::nifti_io;
 use clisc_sdk::{Grid, LabelVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,12 +45,13 @@ pub fn write_tiny_dataset(root: &Path, cases: usize, shape: [u32; 3]) {
                 }
             }
         }
-        nifti_io::write_f32(&dir.join(format!("{id}_flair.nii.gz")), &grid, &flair, None).unwrap();
+        clisc_nifti::write_f32(&dir.join(format!("{id}_flair.nii.gz")), &grid, &flair, None)
+            .unwrap();
         let labels = LabelVolume {
             grid,
             data: seg.into(),
         };
-        nifti_io::write_labels(&dir.join(format!("{id}_seg.nii.gz")), &labels, None).unwrap();
+        clisc_nifti::write_labels(&dir.join(format!("{id}_seg.nii.gz")), &labels, None).unwrap();
     }
 }
 

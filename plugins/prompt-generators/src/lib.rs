@@ -7,7 +7,7 @@
 //!   points at the box corners, as in the CLISC reference code.
 //!
 //! The JSON form of the prompts a pipeline saves per case is the host's
-//! (`clisc_host::pipeline::artefacts::prompts_to_json`), shared by every
+//! (`clisc_pipeline::artefacts::prompts_to_json`), shared by every
 //! prompt generator.
 
 pub mod box_points;

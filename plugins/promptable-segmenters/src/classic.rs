@@ -26,7 +26,7 @@
 //!
 //! Without positive points, the region's brightest pixel seeds the growth.
 //!
-//! Measured with `host/examples/classic_prompt_dice.rs` (prompts derived
+//! Measured with `host/cli/examples/classic_prompt_dice.rs` (prompts derived
 //! from the ground truth as CLISC derives them from the ROI) on 10
 //! synthetic BraTS-like cases (240x240x155, synth seed 7): mean 3D Dice
 //! 0.931 and mean slice Dice 0.885 over 762 tumour slices with `alpha =

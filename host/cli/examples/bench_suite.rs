@@ -1,0 +1,265 @@
+//! The clisc side of the side-by-side benchmark suite (`bench/suite/`).
+//!
+//! Each invocation runs one task on inputs prepared by `bench/suite/suite.py`
+//! and prints one JSON line `{"task": ..., "seconds": {PHASE: [s, ...]}}`
+//! with the wall-clock seconds of every timed repetition of each phase.
+//! Loading weights and inputs happens before the clock starts, as in the
+//! Python reference (`bench/suite/reference.py`), which implements the same
+//! tasks with the tools labs use (nibabel, SimpleITK, pydicom, MedPy, the
+//! official CLIP and SAM code, MONAI). Peak memory is measured by the driver.
+//!
+//! ```text
+//! bench_suite nifti CASE_DIR OUT_DIR ITERS        read + write the 4 modalities
+//! bench_suite dicom DIR ITERS                     every series under DIR to voxels
+//! bench_suite metrics PRED REF ITERS              Dice and HD95 of two masks
+//! bench_suite clip WEIGHTS THREADS ITERS BATCH [cuda]   CLIP image encoder
+//! bench_suite sam WEIGHTS THREADS ITERS [cuda]          SAM embed + box-prompt decode
+//! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
+//! ```
+//!
+//! The model tasks run on the CPU unless `cuda` is given last (then on
+//! the first CUDA device, each timed phase ending with a device
+//! synchronisation).
+//!
+//! Build with `cargo build --release -p clisc --example bench_suite`.
+
+use clisc_dicom as dicom;
+use clisc_dicom::scan_dir;
+use clisc_nifti as nifti_io;
+
+use clisc_promptable_segmenters::sam::{SamPredictor, SamPrompt};
+use clisc_pseudo_labelers::clip::model::Clip;
+use clisc_volumetric_segmenters::unet3d::config::UNetConfig;
+use clisc_volumetric_segmenters::unet3d::infer::foreground_probability;
+use clisc_volumetric_segmenters::unet3d::train::Model;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// The modalities of a BraTS-style case, in the order they are read.
+const MODALITIES: [&str; 4] = ["t1", "t1ce", "t2", "flair"];
+
+/// Seconds of each repetition, per phase.
+type Timings = BTreeMap<&'static str, Vec<f64>>;
+
+fn usage() -> ! {
+    eprintln!("usage: see the doc comment of host/cli/examples/bench_suite.rs");
+    std::process::exit(2)
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| usage())
+}
+
+fn list<T: std::str::FromStr>(text: &str) -> Vec<T> {
+    text.split(',')
+        .map(|v| v.parse().unwrap_or_else(|_| usage()))
+        .collect()
+}
+
+/// Runs `f` `iters` times and records each run's seconds under `phase`.
+fn time(t: &mut Timings, phase: &'static str, iters: usize, mut f: impl FnMut()) {
+    for _ in 0..iters {
+        let start = Instant::now();
+        f();
+        t.entry(phase)
+            .or_default()
+            .push(start.elapsed().as_secs_f64());
+    }
+}
+
+/// The files of the four modalities in `dir` (`*_t1.nii.gz`, ... or `.nii`).
+fn modality_files(dir: &Path) -> Vec<PathBuf> {
+    let names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("case folder")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    MODALITIES
+        .iter()
+        .map(|m| {
+            names
+                .iter()
+                .find(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy();
+                    n.ends_with(&format!("_{m}.nii.gz")) || n.ends_with(&format!("_{m}.nii"))
+                })
+                .unwrap_or_else(|| panic!("no {m} file in {}", dir.display()))
+                .clone()
+        })
+        .collect()
+}
+
+/// NIfTI read (scaled to f32, as the pipeline uses it) and float32 write.
+fn nifti(case: &Path, out: &Path, iters: usize) -> Timings {
+    let files = modality_files(case);
+    let mut t = Timings::new();
+    let mut volumes = Vec::new();
+    time(&mut t, "read", iters, || {
+        volumes = files
+            .iter()
+            .map(|f| nifti_io::read(f).expect("read"))
+            .collect();
+    });
+    std::fs::create_dir_all(out).expect("output folder");
+    time(&mut t, "write", iters, || {
+        for (f, v) in files.iter().zip(&volumes) {
+            let dst = out.join(f.file_name().unwrap());
+            nifti_io::write_f32(&dst, &v.grid, &v.data, Some(&v.info)).expect("write");
+        }
+    });
+    t
+}
+
+/// Scans a folder of DICOM files and decodes every volume series into f32
+/// voxels on its grid (what `clisc dicom convert` does before writing).
+fn dicom_series(dir: &Path, iters: usize) -> Timings {
+    let mut t = Timings::new();
+    time(&mut t, "load", iters, || {
+        let report = scan_dir(dir).expect("scan");
+        let mut voxels = 0;
+        for s in report.volumes() {
+            voxels += dicom::convert::load_data(s).expect("load").1.len();
+        }
+        assert!(voxels > 0, "no volume series under {}", dir.display());
+    });
+    t
+}
+
+/// Dice and HD95 (voxel spacing from the header) of two label files.
+fn overlap_metrics(pred: &Path, reference: &Path, iters: usize) -> Timings {
+    let (p, _) = nifti_io::read_labels(pred).expect("prediction");
+    let (r, _) = nifti_io::read_labels(reference).expect("reference");
+    let (dims, spacing) = (r.grid.dims(), r.grid.spacing);
+    let binarise = |v: &[u8]| v.iter().map(|&x| u8::from(x > 0)).collect::<Vec<u8>>();
+    let (p, r) = (binarise(&p.data), binarise(&r.data));
+    let mut t = Timings::new();
+    time(&mut t, "dice", iters, || {
+        std::hint::black_box(clisc_metrics::dice(&p, &r));
+    });
+    time(&mut t, "hd95", iters, || {
+        std::hint::black_box(clisc_metrics::hd95(&p, &r, dims, spacing));
+    });
+    t
+}
+
+/// Waits for the GPU's queued work, so that a timed phase includes it
+/// (a no-op on the CPU).
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// CLIP image features of a batch of 224x224 images (already normalised).
+fn clip(weights: &Path, iters: usize, batch: i64, device: Device) -> Timings {
+    let model = Clip::load(weights, device).expect("CLIP weights");
+    let x = ramp(&[batch, 3, 224, 224]).to_device(device);
+    let mut t = Timings::new();
+    let run = || {
+        let _ = model.encode_image(&x).sum(Kind::Float).double_value(&[]);
+        sync(device);
+    };
+    run(); // warm-up
+    time(&mut t, "encode", iters, run);
+    t
+}
+
+/// SAM on one 240x240 RGB slice: image embedding (resize, normalise,
+/// encoder) and the decoding of one box prompt with three masks (prompt
+/// encoder, mask decoder, upscaling to the slice).
+fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
+    let predictor = SamPredictor::load(weights, device).expect("SAM weights");
+    let (w, h) = (240usize, 240usize);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7) % 251) as u8).collect();
+    let prompt = SamPrompt {
+        points: vec![],
+        bbox: Some([60.0, 70.0, 150.0, 170.0]),
+        mask_input: None,
+    };
+    let mut t = Timings::new();
+    let mut embedding = predictor.embed(&rgb, w, h).expect("embed"); // warm-up
+    let _ = predictor.predict(&embedding, std::slice::from_ref(&prompt), true);
+    time(&mut t, "embed", iters, || {
+        embedding = predictor.embed(&rgb, w, h).expect("embed");
+        let _ = embedding.features.sum(Kind::Float).double_value(&[]);
+        sync(device);
+    });
+    time(&mut t, "decode", iters, || {
+        let out = predictor
+            .predict(&embedding, std::slice::from_ref(&prompt), true)
+            .expect("predict");
+        std::hint::black_box(out);
+        sync(device);
+    });
+    t
+}
+
+/// Foreground probabilities of a whole volume with the project's
+/// Gaussian-weighted sliding windows (64^3 windows, overlap 0.5, two
+/// windows per forward pass: the paper's settings).
+fn unet(dims: [usize; 3], iters: usize, features: Vec<i64>, device: Device) -> Timings {
+    let cfg = UNetConfig {
+        features,
+        ..UNetConfig::default()
+    };
+    let model = Model::new(&cfg, device, 0);
+    let n: usize = dims.iter().product();
+    let image: Vec<f32> = (0..n).map(|i| ((i % 4001) as f32) / 1000.0 - 2.0).collect();
+    let mut t = Timings::new();
+    time(&mut t, "infer", iters, || {
+        let p = foreground_probability(&model, &cfg, &image, dims, -2.0);
+        std::hint::black_box(p);
+        sync(device);
+    });
+    t
+}
+
+/// The deterministic input used by both sides: a ramp in [-2, 2].
+fn ramp(shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    (Tensor::arange(n, (Kind::Float, Device::Cpu)).remainder(4001.0) / 1000.0 - 2.0).view(shape)
+}
+
+fn main() {
+    // As the `clisc` binary does (see `clisc::hugepages`).
+    clisc::hugepages::enable_for_tensors();
+    let args: Vec<String> = std::env::args().collect();
+    let task = args.get(1).cloned().unwrap_or_else(|| usage());
+    let timings = match task.as_str() {
+        "nifti" => nifti(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
+        "dicom" => dicom_series(Path::new(&args[2]), arg(&args, 3)),
+        "metrics" => overlap_metrics(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
+        "clip" | "sam" | "unet" => {
+            tch::set_num_threads(arg(&args, 3));
+            tch::set_num_interop_threads(1);
+            // Optional last argument: the device (`cpu`, the default, or `cuda`).
+            let device = match args.last().map(String::as_str) {
+                Some("cuda") => Device::Cuda(0),
+                _ => Device::Cpu,
+            };
+            match task.as_str() {
+                "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
+                "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
+                _ => {
+                    let d: Vec<usize> = list(&args[2]);
+                    unet([d[0], d[1], d[2]], arg(&args, 4), list(&args[5]), device)
+                }
+            }
+        }
+        _ => usage(),
+    };
+    let phases: Vec<String> = timings
+        .iter()
+        .map(|(k, v)| {
+            let s: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
+            format!("\"{k}\": [{}]", s.join(", "))
+        })
+        .collect();
+    println!(
+        "{{\"task\": \"{task}\", \"impl\": \"clisc\", \"seconds\": {{{}}}}}",
+        phases.join(", ")
+    );
+}

@@ -1,0 +1,76 @@
+//! `clisc plugins ...`: list the available plugins.
+
+use clap::Subcommand;
+use clisc_pipeline::loader::env_search_path;
+use clisc_pipeline::registry::Registry;
+use std::path::PathBuf;
+
+/// Plugin inspection commands.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List every plugin (built-in and from the plugin path) with kind,
+    /// version and origin.
+    List {
+        /// Extra plugin libraries or folders (in addition to CLISC_PLUGIN_PATH).
+        #[arg(long = "plugin-path")]
+        plugin_path: Vec<PathBuf>,
+        /// Also show each plugin's settings with defaults.
+        #[arg(long)]
+        settings: bool,
+    },
+    /// Scaffold a ready-to-build external plugin crate (cdylib) with a
+    /// working example implementation of KIND and a unit test.
+    New(crate::scaffold::NewArgs),
+}
+
+/// Runs a `plugins` subcommand.
+pub fn run(cmd: PluginsCommand) -> anyhow::Result<()> {
+    match cmd {
+        PluginsCommand::List {
+            plugin_path,
+            settings,
+        } => {
+            let mut search = env_search_path();
+            search.extend(plugin_path);
+            let registry = Registry::with_search_path(&search)?;
+            print!("{}", render_list(&registry, settings));
+            Ok(())
+        }
+        PluginsCommand::New(args) => crate::scaffold::run(args),
+    }
+}
+
+/// The table printed by `clisc plugins list`.
+pub fn render_list(registry: &Registry, settings: bool) -> String {
+    let mut out = format!(
+        "{:<22} {:<22} {:<9} {}\n",
+        "NAME", "KIND", "VERSION", "ORIGIN"
+    );
+    for p in registry.plugins() {
+        let info = &p.descriptor.info;
+        out += &format!(
+            "{:<22} {:<22} {:<9} {}\n",
+            info.name, info.kind, info.version, p.origin
+        );
+        out += &format!("    {}\n", info.description);
+        if settings {
+            for f in info.settings.iter() {
+                let default = match &f.default {
+                    abi_stable::std_types::ROption::RSome(d) => format!("= {d}"),
+                    _ if f.optional => "(optional)".to_string(),
+                    _ => "(required)".to_string(),
+                };
+                let kind = if f.is_weights_file() {
+                    "weight file"
+                } else {
+                    f.kind.name()
+                };
+                out += &format!("      {} ({kind}) {default}  {}\n", f.name, f.description());
+                if let Some(hint) = f.download_hint().filter(|h| !h.is_empty()) {
+                    out += &format!("        source: {hint}\n");
+                }
+            }
+        }
+    }
+    out
+}

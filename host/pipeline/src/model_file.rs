@@ -1,0 +1,216 @@
+//! The header metadata of a model file (safetensors): what a trained
+//! volumetric network carries besides its weights.
+//!
+//! A plugin's `save` writes `clisc.plugin` and `clisc.settings`; the host
+//! adds [`SPACING_KEY`], the voxel size the network was trained at, and
+//! [`BIAS_CORRECTION_KEY`], so `clisc infer` and the DICOM node preprocess
+//! new volumes the same way.
+//! A safetensors file is an 8-byte little-endian header length, a JSON
+//! header (tensor names, dtypes, shapes, offsets into the data, and a
+//! `__metadata__` map of strings) and the tensor data; the offsets are
+//! relative to the data, so the header can be rewritten without touching
+//! the data.
+
+use anyhow::{anyhow, bail, Context};
+use clisc_dataset::BiasCorrection;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Metadata key of the working spacing, `"x,y,z"` in millimetres.
+pub const SPACING_KEY: &str = "clisc.spacing";
+
+/// Metadata key of the `[dataset] bias_correction` the network was trained
+/// with ([`BiasCorrection::as_str`]); absent means none.
+pub const BIAS_CORRECTION_KEY: &str = "clisc.bias_correction";
+
+/// Largest header accepted (the safetensors format's own limit).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// Reads the JSON header of a safetensors file.
+fn read_header(path: &Path) -> anyhow::Result<(serde_json::Map<String, serde_json::Value>, u64)> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: too short for a model file", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER {
+        bail!(
+            "{}: not a safetensors model file (header of {n} bytes)",
+            path.display()
+        );
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .with_context(|| format!("{}: truncated header", path.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: header is not JSON", path.display()))?;
+    match json {
+        serde_json::Value::Object(map) => Ok((map, 8 + n)),
+        _ => bail!("{}: header is not a JSON object", path.display()),
+    }
+}
+
+/// The `__metadata__` map of a model file (empty when it has none).
+pub fn read_metadata(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let (header, _) = read_header(path)?;
+    let Some(meta) = header.get("__metadata__") else {
+        return Ok(BTreeMap::new());
+    };
+    let meta = meta
+        .as_object()
+        .ok_or_else(|| anyhow!("{}: `__metadata__` is not a JSON object", path.display()))?;
+    meta.iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) => Ok((k.clone(), s.to_string())),
+            None => bail!("{}: metadata `{k}` is not a string", path.display()),
+        })
+        .collect()
+}
+
+/// Sets `key` to `value` in the metadata of a model file, rewriting the
+/// header (atomically: a temporary sibling renamed over the file).
+pub fn set_metadata(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    let (mut header, data_start) = read_header(path)?;
+    let meta = header
+        .entry("__metadata__")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let meta = meta
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{}: `__metadata__` is not a JSON object", path.display()))?;
+    meta.insert(key.into(), value.into());
+    let mut json = serde_json::to_vec(&header)?;
+    // Keep the data 8-byte aligned, as safetensors writers do.
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let tmp = path.with_extension("metadata-tmp");
+    let write = || -> anyhow::Result<()> {
+        let mut src = std::fs::File::open(path)?;
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(&(json.len() as u64).to_le_bytes())?;
+        out.write_all(&json)?;
+        std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(data_start))?;
+        std::io::copy(&mut src, &mut out)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("writing metadata `{key}` into {}", path.display()))
+    })
+}
+
+/// The working spacing stored in a model file, if any.
+pub fn spacing(path: &Path) -> anyhow::Result<Option<[f64; 3]>> {
+    let Some(text) = read_metadata(path)?.remove(SPACING_KEY) else {
+        return Ok(None);
+    };
+    let values: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            anyhow!(
+                "{}: `{SPACING_KEY}` = {text:?} is not three numbers",
+                path.display()
+            )
+        })?;
+    match values[..] {
+        [x, y, z] if values.iter().all(|v| v.is_finite() && *v > 0.0) => Ok(Some([x, y, z])),
+        _ => bail!(
+            "{}: `{SPACING_KEY}` = {text:?} is not three positive millimetre values",
+            path.display()
+        ),
+    }
+}
+
+/// The bias correction stored in a model file (none when absent).
+pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
+    match read_metadata(path)?.remove(BIAS_CORRECTION_KEY) {
+        None => Ok(BiasCorrection::None),
+        Some(text) => BiasCorrection::parse(&text).ok_or_else(|| {
+            let expected: Vec<String> = BiasCorrection::ALL
+                .iter()
+                .map(|v| format!("{:?}", v.as_str()))
+                .collect();
+            anyhow!(
+                "{}: `{BIAS_CORRECTION_KEY}` = {text:?}: expected {}",
+                path.display(),
+                expected.join(" or ")
+            )
+        }),
+    }
+}
+
+/// `"x,y,z"`, as [`spacing`] reads it back.
+pub fn spacing_text(mm: [f64; 3]) -> String {
+    format!("{},{},{}", mm[0], mm[1], mm[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal safetensors file: one f32 tensor of 3 values.
+    fn model(dir: &Path) -> std::path::PathBuf {
+        let header = br#"{"__metadata__":{"clisc.plugin":"unet3d"},"w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        for v in [1.0f32, 2.0, 3.0] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let path = dir.join("model.ckpt");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn metadata_is_added_and_the_data_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = model(dir.path());
+        assert_eq!(spacing(&path).unwrap(), None);
+        set_metadata(&path, SPACING_KEY, &spacing_text([2.0, 2.0, 2.5])).unwrap();
+        assert_eq!(spacing(&path).unwrap(), Some([2.0, 2.0, 2.5]));
+        let meta = read_metadata(&path).unwrap();
+        assert_eq!(meta["clisc.plugin"], "unet3d");
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let data: Vec<f32> = bytes[8 + n..]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(data, [1.0, 2.0, 3.0]);
+        set_metadata(&path, SPACING_KEY, "1,x,2").unwrap();
+        let e = spacing(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("clisc.spacing") && e.contains("model.ckpt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bias_correction_round_trips_and_a_bad_value_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = model(dir.path());
+        assert_eq!(bias_correction(&path).unwrap(), BiasCorrection::None);
+        set_metadata(
+            &path,
+            BIAS_CORRECTION_KEY,
+            BiasCorrection::Polynomial.as_str(),
+        )
+        .unwrap();
+        assert_eq!(bias_correction(&path).unwrap(), BiasCorrection::Polynomial);
+        set_metadata(&path, BIAS_CORRECTION_KEY, "n4").unwrap();
+        let e = bias_correction(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("model.ckpt")
+                && e.contains("clisc.bias_correction")
+                && e.contains("polynomial"),
+            "{e}"
+        );
+    }
+}
