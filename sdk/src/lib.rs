@@ -32,6 +32,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod labels;
+pub mod model_file;
 pub mod plugin;
 pub mod progress;
 pub mod prompt;

@@ -15,6 +15,7 @@ pub mod artefacts;
 pub mod cases;
 pub mod config;
 pub mod device;
+pub mod infer;
 pub mod io;
 pub mod loader;
 pub mod model_file;

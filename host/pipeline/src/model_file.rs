@@ -1,10 +1,11 @@
 //! The header metadata of a model file (safetensors): what a trained
 //! volumetric network carries besides its weights.
 //!
-//! A plugin's `save` writes `clisc.plugin` and `clisc.settings`; the host
-//! adds [`SPACING_KEY`], the voxel size the network was trained at, and
+//! The keys are the SDK's contract ([`clisc_sdk::model_file`]): a plugin's
+//! `save` writes [`PLUGIN_KEY`] and [`SETTINGS_KEY`]; the host adds
+//! [`SPACING_KEY`], the voxel size the network was trained at, and
 //! [`BIAS_CORRECTION_KEY`], so `clisc infer` and the DICOM node preprocess
-//! new volumes the same way.
+//! new volumes the same way. This module reads and rewrites that header.
 //! A safetensors file is an 8-byte little-endian header length, a JSON
 //! header (tensor names, dtypes, shapes, offsets into the data, and a
 //! `__metadata__` map of strings) and the tensor data; the offsets are
@@ -17,12 +18,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// Metadata key of the working spacing, `"x,y,z"` in millimetres.
-pub const SPACING_KEY: &str = "clisc.spacing";
-
-/// Metadata key of the `[dataset] bias_correction` the network was trained
-/// with ([`BiasCorrection::as_str`]); absent means none.
-pub const BIAS_CORRECTION_KEY: &str = "clisc.bias_correction";
+pub use clisc_sdk::model_file::{BIAS_CORRECTION_KEY, PLUGIN_KEY, SETTINGS_KEY, SPACING_KEY};
 
 /// Largest header accepted (the safetensors format's own limit).
 const MAX_HEADER: u64 = 100 << 20;

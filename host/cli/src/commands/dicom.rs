@@ -9,6 +9,7 @@ use clisc_dicom::{convert::ConvertOptions, select::describe_all, ModalityRules};
 use clisc_dicom_node::net::{self, Peer, StoreScp, StoredInstance, StudyQuery};
 use clisc_dicom_node::outbox::Outbox;
 use clisc_dicom_node::tls::{self, TlsFiles};
+use clisc_pipeline::infer::{LoadOptions, Segmenter};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,8 @@ pub struct ServeArgs {
     /// CPU threads for libtorch (0 = libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+    #[command(flatten)]
+    pub plugins: super::PluginPathArgs,
     /// Stop after this many studies were processed and every SEG was
     /// delivered (default: run until killed).
     #[arg(long)]
@@ -444,8 +447,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let outbox = Outbox::open(&storage.join("outbox"))?;
     // Load the model before accepting anything: a bad model fails at once.
-    let mut segmenter =
-        crate::commands::infer::Segmenter::load(&args.model, &args.device, args.threads, &[])?;
+    let registry = args.plugins.registry()?;
+    let options = LoadOptions {
+        device: &args.device,
+        threads: args.threads,
+        overrides: &[],
+    };
+    let mut segmenter = Segmenter::load(&args.model, &registry, &options)?;
     let listener = bind(&args.listen)?;
     println!(
         "clisc DICOM node {ae} listening on {} (callers: {})",
@@ -607,7 +615,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Segments the study received in `dir`; returns the SEG written under
 /// `results/<study>/`.
 fn process_study(
-    segmenter: &mut crate::commands::infer::Segmenter,
+    segmenter: &mut Segmenter,
     dir: &Path,
     rules: &ModalityRules,
     results: &Path,

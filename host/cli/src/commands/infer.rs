@@ -3,8 +3,9 @@
 //! The model file is self-describing: its safetensors header metadata names
 //! the plugin (`clisc.plugin`) and the settings it was trained with
 //! (`clisc.settings`, TOML). The command rebuilds that stage through the
-//! registry (so any volumetric-segmenter plugin that writes these two keys
-//! works), applies `--set key=value` overrides (inference settings such as
+//! registry (built-ins, `CLISC_PLUGIN_PATH` and `--plugin-path`, so any
+//! volumetric-segmenter plugin that writes these two keys works; see
+//! `clisc_pipeline::infer`), applies `--set key=value` overrides (inference settings such as
 //! `overlap`, `inference`, `largest_component`), loads the weights, and for
 //! every input volume: CLISC preprocessing (crop to the brain, resample to
 //! the spacing the network was trained at when the model file records one
@@ -18,13 +19,11 @@
 //! (chosen by modality rules) is read on its own grid, segmented, and
 //! written back as a DICOM SEG referencing it (and, on request, as NIfTI).
 
-use abi_stable::std_types::RResult;
+use super::PluginPathArgs;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_dicom::{safe_file_name, ModalityRules, SegOptions, SegSummary};
-use clisc_pipeline::registry::Registry;
-use clisc_sdk::{HostContext, LabelVolume, Silent, StageKind, StageObject, Volume};
+use clisc_pipeline::infer::{LoadOptions, Segmenter};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc infer`.
@@ -59,23 +58,8 @@ pub struct InferArgs {
     /// Override a stored setting, e.g. `--set overlap=0.25` (TOML value).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-}
-
-/// The plugin name and settings stored in a model file's safetensors header.
-pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
-    let meta = clisc_pipeline::model_file::read_metadata(path)?;
-    let get = |k: &str| {
-        meta.get(k).ok_or_else(|| {
-            anyhow!(
-                "{}: metadata key `{k}` is missing (not a clisc model?)",
-                path.display()
-            )
-        })
-    };
-    let plugin = get("clisc.plugin")?.to_string();
-    let settings: toml::Table = toml::from_str(get("clisc.settings")?)
-        .with_context(|| format!("{}: `clisc.settings` is not a TOML table", path.display()))?;
-    Ok((plugin, settings))
+    #[command(flatten)]
+    pub plugins: PluginPathArgs,
 }
 
 fn is_nifti(path: &Path) -> bool {
@@ -149,92 +133,6 @@ pub fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
         bail!("no NIfTI volume found in {}", input.display());
     }
     Ok(out)
-}
-
-/// A trained volumetric network ready to segment FLAIR volumes: the
-/// stage rebuilt from the model file's metadata, with its weights loaded.
-/// Shared by `clisc infer` and the DICOM node (`clisc dicom serve`).
-pub struct Segmenter {
-    net: clisc_sdk::VolumetricSegmenterBox,
-    work: PathBuf,
-    /// The voxel size the network was trained at, when it was resampled.
-    spacing: Option<[f64; 3]>,
-    /// The bias correction the training cases had.
-    bias_correction: clisc_dataset::BiasCorrection,
-}
-
-impl Segmenter {
-    /// Loads `model` (a file written by a pipeline or a plugin's `save`)
-    /// on `device` with `threads` libtorch threads (0 = its default), after
-    /// applying `overrides` (`key=TOML value`) to the stored settings.
-    pub fn load(
-        model: &Path,
-        device: &str,
-        threads: u32,
-        overrides: &[String],
-    ) -> anyhow::Result<Self> {
-        let (plugin, mut settings) = model_identity(model)?;
-        for kv in overrides {
-            let t: toml::Table = toml::from_str(kv)
-                .map_err(|e| anyhow!("--set `{kv}` is not `key = TOML value`: {e}"))?;
-            settings.extend(t);
-        }
-        let registry = Registry::builtin();
-        let resolved =
-            registry.resolve_settings(&plugin, StageKind::VolumetricSegmenter, &settings)?;
-        // The stage's private folder; inference writes nothing there.
-        static LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let work = std::env::temp_dir().join(format!("clisc-infer-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let ctx = HostContext {
-            device: clisc_pipeline::device::resolve("--device", device)?.into(),
-            seed: 0,
-            threads,
-            work_dir: work.display().to_string().into(),
-            progress: Silent::boxed(),
-        };
-        let StageObject::VolumetricSegmenter(mut net) =
-            registry.create(&plugin, StageKind::VolumetricSegmenter, &resolved, &ctx)?
-        else {
-            bail!("plugin `{plugin}` is not a volumetric segmenter");
-        };
-        if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
-            bail!("loading {}: {e}", model.display());
-        }
-        let spacing = clisc_pipeline::model_file::spacing(model)?;
-        let bias_correction = clisc_pipeline::model_file::bias_correction(model)?;
-        Ok(Self {
-            net,
-            work,
-            spacing,
-            bias_correction,
-        })
-    }
-
-    /// Segments one FLAIR volume (case `id`): CLISC preprocessing, the
-    /// network's prediction, and the labels put back on `flair`'s own grid.
-    pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
-        let options = PreprocessOptions {
-            spacing: self.spacing,
-            bias_correction: self.bias_correction,
-            ..PreprocessOptions::default()
-        };
-        let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
-        let cropped = match self.net.predict(&pre.input) {
-            RResult::ROk(p) => p,
-            RResult::RErr(e) => bail!("predicting: {e}"),
-        };
-        pre.geometry
-            .restore(&cropped)
-            .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
-    }
-}
-
-impl Drop for Segmenter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
 }
 
 /// True when `input` is a folder holding no NIfTI file (directly or in a
@@ -368,7 +266,13 @@ pub fn segment_dicom_study(
 
 /// Runs `clisc infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let mut segmenter = Segmenter::load(&args.model, &args.device, args.threads, &args.set)?;
+    let registry = args.plugins.registry()?;
+    let options = LoadOptions {
+        device: &args.device,
+        threads: args.threads,
+        overrides: &args.set,
+    };
+    let mut segmenter = Segmenter::load(&args.model, &registry, &options)?;
     if is_dicom_input(&args.input) {
         return run_dicom(&args, &mut segmenter);
     }
@@ -472,21 +376,5 @@ mod tests {
             "a_seg"
         );
         assert!(find_inputs(&root.join("missing")).is_err());
-    }
-
-    #[test]
-    fn rejects_files_without_clisc_metadata() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("m.safetensors");
-        let header = br#"{"__metadata__":{"format":"pt"}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        std::fs::write(&p, &bytes).unwrap();
-        assert!(model_identity(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("clisc.plugin"));
-        std::fs::write(&p, b"xx").unwrap();
-        assert!(model_identity(&p).is_err());
     }
 }

@@ -1,9 +1,7 @@
 //! `clisc plugins ...`: list the available plugins.
 
 use clap::Subcommand;
-use clisc_pipeline::loader::env_search_path;
 use clisc_pipeline::registry::Registry;
-use std::path::PathBuf;
 
 /// Plugin inspection commands.
 #[derive(Debug, Subcommand)]
@@ -11,9 +9,8 @@ pub enum PluginsCommand {
     /// List every plugin (built-in and from the plugin path) with kind,
     /// version and origin.
     List {
-        /// Extra plugin libraries or folders (in addition to CLISC_PLUGIN_PATH).
-        #[arg(long = "plugin-path")]
-        plugin_path: Vec<PathBuf>,
+        #[command(flatten)]
+        plugins: super::PluginPathArgs,
         /// Also show each plugin's settings with defaults.
         #[arg(long)]
         settings: bool,
@@ -26,13 +23,8 @@ pub enum PluginsCommand {
 /// Runs a `plugins` subcommand.
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<()> {
     match cmd {
-        PluginsCommand::List {
-            plugin_path,
-            settings,
-        } => {
-            let mut search = env_search_path();
-            search.extend(plugin_path);
-            let registry = Registry::with_search_path(&search)?;
+        PluginsCommand::List { plugins, settings } => {
+            let registry = plugins.registry()?;
             print!("{}", render_list(&registry, settings));
             Ok(())
         }

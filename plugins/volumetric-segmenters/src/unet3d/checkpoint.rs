@@ -21,12 +21,10 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// Metadata key: the plugin name (`unet3d`).
-pub const KEY_PLUGIN: &str = "clisc.plugin";
-/// Metadata key: the plugin version that wrote the file.
-pub const KEY_VERSION: &str = "clisc.plugin_version";
-/// Metadata key: the stage settings as TOML (accepted by the plugin's schema).
-pub const KEY_SETTINGS: &str = "clisc.settings";
+/// Metadata keys of the model-file contract (plugin, version, settings).
+use clisc_sdk::model_file::{
+    PLUGIN_KEY as KEY_PLUGIN, PLUGIN_VERSION_KEY as KEY_VERSION, SETTINGS_KEY as KEY_SETTINGS,
+};
 /// Metadata key: SGD steps done.
 pub const KEY_STEP: &str = "clisc.step";
 /// Metadata key: SGD steps planned.

@@ -1,0 +1,163 @@
+//! The inference engine: a trained volumetric network applied to new
+//! volumes, as `clisc infer` and the DICOM node (`clisc dicom serve`) do.
+//!
+//! A model file is self-describing: its metadata names the plugin
+//! (`clisc.plugin`), the settings it was trained with (`clisc.settings`,
+//! TOML), and what the host did to the training cases before the stages
+//! saw them ([`model_file::SPACING_KEY`], [`model_file::BIAS_CORRECTION_KEY`]).
+//! [`Segmenter::load`] rebuilds that stage through the registry it is
+//! given (so an external plugin is found on the same plugin path as in
+//! `clisc run`), loads the weights, and [`Segmenter::segment`] repeats the
+//! training preprocessing on each new volume before putting the labels
+//! back on the volume's own grid.
+
+use crate::model_file;
+use crate::registry::Registry;
+use abi_stable::std_types::RResult;
+use anyhow::{anyhow, bail, Context};
+use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
+use clisc_dataset::BiasCorrection;
+use clisc_sdk::{HostContext, LabelVolume, Silent, StageKind, StageObject, Volume};
+use std::path::{Path, PathBuf};
+
+/// The plugin name and settings stored in a model file's metadata.
+pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
+    let meta = model_file::read_metadata(path)?;
+    let get = |k: &str| {
+        meta.get(k).ok_or_else(|| {
+            anyhow!(
+                "{}: metadata key `{k}` is missing (not a clisc model?)",
+                path.display()
+            )
+        })
+    };
+    let plugin = get(model_file::PLUGIN_KEY)?.to_string();
+    let settings: toml::Table =
+        toml::from_str(get(model_file::SETTINGS_KEY)?).with_context(|| {
+            format!(
+                "{}: `{}` is not a TOML table",
+                path.display(),
+                model_file::SETTINGS_KEY
+            )
+        })?;
+    Ok((plugin, settings))
+}
+
+/// How to load a model: where, on which device, and with which changes to
+/// its stored settings.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<'a> {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`; resolved before the plugin sees it.
+    pub device: &'a str,
+    /// libtorch CPU threads (0 = its default).
+    pub threads: u32,
+    /// `key = TOML value` overrides of stored settings (inference settings
+    /// such as `overlap`, `inference`, `largest_component`).
+    pub overrides: &'a [String],
+}
+
+/// A trained volumetric network ready to segment FLAIR volumes: the stage
+/// rebuilt from the model file's metadata, with its weights loaded.
+pub struct Segmenter {
+    net: clisc_sdk::VolumetricSegmenterBox,
+    work: PathBuf,
+    /// The voxel size the network was trained at, when it was resampled.
+    spacing: Option<[f64; 3]>,
+    /// The bias correction the training cases had.
+    bias_correction: BiasCorrection,
+}
+
+impl Segmenter {
+    /// Loads `model` (a file written by a pipeline or a plugin's `save`)
+    /// with the plugin it names, looked up in `registry`.
+    pub fn load(model: &Path, registry: &Registry, options: &LoadOptions) -> anyhow::Result<Self> {
+        let (plugin, mut settings) = model_identity(model)?;
+        for kv in options.overrides {
+            let t: toml::Table = toml::from_str(kv)
+                .map_err(|e| anyhow!("--set `{kv}` is not `key = TOML value`: {e}"))?;
+            settings.extend(t);
+        }
+        let resolved = registry
+            .resolve_settings(&plugin, StageKind::VolumetricSegmenter, &settings)
+            .with_context(|| format!("{} was written by plugin `{plugin}`", model.display()))?;
+        let work = private_folder()?;
+        let ctx = HostContext {
+            device: crate::device::resolve("--device", options.device)?.into(),
+            seed: 0,
+            threads: options.threads,
+            work_dir: work.display().to_string().into(),
+            progress: Silent::boxed(),
+        };
+        let StageObject::VolumetricSegmenter(mut net) =
+            registry.create(&plugin, StageKind::VolumetricSegmenter, &resolved, &ctx)?
+        else {
+            bail!("plugin `{plugin}` is not a volumetric segmenter");
+        };
+        if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
+            bail!("loading {}: {e}", model.display());
+        }
+        Ok(Self {
+            net,
+            work,
+            spacing: model_file::spacing(model)?,
+            bias_correction: model_file::bias_correction(model)?,
+        })
+    }
+
+    /// Segments one FLAIR volume (case `id`): the training preprocessing,
+    /// the network's prediction, and the labels put back on `flair`'s own
+    /// grid.
+    pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
+        let options = PreprocessOptions {
+            spacing: self.spacing,
+            bias_correction: self.bias_correction,
+            ..PreprocessOptions::default()
+        };
+        let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
+        let cropped = match self.net.predict(&pre.input) {
+            RResult::ROk(p) => p,
+            RResult::RErr(e) => bail!("predicting: {e}"),
+        };
+        pre.geometry
+            .restore(&cropped)
+            .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
+    }
+}
+
+impl Drop for Segmenter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// A fresh private folder for one loaded stage; inference writes nothing
+/// there, but the stage contract gives every stage one.
+fn private_folder() -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LOADED: AtomicUsize = AtomicUsize::new(0);
+    let n = LOADED.fetch_add(1, Ordering::Relaxed);
+    let work = std::env::temp_dir().join(format!("clisc-infer-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    Ok(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_files_without_clisc_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.safetensors");
+        let header = br#"{"__metadata__":{"format":"pt"}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(model_identity(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("clisc.plugin"));
+        std::fs::write(&p, b"xx").unwrap();
+        assert!(model_identity(&p).is_err());
+    }
+}

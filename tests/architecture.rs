@@ -1,0 +1,175 @@
+//! The crate layout's rules (docs/architecture.md), read from
+//! `cargo metadata` so that a new dependency that breaks one fails here:
+//!
+//! * the SDK (`sdk/`) depends on no other clisc crate but the SDK's own;
+//! * a plugin crate (`plugins/`) never depends on a host crate (`host/`);
+//! * nothing depends on the CLI crate (`clisc`) but tests;
+//! * no library crate of the host is over 6,000 lines, the CLI crate over
+//!   4,000 (model crates under `plugins/` are exempt: one model family
+//!   each).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A workspace crate: package name, folder relative to the workspace root,
+/// and its normal and build dependencies on other workspace crates.
+struct Crate {
+    name: String,
+    folder: PathBuf,
+    depends_on: Vec<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn workspace_crates() -> Vec<Crate> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = workspace_root();
+    let packages = meta["packages"].as_array().unwrap();
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap());
+            let folder = manifest
+                .parent()
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .to_path_buf();
+            let depends_on = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].as_str() != Some("dev"))
+                .map(|d| d["name"].as_str().unwrap())
+                .filter(|n| names.contains(n))
+                .map(str::to_string)
+                .collect();
+            Crate {
+                name: p["name"].as_str().unwrap().to_string(),
+                folder,
+                depends_on,
+            }
+        })
+        .collect()
+}
+
+fn folder_of<'a>(crates: &'a [Crate], name: &str) -> &'a Path {
+    &crates.iter().find(|c| c.name == name).unwrap().folder
+}
+
+/// Lines of Rust under a crate's `src/`.
+fn source_lines(folder: &Path) -> usize {
+    fn walk(dir: &Path, total: &mut usize) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, total);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                *total += std::fs::read_to_string(&path).unwrap().lines().count();
+            }
+        }
+    }
+    let mut total = 0;
+    walk(&workspace_root().join(folder).join("src"), &mut total);
+    total
+}
+
+#[test]
+fn dependencies_point_down_the_layers() {
+    let crates = workspace_crates();
+    let mut problems = Vec::new();
+    for c in &crates {
+        for dep in &c.depends_on {
+            let dep_folder = folder_of(&crates, dep);
+            if c.folder.starts_with("sdk") && !dep_folder.starts_with("sdk") {
+                problems.push(format!(
+                    "{} (SDK) depends on {dep} ({})",
+                    c.name,
+                    dep_folder.display()
+                ));
+            }
+            if c.folder.starts_with("plugins") && dep_folder.starts_with("host") {
+                problems.push(format!(
+                    "plugin crate {} depends on host crate {dep}",
+                    c.name
+                ));
+            }
+            if dep == "clisc" && c.name != "clisc-tests" {
+                problems.push(format!("{} depends on the CLI crate `clisc`", c.name));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_layers_exist_where_the_rules_expect_them() {
+    // The rules above are only as good as the folders they read: a crate
+    // moved elsewhere would escape them.
+    let crates = workspace_crates();
+    let folder = |name: &str| folder_of(&crates, name).to_path_buf();
+    assert_eq!(folder("clisc-sdk"), Path::new("sdk"));
+    assert_eq!(folder("clisc"), Path::new("host/cli"));
+    assert!(folder("clisc-pipeline").starts_with("host"));
+    for c in &crates {
+        let top = c.folder.components().next().unwrap().as_os_str();
+        assert!(
+            ["sdk", "host", "plugins", "tests"].contains(&top.to_str().unwrap()),
+            "{} lives in {}, outside sdk/, host/, plugins/ and tests/",
+            c.name,
+            c.folder.display()
+        );
+    }
+    let plugin_crates = crates
+        .iter()
+        .filter(|c| c.folder.starts_with("plugins"))
+        .count();
+    assert!(
+        plugin_crates >= 5,
+        "only {plugin_crates} crates under plugins/"
+    );
+}
+
+#[test]
+fn host_crates_stay_small() {
+    let crates = workspace_crates();
+    let mut problems = Vec::new();
+    for c in crates.iter().filter(|c| c.folder.starts_with("host")) {
+        let limit = if c.name == "clisc" { 4000 } else { 6000 };
+        let lines = source_lines(&c.folder);
+        if lines > limit {
+            problems.push(format!(
+                "{} ({}) has {lines} lines of Rust in src/, over {limit}",
+                c.name,
+                c.folder.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
