@@ -11,12 +11,12 @@
 //! preprocessing, `model(images, tokens)`) after the 8-bit conversion the
 //! plugin documents, and the two must agree.
 
+use clisc_clip::{ClipPlugin, PROMPT_ABNORMAL, PROMPT_NORMAL};
 use clisc_pipeline::cases::Split;
 use clisc_pipeline::registry::Registry;
-use clisc_pseudo_labelers::clip::{ClipPlugin, PROMPT_ABNORMAL, PROMPT_NORMAL};
-use clisc_pseudo_labelers::smoothing::Smoothing;
 use clisc_sdk::{Plugin, SliceLabel, SlicePseudoLabels};
 use clisc_tests::{manifest, read_json, run_support_script, write_tiny_dataset};
+use clisc_weight_free::smoothing::Smoothing;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -23,9 +23,9 @@
 //! outside the brain, and carry the raw FLAIR's shape and affine.
 use clisc_pipeline::cases::Split;
 use clisc_pipeline::registry::Registry;
-use clisc_promptable_segmenters::sam::image_encoder::ImageEncoderConfig;
-use clisc_promptable_segmenters::sam::mask_decoder::MaskDecoderConfig;
-use clisc_promptable_segmenters::sam::{SamConfig, SamPlugin, SamPredictor};
+use clisc_sam::image_encoder::ImageEncoderConfig;
+use clisc_sam::mask_decoder::MaskDecoderConfig;
+use clisc_sam::{SamConfig, SamPlugin, SamPredictor};
 use clisc_sdk::{Grid, LabelVolume, Plugin};
 use clisc_tests::{manifest, read_json, run_support_script, write_tiny_dataset};
 use std::collections::{BTreeMap, BTreeSet};

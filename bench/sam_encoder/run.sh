@@ -9,7 +9,7 @@ cd "$root"
 # shellcheck source=/dev/null
 source scripts/env.sh
 profile="${PROFILE:-release}"
-cargo build --profile "$profile" -p clisc-promptable-segmenters --example sam_encoder_bench
+cargo build --profile "$profile" -p clisc-sam --example sam_encoder_bench
 dir="$profile"; [ "$profile" = dev ] && dir=debug
 bin="${CARGO_TARGET_DIR:-$root/target}/$dir/examples/sam_encoder_bench"
 python bench/sam_encoder/bench.py --rust-bin "$bin" "$@"

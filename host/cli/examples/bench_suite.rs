@@ -27,11 +27,11 @@ use clisc_dicom as dicom;
 use clisc_dicom::scan_dir;
 use clisc_nifti as nifti_io;
 
-use clisc_promptable_segmenters::sam::{SamPredictor, SamPrompt};
-use clisc_pseudo_labelers::clip::model::Clip;
-use clisc_volumetric_segmenters::unet3d::config::UNetConfig;
-use clisc_volumetric_segmenters::unet3d::infer::foreground_probability;
-use clisc_volumetric_segmenters::unet3d::train::Model;
+use clisc_clip::model::Clip;
+use clisc_sam::{SamPredictor, SamPrompt};
+use clisc_unet3d::config::UNetConfig;
+use clisc_unet3d::infer::foreground_probability;
+use clisc_unet3d::train::Model;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

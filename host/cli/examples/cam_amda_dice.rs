@@ -12,19 +12,19 @@
 //! cargo run -p clisc --example cam_amda_dice -- OUT_DIR [cases=8] [train=6] [shape=96] [input=112] [epochs=4] [extra TOML]
 //! ```
 
+use clisc_cam::amda::Threshold;
+use clisc_cam::plugin::{CamExtractor, CamPlugin, CamSettings};
+use clisc_cam::roi::roi_from_cam;
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_imaging::overlap::dice;
-use clisc_prompt_generators::box_points::BoxPoints;
 use clisc_report::montage::{write_montage, Contour, MontageInput};
-use clisc_roi_extractors::amda::Threshold;
-use clisc_roi_extractors::plugin::{CamExtractor, CamPlugin, CamSettings};
-use clisc_roi_extractors::roi::roi_from_cam;
 use clisc_sdk::config::{resolve, Settings};
 use clisc_sdk::{
     CaseInput, HostContext, LabelVolume, LabelledCase, Plugin, SliceLabel, SlicePseudoLabels,
     Volume,
 };
 use clisc_synth::{generate, SynthOptions};
+use clisc_weight_free::box_points::BoxPoints;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -17,10 +17,10 @@
 //! written by `clisc synth --out DATA_DIR`.
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_imaging::overlap::{bbox_2d, dice};
-use clisc_promptable_segmenters::classic::ClassicPrompt;
 use clisc_sdk::abi_stable::std_types::ROption;
 use clisc_sdk::stage::CaseInput;
 use clisc_sdk::{BoxXyxy, Image2d, LabelVolume, PluginError, PromptPoint, PromptSet};
+use clisc_weight_free::classic::ClassicPrompt;
 use std::path::{Path, PathBuf};
 
 /// CLISC's prompts for one slice from a binary mask (see the module docs).

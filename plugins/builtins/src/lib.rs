@@ -13,9 +13,8 @@
 //! registry and the traits of `clisc-sdk`.
 
 use clisc_adapters as _;
-use clisc_filters as _;
-use clisc_prompt_generators as _;
-use clisc_promptable_segmenters as _;
-use clisc_pseudo_labelers as _;
-use clisc_roi_extractors as _;
-use clisc_volumetric_segmenters as _;
+use clisc_cam as _;
+use clisc_clip as _;
+use clisc_sam as _;
+use clisc_unet3d as _;
+use clisc_weight_free as _;

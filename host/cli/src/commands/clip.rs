@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use clisc_pseudo_labelers::clip::{preprocess::slice_to_u8, zero_shot};
+use clisc_clip::{preprocess::slice_to_u8, zero_shot};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc clip`.

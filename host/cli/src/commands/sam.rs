@@ -13,7 +13,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_promptable_segmenters::sam::{slice_to_rgb, SamPredictor, SamPrompt};
+use clisc_sam::{slice_to_rgb, SamPredictor, SamPrompt};
 use clisc_sdk::{Grid, LabelVolume};
 use std::path::{Path, PathBuf};
 
@@ -131,7 +131,7 @@ pub fn run(args: SamArgs) -> anyhow::Result<()> {
         bail!("give at least one prompt: --box, --pos or --neg");
     }
     let input = read_input(&args)?;
-    clisc_promptable_segmenters::set_torch_threads(args.threads);
+    clisc_sam::set_torch_threads(args.threads);
     let predictor = SamPredictor::load_on(&args.weights, &args.device)?;
     let t = std::time::Instant::now();
     let embedding = predictor.embed(&input.rgb, input.width, input.height)?;
