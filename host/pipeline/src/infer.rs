@@ -13,12 +13,13 @@
 
 use crate::model_file;
 use crate::registry::Registry;
+use crate::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use abi_stable::std_types::RResult;
 use anyhow::{anyhow, bail, Context};
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_dataset::BiasCorrection;
-use clisc_sdk::{HostContext, LabelVolume, Silent, StageKind, StageObject, Volume};
-use std::path::{Path, PathBuf};
+use clisc_sdk::{LabelVolume, StageKind, StageObject, Volume};
+use std::path::Path;
 
 /// The plugin name and settings stored in a model file's metadata.
 pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
@@ -43,8 +44,8 @@ pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
     Ok((plugin, settings))
 }
 
-/// How to load a model: where, on which device, and with which changes to
-/// its stored settings.
+/// How to load a model: on which device, and with which changes to its
+/// stored settings.
 #[derive(Debug, Clone)]
 pub struct LoadOptions<'a> {
     /// `auto`, `cpu`, `cuda` or `cuda:N`; resolved before the plugin sees it.
@@ -59,8 +60,7 @@ pub struct LoadOptions<'a> {
 /// A trained volumetric network ready to segment FLAIR volumes: the stage
 /// rebuilt from the model file's metadata, with its weights loaded.
 pub struct Segmenter {
-    net: clisc_sdk::VolumetricSegmenterBox,
-    work: PathBuf,
+    stage: StandaloneStage,
     /// The voxel size the network was trained at, when it was resampled.
     spacing: Option<[f64; 3]>,
     /// The bias correction the training cases had.
@@ -72,33 +72,24 @@ impl Segmenter {
     /// with the plugin it names, looked up in `registry`.
     pub fn load(model: &Path, registry: &Registry, options: &LoadOptions) -> anyhow::Result<Self> {
         let (plugin, mut settings) = model_identity(model)?;
-        for kv in options.overrides {
-            let t: toml::Table = toml::from_str(kv)
-                .map_err(|e| anyhow!("--set `{kv}` is not `key = TOML value`: {e}"))?;
-            settings.extend(t);
-        }
-        let resolved = registry
-            .resolve_settings(&plugin, StageKind::VolumetricSegmenter, &settings)
-            .with_context(|| format!("{} was written by plugin `{plugin}`", model.display()))?;
-        let work = private_folder()?;
-        let ctx = HostContext {
-            device: crate::device::resolve("--device", options.device)?.into(),
-            seed: 0,
+        apply_overrides(&mut settings, options.overrides)?;
+        let request = StageRequest {
+            plugin: &plugin,
+            kind: StageKind::VolumetricSegmenter,
+            settings,
+            device: options.device,
             threads: options.threads,
-            work_dir: work.display().to_string().into(),
-            progress: Silent::boxed(),
         };
-        let StageObject::VolumetricSegmenter(mut net) =
-            registry.create(&plugin, StageKind::VolumetricSegmenter, &resolved, &ctx)?
-        else {
+        let mut stage = StandaloneStage::create(registry, &request)
+            .with_context(|| format!("{} was written by plugin `{plugin}`", model.display()))?;
+        let StageObject::VolumetricSegmenter(net) = &mut stage.stage else {
             bail!("plugin `{plugin}` is not a volumetric segmenter");
         };
         if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
             bail!("loading {}: {e}", model.display());
         }
         Ok(Self {
-            net,
-            work,
+            stage,
             spacing: model_file::spacing(model)?,
             bias_correction: model_file::bias_correction(model)?,
         })
@@ -114,7 +105,10 @@ impl Segmenter {
             ..PreprocessOptions::default()
         };
         let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
-        let cropped = match self.net.predict(&pre.input) {
+        let StageObject::VolumetricSegmenter(net) = &mut self.stage.stage else {
+            unreachable!("Segmenter::load keeps volumetric segmenters only");
+        };
+        let cropped = match net.predict(&pre.input) {
             RResult::ROk(p) => p,
             RResult::RErr(e) => bail!("predicting: {e}"),
         };
@@ -122,23 +116,6 @@ impl Segmenter {
             .restore(&cropped)
             .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
     }
-}
-
-impl Drop for Segmenter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
-}
-
-/// A fresh private folder for one loaded stage; inference writes nothing
-/// there, but the stage contract gives every stage one.
-fn private_folder() -> anyhow::Result<PathBuf> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static LOADED: AtomicUsize = AtomicUsize::new(0);
-    let n = LOADED.fetch_add(1, Ordering::Relaxed);
-    let work = std::env::temp_dir().join(format!("clisc-infer-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    Ok(work)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod run;
 pub mod selection;
 pub mod shard;
 pub mod stages;
+pub mod standalone;
 pub mod summary;
 pub mod weights;
 pub mod workdir;

@@ -1,86 +1,90 @@
-//! `clisc clip --weights W --image FILE [--slice K] --text "..." --text "..."`:
-//! CLIP zero-shot probabilities of the texts for one image.
+//! `clisc clip`: the slice pseudo-labels a pseudo-labeler plugin (default
+//! the built-in `clip`; any other, external ones included, with
+//! `--plugin`) gives one volume or one 2D image, as in the first step of a
+//! pipeline.
 //!
-//! `FILE` is a NIfTI volume (`.nii`, `.nii.gz`; the axial slice `K`, by
-//! default the middle one, min-max scaled to 8 bits per slice exactly as
-//! the `clip` pseudo-labeler does) or an ordinary image (PNG; grey images
-//! stay grey, others are read as RGB). The image then goes through CLIP's
-//! own preprocessing (bicubic resize of the short side, centre crop,
-//! normalisation), and the softmax over the texts' logits is printed, one
-//! `probability<TAB>text` line per text.
+//! The image reaches the plugin exactly as in a pipeline: cropped to its
+//! non-zero box, clipped and z-scored (the built-in `clip` then scales
+//! each slice to 8 bits and applies CLIP's own preprocessing). A 2D image
+//! (PNG, ...) is read as a one-slice grey volume. One line per axial slice
+//! of the image: `slice<TAB>label<TAB>probability<TAB>kept`, slice indices
+//! of the image; slices outside the non-zero box are not labelled.
+//!
+//! The built-in `clip` compares each slice with its prompts
+//! (`--set prompts_abnormal=["..."]`, `--set prompts_normal=["..."]`).
 
-use anyhow::{bail, Context};
+use super::study_image::StudyImage;
+use super::PluginPathArgs;
+use abi_stable::std_types::RResult;
+use anyhow::bail;
 use clap::Args;
-use clisc_clip::{preprocess::slice_to_u8, zero_shot};
-use std::path::{Path, PathBuf};
+use clisc_pipeline::standalone::{apply_overrides, StageRequest, StandaloneStage};
+use clisc_sdk::{StageKind, StageObject};
+use std::path::PathBuf;
 
 /// Arguments of `clisc clip`.
 #[derive(Debug, Args)]
 pub struct ClipArgs {
-    /// CLIP checkpoint (OpenAI TorchScript `ViT-B-32.pt`, a state dict or safetensors).
+    /// The pseudo-labeler plugin.
+    #[arg(long, default_value = "clip")]
+    pub plugin: String,
+    /// The plugin's `weights` setting, e.g. a CLIP checkpoint (OpenAI
+    /// TorchScript `ViT-B-32.pt`, a state dict or safetensors).
     #[arg(long)]
-    pub weights: PathBuf,
-    /// The image: NIfTI volume (`.nii`/`.nii.gz`) or PNG.
+    pub weights: Option<PathBuf>,
+    /// The image: NIfTI volume (`.nii`/`.nii.gz`) or a 2D image (PNG, ...).
     #[arg(long)]
     pub image: PathBuf,
-    /// Axial slice of a NIfTI volume (default: the middle slice).
+    /// Print this axial slice only (default: every labelled slice).
     #[arg(long)]
     pub slice: Option<usize>,
-    /// A text to score; repeat for several.
-    #[arg(long = "text", required = true)]
-    pub texts: Vec<String>,
+    /// Set any other plugin setting, e.g. `--set threshold=0.7` (TOML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Device: `cpu`, `cuda`, `cuda:N` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    #[command(flatten)]
+    pub plugins: PluginPathArgs,
 }
 
-fn is_nifti(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
-}
-
-/// 8-bit pixels, width, height and channels of the input.
-fn read_image(args: &ClipArgs) -> anyhow::Result<(Vec<u8>, usize, usize, usize)> {
-    if is_nifti(&args.image) {
-        let (volume, _) = clisc_nifti::read_volume(&args.image, "image")
-            .with_context(|| format!("reading {}", args.image.display()))?;
-        let [nx, ny, nz] = volume.grid.dims();
-        let z = args.slice.unwrap_or(nz / 2);
-        if z >= nz {
-            bail!(
-                "--slice {z} is outside {} ({nz} axial slices)",
-                args.image.display()
-            );
-        }
-        let data = volume.require_channel("image")?;
-        let n = nx * ny;
-        return Ok((slice_to_u8(&data[z * n..(z + 1) * n]), nx, ny, 1));
-    }
-    if args.slice.is_some() {
-        bail!(
-            "--slice only applies to NIfTI volumes, {} is a 2D image",
-            args.image.display()
-        );
-    }
-    let img = image::open(&args.image)
-        .with_context(|| format!("reading image {}", args.image.display()))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if img.color().has_color() {
-        Ok((img.to_rgb8().into_raw(), w, h, 3))
-    } else {
-        Ok((img.to_luma8().into_raw(), w, h, 1))
-    }
-}
-
-/// Prints one `probability<TAB>text` line per text.
+/// Prints one `slice<TAB>label<TAB>probability<TAB>kept` line per slice.
 pub fn run(args: ClipArgs) -> anyhow::Result<()> {
-    let (pixels, w, h, c) = read_image(&args)?;
-    let probs = zero_shot(&args.weights, &args.device, &pixels, w, h, c, &args.texts)?;
-    for (p, t) in probs.iter().zip(args.texts.iter()) {
-        println!("{p:.6}\t{t}");
+    let image = StudyImage::read(&args.image)?;
+    let only = match args.slice {
+        Some(z) => Some(image.slice(&args.image, Some(z))?.0),
+        None => None,
+    };
+    let mut settings = toml::Table::new();
+    if let Some(w) = &args.weights {
+        settings.insert("weights".into(), w.display().to_string().into());
+    }
+    apply_overrides(&mut settings, &args.set)?;
+    let request = StageRequest {
+        plugin: &args.plugin,
+        kind: StageKind::PseudoLabeler,
+        settings,
+        device: &args.device,
+        threads: args.threads,
+    };
+    let registry = args.plugins.registry()?;
+    let mut stage = StandaloneStage::create(&registry, &request)?;
+    let StageObject::PseudoLabeler(labeler) = &mut stage.stage else {
+        bail!("plugin `{}` is not a pseudo-labeler", args.plugin);
+    };
+    let labels = match labeler.label_slices(&image.prepared.input) {
+        RResult::ROk(l) => l,
+        RResult::RErr(e) => bail!("plugin `{}`: {e}", args.plugin),
+    };
+    let oz = image.crop().offset[2];
+    for s in labels.slices.iter() {
+        let z = s.index as usize + oz;
+        if only.map_or(true, |o| o == z) {
+            println!("{z}\t{}\t{:.6}\t{}", s.label, s.probability, s.kept);
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod run;
 pub mod sam;
 pub mod slurm;
 pub mod split;
+pub mod study_image;
 pub mod synth;
 
 use clisc_pipeline::loader::env_search_path;

@@ -1,29 +1,39 @@
-//! `clisc sam`: segment one 2D image or one axial slice of a volume with
-//! Segment Anything from box and point prompts.
+//! `clisc sam`: segment one axial slice of a volume, or one 2D image, from
+//! box and point prompts with a promptable-segmenter plugin (default the
+//! built-in `sam`; any other, external ones included, with `--plugin`).
 //!
-//! * PNG input is given to SAM as is (grey images are replicated to RGB),
-//!   like the official predictor.
-//! * NIfTI input (`.nii`, `.nii.gz`): axial slice `--slice` (default: the
-//!   middle one) is prepared as CLISC does (min-max to 8 bits, histogram
-//!   equalisation, 3 channels).
+//! The slice reaches the plugin exactly as in a pipeline: the image is
+//! cropped to its non-zero box, clipped and z-scored, and the plugin gets
+//! that slice with the prompts moved into its coordinates (the built-in
+//! `sam` then applies CLISC's slice preparation: min-max to 8 bits,
+//! histogram equalisation, 3 channels). A 2D image (PNG, ...) is read as
+//! a one-slice grey volume.
 //!
 //! The output is a PNG (0 / 255) or a NIfTI mask. For a NIfTI input, a
 //! NIfTI output is the input's grid with the mask in slice `--slice`
-//! (so it overlays the input); for a PNG input it is a one-slice volume.
+//! (so it overlays the input); for a 2D input it is a one-slice volume.
 
+use super::study_image::{is_nifti, StudyImage};
+use super::PluginPathArgs;
+use abi_stable::std_types::{ROption, RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_sam::{slice_to_rgb, SamPredictor, SamPrompt};
-use clisc_sdk::{Grid, LabelVolume};
+use clisc_pipeline::standalone::{apply_overrides, StageRequest, StandaloneStage};
+use clisc_sdk::stage::SliceImage;
+use clisc_sdk::{BoxXyxy, LabelVolume, Mask2d, PromptPoint, PromptSet, StageKind, StageObject};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc sam`.
 #[derive(Debug, Args)]
 pub struct SamArgs {
-    /// SAM checkpoint as downloaded (sam_vit_b_01ec64.pth, ...) or .safetensors.
+    /// The promptable-segmenter plugin.
+    #[arg(long, default_value = "sam")]
+    pub plugin: String,
+    /// The plugin's `weights` setting, e.g. a SAM checkpoint as downloaded
+    /// (sam_vit_b_01ec64.pth, ...) or .safetensors.
     #[arg(long)]
-    pub weights: PathBuf,
-    /// Input image: PNG, or NIfTI volume (.nii / .nii.gz).
+    pub weights: Option<PathBuf>,
+    /// Input image: NIfTI volume (.nii / .nii.gz), or a 2D image (PNG, ...).
     #[arg(long)]
     pub image: PathBuf,
     /// Axial slice of a NIfTI volume (default: the middle slice).
@@ -38,9 +48,13 @@ pub struct SamArgs {
     /// Background point `x,y` (repeatable).
     #[arg(long = "neg", value_parser = parse_point)]
     pub neg: Vec<[f64; 2]>,
-    /// Predict three masks and keep the one with the best predicted IoU.
+    /// The plugin's `multimask` setting (`sam`: predict three masks and
+    /// keep the one with the best predicted IoU).
     #[arg(long)]
     pub multimask: bool,
+    /// Set any other plugin setting, e.g. `--set k=0.8` (TOML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Output mask: `.png`, `.nii` or `.nii.gz`.
     #[arg(long)]
     pub out: PathBuf,
@@ -49,7 +63,9 @@ pub struct SamArgs {
     pub device: String,
     /// CPU threads for libtorch (0 = libtorch's default).
     #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    pub threads: u32,
+    #[command(flatten)]
+    pub plugins: PluginPathArgs,
 }
 
 fn parse_numbers<const N: usize>(s: &str, what: &str) -> Result<[f64; N], String> {
@@ -72,126 +88,125 @@ fn parse_point(s: &str) -> Result<[f64; 2], String> {
     parse_numbers::<2>(s, "a point x,y")
 }
 
-fn is_nifti(path: &Path) -> bool {
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
+/// The plugin settings the flags give.
+fn settings(args: &SamArgs) -> anyhow::Result<toml::Table> {
+    let mut settings = toml::Table::new();
+    if let Some(w) = &args.weights {
+        settings.insert("weights".into(), w.display().to_string().into());
+    }
+    if args.multimask {
+        settings.insert("multimask".into(), true.into());
+    }
+    apply_overrides(&mut settings, &args.set)?;
+    Ok(settings)
 }
 
-/// The image as RGB bytes, its size, and for NIfTI input the volume's
-/// header and the chosen slice.
-struct Input {
-    rgb: Vec<u8>,
-    width: usize,
-    height: usize,
-    nifti: Option<(clisc_nifti::NiftiInfo, Grid, usize)>,
-}
-
-fn read_input(args: &SamArgs) -> anyhow::Result<Input> {
-    if is_nifti(&args.image) {
-        let (volume, info) = clisc_nifti::read_volume(&args.image, "image")?;
-        let nz = volume.grid.shape[2] as usize;
-        let z = args.slice.unwrap_or(nz / 2);
-        if z >= nz {
-            bail!(
-                "--slice {z} is out of range: {} has {nz} axial slices",
-                args.image.display()
-            );
-        }
-        let slice = volume.axial_slice("image", z)?;
-        let rgb = slice_to_rgb(&slice)?;
-        Ok(Input {
-            rgb,
-            width: slice.width as usize,
-            height: slice.height as usize,
-            nifti: Some((info, volume.grid, z)),
-        })
-    } else {
-        if args.slice.is_some() {
-            bail!(
-                "--slice only applies to NIfTI volumes; {} is a 2D image",
-                args.image.display()
-            );
-        }
-        let img = image::open(&args.image)
-            .with_context(|| format!("reading image {}", args.image.display()))?;
-        let rgb = img.to_rgb8();
-        let (w, h) = rgb.dimensions();
-        Ok(Input {
-            rgb: rgb.into_raw(),
-            width: w as usize,
-            height: h as usize,
-            nifti: None,
-        })
+/// The prompts, moved by `(-dx, -dy)` into the stage input's coordinates.
+fn prompt_set(args: &SamArgs, slice: u32, dx: f64, dy: f64) -> PromptSet {
+    let point = |p: &[f64; 2], positive| PromptPoint {
+        x: (p[0] - dx) as f32,
+        y: (p[1] - dy) as f32,
+        positive,
+    };
+    let mut points: Vec<PromptPoint> = args.pos.iter().map(|p| point(p, true)).collect();
+    points.extend(args.neg.iter().map(|p| point(p, false)));
+    PromptSet {
+        slice,
+        bbox: match args.bbox {
+            Some([x0, y0, x1, y1]) => ROption::RSome(BoxXyxy {
+                x0: (x0 - dx) as f32,
+                y0: (y0 - dy) as f32,
+                x1: (x1 - dx) as f32,
+                y1: (y1 - dy) as f32,
+            }),
+            None => ROption::RNone,
+        },
+        points: points.into(),
     }
 }
 
-/// Runs SAM on the image with the given prompts and writes the mask.
+/// Runs the plugin on the slice with the given prompts and writes the mask.
 pub fn run(args: SamArgs) -> anyhow::Result<()> {
     if args.bbox.is_none() && args.pos.is_empty() && args.neg.is_empty() {
         bail!("give at least one prompt: --box, --pos or --neg");
     }
-    let input = read_input(&args)?;
-    clisc_sam::set_torch_threads(args.threads);
-    let predictor = SamPredictor::load_on(&args.weights, &args.device)?;
-    let t = std::time::Instant::now();
-    let embedding = predictor.embed(&input.rgb, input.width, input.height)?;
-    tracing::info!("image embedding in {:.2}s", t.elapsed().as_secs_f64());
-    let mut points: Vec<([f64; 2], bool)> = args.pos.iter().map(|p| (*p, true)).collect();
-    points.extend(args.neg.iter().map(|p| (*p, false)));
-    let prompt = SamPrompt {
-        points,
-        bbox: args.bbox,
-        mask_input: None,
+    let image = StudyImage::read(&args.image)?;
+    let (z, stage_z) = image.slice(&args.image, args.slice)?;
+    let crop = *image.crop();
+    let request = StageRequest {
+        plugin: &args.plugin,
+        kind: StageKind::PromptableSegmenter,
+        settings: settings(&args)?,
+        device: &args.device,
+        threads: args.threads,
     };
-    let out = predictor
-        .predict(&embedding, &[prompt], args.multimask)?
-        .pop()
-        .ok_or_else(|| anyhow!("no prediction"))?;
-    let best = out.best();
-    let mask = &out.masks[best];
+    let registry = args.plugins.registry()?;
+    let mut stage = StandaloneStage::create(&registry, &request)?;
+    let StageObject::PromptableSegmenter(segmenter) = &mut stage.stage else {
+        bail!("plugin `{}` is not a promptable segmenter", args.plugin);
+    };
+    let slice = SliceImage {
+        case_id: "image".into(),
+        index: stage_z as u32,
+        image: image.prepared.input.image.axial_slice("flair", stage_z)?,
+    };
+    let prompts = [prompt_set(
+        &args,
+        stage_z as u32,
+        crop.offset[0] as f64,
+        crop.offset[1] as f64,
+    )];
+    let t = std::time::Instant::now();
+    let masks = match segmenter.segment(&slice, RSlice::from_slice(&prompts)) {
+        RResult::ROk(m) => m,
+        RResult::RErr(e) => bail!("plugin `{}`: {e}", args.plugin),
+    };
+    tracing::info!("segmented in {:.2}s", t.elapsed().as_secs_f64());
+    let cropped = masks
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("plugin `{}` returned no mask", args.plugin))?;
+    let mask = uncrop_slice(&cropped, &image, z)?;
     let area = mask.iter().filter(|&&v| v != 0).count();
-    println!(
-        "mask {}: {area} pixels, predicted IoU {:.4}",
-        args.out.display(),
-        out.iou[best]
-    );
-    write_mask(&args.out, mask, &input)
+    println!("mask {}: {area} pixels", args.out.display());
+    write_mask(&args.out, &mask, &image, z)
 }
 
-fn write_mask(path: &Path, mask: &[u8], input: &Input) -> anyhow::Result<()> {
+/// The stage's mask on the cropped slice, placed on the image's full slice.
+fn uncrop_slice(mask: &Mask2d, image: &StudyImage, z: usize) -> anyhow::Result<Vec<u8>> {
+    let crop = image.crop();
+    let mut cropped = LabelVolume::zeros(crop.cropped_grid());
+    cropped
+        .set_axial_slice(z - crop.offset[2], mask)
+        .map_err(|e| anyhow!("the plugin's mask: {e}"))?;
+    let full = crop
+        .uncrop(&cropped)
+        .map_err(|e| anyhow!("placing the mask on the image: {e}"))?;
+    Ok(full.axial_slice(z).data.to_vec())
+}
+
+fn write_mask(path: &Path, mask: &[u8], image: &StudyImage, z: usize) -> anyhow::Result<()> {
+    let grid = image.volume.grid;
     if is_nifti(path) {
-        let labels = match &input.nifti {
-            Some((_, grid, z)) => {
-                let mut labels = LabelVolume::zeros(*grid);
-                let n = grid.slice_len();
-                labels.data[z * n..(z + 1) * n].copy_from_slice(mask);
-                labels
-            }
-            None => {
-                let grid = Grid::new([input.width as u32, input.height as u32, 1], [1.0; 3]);
-                LabelVolume {
-                    grid,
-                    data: mask.to_vec().into(),
-                }
-            }
-        };
-        clisc_nifti::write_labels(path, &labels, input.nifti.as_ref().map(|(info, _, _)| info))?;
-        Ok(())
-    } else {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if ext != "png" {
-            bail!("--out {}: use .png, .nii or .nii.gz", path.display());
-        }
-        let pixels: Vec<u8> = mask.iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
-        let img = image::GrayImage::from_raw(input.width as u32, input.height as u32, pixels)
-            .ok_or_else(|| anyhow!("mask size does not match the image"))?;
-        img.save(path)
-            .with_context(|| format!("writing {}", path.display()))
+        let mut labels = LabelVolume::zeros(grid);
+        let n = grid.slice_len();
+        labels.data[z * n..(z + 1) * n].copy_from_slice(mask);
+        clisc_nifti::write_labels(path, &labels, image.nifti.as_ref())?;
+        return Ok(());
     }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext != "png" {
+        bail!("--out {}: use .png, .nii or .nii.gz", path.display());
+    }
+    let pixels: Vec<u8> = mask.iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
+    let img = image::GrayImage::from_raw(grid.shape[0], grid.shape[1], pixels)
+        .ok_or_else(|| anyhow!("mask size does not match the image"))?;
+    img.save(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
