@@ -7,7 +7,7 @@ use clisc_pipeline::config::{Pipeline, StageSlot};
 use clisc_pipeline::run::{data_fingerprint, step_fingerprint};
 use clisc_pipeline::shard::{self, Shard};
 use clisc_pipeline::stages::StageFactory;
-use clisc_pipeline::workdir::{Manifest, Step, WorkDir};
+use clisc_pipeline::workdir::{Manifest, Step, StepStatus, WorkDir};
 use std::collections::BTreeMap;
 
 /// How a job runs.
@@ -179,7 +179,7 @@ pub fn plan(
         let done = manifest
             .steps
             .get(step.name())
-            .is_some_and(|r| &r.fingerprint == fp && r.status == "done");
+            .is_some_and(|r| &r.fingerprint == fp && r.status == StepStatus::Done);
         if done && step != Step::Evaluation {
             out.done.push(step);
             continue;
@@ -228,7 +228,7 @@ pub fn plan(
                 let finished = records.iter().any(|r| {
                     r.shard == part
                         && &r.fingerprint == fp
-                        && r.status == "done"
+                        && r.status == StepStatus::Done
                         && r.cases == part.select(&ids)
                         && r.cases.iter().all(|id| {
                             shard::case_artefacts(step, &dir, id, two_networks)

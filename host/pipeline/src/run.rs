@@ -10,10 +10,11 @@ use super::config::{ModelSelection, NetworkTargets, Pipeline, RetrainTargets, St
 use super::io;
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
-use super::stages::StageFactory;
+use super::stages::{StageFactory, StageSeed};
 use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStats};
 use super::workdir::{
-    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, WorkDir,
+    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
+    WorkDir,
 };
 use crate::progress::Bars;
 use crate::registry::Registry;
@@ -165,7 +166,7 @@ impl<'a> Runner<'a> {
         let record = self.manifest.steps.get(step.name()).cloned();
         let cached = record
             .as_ref()
-            .is_some_and(|r| r.fingerprint == fp && r.status == "done");
+            .is_some_and(|r| r.fingerprint == fp && r.status == StepStatus::Done);
         let forced = match (self.options.only, self.options.from) {
             (Some(only), _) => {
                 if step < only && !cached {
@@ -206,9 +207,9 @@ impl<'a> Runner<'a> {
             StepRecord {
                 fingerprint: fp.into(),
                 status: if cached && !forced {
-                    "done".into()
+                    StepStatus::Done
                 } else {
-                    "running".into()
+                    StepStatus::Running
                 },
                 plugins: vec![],
                 seconds: record.map(|r| r.seconds).unwrap_or_default(),
@@ -232,10 +233,10 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         if let Some(r) = self.manifest.steps.get_mut(step.name()) {
-            if r.status != "done" {
+            if r.status != StepStatus::Done {
                 r.seconds = started.elapsed().as_secs_f64();
             }
-            r.status = "done".into();
+            r.status = StepStatus::Done;
             r.plugins = plugins;
             r.finished_at = chrono::Utc::now().to_rfc3339();
             self.summary.timings.insert(step.name().into(), r.seconds);
@@ -429,7 +430,7 @@ impl<'a> Runner<'a> {
                     stage = Some(self.factory.pseudo_labeler(
                         StageSlot::PseudoLabeler,
                         &dir.join("plugin"),
-                        1,
+                        StageSeed::PseudoLabels,
                     )?);
                 }
                 let s = stage.as_mut().expect("created");
@@ -470,9 +471,11 @@ impl<'a> Runner<'a> {
             .collect();
         let mut out = BTreeMap::new();
         if !missing.is_empty() {
-            let mut stage =
-                self.factory
-                    .roi_extractor(StageSlot::RoiExtractor, &dir.join("plugin"), 2)?;
+            let mut stage = self.factory.roi_extractor(
+                StageSlot::RoiExtractor,
+                &dir.join("plugin"),
+                StageSeed::Roi,
+            )?;
             let training: Vec<LabelledCase> = ids
                 .iter()
                 .map(|id| LabelledCase {
@@ -531,7 +534,7 @@ impl<'a> Runner<'a> {
                     stage = Some(self.factory.prompt_generator(
                         StageSlot::PromptGenerator,
                         &dir.join("plugin"),
-                        3,
+                        StageSeed::Prompts,
                     )?);
                 }
                 let roi = &rois[&id]
@@ -588,7 +591,7 @@ impl<'a> Runner<'a> {
                     stage = Some(self.factory.promptable_segmenter(
                         StageSlot::PromptableSegmenter,
                         &dir.join("plugin"),
-                        4,
+                        StageSeed::PseudoMasks,
                     )?);
                 }
                 let m = segment_case(
@@ -641,14 +644,18 @@ impl<'a> Runner<'a> {
             return Ok(None);
         };
         let model = dir.join("model.ckpt");
-        let seed_offset = if step == Step::Network1 { 5 } else { 7 };
-        let parts = self.selection_partition(step, targets, seed_offset)?;
+        let seed = if step == Step::Network1 {
+            StageSeed::Network1
+        } else {
+            StageSeed::Network2
+        };
+        let parts = self.selection_partition(step, targets, seed)?;
         if !model.exists() {
             let (training, validation) = self.selection_sets(&parts, targets)?;
             let mut net = self.factory.volumetric_segmenter(
                 StageSlot::VolumetricSegmenter,
                 &dir.join("plugin"),
-                seed_offset,
+                seed,
             )?;
             let report = plugin(
                 net.train_with_validation(
@@ -724,11 +731,11 @@ impl<'a> Runner<'a> {
         &mut self,
         step: Step,
         targets: &BTreeMap<String, LabelVolume>,
-        seed_offset: u64,
+        seed: StageSeed,
     ) -> anyhow::Result<Partition> {
         let selection = self.model_selection();
         let ids: Vec<String> = targets.keys().cloned().collect();
-        let seed = self.factory.pipeline.run.seed.wrapping_add(seed_offset);
+        let seed = seed.seed(self.factory.pipeline.run.seed);
         let parts = partition(selection, &ids, &self.split_ids[&Split::Valid], seed)?;
         self.summary.ground_truth_used_for_choices |=
             selection == ModelSelection::GroundTruthValidation;
@@ -808,9 +815,11 @@ impl<'a> Runner<'a> {
     }
 
     fn load_network(&self, model: &Path, work: &Path) -> anyhow::Result<VolumetricSegmenterBox> {
-        let mut net = self
-            .factory
-            .volumetric_segmenter(StageSlot::VolumetricSegmenter, work, 9)?;
+        let mut net = self.factory.volumetric_segmenter(
+            StageSlot::VolumetricSegmenter,
+            work,
+            StageSeed::LoadedNetwork,
+        )?;
         plugin(
             net.load(model.display().to_string().as_str().into()),
             &format!("loading {}", model.display()),
@@ -863,12 +872,12 @@ impl<'a> Runner<'a> {
                     generator = Some(self.factory.prompt_generator(
                         StageSlot::RepromptGenerator,
                         &dir.join("reprompt-generator"),
-                        11,
+                        StageSeed::FilterReprompts,
                     )?);
                     segmenter = Some(self.factory.promptable_segmenter(
                         StageSlot::PromptableSegmenter,
                         &dir.join("segmenter"),
-                        12,
+                        StageSeed::FilterSegmenter,
                     )?);
                 }
                 let prompts = plugin(
@@ -903,9 +912,9 @@ impl<'a> Runner<'a> {
             self.finish(Step::Filter, vec![], started)?;
             return Ok(Some(BTreeMap::new()));
         }
-        let mut filter = self
-            .factory
-            .filter(StageSlot::Filter, &dir.join("plugin"), 13)?;
+        let mut filter =
+            self.factory
+                .filter(StageSlot::Filter, &dir.join("plugin"), StageSeed::Filter)?;
         let decisions = plugin(
             filter.select(RSlice::from_slice(&candidates)),
             "filter selection",

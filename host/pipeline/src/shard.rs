@@ -19,7 +19,7 @@
 //! manifest).
 
 use super::cases::{case_file, Split};
-use super::workdir::{write_atomic, Step};
+use super::workdir::{write_atomic, Step, StepStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -228,8 +228,8 @@ pub struct ShardRecord {
     pub fingerprint: String,
     /// Which shard.
     pub shard: Shard,
-    /// `running` or `done`.
-    pub status: String,
+    /// Running or done.
+    pub status: StepStatus,
     /// The cases of the shard.
     pub cases: Vec<String>,
     /// The Slurm job (`SLURM_JOB_ID`), when run by Slurm.
@@ -347,7 +347,7 @@ pub fn start_part(
             step: step.name().into(),
             fingerprint: fingerprint.into(),
             shard,
-            status: "running".into(),
+            status: StepStatus::Running,
             cases: cases.to_vec(),
             slurm_job: std::env::var("SLURM_JOB_ID").ok(),
             finished_at: String::new(),
@@ -369,7 +369,7 @@ pub fn finish_part(
             step: step.name().into(),
             fingerprint: fingerprint.into(),
             shard,
-            status: "done".into(),
+            status: StepStatus::Done,
             cases: cases.to_vec(),
             slurm_job: std::env::var("SLURM_JOB_ID").ok(),
             finished_at: chrono::Utc::now().to_rfc3339(),
@@ -390,7 +390,7 @@ pub fn missing_cases(
 ) -> Result<Vec<MissingCase>, ShardError> {
     let records: Vec<ShardRecord> = read_records(step_dir)
         .into_iter()
-        .filter(|r| r.fingerprint == fingerprint && r.status == "done")
+        .filter(|r| r.fingerprint == fingerprint && r.status == StepStatus::Done)
         .collect();
     let mut claimed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for r in &records {

@@ -24,14 +24,49 @@ pub struct StageFactory<'a> {
     pub bars: Bars,
 }
 
+/// Which stage instance a seed is for. Each instance gets the run seed
+/// plus its own offset, so that no two stages share a random stream and a
+/// stage keeps its stream when another one changes. The offsets are part
+/// of every cached result, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageSeed {
+    /// The pseudo-labeler of step `pseudo-labels`.
+    PseudoLabels = 1,
+    /// The ROI extractor of step `roi`.
+    Roi = 2,
+    /// The prompt generator of step `prompts`.
+    Prompts = 3,
+    /// The promptable segmenter of step `pseudo-masks`.
+    PseudoMasks = 4,
+    /// The first network (and its model-selection hold-out).
+    Network1 = 5,
+    /// The retrained network (and its model-selection hold-out).
+    Network2 = 7,
+    /// A trained network loaded to predict.
+    LoadedNetwork = 9,
+    /// The filter's re-prompt generator.
+    FilterReprompts = 11,
+    /// The filter's promptable segmenter.
+    FilterSegmenter = 12,
+    /// The filter itself.
+    Filter = 13,
+}
+
+impl StageSeed {
+    /// The seed of this instance in a run seeded with `run_seed`.
+    pub fn seed(self, run_seed: u64) -> u64 {
+        run_seed.wrapping_add(self as u64)
+    }
+}
+
 impl StageFactory<'_> {
     /// A new instance of the plugin in `slot`, with `work_dir` as its
-    /// private folder and the run seed offset by `seed_offset`.
+    /// private folder and the seed of `seed`.
     pub fn create(
         &self,
         slot: StageSlot,
         work_dir: &Path,
-        seed_offset: u64,
+        seed: StageSeed,
     ) -> anyhow::Result<StageObject> {
         let spec = self
             .pipeline
@@ -41,7 +76,7 @@ impl StageFactory<'_> {
             .with_context(|| format!("creating {}", work_dir.display()))?;
         let ctx = HostContext {
             device: self.device.clone().into(),
-            seed: self.pipeline.run.seed.wrapping_add(seed_offset),
+            seed: seed.seed(self.pipeline.run.seed),
             threads: self.pipeline.run.threads,
             work_dir: work_dir.display().to_string().into(),
             progress: self.bars.scoped(&spec.plugin).sink(),
@@ -104,9 +139,9 @@ macro_rules! typed_create {
                 &self,
                 slot: StageSlot,
                 work_dir: &Path,
-                seed_offset: u64,
+                seed: StageSeed,
             ) -> anyhow::Result<$boxed> {
-                match self.create(slot, work_dir, seed_offset)? {
+                match self.create(slot, work_dir, seed)? {
                     StageObject::$variant(stage) => Ok(stage),
                     other => Err(anyhow!(
                         "plugin of [stages.{}] returned a {} instead of a {}",

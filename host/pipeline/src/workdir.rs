@@ -85,13 +85,34 @@ impl Step {
     }
 }
 
+/// Where a step (or a shard of one) stands. In `manifest.json` as
+/// `"running"` or `"done"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Started and not finished: its outputs are incomplete.
+    Running,
+    /// Finished: its outputs match its fingerprint.
+    Done,
+}
+
+impl StepStatus {
+    /// The name written in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Done => "done",
+        }
+    }
+}
+
 /// What produced a step's artefacts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Hash of everything the outputs depend on.
     pub fingerprint: String,
-    /// `running` or `done`.
-    pub status: String,
+    /// Running or done.
+    pub status: StepStatus,
     /// Plugins used, as `slot=name@version`.
     pub plugins: Vec<String>,
     /// Wall-clock seconds of the last execution.
@@ -285,7 +306,7 @@ mod tests {
             "roi".into(),
             StepRecord {
                 fingerprint: "f".into(),
-                status: "done".into(),
+                status: StepStatus::Done,
                 plugins: vec![],
                 seconds: 1.0,
                 finished_at: String::new(),

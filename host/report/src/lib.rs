@@ -245,7 +245,7 @@ fn provenance(manifest: &Manifest) -> String {
             "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{}</td></tr>",
             step.folder(),
             plugins.join(", "),
-            esc(&record.status)
+            record.status.name()
         );
     }
     h + "</table>"
@@ -386,7 +386,7 @@ mod tests {
             "roi".into(),
             clisc_pipeline::workdir::StepRecord {
                 fingerprint: "f".into(),
-                status: "done".into(),
+                status: clisc_pipeline::workdir::StepStatus::Done,
                 plugins: vec!["roi_extractor=cam@0.1.0".into()],
                 seconds: 1.0,
                 finished_at: String::new(),

@@ -1,0 +1,257 @@
+//! `clisc sam` and `clisc clip` with external plugins, through the real
+//! binary: the example cdylibs (`example-box-fill`, a promptable
+//! segmenter; `example-threshold`, a pseudo-labeler) are found with
+//! `--plugin-path` and reached only through the registry, exactly as the
+//! built-in `sam` and `clip` are.
+//!
+//! The image: a 40 x 40 x 12 volume, zero outside a "brain" box (x, y in
+//! 5..35, z in 2..10) of value 100, with a bright square (x 15..22,
+//! y 18..25, z 5..8) of value 300. The non-zero box is what a stage sees,
+//! so a correct answer also shows that prompts go into the stage's
+//! coordinates and results come back to the image's.
+
+use clisc::scaffold::library_file_name;
+use clisc_sdk::{Grid, Volume};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BRAIN: ([usize; 2], [usize; 2], [usize; 2]) = ([5, 35], [5, 35], [2, 10]);
+const TUMOUR: ([usize; 2], [usize; 2], [usize; 2]) = ([15, 22], [18, 25], [5, 8]);
+const SHAPE: [usize; 3] = [40, 40, 12];
+
+fn example_library(crate_name: &str) -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = deps.join(library_file_name(crate_name));
+    assert!(
+        path.is_file(),
+        "{} was not built (it is a dev-dependency of the CLI)",
+        path.display()
+    );
+    path
+}
+
+fn inside(b: ([usize; 2], [usize; 2], [usize; 2]), x: usize, y: usize, z: usize) -> bool {
+    (b.0[0]..b.0[1]).contains(&x) && (b.1[0]..b.1[1]).contains(&y) && (b.2[0]..b.2[1]).contains(&z)
+}
+
+fn write_image(path: &Path) {
+    let [nx, ny, nz] = SHAPE;
+    let mut data = vec![0f32; nx * ny * nz];
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let v = if inside(TUMOUR, x, y, z) {
+                    300.0
+                } else if inside(BRAIN, x, y, z) {
+                    100.0 + ((x * 7 + y * 3) % 5) as f32
+                } else {
+                    0.0
+                };
+                data[x + nx * (y + ny * z)] = v;
+            }
+        }
+    }
+    let grid = Grid::new(SHAPE.map(|s| s as u32), [1.0; 3]);
+    let volume = Volume::single(grid, "flair", data);
+    clisc_nifti::write_volume_channel(path, &volume, "flair", None).unwrap();
+}
+
+fn clisc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clisc"))
+        .args(args)
+        .env_remove("CLISC_PLUGIN_PATH")
+        .output()
+        .expect("running clisc")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn clisc_sam_runs_an_external_promptable_segmenter() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flair.nii.gz");
+    write_image(&image);
+    let out = dir.path().join("mask.nii.gz");
+    let lib = example_library("clisc-example-box-fill-segmenter");
+    let run = clisc(&[
+        "sam",
+        "--plugin",
+        "example-box-fill",
+        "--plugin-path",
+        lib.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--slice",
+        "6",
+        "--box",
+        "12,15,25,28",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let (mask, _) = clisc_nifti::read_labels(&out).unwrap();
+    assert_eq!(mask.grid.shape, SHAPE.map(|s| s as u32));
+    let [nx, ny, nz] = SHAPE;
+    let mut wrong = Vec::new();
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let want = u8::from(z == 6 && inside(TUMOUR, x, y, z));
+                if mask.data[x + nx * (y + ny * z)] != want {
+                    wrong.push((x, y, z));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} voxels differ, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(
+        text(&run.stdout).contains("49 pixels"),
+        "{}",
+        text(&run.stdout)
+    );
+}
+
+#[test]
+fn clisc_clip_runs_an_external_pseudo_labeler() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flair.nii.gz");
+    write_image(&image);
+    let lib = example_library("clisc-example-threshold-labeler");
+    let run = clisc(&[
+        "clip",
+        "--plugin",
+        "example-threshold",
+        "--plugin-path",
+        lib.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    // One line per slice of the non-zero box, in the image's slice indices.
+    let expected: String = (BRAIN.2[0]..BRAIN.2[1])
+        .map(|z| {
+            let label = u8::from((TUMOUR.2[0]..TUMOUR.2[1]).contains(&z));
+            format!("{z}\t{label}\t1.000000\ttrue\n")
+        })
+        .collect();
+    assert_eq!(text(&run.stdout), expected);
+
+    let one = clisc(&[
+        "clip",
+        "--plugin",
+        "example-threshold",
+        "--plugin-path",
+        lib.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--slice",
+        "6",
+        "--set",
+        "min_fraction = 0.5",
+    ]);
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    assert_eq!(text(&one.stdout), "6\t0\t1.000000\ttrue\n");
+}
+
+#[test]
+fn a_plugin_of_another_kind_or_missing_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flair.nii.gz");
+    write_image(&image);
+    let out = dir.path().join("mask.png");
+    let lib = example_library("clisc-example-threshold-labeler");
+    let base = [
+        "sam",
+        "--image",
+        image.to_str().unwrap(),
+        "--box",
+        "12,15,25,28",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let wrong_kind = clisc(
+        &[
+            &base[..],
+            &[
+                "--plugin",
+                "example-threshold",
+                "--plugin-path",
+                lib.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!wrong_kind.status.success());
+    let stderr = text(&wrong_kind.stderr);
+    assert!(
+        stderr.contains("plugin `example-threshold` is a pseudo-labeler, but this stage needs a promptable-segmenter"),
+        "{stderr}"
+    );
+    let missing = clisc(&[&base[..], &["--plugin", "example-box-fill"]].concat());
+    assert!(!missing.status.success());
+    let stderr = text(&missing.stderr);
+    assert!(
+        stderr.contains("no plugin named `example-box-fill`"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a failed run wrote {}", out.display());
+}
+
+#[test]
+fn a_2d_image_is_one_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let [nx, ny, _] = SHAPE;
+    let png = dir.path().join("slice.png");
+    let pixels: Vec<u8> = (0..nx * ny)
+        .map(|i| {
+            let (x, y) = (i % nx, i / nx);
+            if inside(TUMOUR, x, y, 6) {
+                250
+            } else if inside(BRAIN, x, y, 6) {
+                90
+            } else {
+                0
+            }
+        })
+        .collect();
+    image::GrayImage::from_raw(nx as u32, ny as u32, pixels)
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let out = dir.path().join("mask.png");
+    let lib = example_library("clisc-example-box-fill-segmenter");
+    let run = clisc(&[
+        "sam",
+        "--plugin",
+        "example-box-fill",
+        "--plugin-path",
+        lib.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--pos",
+        "18,21",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let mask = image::open(&out).unwrap().to_luma8();
+    for (x, y, p) in mask.enumerate_pixels() {
+        let want = if inside(TUMOUR, x as usize, y as usize, 6) {
+            255
+        } else {
+            0
+        };
+        assert_eq!(p.0[0], want, "pixel ({x}, {y})");
+    }
+}
