@@ -34,3 +34,7 @@ pub mod workdir;
 pub use config::{load, Pipeline, StageSlot, StageSpec};
 pub use run::{RunOptions, Runner};
 pub use summary::RunSummary;
+
+// Unit tests validate pipelines against the built-in plugins.
+#[cfg(test)]
+use clisc_builtins as _;

@@ -1168,3 +1168,131 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
     let bytes = serde_json::to_vec_pretty(value)?;
     write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    /// A weight-free pipeline; `edit` replaces one line of it.
+    const PIPELINE: &str = r#"
+[run]
+output = "work"
+seed = 7
+
+[dataset]
+root = "data"
+layout = "brats2020"
+modalities = ["flair"]
+
+[stages.pseudo_labeler]
+plugin = "flair-intensity"
+
+[stages.roi_extractor]
+plugin = "cam"
+settings = { epochs = 1 }
+
+[stages.prompt_generator]
+plugin = "box-points"
+settings = { box_dilation = 5 }
+
+[stages.promptable_segmenter]
+plugin = "classic-prompt"
+
+[stages.volumetric_segmenter]
+plugin = "unet3d"
+settings = { iterations = 10 }
+
+[stages.reprompt_generator]
+plugin = "box-points"
+
+[stages.filter]
+plugin = "s3f"
+"#;
+
+    /// Every step's own fingerprint (no upstream) for `PIPELINE` with
+    /// `from` replaced by `to`.
+    fn fingerprints(from: &str, to: &str) -> BTreeMap<Step, String> {
+        assert!(PIPELINE.contains(from), "{from:?} is not in the pipeline");
+        let text = PIPELINE.replacen(from, to, 1);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let mut registry = Registry::builtin();
+        let pipeline = parse(&dir.path().join("p.toml"), &text, &mut registry).unwrap();
+        let factory = StageFactory {
+            pipeline: &pipeline,
+            registry: &registry,
+            device: "cpu".into(),
+            bars: Bars::new(true),
+        };
+        Step::ALL
+            .iter()
+            .map(|&s| (s, step_fingerprint(&factory, s, &[])))
+            .collect()
+    }
+
+    /// The steps whose fingerprint differs between `PIPELINE` and the edit.
+    fn rerun_after(from: &str, to: &str) -> Vec<Step> {
+        let before = fingerprints("", "");
+        let after = fingerprints(from, to);
+        Step::ALL
+            .into_iter()
+            .filter(|s| before[s] != after[s])
+            .collect()
+    }
+
+    #[test]
+    fn a_stage_setting_reruns_the_steps_that_use_its_slot() {
+        // Steps downstream rerun too: the runner passes each step the
+        // fingerprints it reads (`upstream`), so a change propagates.
+        assert_eq!(
+            rerun_after("box_dilation = 5", "box_dilation = 4"),
+            [Step::Prompts]
+        );
+        assert_eq!(
+            rerun_after("iterations = 10", "iterations = 20"),
+            [Step::Network1, Step::Network2]
+        );
+        // The promptable segmenter also re-prompts inside the filter.
+        assert_eq!(
+            rerun_after(
+                "plugin = \"classic-prompt\"",
+                "plugin = \"classic-prompt\"\nkeep_largest_components = 1"
+            ),
+            [Step::PseudoMasks, Step::Filter]
+        );
+        assert_eq!(
+            rerun_after(
+                "plugin = \"s3f\"",
+                "plugin = \"s3f\"\nretrain_on = \"reprompted\""
+            ),
+            [Step::Filter]
+        );
+    }
+
+    #[test]
+    fn the_seed_reruns_everything_and_the_output_folder_nothing() {
+        assert_eq!(rerun_after("seed = 7", "seed = 8"), Step::ALL);
+        assert!(rerun_after("output = \"work\"", "output = \"elsewhere\"").is_empty());
+    }
+
+    #[test]
+    fn upstream_fingerprints_propagate() {
+        let pipeline_fp = fingerprints("", "");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let mut registry = Registry::builtin();
+        let pipeline = parse(&dir.path().join("p.toml"), PIPELINE, &mut registry).unwrap();
+        let factory = StageFactory {
+            pipeline: &pipeline,
+            registry: &registry,
+            device: "cpu".into(),
+            bars: Bars::new(true),
+        };
+        let alone = step_fingerprint(&factory, Step::Roi, &[]);
+        assert_eq!(alone, pipeline_fp[&Step::Roi]);
+        let a = step_fingerprint(&factory, Step::Roi, &["labels-a"]);
+        let b = step_fingerprint(&factory, Step::Roi, &["labels-b"]);
+        assert!(a != alone && a != b);
+    }
+}
