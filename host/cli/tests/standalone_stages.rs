@@ -255,3 +255,21 @@ fn a_2d_image_is_one_slice() {
         assert_eq!(p.0[0], want, "pixel ({x}, {y})");
     }
 }
+
+#[test]
+fn the_binary_finds_libtorch_in_an_empty_environment() {
+    // No LD_LIBRARY_PATH, no PATH, no CLISC_*: the run path written by
+    // build.rs is all the binary has. Listing the plugins loads libtorch
+    // (the built-in model crates link it).
+    let out = Command::new(env!("CARGO_BIN_EXE_clisc"))
+        .args(["plugins", "list"])
+        .env_clear()
+        .output()
+        .expect("running clisc");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("unet3d"),
+        "{}",
+        text(&out.stdout)
+    );
+}
