@@ -18,6 +18,7 @@ pub mod device;
 pub mod infer;
 pub mod io;
 pub mod loader;
+pub mod lock;
 pub mod model_file;
 pub mod prepare;
 pub mod progress;

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Context};
 use clap::Args;
 use clisc_pipeline::loader::env_search_path;
+use clisc_pipeline::lock::{LockMode, RunLock};
 use clisc_pipeline::progress::Bars;
 use clisc_pipeline::registry::Registry;
 use clisc_pipeline::shard::{Shard, ShardRole};
@@ -91,6 +92,14 @@ pub fn run_pipeline(
         Some(ShardRole::Part(part)) => Some(part),
         _ => None,
     };
+    // Before any work: a second run on the same folder stops here.
+    let (mode, what) = match (options.shard, options.only) {
+        (Some(ShardRole::Part(part)), Some(step)) => {
+            (LockMode::Shared, format!("shard {part} of {}", step.name()))
+        }
+        _ => (LockMode::Exclusive, "clisc run".to_string()),
+    };
+    let _lock = RunLock::acquire(&pipeline.run.output, mode, &what)?;
     let Some(part) = part else {
         let cases = clisc_pipeline::prepare::prepare_cases(&pipeline).with_context(preparing)?;
         let mut runner =

@@ -1,0 +1,183 @@
+//! One run at a time per work folder.
+//!
+//! A run holds an advisory lock (`flock`) on `<work>/.clisc-run.lock` from
+//! before it reads the dataset until it ends. A second run on the same
+//! folder refuses at once and names the holder, instead of both writing
+//! the same artefacts. The shards of one step (`--shard i/n`), which are
+//! meant to run side by side, share the lock; a whole run or a merge
+//! needs it alone. The kernel drops the lock with the process, so a
+//! killed run never leaves the folder locked. Without `flock` (not Unix)
+//! runs are not locked.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file's name inside the work folder.
+pub const LOCK_FILE: &str = ".clisc-run.lock";
+
+/// Whether other runs may hold the lock at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// A whole run, or the merge of a step's shards: alone.
+    Exclusive,
+    /// One shard of a per-case step: alongside the step's other shards.
+    Shared,
+}
+
+/// Why a run could not take the work folder.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The folder or the lock file cannot be created (read-only, full, ...).
+    #[error("cannot use {path} as the run's lock file: {source}")]
+    Create {
+        /// The lock file.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// Another run holds the folder.
+    #[error("the work folder {root} is in use by another clisc run ({holder}); wait for it to end or stop it (a stopped run releases the folder)")]
+    Held {
+        /// The work folder.
+        root: PathBuf,
+        /// What the lock file says about its holder(s).
+        holder: String,
+    },
+}
+
+/// The lock of a running run; released when dropped (or the process ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of work folder `root` (created when missing), or
+    /// says who holds it. `what` describes this run for the next one's
+    /// message (e.g. `clisc run`, `shard 1/4 of pseudo-masks`).
+    pub fn acquire(root: &Path, mode: LockMode, what: &str) -> Result<Self, LockError> {
+        let path = root.join(LOCK_FILE);
+        let create = |source| LockError::Create {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(create)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(create)?;
+        if let Err(e) = try_lock(&file, mode) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(create(e));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.lines().collect::<Vec<_>>().join("; ");
+            return Err(LockError::Held {
+                root: root.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "holder unknown".into()
+                } else {
+                    holder
+                },
+            });
+        }
+        // Say who holds it: a whole run replaces what earlier runs wrote,
+        // a shard adds its line next to the other shards'.
+        if mode == LockMode::Exclusive {
+            file.set_len(0).map_err(create)?;
+        }
+        let line = format!(
+            "{what}: process {} on {} since {}\n",
+            std::process::id(),
+            host_name(),
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        file.write_all(line.as_bytes()).map_err(create)?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(file: &File, mode: LockMode) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let operation = match mode {
+        LockMode::Exclusive => libc::LOCK_EX,
+        LockMode::Shared => libc::LOCK_SH,
+    } | libc::LOCK_NB;
+    // SAFETY: flock on a file descriptor this function borrows; it only
+    // changes the lock state of the open file.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_file: &File, _mode: LockMode) -> io::Result<()> {
+    Ok(())
+}
+
+/// This machine's name, for the holder line.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this machine".into())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_is_refused_and_told_who_holds_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let first = RunLock::acquire(&work, LockMode::Exclusive, "clisc run").unwrap();
+        let err = RunLock::acquire(&work, LockMode::Exclusive, "clisc run").unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, LockError::Held { .. }), "{message}");
+        assert!(
+            message.contains(&format!("clisc run: process {}", std::process::id())),
+            "{message}"
+        );
+        assert!(message.contains(&work.display().to_string()), "{message}");
+        // A shard cannot join a whole run either.
+        assert!(RunLock::acquire(&work, LockMode::Shared, "shard 0/2").is_err());
+        drop(first);
+        RunLock::acquire(&work, LockMode::Exclusive, "clisc run").unwrap();
+    }
+
+    #[test]
+    fn shards_share_the_folder_and_keep_a_whole_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RunLock::acquire(dir.path(), LockMode::Shared, "shard 0/2").unwrap();
+        let b = RunLock::acquire(dir.path(), LockMode::Shared, "shard 1/2").unwrap();
+        let err = RunLock::acquire(dir.path(), LockMode::Exclusive, "merge").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("shard 0/2") && message.contains("shard 1/2"),
+            "{message}"
+        );
+        drop((a, b));
+        RunLock::acquire(dir.path(), LockMode::Exclusive, "merge").unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"").unwrap();
+        let err =
+            RunLock::acquire(&file.join("work"), LockMode::Exclusive, "clisc run").unwrap_err();
+        assert!(matches!(err, LockError::Create { .. }));
+        assert!(err.to_string().contains("not-a-folder"), "{err}");
+    }
+}

@@ -1,0 +1,61 @@
+//! Two runs on one work folder, through the real binary: while a run of
+//! the tiny pipeline is going, a second `clisc run` on the same folder
+//! refuses before doing anything and names the first (its process id);
+//! after the first is killed with SIGKILL, the folder is free again.
+
+use clisc_tests::{start_run, write_tiny_dataset, write_tiny_pipeline};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+/// Waits until the lock file of `work` names process `pid`.
+fn wait_for_holder(work: &Path, pid: u32) {
+    let lock = work.join(clisc_pipeline::lock::LOCK_FILE);
+    let wanted = format!("clisc run: process {pid} ");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&wanted)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "process {pid} did not take {} within 120 s",
+            lock.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_second_run_on_the_same_folder_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let config = write_tiny_pipeline(root, "work");
+    let work = root.join("work");
+
+    let mut first = start_run(CLI, &config, &root.join("first.log"));
+    wait_for_holder(&work, first.id());
+    let second = Command::new(CLI)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let expected = format!(
+        "the work folder {} is in use by another clisc run (clisc run: process {} on",
+        work.display(),
+        first.id()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+
+    // SIGKILL: the kernel drops the lock with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third = start_run(CLI, &config, &root.join("third.log"));
+    wait_for_holder(&work, third.id());
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
