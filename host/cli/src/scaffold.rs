@@ -115,12 +115,12 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 }
 
 /// The `sdk/` folder of the checkout this binary was built from.
-pub fn default_sdk_path() -> PathBuf {
+pub(crate) fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
 /// Parses a kind name as written in pipelines (`pseudo-labeler`, ...).
-pub fn parse_kind(s: &str) -> Option<StageKind> {
+pub(crate) fn parse_kind(s: &str) -> Option<StageKind> {
     StageKind::ALL.into_iter().find(|k| k.as_str() == s)
 }
 

@@ -36,7 +36,7 @@ pub enum After {
 
 impl After {
     /// The `--dependency` keyword.
-    pub fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             After::Success => "afterok",
             After::End => "afterany",
@@ -93,7 +93,7 @@ impl Plan {
 }
 
 /// The steps of `pipeline`, in order, that run as jobs.
-pub fn steps_of(pipeline: &Pipeline) -> Vec<Step> {
+pub(crate) fn steps_of(pipeline: &Pipeline) -> Vec<Step> {
     let has = |slot| pipeline.stage(slot).is_some();
     let mut steps = vec![Step::PseudoLabels];
     for (slot, step) in [
@@ -118,7 +118,7 @@ pub fn steps_of(pipeline: &Pipeline) -> Vec<Step> {
 /// compute it for these cases: the same chain of inputs, known before
 /// anything runs because fingerprints depend only on the pipeline and the
 /// case ids.
-pub fn expected_fingerprints(
+pub(crate) fn expected_fingerprints(
     factory: &StageFactory<'_>,
     splits: &Splits,
 ) -> BTreeMap<Step, String> {

@@ -95,7 +95,7 @@ pub struct Resources {
 impl Resources {
     /// `self` with every field that `over` sets replaced (extra options
     /// are appended).
-    pub fn overridden_by(&self, over: &Resources) -> Resources {
+    pub(crate) fn overridden_by(&self, over: &Resources) -> Resources {
         Resources {
             partition: over.partition.clone().or_else(|| self.partition.clone()),
             gpus: over.gpus.or(self.gpus),

@@ -210,7 +210,7 @@ impl DatasetLayout {
     }
 
     /// The required modalities after defaults.
-    pub fn required_modalities(&self) -> Vec<String> {
+    pub(crate) fn required_modalities(&self) -> Vec<String> {
         match (&self.modalities, self.layout) {
             (Some(m), _) => m.iter().map(|s| s.to_ascii_lowercase()).collect(),
             (None, LayoutKind::Folders) => self

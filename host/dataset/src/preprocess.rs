@@ -112,7 +112,7 @@ impl Crop {
     }
 
     /// Crops values on the original grid to the box.
-    pub fn crop_values<T: Copy>(&self, data: &[T]) -> Vec<T> {
+    pub(crate) fn crop_values<T: Copy>(&self, data: &[T]) -> Vec<T> {
         let [nx, ny, _] = self.original.dims();
         let [ox, oy, oz] = self.offset;
         let [sx, sy, sz] = self.size;
@@ -221,7 +221,7 @@ impl Geometry {
     }
 
     /// True when the working grid is a resampling of the crop box.
-    pub fn is_resampled(&self) -> bool {
+    pub(crate) fn is_resampled(&self) -> bool {
         self.working.shape != self.crop.cropped_grid().shape
     }
 

@@ -149,7 +149,7 @@ pub fn write_csv(path: &Path, splits: &Splits) -> Result<(), SplitError> {
 
 /// Reads a `case_id,split` CSV. A header line is optional; blank lines and
 /// lines starting with `#` are ignored; a case listed twice is an error.
-pub fn read_csv(path: &Path) -> Result<Splits, SplitError> {
+pub(crate) fn read_csv(path: &Path) -> Result<Splits, SplitError> {
     let text = std::fs::read_to_string(path).map_err(|e| SplitError::File {
         path: path.to_path_buf(),
         message: e.to_string(),

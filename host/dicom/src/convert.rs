@@ -166,7 +166,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// The file stem for a series: `<number>_<description>[_<part>]`.
-pub fn output_stem(series: &Series) -> String {
+pub(crate) fn output_stem(series: &Series) -> String {
     let mut stem = match series.number {
         Some(n) => format!("{n}_{}", sanitize(&series.description)),
         None => sanitize(&series.description),

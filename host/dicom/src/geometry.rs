@@ -138,7 +138,7 @@ pub fn along(slice: &SliceHeader, n: &[f64; 3]) -> f64 {
 /// which make the stack invalid anyway, by InstanceNumber) and measures the
 /// volume. Errors explain why the slices are not a volume (no slices,
 /// several at one position, bad orientation).
-pub fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, String> {
+pub(crate) fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, String> {
     let first = slices.first().ok_or("no slices")?;
     let [r, c, n] = directions(&first.orientation)?;
     slices.sort_by(|a, b| {

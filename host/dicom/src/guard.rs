@@ -111,7 +111,7 @@ fn value_size(vr: VR) -> usize {
 
 /// Checks every element length of `path` against the bytes left in the
 /// file (see the module documentation).
-pub fn check_lengths(path: &Path) -> Result<(), DicomError> {
+pub(crate) fn check_lengths(path: &Path) -> Result<(), DicomError> {
     let io = |e: std::io::Error| DicomError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),

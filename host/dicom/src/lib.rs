@@ -35,8 +35,7 @@ pub mod seg;
 pub mod select;
 
 pub use convert::{
-    convert_dir, load_selected, load_volume, ConvertOptions, ConvertSummary, Converted,
-    SelectedVolume,
+    convert_dir, load_volume, ConvertOptions, ConvertSummary, Converted, SelectedVolume,
 };
 pub use geometry::{GeometryWarning, SeriesGeometry};
 pub use scan::{scan_dir, ScanReport, Series, SkippedFile, SliceHeader};

@@ -188,7 +188,7 @@ pub fn read_frames(path: &Path, wanted: &[u32]) -> Result<Frames, DicomError> {
 
 /// Interprets native-endian decoded bytes as `n` stored values: masks the
 /// unused high bits, sign-extends from bit `stored - 1` when `signed`.
-pub fn stored_values(
+pub(crate) fn stored_values(
     bytes: &[u8],
     bits: u16,
     stored: u16,

@@ -11,7 +11,7 @@
 /// `frames` fragments must hold a valid RLE header with `segments` segments
 /// (samples per pixel x bytes per sample), each decoding to at least
 /// `rows * columns` bytes.
-pub fn check_fragments(
+pub(crate) fn check_fragments(
     fragments: &[Vec<u8>],
     frames: usize,
     segments: usize,
@@ -68,7 +68,7 @@ fn check_fragment(fragment: &[u8], segments: usize, needed: usize) -> Result<(),
 }
 
 /// Bytes a PackBits segment decodes to, counting at most up to `limit`.
-pub fn packbits_len(segment: &[u8], limit: usize) -> usize {
+pub(crate) fn packbits_len(segment: &[u8], limit: usize) -> usize {
     let (mut i, mut out) = (0usize, 0usize);
     while i < segment.len() && out < limit {
         let n = segment[i] as i8;

@@ -110,7 +110,7 @@ pub struct SliceHeader {
 
 impl SliceHeader {
     /// True when ImageType marks the frame as a localizer (scout).
-    pub fn is_localizer(&self) -> bool {
+    pub(crate) fn is_localizer(&self) -> bool {
         self.image_type
             .iter()
             .any(|t| t.eq_ignore_ascii_case("LOCALIZER"))
@@ -161,7 +161,7 @@ impl Series {
         !self.localizer && self.geometry.is_ok()
     }
     /// The geometry, or an error saying why this series is not a volume.
-    pub fn require_geometry(&self) -> Result<&SeriesGeometry, DicomError> {
+    pub(crate) fn require_geometry(&self) -> Result<&SeriesGeometry, DicomError> {
         if self.localizer {
             return Err(DicomError::Series {
                 series: self.label(),
@@ -258,7 +258,7 @@ fn read_err(path: &Path, message: impl Into<String>) -> DicomError {
 }
 
 /// Opens a DICOM file's header (everything before the pixel data).
-pub fn open_header(path: &Path) -> Result<DefaultDicomObject, DicomError> {
+pub(crate) fn open_header(path: &Path) -> Result<DefaultDicomObject, DicomError> {
     super::guard::check_lengths(path)?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
@@ -268,7 +268,7 @@ pub fn open_header(path: &Path) -> Result<DefaultDicomObject, DicomError> {
 
 /// Reads the image frames of one file. `Ok(vec![])` never happens: a file
 /// without an image plane is an error explaining why (reported as skipped).
-pub fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
+pub(crate) fn read_slices(path: &Path) -> Result<Vec<SliceHeader>, DicomError> {
     let file = open_header(path)?;
     let transfer_syntax = file
         .meta()
@@ -484,7 +484,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// True when two slices may be stacked into one volume (same size,
 /// orientation within 1e-3, pixel spacing within 1e-4 mm, echo, stack,
 /// temporal position, localizer flag).
-pub fn stackable(a: &SliceHeader, b: &SliceHeader) -> bool {
+pub(crate) fn stackable(a: &SliceHeader, b: &SliceHeader) -> bool {
     let close = |x: f64, y: f64, tol: f64| (x - y).abs() <= tol;
     a.series_uid == b.series_uid
         && a.rows == b.rows

@@ -52,11 +52,11 @@ impl Code {
         }
     }
     /// SCT 49755003 "Morphologically Abnormal Structure" (segment category).
-    pub fn morphologically_abnormal_structure() -> Self {
+    pub(crate) fn morphologically_abnormal_structure() -> Self {
         Self::new("49755003", "SCT", "Morphologically Abnormal Structure")
     }
     /// SCT 108369006 "Neoplasm" (segment type of a tumour).
-    pub fn neoplasm() -> Self {
+    pub(crate) fn neoplasm() -> Self {
         Self::new("108369006", "SCT", "Neoplasm")
     }
     /// SCT 12738006 "Brain" (anatomic region).
@@ -144,7 +144,7 @@ pub struct SegSummary {
 }
 
 /// A fresh UID under the `2.25` (UUID-derived) root.
-pub fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     format!("2.25.{}", rand::random::<u128>())
 }
 

@@ -134,7 +134,7 @@ fn edt_1d(f: &[f64], s: f64, out: &mut [f64], v: &mut Vec<usize>, z: &mut Vec<f6
 
 /// Exact squared Euclidean distance (mm²) from every voxel of a box of
 /// `dims` to the nearest `feature` voxel, with voxel `spacing`.
-pub fn squared_edt(feature: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
+pub(crate) fn squared_edt(feature: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let [nx, ny, nz] = dims;
     let mut d: Vec<f64> = feature
         .iter()
@@ -272,7 +272,7 @@ pub fn hd95(pred: &[u8], reference: &[u8], dims: [usize; 3], spacing: [f64; 3]) 
 }
 
 /// All scores of one binary pair on `grid` (spacing from the grid).
-pub fn binary_metrics(pred: &[u8], reference: &[u8], grid: &Grid) -> RegionMetrics {
+pub(crate) fn binary_metrics(pred: &[u8], reference: &[u8], grid: &Grid) -> RegionMetrics {
     let counts = clisc_imaging::overlap::OverlapCounts::of(pred, reference);
     let tp = counts.both as usize;
     let fp = (counts.a - counts.both) as usize;
@@ -301,7 +301,7 @@ pub fn binary_metrics(pred: &[u8], reference: &[u8], grid: &Grid) -> RegionMetri
 
 /// True when a label volume carries BraTS sub-regions (any label other
 /// than 0 and 1), so that TC and ET can be scored.
-pub fn has_subregions(labels: &[u8]) -> bool {
+pub(crate) fn has_subregions(labels: &[u8]) -> bool {
     labels.iter().any(|&v| v > 1)
 }
 
@@ -414,7 +414,7 @@ pub struct RegionSummary {
 
 /// Per-region summaries over `cases` (a region is summarised over the
 /// cases that scored it).
-pub fn summarize(cases: &[CaseMetrics]) -> BTreeMap<Region, RegionSummary> {
+pub(crate) fn summarize(cases: &[CaseMetrics]) -> BTreeMap<Region, RegionSummary> {
     let mut out = BTreeMap::new();
     for r in [Region::WholeTumour, Region::TumourCore, Region::Enhancing] {
         let ms: Vec<&RegionMetrics> = cases.iter().filter_map(|c| c.regions.get(&r)).collect();

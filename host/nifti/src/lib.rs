@@ -87,11 +87,11 @@ pub struct NiftiVolume {
 
 impl NiftiVolume {
     /// Wraps the voxels as a single-channel [`Volume`] named `channel`.
-    pub fn into_volume(self, channel: &str) -> Volume {
+    pub(crate) fn into_volume(self, channel: &str) -> Volume {
         Volume::single(self.grid, channel, self.data)
     }
     /// Converts to labels (values rounded, clamped to 0..=255).
-    pub fn into_labels(self) -> LabelVolume {
+    pub(crate) fn into_labels(self) -> LabelVolume {
         LabelVolume {
             grid: self.grid,
             data: self
@@ -357,7 +357,7 @@ const MAX_GZIP_RATIO: u64 = 1100;
 /// (for `.nii.gz`, within what a deflate stream of that length can expand
 /// to). Truncated, corrupted and hostile headers thus fail here with a
 /// message naming the field, instead of asking for gigabytes of memory.
-pub fn check_claimed_size(path: &Path, h: &NiftiHeader) -> Result<(), NiftiError> {
+pub(crate) fn check_claimed_size(path: &Path, h: &NiftiHeader) -> Result<(), NiftiError> {
     if h.magic != *b"n+1\0" {
         return Err(unsupported(
             path,

@@ -21,7 +21,7 @@ pub struct SliceLabelRecord {
 }
 
 /// Slice labels of a case as JSON.
-pub fn labels_to_json(labels: &SlicePseudoLabels) -> Vec<SliceLabelRecord> {
+pub(crate) fn labels_to_json(labels: &SlicePseudoLabels) -> Vec<SliceLabelRecord> {
     labels
         .slices
         .iter()
@@ -35,7 +35,7 @@ pub fn labels_to_json(labels: &SlicePseudoLabels) -> Vec<SliceLabelRecord> {
 }
 
 /// Slice labels back from JSON.
-pub fn labels_from_json(records: &[SliceLabelRecord]) -> SlicePseudoLabels {
+pub(crate) fn labels_from_json(records: &[SliceLabelRecord]) -> SlicePseudoLabels {
     SlicePseudoLabels {
         slices: records
             .iter()
@@ -132,7 +132,7 @@ pub struct DecisionRecord {
 }
 
 /// Filter decisions as JSON.
-pub fn decisions_to_json(decisions: &[FilterDecision]) -> Vec<DecisionRecord> {
+pub(crate) fn decisions_to_json(decisions: &[FilterDecision]) -> Vec<DecisionRecord> {
     decisions
         .iter()
         .map(|d| DecisionRecord {

@@ -211,7 +211,7 @@ impl NetworkTargets {
     }
 
     /// Whether this is the default (unsupervised).
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         *self == NetworkTargets::PseudoLabels
     }
 }
@@ -238,7 +238,7 @@ impl RetrainTargets {
     }
 
     /// Whether this is the default (the reference code's targets).
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         *self == RetrainTargets::Predictions
     }
 }

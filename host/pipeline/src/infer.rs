@@ -22,7 +22,7 @@ use clisc_sdk::{LabelVolume, StageKind, StageObject, Volume};
 use std::path::Path;
 
 /// The plugin name and settings stored in a model file's metadata.
-pub fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
+pub(crate) fn model_identity(path: &Path) -> anyhow::Result<(String, toml::Table)> {
     let meta = model_file::read_metadata(path)?;
     let get = |k: &str| {
         meta.get(k).ok_or_else(|| {

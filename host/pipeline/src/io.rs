@@ -23,7 +23,11 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> anyhow::Result<()> {
 
 /// Writes a label volume with the header conventions (sform/qform codes)
 /// of the reference image `like`, atomically.
-pub fn write_labels_like(path: &Path, labels: &LabelVolume, like: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_labels_like(
+    path: &Path,
+    labels: &LabelVolume,
+    like: &Path,
+) -> anyhow::Result<()> {
     let reference = clisc_nifti::read(like)
         .with_context(|| format!("reading reference header {}", like.display()))?
         .info;
@@ -147,7 +151,7 @@ pub fn evaluate(
 }
 
 /// Writes `<name>.csv` and `<name>.json` with per-case scores.
-pub fn write_scores(
+pub(crate) fn write_scores(
     dir: &Path,
     name: &str,
     scores: &[super::summary::CaseScore],

@@ -62,7 +62,7 @@ fn is_shared_library(path: &Path) -> bool {
 
 /// Expands folders on the search path into the shared libraries they hold;
 /// files are taken as given.
-pub fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+pub(crate) fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut libs = Vec::new();
     for entry in search_path {
         if entry.is_dir() {
@@ -85,7 +85,7 @@ pub fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError
 
 /// Opens `path`, checks its SDK version and interface layout, and returns
 /// the descriptors of the plugins it provides.
-pub fn load_library(path: &Path) -> Result<Vec<PluginDescriptor>, LoadError> {
+pub(crate) fn load_library(path: &Path) -> Result<Vec<PluginDescriptor>, LoadError> {
     if !path.exists() {
         return Err(LoadError::Missing {
             path: path.to_path_buf(),

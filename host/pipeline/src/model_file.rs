@@ -67,7 +67,7 @@ pub fn read_metadata(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 
 /// Sets `key` to `value` in the metadata of a model file, rewriting the
 /// header (atomically: a temporary sibling renamed over the file).
-pub fn set_metadata(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     let (mut header, data_start) = read_header(path)?;
     let meta = header
         .entry("__metadata__")
@@ -142,7 +142,7 @@ pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
 }
 
 /// `"x,y,z"`, as [`spacing`] reads it back.
-pub fn spacing_text(mm: [f64; 3]) -> String {
+pub(crate) fn spacing_text(mm: [f64; 3]) -> String {
     format!("{},{},{}", mm[0], mm[1], mm[2])
 }
 

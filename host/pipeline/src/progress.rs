@@ -62,7 +62,7 @@ impl Bars {
     }
 
     /// The same bars, with task names prefixed by `prefix` (the stage name).
-    pub fn scoped(&self, prefix: &str) -> Self {
+    pub(crate) fn scoped(&self, prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
             ..self.clone()

@@ -1093,7 +1093,7 @@ fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> any
 /// stacks the masks into a volume restricted to the brain; with
 /// `keep_largest`, only that many largest 3D components (26-connected)
 /// remain.
-pub fn segment_case(
+pub(crate) fn segment_case(
     segmenter: &mut PromptableSegmenterBox,
     case: &PreparedCase,
     prompts: &CasePrompts,

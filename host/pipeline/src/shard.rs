@@ -201,7 +201,7 @@ impl Shard {
     }
 
     /// The shard of `count` that owns `id` among `ids` (sorted), if listed.
-    pub fn owner(ids: &[String], id: &str, count: u32) -> Option<Shard> {
+    pub(crate) fn owner(ids: &[String], id: &str, count: u32) -> Option<Shard> {
         let position = ids.iter().position(|x| x == id)?;
         Some(Shard {
             index: (position % count as usize) as u32,
@@ -239,7 +239,7 @@ pub struct ShardRecord {
 }
 
 /// The folder of the shard records of a step folder.
-pub fn records_dir(step_dir: &Path) -> PathBuf {
+pub(crate) fn records_dir(step_dir: &Path) -> PathBuf {
     step_dir.join("shards")
 }
 
@@ -305,7 +305,7 @@ fn write_record(step_dir: &Path, record: &ShardRecord) -> Result<(), ShardError>
 /// the same fingerprint (a resumed shard), deletes whatever its cases left
 /// in the folder; removes the records of other shard layouts; then records
 /// it as running.
-pub fn start_part(
+pub(crate) fn start_part(
     step: Step,
     step_dir: &Path,
     fingerprint: &str,
@@ -356,7 +356,7 @@ pub fn start_part(
 }
 
 /// Records shard `shard` of `step` as done.
-pub fn finish_part(
+pub(crate) fn finish_part(
     step: Step,
     step_dir: &Path,
     fingerprint: &str,
@@ -381,7 +381,7 @@ pub fn finish_part(
 /// by exactly one finished shard of `fingerprint`, with their artefacts in
 /// place. Returns the missing ones (with their owning shard when all
 /// records use one layout); a case claimed twice is an error.
-pub fn missing_cases(
+pub(crate) fn missing_cases(
     step: Step,
     step_dir: &Path,
     fingerprint: &str,
@@ -431,7 +431,7 @@ pub fn missing_cases(
 }
 
 /// [`missing_cases`] as a check: an error naming every missing case.
-pub fn check_complete(
+pub(crate) fn check_complete(
     step: Step,
     step_dir: &Path,
     fingerprint: &str,

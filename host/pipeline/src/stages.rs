@@ -87,7 +87,7 @@ impl StageFactory<'_> {
     }
 
     /// `plugin@version` of the slot, for the manifest.
-    pub fn stamp(&self, slot: StageSlot) -> String {
+    pub(crate) fn stamp(&self, slot: StageSlot) -> String {
         match self.pipeline.stage(slot) {
             Some(spec) => {
                 let version = self

@@ -27,7 +27,7 @@ pub struct CaseScore {
 
 impl CaseScore {
     /// A Dice-only score.
-    pub fn dice_only(case: &str, dice: f64) -> Self {
+    pub(crate) fn dice_only(case: &str, dice: f64) -> Self {
         Self {
             case: case.into(),
             dice,
@@ -452,7 +452,7 @@ impl RunSummary {
     }
 
     /// Records a training step's own numbers.
-    pub fn add_stage_report(&mut self, step: &str, report: &StageReport) {
+    pub(crate) fn add_stage_report(&mut self, step: &str, report: &StageReport) {
         let entry = self.stage_reports.entry(step.into()).or_default();
         for m in report.metrics.iter() {
             entry.insert(m.name.to_string(), m.value);
@@ -463,7 +463,7 @@ impl RunSummary {
     /// (fraction of the ROI on tumour) and recall (fraction of the tumour
     /// inside the ROI) in `extra`: adaptive masking is meant to raise the
     /// recall, which Dice alone does not show.
-    pub fn measure_rois(&mut self, cases: &Cases, rois: &BTreeMap<String, RoiResult>) {
+    pub(crate) fn measure_rois(&mut self, cases: &Cases, rois: &BTreeMap<String, RoiResult>) {
         self.rois.clear();
         self.roi_rounds.clear();
         for (id, result) in rois {
@@ -482,7 +482,11 @@ impl RunSummary {
     }
 
     /// Prompt placement against ground truth, per case that has it.
-    pub fn measure_prompts(&mut self, cases: &Cases, prompts: &BTreeMap<String, CasePrompts>) {
+    pub(crate) fn measure_prompts(
+        &mut self,
+        cases: &Cases,
+        prompts: &BTreeMap<String, CasePrompts>,
+    ) {
         self.prompts = prompts
             .iter()
             .filter_map(|(id, p)| {
@@ -493,7 +497,7 @@ impl RunSummary {
     }
 
     /// Filter decisions with the (report-only) quality of each candidate.
-    pub fn measure_filter(
+    pub(crate) fn measure_filter(
         &mut self,
         cases: &Cases,
         candidates: &[FilterCandidate],

@@ -99,7 +99,7 @@ pub struct MissingWeights {
 /// Whether `field` with value `path` names a weight file, and where to
 /// download it: the exact URL when the file name is an official checkpoint
 /// (more precise than a plugin's general hint), else the plugin's hint.
-pub fn weights_source(field: &ConfigField, path: &Path) -> Option<String> {
+pub(crate) fn weights_source(field: &ConfigField, path: &Path) -> Option<String> {
     if field.kind != ConfigKind::Path {
         return None;
     }
@@ -129,7 +129,7 @@ pub fn describe(m: &MissingWeights) -> String {
 
 /// `path` without `.` components and with `dir/..` pairs removed (no file
 /// system access), for messages: `/a/configs/../weights/x` -> `/a/weights/x`.
-pub fn lexically_normal(path: &Path) -> PathBuf {
+pub(crate) fn lexically_normal(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {

@@ -205,13 +205,13 @@ impl WorkDir {
         &self.root
     }
     /// The folder of `step` (created).
-    pub fn step_dir(&self, step: Step) -> io::Result<PathBuf> {
+    pub(crate) fn step_dir(&self, step: Step) -> io::Result<PathBuf> {
         let dir = self.root.join(step.folder());
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
     /// Removes the folder of `step` and everything in it.
-    pub fn clear_step(&self, step: Step) -> io::Result<()> {
+    pub(crate) fn clear_step(&self, step: Step) -> io::Result<()> {
         let dir = self.root.join(step.folder());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -229,7 +229,7 @@ impl WorkDir {
             .unwrap_or_default()
     }
     /// Writes the manifest atomically.
-    pub fn write_manifest(&self, manifest: &Manifest) -> io::Result<()> {
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
         write_atomic(&self.manifest_path(), &bytes)
     }
@@ -252,7 +252,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// A temporary name next to `path` (same folder, so rename is atomic). The
 /// original name stays the suffix, so writers that choose the format by
 /// extension (`.nii.gz`) still do the right thing.
-pub fn temporary_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())

@@ -8,7 +8,7 @@
 pub mod montage;
 mod montages;
 
-pub use montages::{write_montages, Montage, LEGEND, MAX_TEST, MAX_TRAINING};
+pub use montages::{Montage, LEGEND, MAX_TEST, MAX_TRAINING};
 
 use base64::Engine;
 use clisc_pipeline::summary::{mean_std, prompt_placement_fractions, CaseScore, RunSummary};
@@ -24,7 +24,7 @@ pub fn write_report(runner: &Runner<'_>) -> anyhow::Result<PathBuf> {
     let dir = work.join(Step::Report.folder());
     std::fs::create_dir_all(&dir)?;
     let manifest = WorkDir::open(work)?.read_manifest();
-    let montages = write_montages(work, runner.cases(), &dir);
+    let montages = montages::write_montages(work, runner.cases(), &dir);
     let html = render(&runner.summary, &manifest, &montages);
     let path = dir.join("report.html");
     clisc_pipeline::workdir::write_atomic(&path, html.as_bytes())?;

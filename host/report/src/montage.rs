@@ -89,7 +89,7 @@ impl<'a> MontageInput<'a> {
 /// Up to `k` slices spread evenly over the slices where the final ROI (or
 /// else the first non-empty contour, or else the brain) is non-empty,
 /// always including the one where it is largest.
-pub fn choose_slices(input: &MontageInput<'_>, k: usize) -> Vec<usize> {
+pub(crate) fn choose_slices(input: &MontageInput<'_>, k: usize) -> Vec<usize> {
     let grid = input.case.image.grid;
     let n = grid.slice_len();
     let nz = grid.shape[2] as usize;

@@ -70,7 +70,7 @@ impl Found {
 /// test cases into `out` (`train-<case>.png`, `test-<case>.png`). A case
 /// whose artefacts cannot be read is logged and skipped: the report of a
 /// damaged run still gets written.
-pub fn write_montages(work: &Path, cases: &Cases, out: &Path) -> Vec<Montage> {
+pub(crate) fn write_montages(work: &Path, cases: &Cases, out: &Path) -> Vec<Montage> {
     remove_old_montages(out);
     let mut montages = Vec::new();
     let splits = [(Split::Train, MAX_TRAINING), (Split::Test, MAX_TEST)];

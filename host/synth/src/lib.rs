@@ -78,7 +78,7 @@ pub fn case_id(index: usize) -> String {
 }
 
 /// The grid of synthetic cases of `shape`: 1 mm, BraTS orientation.
-pub fn brats_grid(shape: [usize; 3]) -> Grid {
+pub(crate) fn brats_grid(shape: [usize; 3]) -> Grid {
     let mut g = Grid::new(shape.map(|s| s as u32), [1.0; 3]);
     g.affine[0][0] = -1.0;
     g.affine[1][1] = -1.0;

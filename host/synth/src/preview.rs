@@ -19,7 +19,7 @@ fn label_colour(l: u8) -> Option<[u8; 3]> {
 /// Axial slices worth showing: the slice with the most tumour, one above
 /// and one below it by a quarter of the tumour's extent, and one slice
 /// without tumour when there is one.
-pub fn interesting_slices(case: &SynthCase) -> Vec<usize> {
+pub(crate) fn interesting_slices(case: &SynthCase) -> Vec<usize> {
     let n = case.grid.slice_len();
     let nz = case.grid.shape[2] as usize;
     let counts: Vec<usize> = (0..nz)

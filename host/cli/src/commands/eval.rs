@@ -32,7 +32,7 @@ fn strip_nifti(name: &str) -> Option<&str> {
 
 /// Label files in `dir` by case id: `<id>.nii[.gz]` and `<id>_seg.nii[.gz]`
 /// files, and `<id>/<id>_seg.nii[.gz]` or `<id>/<id>.nii[.gz]` folders.
-pub fn find_label_files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+pub(crate) fn find_label_files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();

@@ -78,7 +78,7 @@ fn stem(path: &Path) -> String {
 }
 
 /// `(case id, FLAIR file)` for every input volume.
-pub fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     if input.is_file() {
         return Ok(vec![(stem(input), input.to_path_buf())]);
     }
@@ -137,7 +137,7 @@ pub fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 
 /// True when `input` is a folder holding no NIfTI file (directly or in a
 /// case folder one level down): it is then read as DICOM.
-pub fn is_dicom_input(input: &Path) -> bool {
+pub(crate) fn is_dicom_input(input: &Path) -> bool {
     fn has_nifti(dir: &Path, depth: u32) -> bool {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return false;
@@ -152,7 +152,7 @@ pub fn is_dicom_input(input: &Path) -> bool {
 /// The modality rules `clisc infer` uses to find the FLAIR series of a
 /// DICOM study: `spec` (`brain` or a TOML file) or, by default, the
 /// built-in `flair` rule alone (other modalities are not needed).
-pub fn flair_rules(spec: Option<&str>) -> anyhow::Result<ModalityRules> {
+pub(crate) fn flair_rules(spec: Option<&str>) -> anyhow::Result<ModalityRules> {
     let rules = match spec {
         None => {
             let mut r = ModalityRules::brain_mri();
@@ -190,7 +190,7 @@ pub struct StudyResult {
 /// to it (the FLAIR grid and affine as `clisc dicom convert` writes them).
 /// A study whose FLAIR cannot be chosen or read fails alone: its error is
 /// returned in the second list, the other studies go on.
-pub fn segment_dicom_studies(
+pub(crate) fn segment_dicom_studies(
     segmenter: &mut Segmenter,
     series: &[clisc_dicom::Series],
     rules: &ModalityRules,
@@ -219,7 +219,7 @@ pub fn segment_dicom_studies(
 }
 
 /// [`segment_dicom_studies`] for the series of one study.
-pub fn segment_dicom_study(
+pub(crate) fn segment_dicom_study(
     segmenter: &mut Segmenter,
     study: &[clisc_dicom::Series],
     rules: &ModalityRules,

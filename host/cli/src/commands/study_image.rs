@@ -84,7 +84,7 @@ impl StudyImage {
 }
 
 /// True for `.nii` and `.nii.gz` names (any case).
-pub fn is_nifti(path: &Path) -> bool {
+pub(crate) fn is_nifti(path: &Path) -> bool {
     let name = path.to_string_lossy().to_ascii_lowercase();
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }

@@ -33,7 +33,7 @@ pub struct SynthArgs {
 }
 
 /// Parses `X,Y,Z` (each at least 8).
-pub fn parse_shape(s: &str) -> Result<[usize; 3], String> {
+pub(crate) fn parse_shape(s: &str) -> Result<[usize; 3], String> {
     let v: Vec<usize> = s
         .split(',')
         .map(|p| p.trim().parse::<usize>().map_err(|e| format!("`{p}`: {e}")))
