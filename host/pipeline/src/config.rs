@@ -349,6 +349,32 @@ pub struct StageSpec {
     pub targets: NetworkTargets,
 }
 
+impl StageSpec {
+    /// The host's options of this stage as a pipeline file writes them
+    /// next to `plugin` (defaults left out): the one place that spells
+    /// them, for the resolved pipeline ([`Pipeline::to_toml`]) and for the
+    /// steps' fingerprints.
+    pub fn host_options(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        if let Some(n) = self.keep_largest_components {
+            t.insert("keep_largest_components".into(), (n as i64).into());
+        }
+        if !self.model_selection.is_last() {
+            t.insert("model_selection".into(), self.model_selection.name().into());
+        }
+        if let ModelSelection::PseudoLabelHoldout { fraction } = self.model_selection {
+            t.insert("holdout_fraction".into(), fraction.into());
+        }
+        if !self.retrain_on.is_default() {
+            t.insert("retrain_on".into(), self.retrain_on.name().into());
+        }
+        if !self.targets.is_default() {
+            t.insert("targets".into(), self.targets.name().into());
+        }
+        t
+    }
+}
+
 /// A validated pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pipeline {
@@ -399,21 +425,7 @@ impl Pipeline {
             let mut t = toml::Table::new();
             t.insert("plugin".into(), spec.plugin.clone().into());
             t.insert("settings".into(), toml::Value::Table(spec.settings.clone()));
-            if let Some(n) = spec.keep_largest_components {
-                t.insert("keep_largest_components".into(), (n as i64).into());
-            }
-            if !spec.model_selection.is_last() {
-                t.insert("model_selection".into(), spec.model_selection.name().into());
-            }
-            if let ModelSelection::PseudoLabelHoldout { fraction } = spec.model_selection {
-                t.insert("holdout_fraction".into(), fraction.into());
-            }
-            if !spec.retrain_on.is_default() {
-                t.insert("retrain_on".into(), spec.retrain_on.name().into());
-            }
-            if !spec.targets.is_default() {
-                t.insert("targets".into(), spec.targets.name().into());
-            }
+            t.extend(spec.host_options());
             stages.insert(slot.key().into(), toml::Value::Table(t));
         }
         doc.insert("stages".into(), toml::Value::Table(stages));
