@@ -3,18 +3,39 @@
 //! device the SDK promises (`cpu` or `cuda:N`), never the `auto` of the
 //! pipeline file.
 
-use anyhow::bail;
+/// A device setting that names no device this machine has.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Not a device name.
+    #[error("{what} = {spec:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")]
+    Unknown {
+        /// Which setting (`[run] device`, `--device`).
+        what: String,
+        /// The value given.
+        spec: String,
+    },
+    /// A GPU index libtorch does not see.
+    #[error("{what} = {spec:?}: libtorch sees {gpus} CUDA device(s)")]
+    Missing {
+        /// Which setting.
+        what: String,
+        /// The value given.
+        spec: String,
+        /// GPUs visible.
+        gpus: usize,
+    },
+}
 
 /// Resolves a device setting (`what` names it in errors, e.g.
 /// `[run] device` or `--device`): `auto` becomes `cuda:0` when libtorch sees a
 /// GPU and `cpu` otherwise; `cuda` becomes `cuda:0`; `cpu` and `cuda:N`
 /// are kept, a GPU index libtorch does not see is an error.
-pub fn resolve(what: &str, spec: &str) -> anyhow::Result<String> {
+pub fn resolve(what: &str, spec: &str) -> Result<String, DeviceError> {
     resolve_with(what, spec, clisc_nn::device::cuda_device_count())
 }
 
 /// [`resolve`] with the number of visible GPUs given.
-fn resolve_with(what: &str, spec: &str, gpus: usize) -> anyhow::Result<String> {
+fn resolve_with(what: &str, spec: &str, gpus: usize) -> Result<String, DeviceError> {
     let spec = spec.trim();
     let index = match spec {
         "auto" if gpus == 0 => return Ok("cpu".into()),
@@ -23,12 +44,19 @@ fn resolve_with(what: &str, spec: &str, gpus: usize) -> anyhow::Result<String> {
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => n,
             None => {
-                bail!("{what} = {spec:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+                return Err(DeviceError::Unknown {
+                    what: what.into(),
+                    spec: spec.into(),
+                })
             }
         },
     };
     if index >= gpus {
-        bail!("{what} = {spec:?}: libtorch sees {gpus} CUDA device(s)");
+        return Err(DeviceError::Missing {
+            what: what.into(),
+            spec: spec.into(),
+            gpus,
+        });
     }
     Ok(format!("cuda:{index}"))
 }

@@ -12,77 +12,99 @@
 //! relative to the data, so the header can be rewritten without touching
 //! the data.
 
-use anyhow::{anyhow, bail, Context};
 use clisc_dataset::BiasCorrection;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use clisc_sdk::model_file::{BIAS_CORRECTION_KEY, PLUGIN_KEY, SETTINGS_KEY, SPACING_KEY};
+
+/// A model file that cannot be read or rewritten, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ModelFileError {
+    /// The model file.
+    pub path: PathBuf,
+    /// What is wrong (and, for I/O, the system's error).
+    pub message: String,
+}
+
+impl ModelFileError {
+    fn new(path: &Path, message: impl Into<String>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Largest header accepted (the safetensors format's own limit).
 const MAX_HEADER: u64 = 100 << 20;
 
 /// Reads the JSON header of a safetensors file.
-fn read_header(path: &Path) -> anyhow::Result<(serde_json::Map<String, serde_json::Value>, u64)> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
+fn read_header(
+    path: &Path,
+) -> Result<(serde_json::Map<String, serde_json::Value>, u64), ModelFileError> {
+    let fail = |message: String| ModelFileError::new(path, message);
+    let mut f = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
-        .with_context(|| format!("{}: too short for a model file", path.display()))?;
+        .map_err(|e| fail(format!("too short for a model file: {e}")))?;
     let n = u64::from_le_bytes(len);
     if n > MAX_HEADER {
-        bail!(
-            "{}: not a safetensors model file (header of {n} bytes)",
-            path.display()
-        );
+        return Err(fail(format!(
+            "not a safetensors model file (header of {n} bytes)"
+        )));
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)
-        .with_context(|| format!("{}: truncated header", path.display()))?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .with_context(|| format!("{}: header is not JSON", path.display()))?;
+        .map_err(|e| fail(format!("truncated header: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| fail(format!("header is not JSON: {e}")))?;
     match json {
         serde_json::Value::Object(map) => Ok((map, 8 + n)),
-        _ => bail!("{}: header is not a JSON object", path.display()),
+        _ => Err(fail("header is not a JSON object".into())),
     }
 }
 
 /// The `__metadata__` map of a model file (empty when it has none).
-pub fn read_metadata(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, ModelFileError> {
     let (header, _) = read_header(path)?;
     let Some(meta) = header.get("__metadata__") else {
         return Ok(BTreeMap::new());
     };
     let meta = meta
         .as_object()
-        .ok_or_else(|| anyhow!("{}: `__metadata__` is not a JSON object", path.display()))?;
+        .ok_or_else(|| ModelFileError::new(path, "`__metadata__` is not a JSON object"))?;
     meta.iter()
         .map(|(k, v)| match v.as_str() {
             Some(s) => Ok((k.clone(), s.to_string())),
-            None => bail!("{}: metadata `{k}` is not a string", path.display()),
+            None => Err(ModelFileError::new(
+                path,
+                format!("metadata `{k}` is not a string"),
+            )),
         })
         .collect()
 }
 
 /// Sets `key` to `value` in the metadata of a model file, rewriting the
 /// header (atomically: a temporary sibling renamed over the file).
-pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), ModelFileError> {
     let (mut header, data_start) = read_header(path)?;
     let meta = header
         .entry("__metadata__")
         .or_insert_with(|| serde_json::Value::Object(Default::default()));
     let meta = meta
         .as_object_mut()
-        .ok_or_else(|| anyhow!("{}: `__metadata__` is not a JSON object", path.display()))?;
+        .ok_or_else(|| ModelFileError::new(path, "`__metadata__` is not a JSON object"))?;
     meta.insert(key.into(), value.into());
-    let mut json = serde_json::to_vec(&header)?;
+    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
     // Keep the data 8-byte aligned, as safetensors writers do.
     while json.len() % 8 != 0 {
         json.push(b' ');
     }
     let tmp = path.with_extension("metadata-tmp");
-    let write = || -> anyhow::Result<()> {
+    let write = || -> std::io::Result<()> {
         let mut src = std::fs::File::open(path)?;
         let mut out = std::fs::File::create(&tmp)?;
         out.write_all(&(json.len() as u64).to_le_bytes())?;
@@ -95,12 +117,12 @@ pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> anyhow::Resul
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        e.context(format!("writing metadata `{key}` into {}", path.display()))
+        ModelFileError::new(path, format!("cannot write metadata `{key}`: {e}"))
     })
 }
 
 /// The working spacing stored in a model file, if any.
-pub fn spacing(path: &Path) -> anyhow::Result<Option<[f64; 3]>> {
+pub fn spacing(path: &Path) -> Result<Option<[f64; 3]>, ModelFileError> {
     let Some(text) = read_metadata(path)?.remove(SPACING_KEY) else {
         return Ok(None);
     };
@@ -109,22 +131,22 @@ pub fn spacing(path: &Path) -> anyhow::Result<Option<[f64; 3]>> {
         .map(|v| v.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .map_err(|_| {
-            anyhow!(
-                "{}: `{SPACING_KEY}` = {text:?} is not three numbers",
-                path.display()
+            ModelFileError::new(
+                path,
+                format!("`{SPACING_KEY}` = {text:?} is not three numbers"),
             )
         })?;
     match values[..] {
         [x, y, z] if values.iter().all(|v| v.is_finite() && *v > 0.0) => Ok(Some([x, y, z])),
-        _ => bail!(
-            "{}: `{SPACING_KEY}` = {text:?} is not three positive millimetre values",
-            path.display()
-        ),
+        _ => Err(ModelFileError::new(
+            path,
+            format!("`{SPACING_KEY}` = {text:?} is not three positive millimetre values"),
+        )),
     }
 }
 
 /// The bias correction stored in a model file (none when absent).
-pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
+pub fn bias_correction(path: &Path) -> Result<BiasCorrection, ModelFileError> {
     match read_metadata(path)?.remove(BIAS_CORRECTION_KEY) {
         None => Ok(BiasCorrection::None),
         Some(text) => BiasCorrection::parse(&text).ok_or_else(|| {
@@ -132,10 +154,12 @@ pub fn bias_correction(path: &Path) -> anyhow::Result<BiasCorrection> {
                 .iter()
                 .map(|v| format!("{:?}", v.as_str()))
                 .collect();
-            anyhow!(
-                "{}: `{BIAS_CORRECTION_KEY}` = {text:?}: expected {}",
-                path.display(),
-                expected.join(" or ")
+            ModelFileError::new(
+                path,
+                format!(
+                    "`{BIAS_CORRECTION_KEY}` = {text:?}: expected {}",
+                    expected.join(" or ")
+                ),
             )
         }),
     }
