@@ -6,7 +6,7 @@
 #   dcmtk     independent DICOM tools: JPEG/RLE compression of test series,
 #             dcmdump to read our DICOM SEG back
 #   chromium  headless browser that opens the run report and screenshots it
-#             (tests/report_browser.rs)
+#             (host/cli/tests/report_browser.rs)
 #   slurm-wlm, munge
 #             a real Slurm for tests/slurm_cluster.rs: scripts/slurm-local.sh
 #             starts a one-node cluster (munged, slurmctld, slurmd) on loopback

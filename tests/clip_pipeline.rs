@@ -13,7 +13,7 @@
 
 use clisc_clip::{ClipPlugin, PROMPT_ABNORMAL, PROMPT_NORMAL};
 use clisc_pipeline::cases::Split;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::Registry;
 use clisc_sdk::{Plugin, SliceLabel, SlicePseudoLabels};
 use clisc_tests::{manifest, read_json, run_support_script, write_tiny_dataset};
 use clisc_weight_free::smoothing::Smoothing;

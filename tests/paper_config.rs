@@ -149,7 +149,7 @@ fn paper_config_without_weights_fails_before_any_work_naming_every_file() {
     assert!(resolved.contains("plugin = \"sam\""), "{resolved}");
     assert!(resolved.contains("target_layer = \"layer3\""), "{resolved}");
     // `[run] device = "auto"` is resolved to what this machine has.
-    let device = clisc_pipeline::device::resolve("[run] device", "auto").unwrap();
+    let device = clisc_registry::device::resolve("[run] device", "auto").unwrap();
     assert!(device == "cpu" || device == "cuda:0", "{device}");
     let device_line = format!("# a run on this machine would use device {device}");
     assert!(resolved.contains(&device_line), "{resolved}");

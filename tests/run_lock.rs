@@ -3,12 +3,21 @@
 //! refuses before doing anything and names the first (its process id);
 //! after the first is killed with SIGKILL, the folder is free again.
 
-use clisc_tests::{start_run, write_tiny_dataset, write_tiny_pipeline};
+use clisc_tests::{modification_times, start_run, write_tiny_dataset, write_tiny_pipeline};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+/// Sends `SIG<name>` to process `pid`.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
 
 /// Waits until the lock file of `work` names process `pid`.
 fn wait_for_holder(work: &Path, pid: u32) {
@@ -33,8 +42,12 @@ fn a_second_run_on_the_same_folder_is_refused_until_the_first_is_gone() {
     let config = write_tiny_pipeline(root, "work");
     let work = root.join("work");
 
+    // The first run stopped (SIGSTOP) once it holds the folder, so that
+    // nothing changes there but what the second run might do.
     let mut first = start_run(CLI, &config, &root.join("first.log"));
     wait_for_holder(&work, first.id());
+    signal(first.id(), "STOP");
+    let before = modification_times(&work, &[]);
     let second = Command::new(CLI)
         .args(["run", "--config", config.to_str().unwrap()])
         .output()

@@ -22,7 +22,7 @@
 //! original/`) must agree with it, be empty on slices without prompts and
 //! outside the brain, and carry the raw FLAIR's shape and affine.
 use clisc_pipeline::cases::Split;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::Registry;
 use clisc_sam::image_encoder::ImageEncoderConfig;
 use clisc_sam::mask_decoder::MaskDecoderConfig;
 use clisc_sam::{SamConfig, SamPlugin, SamPredictor};

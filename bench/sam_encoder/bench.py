@@ -36,7 +36,7 @@ def default_weights() -> str:
 def ensure_weights(path: str) -> None:
     if os.path.exists(path):
         return
-    script = os.path.join(ROOT, "plugins", "promptable-segmenters", "tests", "reference", "make_sam_reference.py")
+    script = os.path.join(ROOT, "plugins", "sam", "tests", "reference", "make_sam_reference.py")
     subprocess.run([sys.executable, script, os.path.dirname(path)], check=True)
 
 

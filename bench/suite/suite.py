@@ -181,11 +181,11 @@ def weights(kind):
     if kind == "clip":
         d = os.path.join(cache_dir(), "parity", "clip-v1")
         path = os.path.join(d, "vit-b32-random.state_dict.pt")
-        script = os.path.join(ROOT, "plugins", "pseudo-labelers", "tests", "reference", "make_clip_reference.py")
+        script = os.path.join(ROOT, "plugins", "clip", "tests", "reference", "make_clip_reference.py")
     else:
         d = os.path.join(cache_dir(), "parity", "sam", "v1")
         path = os.path.join(d, "sam_vit_b_random.pth")
-        script = os.path.join(ROOT, "plugins", "promptable-segmenters", "tests", "reference", "make_sam_reference.py")
+        script = os.path.join(ROOT, "plugins", "sam", "tests", "reference", "make_sam_reference.py")
     if not os.path.exists(path):
         sh([PY, script, d])
     return path

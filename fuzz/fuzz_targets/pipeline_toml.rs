@@ -5,7 +5,7 @@
 
 use clisc_builtins as _;
 use clisc_pipeline::config;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::Registry;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::OnceLock;

@@ -36,9 +36,9 @@ pub enum Command {
     Run(crate::commands::run::RunArgs),
     /// Synthesise a small dataset, run the weight-free demo pipeline, write the report.
     Demo(crate::commands::demo::DemoArgs),
-    /// Segment one 2D image or one slice of a volume with SAM from box/point prompts.
+    /// Segment one slice of a volume (or a 2D image) from box/point prompts with a promptable-segmenter plugin (default `sam`).
     Sam(crate::commands::sam::SamArgs),
-    /// CLIP zero-shot probabilities of texts for one image or NIfTI slice.
+    /// Slice pseudo-labels of one volume (or 2D image) from a pseudo-labeler plugin (default `clip`).
     Clip(crate::commands::clip::ClipArgs),
     /// Segment new volumes with a trained network (model file from a pipeline run).
     Infer(crate::commands::infer::InferArgs),

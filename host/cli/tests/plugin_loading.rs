@@ -9,8 +9,8 @@
 
 use abi_stable::std_types::{ROption, RVec};
 use clisc::scaffold::library_file_name;
-use clisc_pipeline::loader::LoadError;
-use clisc_pipeline::registry::{Origin, Registry, RegistryError};
+use clisc_registry::loader::LoadError;
+use clisc_registry::{Origin, Registry, RegistryError};
 use clisc_sdk::stage::{CaseInput, SliceImage};
 use clisc_sdk::{
     BoxXyxy, ErrorKind, Grid, HostContext, LabelVolume, PromptPoint, PromptSet, StageKind,

@@ -7,7 +7,7 @@
 //! so the SDK and `abi_stable` are compiled once.
 
 use clisc::scaffold::{scaffold, ScaffoldOptions};
-use clisc_pipeline::registry::Registry;
+use clisc_registry::Registry;
 use clisc_sdk::StageKind;
 use std::path::Path;
 use std::process::Command;

@@ -26,7 +26,7 @@
 //! one is missing; all missing ones are listed in the same error.
 
 use super::weights::{describe, lexically_normal, weights_source, MissingWeights};
-use crate::registry::{Registry, RegistryError};
+use clisc_registry::{Registry, RegistryError};
 use clisc_sdk::config::resolve;
 use clisc_sdk::{ConfigKind, StageKind};
 use serde::{Deserialize, Serialize};
@@ -514,7 +514,7 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
         .plugins
         .map(|p| p.paths.iter().map(|s| absolute(s.get_ref())).collect())
         .unwrap_or_default();
-    for lib in crate::loader::find_libraries(&plugin_paths).unwrap_or_default() {
+    for lib in clisc_registry::loader::find_libraries(&plugin_paths).unwrap_or_default() {
         if let Err(e) = registry.load_library(&lib) {
             errors.push(pos.error(None, e.to_string()));
         }

@@ -12,12 +12,12 @@
 //! back on the volume's own grid.
 
 use crate::model_file;
-use crate::registry::Registry;
-use crate::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use abi_stable::std_types::RResult;
 use anyhow::{anyhow, bail, Context};
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_dataset::BiasCorrection;
+use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
+use clisc_registry::Registry;
 use clisc_sdk::{LabelVolume, StageKind, StageObject, Volume};
 use std::path::Path;
 
@@ -82,7 +82,7 @@ impl Segmenter {
         };
         let mut stage = StandaloneStage::create(registry, &request)
             .with_context(|| format!("{} was written by plugin `{plugin}`", model.display()))?;
-        let StageObject::VolumetricSegmenter(net) = &mut stage.stage else {
+        let StageObject::VolumetricSegmenter(net) = stage.stage() else {
             bail!("plugin `{plugin}` is not a volumetric segmenter");
         };
         if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
@@ -105,7 +105,7 @@ impl Segmenter {
             ..PreprocessOptions::default()
         };
         let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
-        let StageObject::VolumetricSegmenter(net) = &mut self.stage.stage else {
+        let StageObject::VolumetricSegmenter(net) = self.stage.stage() else {
             unreachable!("Segmenter::load keeps volumetric segmenters only");
         };
         let cropped = match net.predict(&pre.input) {

@@ -3,11 +3,13 @@
 //! A run holds an advisory lock (`flock`) on `<work>/.clisc-run.lock` from
 //! before it reads the dataset until it ends. A second run on the same
 //! folder refuses at once and names the holder, instead of both writing
-//! the same artefacts. The shards of one step (`--shard i/n`), which are
-//! meant to run side by side, share the lock; a whole run or a merge
-//! needs it alone. The kernel drops the lock with the process, so a
-//! killed run never leaves the folder locked. Without `flock` (not Unix)
-//! runs are not locked.
+//! the same artefacts. Shards (`--shard i/n`), which are meant to run side
+//! by side, share the lock; a whole run or a merge needs it alone. (The
+//! lock does not tell the shards of different steps apart; the shard
+//! records of each step do, see [`crate::shard`].) The kernel drops the
+//! lock with the process, so a killed run never leaves the folder locked.
+//! Where there is no `flock` (not Unix, or a file system mounted without
+//! locks, such as NFS with `nolock`), runs go on unlocked with a warning.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -70,26 +72,43 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(create)?;
-        if let Err(e) = try_lock(&file, mode) {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(create(e));
+        // Alone first: a shard that finds nobody clears the holder lines
+        // of runs that ended, then shares.
+        let alone = match mode {
+            LockMode::Exclusive => try_lock(&file, LockMode::Exclusive).map(|()| true),
+            LockMode::Shared => join_shards(&file),
+        };
+        let alone = match alone {
+            Ok(alone) => alone,
+            Err(e) if unsupported(&e) => {
+                tracing::warn!(
+                    "{}: this file system does not support locks ({e}); a second run on the same work folder would not be stopped",
+                    path.display()
+                );
+                return Ok(Self { _file: file });
             }
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.lines().collect::<Vec<_>>().join("; ");
-            return Err(LockError::Held {
-                root: root.to_path_buf(),
-                holder: if holder.is_empty() {
-                    "holder unknown".into()
-                } else {
-                    holder
-                },
-            });
-        }
-        // Say who holds it: a whole run replaces what earlier runs wrote,
-        // a shard adds its line next to the other shards'.
-        if mode == LockMode::Exclusive {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(create(e)),
+            Err(_) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.lines().collect::<Vec<_>>().join("; ");
+                return Err(LockError::Held {
+                    root: root.to_path_buf(),
+                    holder: if holder.is_empty() {
+                        "holder unknown".into()
+                    } else {
+                        holder
+                    },
+                });
+            }
+        };
+        // Say who holds it: the first holder replaces what ended runs
+        // wrote, a shard joining others adds its line to theirs.
+        if alone {
             file.set_len(0).map_err(create)?;
+            if mode == LockMode::Shared {
+                try_lock(&file, LockMode::Shared).map_err(create)?;
+            }
         }
         let line = format!(
             "{what}: process {} on {} since {}\n",
@@ -101,6 +120,32 @@ impl RunLock {
         Ok(Self { _file: file })
     }
 }
+
+/// Takes the lock for a shard: alone when nobody holds it (`Ok(true)`),
+/// else shared with other shards (`Ok(false)`). A shard that is clearing
+/// the holder lines holds it alone for a moment, so shards that start
+/// together wait for each other up to [`SHARD_WAIT`]; a whole run holds it
+/// longer than that and the shard gives up (`WouldBlock`).
+fn join_shards(file: &File) -> io::Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        let err = match try_lock(file, LockMode::Exclusive) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            Err(_) => match try_lock(file, LockMode::Shared) {
+                Ok(()) => return Ok(false),
+                Err(e) => e,
+            },
+        };
+        if err.kind() != io::ErrorKind::WouldBlock || start.elapsed() > SHARD_WAIT {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// How long a shard waits for another shard that holds the lock alone.
+const SHARD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(unix)]
 fn try_lock(file: &File, mode: LockMode) -> io::Result<()> {
@@ -120,7 +165,19 @@ fn try_lock(file: &File, mode: LockMode) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn try_lock(_file: &File, _mode: LockMode) -> io::Result<()> {
-    Ok(())
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Errors that mean "no locks here" rather than "locked".
+fn unsupported(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::Unsupported {
+        return true;
+    }
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return [libc::ENOSYS, libc::ENOLCK, libc::EOPNOTSUPP].contains(&code);
+    }
+    false
 }
 
 /// This machine's name, for the holder line.
@@ -168,6 +225,14 @@ mod tests {
         );
         drop((a, b));
         RunLock::acquire(dir.path(), LockMode::Exclusive, "merge").unwrap();
+        // The first shard of a later step clears the lines of ended runs.
+        let c = RunLock::acquire(dir.path(), LockMode::Shared, "shard 0/3").unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(
+            text.starts_with("shard 0/3: process") && text.lines().count() == 1,
+            "{text}"
+        );
+        drop(c);
     }
 
     #[test]

@@ -17,12 +17,12 @@ use super::workdir::{
     WorkDir,
 };
 use crate::progress::Bars;
-use crate::registry::Registry;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clisc_dataset::BiasCorrection;
 use clisc_imaging::components::{keep_largest_n, largest_component};
 use clisc_imaging::Connectivity;
+use clisc_registry::Registry;
 use clisc_sdk::stage::{
     FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
     SliceImage, TrainingCase, ValidationCase, VolumetricSegmenterBox,
@@ -1243,8 +1243,9 @@ plugin = "s3f"
 
     #[test]
     fn a_stage_setting_reruns_the_steps_that_use_its_slot() {
-        // Steps downstream rerun too: the runner passes each step the
-        // fingerprints it reads (`upstream`), so a change propagates.
+        // Each step's own fingerprint; steps downstream rerun as well
+        // because the runner passes every step the fingerprints it reads
+        // (`upstream_fingerprints_propagate`).
         assert_eq!(
             rerun_after("box_dilation = 5", "box_dilation = 4"),
             [Step::Prompts]

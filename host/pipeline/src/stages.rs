@@ -3,8 +3,8 @@
 
 use super::config::{Pipeline, StageSlot};
 use crate::progress::Bars;
-use crate::registry::Registry;
 use anyhow::{anyhow, Context};
+use clisc_registry::Registry;
 use clisc_sdk::stage::{
     FilterBox, PromptGeneratorBox, PromptableSegmenterBox, PseudoLabelerBox, RoiExtractorBox,
     VolumetricSegmenterBox,

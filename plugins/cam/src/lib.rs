@@ -1,4 +1,4 @@
-//! # Built-in ROI extractors
+//! # `cam`: the CLISC ROI extractor
 //!
 //! Stage 1b of CLISC: learn from slice pseudo-labels where the tumor is.
 //!

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use clisc_pipeline::loader::env_search_path;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::loader::env_search_path;
+use clisc_registry::Registry;
 use std::path::PathBuf;
 
 /// Arguments of `clisc check`.
@@ -28,7 +28,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     print!("{}", pipeline.to_toml());
     // Which device is a fact of this machine, not of the file: a `cuda`
     // pipeline checked on a GPU-less login node is still valid.
-    match clisc_pipeline::device::resolve("[run] device", &pipeline.run.device) {
+    match clisc_registry::device::resolve("[run] device", &pipeline.run.device) {
         Ok(device) => println!("# a run on this machine would use device {device}"),
         Err(e) => println!("# a run on this machine would fail: {e}"),
     }

@@ -18,7 +18,7 @@ use super::PluginPathArgs;
 use abi_stable::std_types::RResult;
 use anyhow::bail;
 use clap::Args;
-use clisc_pipeline::standalone::{apply_overrides, StageRequest, StandaloneStage};
+use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use clisc_sdk::{StageKind, StageObject};
 use std::path::PathBuf;
 
@@ -72,7 +72,7 @@ pub fn run(args: ClipArgs) -> anyhow::Result<()> {
     };
     let registry = args.plugins.registry()?;
     let mut stage = StandaloneStage::create(&registry, &request)?;
-    let StageObject::PseudoLabeler(labeler) = &mut stage.stage else {
+    let StageObject::PseudoLabeler(labeler) = stage.stage() else {
         bail!("plugin `{}` is not a pseudo-labeler", args.plugin);
     };
     let labels = match labeler.label_slices(&image.prepared.input) {

@@ -14,8 +14,8 @@ pub mod split;
 pub mod study_image;
 pub mod synth;
 
-use clisc_pipeline::loader::env_search_path;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::loader::env_search_path;
+use clisc_registry::Registry;
 use std::path::PathBuf;
 
 /// `--plugin-path`, for commands that look plugins up by name.

@@ -1,7 +1,7 @@
 //! `clisc plugins ...`: list the available plugins.
 
 use clap::Subcommand;
-use clisc_pipeline::registry::Registry;
+use clisc_registry::Registry;
 
 /// Plugin inspection commands.
 #[derive(Debug, Subcommand)]

@@ -2,12 +2,12 @@
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use clisc_pipeline::loader::env_search_path;
 use clisc_pipeline::lock::{LockMode, RunLock};
 use clisc_pipeline::progress::Bars;
-use clisc_pipeline::registry::Registry;
 use clisc_pipeline::shard::{Shard, ShardRole};
 use clisc_pipeline::{cases::Split, workdir::Step, RunOptions};
+use clisc_registry::loader::env_search_path;
+use clisc_registry::Registry;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc run`.
@@ -83,7 +83,7 @@ pub fn run_pipeline(
     let mut registry = Registry::with_search_path(&env_search_path())
         .context("loading plugins from CLISC_PLUGIN_PATH")?;
     let pipeline = clisc_pipeline::load(config, &mut registry)?;
-    let device = clisc_pipeline::device::resolve("[run] device", &pipeline.run.device)
+    let device = clisc_registry::device::resolve("[run] device", &pipeline.run.device)
         .with_context(|| format!("{}", config.display()))?;
     tracing::info!("device: {device}");
     let bars = Bars::new(quiet);

@@ -18,7 +18,7 @@ use super::PluginPathArgs;
 use abi_stable::std_types::{ROption, RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_pipeline::standalone::{apply_overrides, StageRequest, StandaloneStage};
+use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use clisc_sdk::stage::SliceImage;
 use clisc_sdk::{BoxXyxy, LabelVolume, Mask2d, PromptPoint, PromptSet, StageKind, StageObject};
 use std::path::{Path, PathBuf};
@@ -142,7 +142,7 @@ pub fn run(args: SamArgs) -> anyhow::Result<()> {
     };
     let registry = args.plugins.registry()?;
     let mut stage = StandaloneStage::create(&registry, &request)?;
-    let StageObject::PromptableSegmenter(segmenter) = &mut stage.stage else {
+    let StageObject::PromptableSegmenter(segmenter) = stage.stage() else {
         bail!("plugin `{}` is not a promptable segmenter", args.plugin);
     };
     let slice = SliceImage {

@@ -7,10 +7,10 @@ use clisc_cluster::plan::{self, Plan};
 use clisc_cluster::script::{self, ScriptContext};
 use clisc_cluster::settings::SlurmSettings;
 use clisc_pipeline::config::{NetworkTargets, StageSlot};
-use clisc_pipeline::loader::env_search_path;
 use clisc_pipeline::progress::Bars;
-use clisc_pipeline::registry::Registry;
 use clisc_pipeline::stages::StageFactory;
+use clisc_registry::loader::env_search_path;
+use clisc_registry::Registry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -119,7 +119,7 @@ impl Registry {
     }
 
     /// Loads one plugin library and registers its plugins.
-    pub(crate) fn load_library(&mut self, path: &Path) -> Result<usize, RegistryError> {
+    pub fn load_library(&mut self, path: &Path) -> Result<usize, RegistryError> {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self
             .plugins

@@ -62,7 +62,7 @@ fn is_shared_library(path: &Path) -> bool {
 
 /// Expands folders on the search path into the shared libraries they hold;
 /// files are taken as given.
-pub(crate) fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+pub fn find_libraries(search_path: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut libs = Vec::new();
     for entry in search_path {
         if entry.is_dir() {
