@@ -63,6 +63,11 @@ fn a_second_run_on_the_same_folder_is_refused_until_the_first_is_gone() {
         stderr.contains(&expected),
         "expected {expected:?} in:\n{stderr}"
     );
+    assert_eq!(
+        modification_times(&work, &[]),
+        before,
+        "the refused run changed the work folder"
+    );
 
     // SIGKILL: the kernel drops the lock with the process.
     first.kill().unwrap();
