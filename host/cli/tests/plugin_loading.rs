@@ -7,8 +7,9 @@
 //! The example cdylibs are dev-dependencies of the host, so `cargo test`
 //! builds them next to this test binary (`target/<profile>/deps/`).
 
+mod example_plugins;
+
 use abi_stable::std_types::{ROption, RVec};
-use clisc::scaffold::library_file_name;
 use clisc_registry::loader::LoadError;
 use clisc_registry::{Origin, Registry, RegistryError};
 use clisc_sdk::stage::{CaseInput, SliceImage};
@@ -16,22 +17,7 @@ use clisc_sdk::{
     BoxXyxy, ErrorKind, Grid, HostContext, LabelVolume, PromptPoint, PromptSet, StageKind,
     StageObject, Volume, SDK_VERSION,
 };
-use std::path::PathBuf;
-
-fn example_library(crate_name: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = deps.join(library_file_name(crate_name));
-    assert!(
-        path.is_file(),
-        "{} was not built (it is a dev-dependency of the host)",
-        path.display()
-    );
-    path
-}
+use example_plugins::example_library;
 
 fn ctx() -> (tempfile::TempDir, HostContext) {
     let dir = tempfile::tempdir().unwrap();

@@ -10,29 +10,16 @@
 //! so a correct answer also shows that prompts go into the stage's
 //! coordinates and results come back to the image's.
 
-use clisc::scaffold::library_file_name;
+mod example_plugins;
+
 use clisc_sdk::{Grid, Volume};
-use std::path::{Path, PathBuf};
+use example_plugins::example_library;
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BRAIN: ([usize; 2], [usize; 2], [usize; 2]) = ([5, 35], [5, 35], [2, 10]);
 const TUMOUR: ([usize; 2], [usize; 2], [usize; 2]) = ([15, 22], [18, 25], [5, 8]);
 const SHAPE: [usize; 3] = [40, 40, 12];
-
-fn example_library(crate_name: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = deps.join(library_file_name(crate_name));
-    assert!(
-        path.is_file(),
-        "{} was not built (it is a dev-dependency of the CLI)",
-        path.display()
-    );
-    path
-}
 
 fn inside(b: ([usize; 2], [usize; 2], [usize; 2]), x: usize, y: usize, z: usize) -> bool {
     (b.0[0]..b.0[1]).contains(&x) && (b.1[0]..b.1[1]).contains(&y) && (b.2[0]..b.2[1]).contains(&z)

@@ -14,11 +14,10 @@
 //! (`--set prompts_abnormal=["..."]`, `--set prompts_normal=["..."]`).
 
 use super::study_image::StudyImage;
-use super::PluginPathArgs;
+use super::StageOptions;
 use abi_stable::std_types::RResult;
 use anyhow::bail;
 use clap::Args;
-use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use clisc_sdk::{StageKind, StageObject};
 use std::path::PathBuf;
 
@@ -28,27 +27,14 @@ pub struct ClipArgs {
     /// The pseudo-labeler plugin.
     #[arg(long, default_value = "clip")]
     pub plugin: String,
-    /// The plugin's `weights` setting, e.g. a CLIP checkpoint (OpenAI
-    /// TorchScript `ViT-B-32.pt`, a state dict or safetensors).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
     /// The image: NIfTI volume (`.nii`/`.nii.gz`) or a 2D image (PNG, ...).
     #[arg(long)]
     pub image: PathBuf,
     /// Print this axial slice only (default: every labelled slice).
     #[arg(long)]
     pub slice: Option<usize>,
-    /// Set any other plugin setting, e.g. `--set threshold=0.7` (TOML value).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Device: `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (0 = libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: u32,
     #[command(flatten)]
-    pub plugins: PluginPathArgs,
+    pub stage: StageOptions,
 }
 
 /// Prints one `slice<TAB>label<TAB>probability<TAB>kept` line per slice.
@@ -58,20 +44,9 @@ pub fn run(args: ClipArgs) -> anyhow::Result<()> {
         Some(z) => Some(image.slice(&args.image, Some(z))?.0),
         None => None,
     };
-    let mut settings = toml::Table::new();
-    if let Some(w) = &args.weights {
-        settings.insert("weights".into(), w.display().to_string().into());
-    }
-    apply_overrides(&mut settings, &args.set)?;
-    let request = StageRequest {
-        plugin: &args.plugin,
-        kind: StageKind::PseudoLabeler,
-        settings,
-        device: &args.device,
-        threads: args.threads,
-    };
-    let registry = args.plugins.registry()?;
-    let mut stage = StandaloneStage::create(&registry, &request)?;
+    let mut stage = args
+        .stage
+        .build(&args.plugin, StageKind::PseudoLabeler, toml::Table::new())?;
     let StageObject::PseudoLabeler(labeler) = stage.stage() else {
         bail!("plugin `{}` is not a pseudo-labeler", args.plugin);
     };

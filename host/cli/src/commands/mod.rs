@@ -34,3 +34,52 @@ impl PluginPathArgs {
         Ok(Registry::with_search_path(&search)?)
     }
 }
+
+/// How `clisc sam` and `clisc clip` build their stage, besides which plugin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StageOptions {
+    /// The plugin's `weights` setting, e.g. a SAM or CLIP checkpoint as
+    /// downloaded.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Set any other plugin setting, e.g. `--set threshold=0.7` (TOML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    #[command(flatten)]
+    pub plugins: PluginPathArgs,
+}
+
+impl StageOptions {
+    /// Builds plugin `plugin` as a stage of `kind`, with `extra` settings
+    /// (from the command's own flags) under `--weights` and `--set`.
+    pub fn build(
+        &self,
+        plugin: &str,
+        kind: clisc_sdk::StageKind,
+        extra: toml::Table,
+    ) -> anyhow::Result<clisc_registry::standalone::StandaloneStage> {
+        use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
+        let mut settings = extra;
+        if let Some(w) = &self.weights {
+            settings.insert("weights".into(), w.display().to_string().into());
+        }
+        apply_overrides(&mut settings, &self.set)?;
+        let request = StageRequest {
+            plugin,
+            kind,
+            settings,
+            device: &self.device,
+            threads: self.threads,
+        };
+        Ok(StandaloneStage::create(
+            &self.plugins.registry()?,
+            &request,
+        )?)
+    }
+}

@@ -14,11 +14,10 @@
 //! (so it overlays the input); for a 2D input it is a one-slice volume.
 
 use super::study_image::{is_nifti, StudyImage};
-use super::PluginPathArgs;
+use super::StageOptions;
 use abi_stable::std_types::{ROption, RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use clisc_sdk::stage::SliceImage;
 use clisc_sdk::{BoxXyxy, LabelVolume, Mask2d, PromptPoint, PromptSet, StageKind, StageObject};
 use std::path::{Path, PathBuf};
@@ -29,10 +28,6 @@ pub struct SamArgs {
     /// The promptable-segmenter plugin.
     #[arg(long, default_value = "sam")]
     pub plugin: String,
-    /// The plugin's `weights` setting, e.g. a SAM checkpoint as downloaded
-    /// (sam_vit_b_01ec64.pth, ...) or .safetensors.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
     /// Input image: NIfTI volume (.nii / .nii.gz), or a 2D image (PNG, ...).
     #[arg(long)]
     pub image: PathBuf,
@@ -52,20 +47,11 @@ pub struct SamArgs {
     /// keep the one with the best predicted IoU).
     #[arg(long)]
     pub multimask: bool,
-    /// Set any other plugin setting, e.g. `--set k=0.8` (TOML value).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
     /// Output mask: `.png`, `.nii` or `.nii.gz`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Device: auto, cpu, cuda, cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (0 = libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: u32,
     #[command(flatten)]
-    pub plugins: PluginPathArgs,
+    pub stage: StageOptions,
 }
 
 fn parse_numbers<const N: usize>(s: &str, what: &str) -> Result<[f64; N], String> {
@@ -86,19 +72,6 @@ fn parse_box(s: &str) -> Result<[f64; 4], String> {
 
 fn parse_point(s: &str) -> Result<[f64; 2], String> {
     parse_numbers::<2>(s, "a point x,y")
-}
-
-/// The plugin settings the flags give.
-fn settings(args: &SamArgs) -> anyhow::Result<toml::Table> {
-    let mut settings = toml::Table::new();
-    if let Some(w) = &args.weights {
-        settings.insert("weights".into(), w.display().to_string().into());
-    }
-    if args.multimask {
-        settings.insert("multimask".into(), true.into());
-    }
-    apply_overrides(&mut settings, &args.set)?;
-    Ok(settings)
 }
 
 /// The prompts, moved by `(-dx, -dy)` into the stage input's coordinates.
@@ -133,15 +106,13 @@ pub fn run(args: SamArgs) -> anyhow::Result<()> {
     let image = StudyImage::read(&args.image)?;
     let (z, stage_z) = image.slice(&args.image, args.slice)?;
     let crop = *image.crop();
-    let request = StageRequest {
-        plugin: &args.plugin,
-        kind: StageKind::PromptableSegmenter,
-        settings: settings(&args)?,
-        device: &args.device,
-        threads: args.threads,
-    };
-    let registry = args.plugins.registry()?;
-    let mut stage = StandaloneStage::create(&registry, &request)?;
+    let mut multimask = toml::Table::new();
+    if args.multimask {
+        multimask.insert("multimask".into(), true.into());
+    }
+    let mut stage = args
+        .stage
+        .build(&args.plugin, StageKind::PromptableSegmenter, multimask)?;
     let StageObject::PromptableSegmenter(segmenter) = stage.stage() else {
         bail!("plugin `{}` is not a promptable segmenter", args.plugin);
     };
