@@ -11,21 +11,22 @@ mod montages;
 pub use montages::{Montage, LEGEND, MAX_TEST, MAX_TRAINING};
 
 use base64::Engine;
+use clisc_pipeline::cases::Cases;
 use clisc_pipeline::summary::{mean_std, prompt_placement_fractions, CaseScore, RunSummary};
 use clisc_pipeline::workdir::{Manifest, Step, WorkDir};
-use clisc_pipeline::Runner;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Writes `report.html` and its montage PNGs into the report folder of a
-/// finished (or partial) run; returns the HTML's path.
-pub fn write_report(runner: &Runner<'_>) -> anyhow::Result<PathBuf> {
-    let work = runner.work_dir();
+/// Writes `report.html` and its montage PNGs into the report folder of the
+/// work folder `work` of a finished (or partial) run, from its summary, its
+/// manifest and artefacts, and the prepared `cases` (the images the
+/// montages show); returns the HTML's path.
+pub fn write_report(work: &Path, summary: &RunSummary, cases: &Cases) -> anyhow::Result<PathBuf> {
     let dir = work.join(Step::Report.folder());
     std::fs::create_dir_all(&dir)?;
     let manifest = WorkDir::open(work)?.read_manifest();
-    let montages = montages::write_montages(work, runner.cases(), &dir);
-    let html = render(&runner.summary, &manifest, &montages);
+    let montages = montages::write_montages(work, cases, &dir);
+    let html = render(summary, &manifest, &montages);
     let path = dir.join("report.html");
     clisc_pipeline::workdir::write_atomic(&path, html.as_bytes())?;
     Ok(path)

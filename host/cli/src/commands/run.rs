@@ -139,7 +139,7 @@ fn finish(
     runner: &clisc_pipeline::Runner<'_>,
 ) -> anyhow::Result<clisc_pipeline::RunSummary> {
     // A failed run still gets a report of what it did; its error comes first.
-    let report = clisc_report::write_report(runner);
+    let report = clisc_report::write_report(runner.work_dir(), &runner.summary, runner.cases());
     if let (Err(_), Ok(path)) = (&outcome, &report) {
         tracing::info!("report of the partial run: {}", path.display());
     }
