@@ -1,0 +1,141 @@
+//! A lab's own volumetric model from `clisc run` to `clisc infer`, through
+//! the real binary: the example cdylib `example-threshold-segmenter`
+//! (plugins/examples/threshold-segmenter) is the network of a weight-free
+//! pipeline on the tiny dataset; its model file then segments a case with
+//! `clisc infer --plugin-path`, exactly as the run predicted it, and
+//! without the plugin path `clisc infer` names the plugin it cannot find.
+
+use clisc_tests::{build_dir, tiny_pipeline_toml, write_tiny_dataset};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+
+fn segmenter_library() -> PathBuf {
+    let path = build_dir().join("libclisc_example_threshold_segmenter.so");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p clisc-example-threshold-segmenter` (./dev test does)",
+        path.display()
+    );
+    path
+}
+
+/// The tiny pipeline with the example as its network and no filter.
+fn pipeline(root: &Path, library: &Path) -> PathBuf {
+    let text = tiny_pipeline_toml("work", 10, 5);
+    let start = text.find("[stages.volumetric_segmenter]").unwrap();
+    let text = format!(
+        "{}[stages.volumetric_segmenter]\nplugin = \"example-threshold-segmenter\"\n\n[plugins]\npaths = [{:?}]\n",
+        &text[..start],
+        library.display().to_string()
+    );
+    let path = root.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_external_network_segments_new_volumes_with_clisc_infer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let library = segmenter_library();
+    let config = pipeline(root, &library);
+    let run = Command::new(CLI)
+        .args(["--quiet", "run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let work = root.join("work");
+    let model = work.join("05-network-1/model.ckpt");
+    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    assert_eq!(
+        meta.get("clisc.plugin").map(String::as_str),
+        Some("example-threshold-segmenter")
+    );
+
+    // The run's prediction of a test case, and `clisc infer` of its FLAIR.
+    let prediction = std::fs::read_dir(work.join("08-predictions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .expect("a test prediction");
+    let id = prediction
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".nii.gz", "");
+    let flair = root.join(format!("data/{id}/{id}_flair.nii.gz"));
+
+    let out = root.join("inferred.nii.gz");
+    let missing = Command::new(CLI)
+        .args(["infer", "--model", model.to_str().unwrap()])
+        .args([
+            "--input",
+            flair.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("CLISC_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("was written by plugin `example-threshold-segmenter`")
+            && stderr.contains("no plugin named `example-threshold-segmenter`"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // CLISC_PLUGIN_PATH, as `--plugin-path` would.
+    let with_path = Command::new(CLI)
+        .args(["--quiet", "infer", "--model", model.to_str().unwrap()])
+        .args([
+            "--input",
+            flair.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("CLISC_PLUGIN_PATH", &library)
+        .output()
+        .unwrap();
+    assert!(
+        with_path.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_path.stderr)
+    );
+    let inferred = clisc_nifti::read(&out).unwrap().data;
+    let predicted = clisc_nifti::read(&prediction).unwrap().data;
+    assert_eq!(
+        inferred, predicted,
+        "clisc infer differs from the run's prediction"
+    );
+    assert!(inferred.iter().any(|&v| v != 0.0), "an empty segmentation");
+
+    // And with --plugin-path.
+    let again = root.join("again.nii.gz");
+    let flag = Command::new(CLI)
+        .args(["--quiet", "infer", "--model", model.to_str().unwrap()])
+        .args([
+            "--input",
+            flair.to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ])
+        .args(["--plugin-path", library.to_str().unwrap()])
+        .env_remove("CLISC_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        flag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flag.stderr)
+    );
+    assert_eq!(clisc_nifti::read(&again).unwrap().data, predicted);
+}
