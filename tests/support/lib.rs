@@ -1,5 +1,8 @@
 //! Helpers shared by the end-to-end tests: tiny BraTS-layout datasets
 //! written with the host's NIfTI writer, and locating build outputs.
+// Tests that validate pipelines in-process (`Registry::builtin()`) need
+// every built-in plugin linked in, as the `clisc` binary has them.
+use clisc_builtins as _;
 use clisc_sdk::{Grid, LabelVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
