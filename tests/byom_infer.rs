@@ -4,8 +4,15 @@
 //! pipeline on the tiny dataset; its model file then segments a case with
 //! `clisc infer --plugin-path`, exactly as the run predicted it, and
 //! without the plugin path `clisc infer` names the plugin it cannot find.
+//! On a DICOM study made from a case's FLAIR, the SEG it writes holds the
+//! voxels of its own inference on the converted series (checked with
+//! highdicom, as `tests/dicom_infer.rs` does for the built-in network).
+
+#[path = "support/dicom_e2e.rs"]
+mod dicom_e2e;
 
 use clisc_tests::{build_dir, tiny_pipeline_toml, write_tiny_dataset};
+use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -138,4 +145,70 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
         String::from_utf8_lossy(&flag.stderr)
     );
     assert_eq!(clisc_nifti::read(&again).unwrap().data, predicted);
+}
+
+#[test]
+fn an_external_network_segments_a_dicom_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let library = segmenter_library();
+    let lib = library.to_str().unwrap();
+    let config = pipeline(root, &library);
+    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
+    let model = root.join("work/05-network-1/model.ckpt");
+    let model = model.to_str().unwrap();
+
+    let flair = root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz");
+    let dicom = root.join("dicom");
+    let study = make_study(
+        &flair,
+        &dicom,
+        "1.2.826.0.1.3680043.8.498.77009",
+        "PAT-0009",
+    );
+    let study_uid = study["study_uid"].as_str().unwrap();
+
+    // Reference: the converted FLAIR series, segmented as NIfTI.
+    let nii = root.join("nii");
+    clisc(&[
+        "--quiet",
+        "dicom",
+        "convert",
+        dicom.to_str().unwrap(),
+        nii.to_str().unwrap(),
+    ]);
+    let reference = root.join("reference.nii.gz");
+    let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
+    clisc(&[
+        "--quiet",
+        "infer",
+        "--model",
+        model,
+        "--plugin-path",
+        lib,
+        "--input",
+        flair_nii.to_str().unwrap(),
+        "--out",
+        reference.to_str().unwrap(),
+    ]);
+
+    // DICOM in, SEG out, with the external plugin.
+    let out = root.join("out");
+    clisc(&[
+        "--quiet",
+        "infer",
+        "--model",
+        model,
+        "--plugin-path",
+        lib,
+        "--input",
+        dicom.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let seg = out.join(study_uid).join("seg.dcm");
+    assert!(seg.is_file(), "no SEG at {}", seg.display());
+    let v = check_seg(&seg, &reference, &dicom);
+    assert_seg_matches(&v, &study);
 }
