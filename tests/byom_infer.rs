@@ -12,11 +12,9 @@
 mod dicom_e2e;
 
 use clisc_tests::{build_dir, tiny_pipeline_toml, write_tiny_dataset};
-use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study};
+use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study, CLI};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
+use std::process::{Command, Output};
 
 fn segmenter_library() -> PathBuf {
     let path = build_dir().join("libclisc_example_threshold_segmenter.so");
@@ -42,24 +40,61 @@ fn pipeline(root: &Path, library: &Path) -> PathBuf {
     path
 }
 
+/// Trains the pipeline on 7 tiny cases under `root` (data in `root/data`);
+/// returns the example's library and the model file the run wrote.
+fn train(root: &Path) -> (PathBuf, PathBuf) {
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let library = segmenter_library();
+    let config = pipeline(root, &library);
+    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
+    (library, root.join("work/05-network-1/model.ckpt"))
+}
+
+/// How `clisc infer` is told where the model's plugin is.
+enum PluginRoute<'a> {
+    /// Not at all (`CLISC_PLUGIN_PATH` removed).
+    Nowhere,
+    /// `CLISC_PLUGIN_PATH`.
+    Environment(&'a Path),
+    /// `--plugin-path`.
+    Flag(&'a Path),
+}
+
+/// `clisc --quiet infer --model MODEL --input INPUT --out OUT` with the
+/// plugin found by `route`.
+fn infer(model: &Path, input: &Path, out: &Path, route: PluginRoute) -> Output {
+    let mut command = Command::new(CLI);
+    command.args(["--quiet", "infer"]);
+    for (flag, path) in [("--model", model), ("--input", input), ("--out", out)] {
+        command.args([flag, path.to_str().unwrap()]);
+    }
+    command.env_remove("CLISC_PLUGIN_PATH");
+    match route {
+        PluginRoute::Nowhere => {}
+        PluginRoute::Environment(library) => {
+            command.env("CLISC_PLUGIN_PATH", library);
+        }
+        PluginRoute::Flag(library) => {
+            command.args(["--plugin-path", library.to_str().unwrap()]);
+        }
+    }
+    command.output().expect("running clisc infer")
+}
+
+/// Panics with its stderr unless `out` succeeded.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn an_external_network_segments_new_volumes_with_clisc_infer() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
-    let library = segmenter_library();
-    let config = pipeline(root, &library);
-    let run = Command::new(CLI)
-        .args(["--quiet", "run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let work = root.join("work");
-    let model = work.join("05-network-1/model.ckpt");
+    let (library, model) = train(root);
     let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
     assert_eq!(
         meta.get("clisc.plugin").map(String::as_str),
@@ -67,7 +102,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     );
 
     // The run's prediction of a test case, and `clisc infer` of its FLAIR.
-    let prediction = std::fs::read_dir(work.join("08-predictions"))
+    let prediction = std::fs::read_dir(root.join("work/08-predictions"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
@@ -80,17 +115,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     let flair = root.join(format!("data/{id}/{id}_flair.nii.gz"));
 
     let out = root.join("inferred.nii.gz");
-    let missing = Command::new(CLI)
-        .args(["infer", "--model", model.to_str().unwrap()])
-        .args([
-            "--input",
-            flair.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env_remove("CLISC_PLUGIN_PATH")
-        .output()
-        .unwrap();
+    let missing = infer(&model, &flair, &out, PluginRoute::Nowhere);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(
@@ -100,23 +125,12 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     );
     assert!(!out.exists());
 
-    // CLISC_PLUGIN_PATH, as `--plugin-path` would.
-    let with_path = Command::new(CLI)
-        .args(["--quiet", "infer", "--model", model.to_str().unwrap()])
-        .args([
-            "--input",
-            flair.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("CLISC_PLUGIN_PATH", &library)
-        .output()
-        .unwrap();
-    assert!(
-        with_path.status.success(),
-        "{}",
-        String::from_utf8_lossy(&with_path.stderr)
-    );
+    assert_ok(&infer(
+        &model,
+        &flair,
+        &out,
+        PluginRoute::Environment(&library),
+    ));
     let inferred = clisc_nifti::read(&out).unwrap().data;
     let predicted = clisc_nifti::read(&prediction).unwrap().data;
     assert_eq!(
@@ -125,25 +139,8 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     );
     assert!(inferred.iter().any(|&v| v != 0.0), "an empty segmentation");
 
-    // And with --plugin-path.
     let again = root.join("again.nii.gz");
-    let flag = Command::new(CLI)
-        .args(["--quiet", "infer", "--model", model.to_str().unwrap()])
-        .args([
-            "--input",
-            flair.to_str().unwrap(),
-            "--out",
-            again.to_str().unwrap(),
-        ])
-        .args(["--plugin-path", library.to_str().unwrap()])
-        .env_remove("CLISC_PLUGIN_PATH")
-        .output()
-        .unwrap();
-    assert!(
-        flag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&flag.stderr)
-    );
+    assert_ok(&infer(&model, &flair, &again, PluginRoute::Flag(&library)));
     assert_eq!(clisc_nifti::read(&again).unwrap().data, predicted);
 }
 
@@ -151,13 +148,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
 fn an_external_network_segments_a_dicom_study() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
-    let library = segmenter_library();
-    let lib = library.to_str().unwrap();
-    let config = pipeline(root, &library);
-    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
-    let model = root.join("work/05-network-1/model.ckpt");
-    let model = model.to_str().unwrap();
+    let (library, model) = train(root);
 
     let flair = root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz");
     let dicom = root.join("dicom");
@@ -180,33 +171,12 @@ fn an_external_network_segments_a_dicom_study() {
     ]);
     let reference = root.join("reference.nii.gz");
     let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
-    clisc(&[
-        "--quiet",
-        "infer",
-        "--model",
-        model,
-        "--plugin-path",
-        lib,
-        "--input",
-        flair_nii.to_str().unwrap(),
-        "--out",
-        reference.to_str().unwrap(),
-    ]);
+    let route = || PluginRoute::Flag(&library);
+    assert_ok(&infer(&model, &flair_nii, &reference, route()));
 
     // DICOM in, SEG out, with the external plugin.
     let out = root.join("out");
-    clisc(&[
-        "--quiet",
-        "infer",
-        "--model",
-        model,
-        "--plugin-path",
-        lib,
-        "--input",
-        dicom.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    assert_ok(&infer(&model, &dicom, &out, route()));
     let seg = out.join(study_uid).join("seg.dcm");
     assert!(seg.is_file(), "no SEG at {}", seg.display());
     let v = check_seg(&seg, &reference, &dicom);
