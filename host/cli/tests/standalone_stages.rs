@@ -59,6 +59,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `clisc COMMAND --plugin PLUGIN --plugin-path LIBRARY --image IMAGE REST...`.
+fn with_plugin(command: &str, plugin: &str, library: &Path, image: &Path, rest: &[&str]) -> Output {
+    let head = [
+        command,
+        "--plugin",
+        plugin,
+        "--plugin-path",
+        library.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+    ];
+    clisc(&[&head[..], rest].concat())
+}
+
 #[test]
 fn clisc_sam_runs_an_external_promptable_segmenter() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,21 +80,20 @@ fn clisc_sam_runs_an_external_promptable_segmenter() {
     write_image(&image);
     let out = dir.path().join("mask.nii.gz");
     let lib = example_library("clisc-example-box-fill-segmenter");
-    let run = clisc(&[
+    let run = with_plugin(
         "sam",
-        "--plugin",
         "example-box-fill",
-        "--plugin-path",
-        lib.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--slice",
-        "6",
-        "--box",
-        "12,15,25,28",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &lib,
+        &image,
+        &[
+            "--slice",
+            "6",
+            "--box",
+            "12,15,25,28",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(run.status.success(), "{}", text(&run.stderr));
     let (mask, _) = clisc_nifti::read_labels(&out).unwrap();
     assert_eq!(mask.grid.shape, SHAPE.map(|s| s as u32));
@@ -115,15 +128,7 @@ fn clisc_clip_runs_an_external_pseudo_labeler() {
     let image = dir.path().join("flair.nii.gz");
     write_image(&image);
     let lib = example_library("clisc-example-threshold-labeler");
-    let run = clisc(&[
-        "clip",
-        "--plugin",
-        "example-threshold",
-        "--plugin-path",
-        lib.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-    ]);
+    let run = with_plugin("clip", "example-threshold", &lib, &image, &[]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     // One line per slice of the non-zero box, in the image's slice indices.
     let expected: String = (BRAIN.2[0]..BRAIN.2[1])
@@ -134,19 +139,13 @@ fn clisc_clip_runs_an_external_pseudo_labeler() {
         .collect();
     assert_eq!(text(&run.stdout), expected);
 
-    let one = clisc(&[
+    let one = with_plugin(
         "clip",
-        "--plugin",
         "example-threshold",
-        "--plugin-path",
-        lib.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--slice",
-        "6",
-        "--set",
-        "min_fraction = 0.5",
-    ]);
+        &lib,
+        &image,
+        &["--slice", "6", "--set", "min_fraction = 0.5"],
+    );
     assert!(one.status.success(), "{}", text(&one.stderr));
     assert_eq!(text(&one.stdout), "6\t0\t1.000000\ttrue\n");
 }
@@ -158,34 +157,27 @@ fn a_plugin_of_another_kind_or_missing_is_named() {
     write_image(&image);
     let out = dir.path().join("mask.png");
     let lib = example_library("clisc-example-threshold-labeler");
-    let base = [
-        "sam",
-        "--image",
-        image.to_str().unwrap(),
-        "--box",
-        "12,15,25,28",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let wrong_kind = clisc(
-        &[
-            &base[..],
-            &[
-                "--plugin",
-                "example-threshold",
-                "--plugin-path",
-                lib.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
-    );
+    let prompt_and_out = ["--box", "12,15,25,28", "--out", out.to_str().unwrap()];
+    let wrong_kind = with_plugin("sam", "example-threshold", &lib, &image, &prompt_and_out);
     assert!(!wrong_kind.status.success());
     let stderr = text(&wrong_kind.stderr);
     assert!(
         stderr.contains("plugin `example-threshold` is a pseudo-labeler, but this stage needs a promptable-segmenter"),
         "{stderr}"
     );
-    let missing = clisc(&[&base[..], &["--plugin", "example-box-fill"]].concat());
+    let missing = clisc(
+        &[
+            &[
+                "sam",
+                "--plugin",
+                "example-box-fill",
+                "--image",
+                image.to_str().unwrap(),
+            ][..],
+            &prompt_and_out,
+        ]
+        .concat(),
+    );
     assert!(!missing.status.success());
     let stderr = text(&missing.stderr);
     assert!(
@@ -218,19 +210,13 @@ fn a_2d_image_is_one_slice() {
         .unwrap();
     let out = dir.path().join("mask.png");
     let lib = example_library("clisc-example-box-fill-segmenter");
-    let run = clisc(&[
+    let run = with_plugin(
         "sam",
-        "--plugin",
         "example-box-fill",
-        "--plugin-path",
-        lib.to_str().unwrap(),
-        "--image",
-        png.to_str().unwrap(),
-        "--pos",
-        "18,21",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &lib,
+        &png,
+        &["--pos", "18,21", "--out", out.to_str().unwrap()],
+    );
     assert!(run.status.success(), "{}", text(&run.stderr));
     let mask = image::open(&out).unwrap().to_luma8();
     for (x, y, p) in mask.enumerate_pixels() {
