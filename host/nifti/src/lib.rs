@@ -615,6 +615,12 @@ fn decode_into(
     }
 }
 
+/// Whether `path` names a NIfTI file: `.nii` or `.nii.gz`, in any case.
+pub fn is_nifti_path(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
 /// Reads a file as a single-channel [`Volume`] named `channel`.
 pub fn read_volume(path: &Path, channel: &str) -> Result<(Volume, NiftiInfo), NiftiError> {
     let v = read(path)?;
@@ -901,6 +907,12 @@ pub fn same_geometry(a: &Grid, b: &Grid, tol_mm: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nifti_paths_are_recognised_in_any_case() {
+        assert!(is_nifti_path(Path::new("x.NII.GZ")) && is_nifti_path(Path::new("a/b.nii")));
+        assert!(!is_nifti_path(Path::new("x.png")) && !is_nifti_path(Path::new("x.nii.zip")));
+    }
 
     /// A small oblique grid with a reference header that carries text
     /// fields, units and TR, as a converted scan would.

@@ -23,6 +23,7 @@ use super::PluginPathArgs;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use clisc_dicom::{safe_file_name, ModalityRules, SegOptions, SegSummary};
+use clisc_nifti::is_nifti_path;
 use clisc_pipeline::infer::{LoadOptions, Segmenter};
 use std::path::{Path, PathBuf};
 
@@ -62,11 +63,6 @@ pub struct InferArgs {
     pub plugins: PluginPathArgs,
 }
 
-fn is_nifti(path: &Path) -> bool {
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
-}
-
 fn stem(path: &Path) -> String {
     let name = path
         .file_name()
@@ -92,7 +88,7 @@ pub(crate) fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
     entries.sort();
     let files: Vec<&PathBuf> = entries
         .iter()
-        .filter(|p| p.is_file() && is_nifti(p))
+        .filter(|p| p.is_file() && is_nifti_path(p))
         .collect();
     let flair_named: Vec<&PathBuf> = files
         .iter()
@@ -111,7 +107,7 @@ pub(crate) fn find_inputs(input: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
         let mut inner: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_nifti(p) && stem(p).to_ascii_lowercase().contains("flair"))
+            .filter(|p| is_nifti_path(p) && stem(p).to_ascii_lowercase().contains("flair"))
             .collect();
         inner.sort();
         match inner.len() {
@@ -143,7 +139,8 @@ pub(crate) fn is_dicom_input(input: &Path) -> bool {
             return false;
         };
         entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| {
-            (p.is_file() && is_nifti(&p)) || (depth > 0 && p.is_dir() && has_nifti(&p, depth - 1))
+            (p.is_file() && is_nifti_path(&p))
+                || (depth > 0 && p.is_dir() && has_nifti(&p, depth - 1))
         })
     }
     input.is_dir() && !has_nifti(input, 1)

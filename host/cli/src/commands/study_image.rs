@@ -25,7 +25,7 @@ pub struct StudyImage {
 impl StudyImage {
     /// Reads `path` (`.nii`, `.nii.gz`, or an image format such as PNG).
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let (volume, nifti) = if is_nifti(path) {
+        let (volume, nifti) = if clisc_nifti::is_nifti_path(path) {
             let (volume, info) = clisc_nifti::read_volume(path, CHANNEL)
                 .with_context(|| format!("reading {}", path.display()))?;
             (volume, Some(info))
@@ -81,10 +81,4 @@ impl StudyImage {
         }
         Ok((z, z - oz))
     }
-}
-
-/// True for `.nii` and `.nii.gz` names (any case).
-pub(crate) fn is_nifti(path: &Path) -> bool {
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
