@@ -2,8 +2,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use clisc_registry::loader::env_search_path;
-use clisc_registry::Registry;
 use std::path::PathBuf;
 
 /// Arguments of `clisc check`.
@@ -17,8 +15,7 @@ pub struct CheckArgs {
 /// and, as a closing comment, the device a run would use on this machine
 /// (or why it could not run here).
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let mut registry = Registry::with_search_path(&env_search_path())
-        .context("loading plugins from CLISC_PLUGIN_PATH")?;
+    let mut registry = super::PluginPathArgs::default().registry()?;
     let mut pipeline = clisc_pipeline::load(&args.file, &mut registry)?;
     // `[slurm]` belongs to clisc-cluster: validated there, printed resolved.
     if let Some(slurm) = clisc_cluster::settings::from_pipeline(&pipeline)? {

@@ -14,6 +14,7 @@ pub mod split;
 pub mod study_image;
 pub mod synth;
 
+use anyhow::Context;
 use clisc_registry::loader::env_search_path;
 use clisc_registry::Registry;
 use std::path::PathBuf;
@@ -27,11 +28,17 @@ pub struct PluginPathArgs {
 }
 
 impl PluginPathArgs {
-    /// The built-in plugins plus those on `CLISC_PLUGIN_PATH` and `--plugin-path`.
+    /// The built-in plugins plus those on `CLISC_PLUGIN_PATH` and
+    /// `--plugin-path` (commands without the flag use the default: none).
     pub fn registry(&self) -> anyhow::Result<Registry> {
         let mut search = env_search_path();
         search.extend(self.plugin_path.iter().cloned());
-        Ok(Registry::with_search_path(&search)?)
+        let from = if self.plugin_path.is_empty() {
+            "CLISC_PLUGIN_PATH"
+        } else {
+            "CLISC_PLUGIN_PATH and --plugin-path"
+        };
+        Registry::with_search_path(&search).with_context(|| format!("loading plugins from {from}"))
     }
 }
 

@@ -6,8 +6,6 @@ use clisc_pipeline::lock::{LockMode, RunLock};
 use clisc_pipeline::progress::Bars;
 use clisc_pipeline::shard::{Shard, ShardRole};
 use clisc_pipeline::{cases::Split, workdir::Step, RunOptions};
-use clisc_registry::loader::env_search_path;
-use clisc_registry::Registry;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc run`.
@@ -80,8 +78,7 @@ pub fn run_pipeline(
     options: RunOptions,
     quiet: bool,
 ) -> anyhow::Result<clisc_pipeline::RunSummary> {
-    let mut registry = Registry::with_search_path(&env_search_path())
-        .context("loading plugins from CLISC_PLUGIN_PATH")?;
+    let mut registry = super::PluginPathArgs::default().registry()?;
     let pipeline = clisc_pipeline::load(config, &mut registry)?;
     let device = clisc_registry::device::resolve("[run] device", &pipeline.run.device)
         .with_context(|| format!("{}", config.display()))?;

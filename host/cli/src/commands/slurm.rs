@@ -9,8 +9,6 @@ use clisc_cluster::settings::SlurmSettings;
 use clisc_pipeline::config::{NetworkTargets, StageSlot};
 use clisc_pipeline::progress::Bars;
 use clisc_pipeline::stages::StageFactory;
-use clisc_registry::loader::env_search_path;
-use clisc_registry::Registry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,8 +43,7 @@ pub fn run(command: SlurmCommand) -> anyhow::Result<()> {
 fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
     let config = std::path::absolute(&args.config)
         .with_context(|| format!("resolving {}", args.config.display()))?;
-    let mut registry = Registry::with_search_path(&env_search_path())
-        .context("loading plugins from CLISC_PLUGIN_PATH")?;
+    let mut registry = super::PluginPathArgs::default().registry()?;
     let pipeline = clisc_pipeline::load(&config, &mut registry)?;
     let supervised = pipeline
         .stage(StageSlot::VolumetricSegmenter)
