@@ -181,6 +181,40 @@ impl LabelVolume {
     }
 }
 
+/// The foreground probability (in `[0, 1]`) of every voxel on a grid: a
+/// volumetric segmenter's prediction before it is cut at one half.
+///
+/// A host that predicts on a resampled working grid interpolates these,
+/// not the cut labels, back to the input grid (as nnU-Net does): a
+/// boundary that falls between two working voxels then lands where the
+/// probability crosses one half instead of on the coarse voxels' edge.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct ProbabilityVolume {
+    /// Geometry of the probabilities.
+    pub grid: Grid,
+    /// One probability per voxel, x-fastest.
+    pub data: RVec<f32>,
+}
+
+impl ProbabilityVolume {
+    /// Probability 1 on the labelled (non-zero) voxels, 0 elsewhere: what a
+    /// segmenter that only has labels predicts.
+    pub fn from_labels(labels: &LabelVolume) -> Self {
+        Self {
+            grid: labels.grid,
+            data: labels.data.iter().map(|&v| f32::from(u8::from(v != 0))).collect(),
+        }
+    }
+    /// The binary labels: 1 where the probability is above one half.
+    pub fn labels(&self) -> LabelVolume {
+        LabelVolume {
+            grid: self.grid,
+            data: self.data.iter().map(|&p| u8::from(p > 0.5)).collect(),
+        }
+    }
+}
+
 /// A 2D image, row-major (`x` = column fastest), `channels` values per pixel
 /// interleaved.
 #[repr(C)]

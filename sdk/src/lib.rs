@@ -39,7 +39,7 @@ pub mod prompt;
 pub mod stage;
 
 pub use config::{ConfigField, ConfigKind};
-pub use data::{Channel, Grid, Image2d, LabelVolume, Mask2d, Volume};
+pub use data::{Channel, Grid, Image2d, LabelVolume, Mask2d, ProbabilityVolume, Volume};
 pub use error::{ErrorKind, PluginError};
 pub use labels::{SliceLabel, SlicePseudoLabels};
 pub use plugin::{BuiltinPlugin, HostContext, Plugin, PluginDescriptor, PluginInfo, StageKind};

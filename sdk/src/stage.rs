@@ -6,7 +6,7 @@
 //! [`StageObject::pseudo_labeler`]); the wrapper catches panics on the
 //! plugin's side so they reach the host as [`ErrorKind::Panicked`] errors.
 
-use crate::data::{Image2d, LabelVolume, Mask2d, Volume};
+use crate::data::{Image2d, LabelVolume, Mask2d, ProbabilityVolume, Volume};
 use crate::error::{panic_to_error, PluginError};
 use crate::labels::SlicePseudoLabels;
 use crate::prompt::{CasePrompts, PromptSet};
@@ -205,6 +205,20 @@ pub trait VolumetricSegmenter: Send {
     fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError>;
     /// Binary segmentation of one case on its grid.
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError>;
+    /// Foreground probability of every voxel of one case on its grid,
+    /// after the plugin's own post-processing (a voxel it would drop gets
+    /// a probability of at most one half), so that
+    /// [`ProbabilityVolume::labels`] equals [`VolumetricSegmenter::predict`].
+    /// The host uses it when the case was resampled to a working spacing,
+    /// to bring the prediction back to the input grid. The default is
+    /// `predict` as probabilities 0 and 1 (added in SDK 0.3.0).
+    fn predict_probability(
+        &mut self,
+        case: &CaseInput,
+    ) -> RResult<ProbabilityVolume, PluginError> {
+        self.predict(case)
+            .map(|labels| ProbabilityVolume::from_labels(&labels))
+    }
     /// Saves the trained model to `path`.
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError>;
     /// Loads a model saved by [`VolumetricSegmenter::save`].
@@ -375,6 +389,12 @@ impl<T: VolumetricSegmenter> VolumetricSegmenter for Guarded<T> {
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         guard(|| self.0.predict(case))
     }
+    fn predict_probability(
+        &mut self,
+        case: &CaseInput,
+    ) -> RResult<ProbabilityVolume, PluginError> {
+        guard(|| self.0.predict_probability(case))
+    }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
         guard(|| self.0.save(path))
     }
@@ -418,5 +438,45 @@ mod tests {
         let err = stage.label_slices(&case).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Panicked);
         assert!(err.message.contains("boom at slice 3"));
+    }
+
+    /// Labels every voxel above 0.5, and has no probabilities of its own.
+    struct Thresholds;
+    impl VolumetricSegmenter for Thresholds {
+        fn train(&mut self, _: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError> {
+            RResult::ROk(StageReport::default())
+        }
+        fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
+            let flair = &case.image.channels[0].data;
+            RResult::ROk(LabelVolume {
+                grid: case.image.grid,
+                data: flair.iter().map(|&v| u8::from(v > 0.5)).collect(),
+            })
+        }
+        fn save(&self, _: RStr<'_>) -> RResult<(), PluginError> {
+            RResult::ROk(())
+        }
+        fn load(&mut self, _: RStr<'_>) -> RResult<(), PluginError> {
+            RResult::ROk(())
+        }
+    }
+
+    #[test]
+    fn a_segmenter_without_probabilities_gives_its_labels_as_0_and_1() {
+        let grid = Grid::new([3, 1, 1], [1.0; 3]);
+        let case = CaseInput {
+            id: "c".into(),
+            image: Volume::single(grid, "flair", vec![0.2, 0.7, 0.9]),
+            brain_mask: LabelVolume::zeros(grid),
+        };
+        let StageObject::VolumetricSegmenter(mut stage) =
+            StageObject::volumetric_segmenter(Thresholds)
+        else {
+            panic!("wrong kind")
+        };
+        let p = stage.predict_probability(&case).unwrap();
+        assert_eq!(p.grid, grid);
+        assert_eq!(p.data.as_slice(), &[0.0, 1.0, 1.0]);
+        assert_eq!(p.labels(), stage.predict(&case).unwrap());
     }
 }

@@ -22,7 +22,7 @@ use crate::BiasCorrection;
 use clisc_imaging::intensity::{mean_std, percentile};
 use clisc_imaging::resample::{resize_labels, resize_trilinear};
 use clisc_sdk::stage::CaseInput;
-use clisc_sdk::{Channel, Grid, LabelVolume, PluginError, Volume};
+use clisc_sdk::{Channel, Grid, LabelVolume, PluginError, ProbabilityVolume, Volume};
 use serde::{Deserialize, Serialize};
 
 /// Which voxels the percentile and z-score statistics use.
@@ -272,6 +272,41 @@ impl Geometry {
     /// Labels on the working grid back on the whole original grid.
     pub fn restore(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
         self.crop.uncrop(&self.to_cropped(labels)?)
+    }
+
+    /// A prediction's foreground probabilities on the working grid as
+    /// binary labels on the crop box at the original spacing: the
+    /// probabilities are interpolated trilinearly and cut at one half (as
+    /// nnU-Net does), so the boundary lands where the probability crosses
+    /// one half rather than on the working voxels' edges. For probabilities
+    /// of 0 and 1 this is [`Geometry::to_cropped`] of the labels.
+    pub fn probability_to_cropped(
+        &self,
+        probability: &ProbabilityVolume,
+    ) -> Result<LabelVolume, PluginError> {
+        if probability.grid.shape != self.working.shape {
+            return Err(PluginError::input(format!(
+                "probabilities: grid {:?} is not the working grid {:?}",
+                probability.grid.shape, self.working.shape
+            )));
+        }
+        if !self.is_resampled() {
+            return Ok(probability.labels());
+        }
+        let resized = resize_trilinear(&probability.data, self.working.dims(), self.crop.size);
+        Ok(LabelVolume {
+            grid: self.crop.cropped_grid(),
+            data: resized.iter().map(|&p| u8::from(p > 0.5)).collect(),
+        })
+    }
+
+    /// A prediction's probabilities on the working grid as binary labels
+    /// on the whole original grid (see [`Geometry::probability_to_cropped`]).
+    pub fn restore_probability(
+        &self,
+        probability: &ProbabilityVolume,
+    ) -> Result<LabelVolume, PluginError> {
+        self.crop.uncrop(&self.probability_to_cropped(probability)?)
     }
 }
 
@@ -639,10 +674,19 @@ mod tests {
         assert!(corrected < 0.02, "{corrected} (uncorrected {shaded})");
     }
 
-    #[test]
-    fn labels_go_to_the_working_grid_and_back_to_the_original() {
+    /// Distance (mm) of voxel `v` of `grid` from the world point `centre`.
+    fn distance(grid: &Grid, v: [usize; 3], centre: [f64; 3]) -> f64 {
+        let p = world(grid, v.map(|c| c as f64));
+        (0..3)
+            .map(|d| (p[d] - centre[d]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// An oblique 48 x 44 x 20 raw grid with a textured brain box and a
+    /// ball of `radius` mm in world space: (raw FLAIR, ball labels, centre).
+    fn ball_in_a_brain(radius: f64) -> (Volume, LabelVolume, [f64; 3]) {
         let raw_grid = oblique_grid([48, 44, 20], [0.9, 1.1, 2.5]);
-        // A ball of 9 mm radius in world space, inside a brain box.
         let centre = world(&raw_grid, [24.0, 22.0, 10.0]);
         let mut flair = vec![0.0f32; raw_grid.len()];
         let mut ball = LabelVolume::zeros(raw_grid);
@@ -653,16 +697,18 @@ mod tests {
                     if (3..45).contains(&x) && (2..42).contains(&y) && (1..19).contains(&z) {
                         flair[i] = 1.0 + (x % 3) as f32;
                     }
-                    let p = world(&raw_grid, [x as f64, y as f64, z as f64]);
-                    let r = (0..3)
-                        .map(|d| (p[d] - centre[d]).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
-                    ball.data[i] = u8::from(r < 9.0);
+                    ball.data[i] = u8::from(distance(&raw_grid, [x, y, z], centre) < radius);
                 }
             }
         }
-        let raw = Volume::single(raw_grid, "flair", flair);
+        (Volume::single(raw_grid, "flair", flair), ball, centre)
+    }
+
+    #[test]
+    fn labels_go_to_the_working_grid_and_back_to_the_original() {
+        // A ball of 9 mm radius in world space, inside a brain box.
+        let (raw, ball, centre) = ball_in_a_brain(9.0);
+        let raw_grid = raw.grid;
         let options = PreprocessOptions {
             spacing: Some([2.0, 2.0, 2.0]),
             ..PreprocessOptions::default()
@@ -677,11 +723,7 @@ mod tests {
         for z in 0..g.working.dims()[2] {
             for y in 0..g.working.dims()[1] {
                 for x in 0..g.working.dims()[0] {
-                    let pw = world(&g.working, [x as f64, y as f64, z as f64]);
-                    let r = (0..3)
-                        .map(|d| (pw[d] - centre[d]).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
+                    let r = distance(&g.working, [x, y, z], centre);
                     let inside = on_working.data[g.working.index(x, y, z)] == 1;
                     agree += usize::from(inside == (r < 9.0));
                 }
@@ -698,5 +740,49 @@ mod tests {
         let d = clisc_imaging::overlap::dice(&back.data, &ball.data);
         assert!(d > 0.9, "round-trip Dice {d}");
         assert!(g.restore(&ball).is_err());
+    }
+
+    #[test]
+    fn probabilities_go_back_to_the_original_grid_between_working_voxels() {
+        // A 7 mm ball seen on a 3 mm working grid: its border falls
+        // between working voxels.
+        let (raw, ball, centre) = ball_in_a_brain(7.0);
+        let options = PreprocessOptions {
+            spacing: Some([3.0, 3.0, 3.0]),
+            ..PreprocessOptions::default()
+        };
+        let g = preprocess("c", &raw, &options).unwrap().geometry;
+        let [nx, ny, nz] = g.working.dims();
+        // A calibrated prediction: the probability falls from 1 to 0 over
+        // one working voxel across the border.
+        let mut probability = ProbabilityVolume {
+            grid: g.working,
+            data: vec![0.0; g.working.len()].into(),
+        };
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let r = distance(&g.working, [x, y, z], centre);
+                    probability.data[g.working.index(x, y, z)] =
+                        (0.5 + (7.0 - r) / 3.0).clamp(0.0, 1.0) as f32;
+                }
+            }
+        }
+        let dice = |labels: &LabelVolume| clisc_imaging::overlap::dice(&labels.data, &ball.data);
+        let from_labels = dice(&g.restore(&probability.labels()).unwrap());
+        let from_probability = g.restore_probability(&probability).unwrap();
+        assert_eq!(from_probability.grid, raw.grid);
+        let from_probability = dice(&from_probability);
+        assert!(
+            from_probability > from_labels + 0.02 && from_probability > 0.9,
+            "Dice from the probabilities {from_probability}, from the cut labels {from_labels}"
+        );
+        // Probabilities of 0 and 1 go back exactly as the labels do.
+        let hard = ProbabilityVolume::from_labels(&probability.labels());
+        assert_eq!(
+            g.restore_probability(&hard).unwrap(),
+            g.restore(&probability.labels()).unwrap()
+        );
+        assert!(g.restore_probability(&ProbabilityVolume::from_labels(&ball)).is_err());
     }
 }

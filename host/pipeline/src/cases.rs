@@ -21,7 +21,7 @@ pub struct PreparedCase {
     pub truth: Option<LabelVolume>,
     /// Full BraTS labels on the brain's box at the original spacing, when
     /// available: test predictions are scored against them there, after
-    /// going back through [`Geometry::to_cropped`].
+    /// going back through [`Geometry::probability_to_cropped`].
     pub labels: Option<LabelVolume>,
     /// Split membership.
     pub split: Split,

@@ -96,8 +96,8 @@ impl Segmenter {
     }
 
     /// Segments one FLAIR volume (case `id`): the training preprocessing,
-    /// the network's prediction, and the labels put back on `flair`'s own
-    /// grid.
+    /// the network's foreground probabilities, and the labels put back on
+    /// `flair`'s own grid from them, as a pipeline run does.
     pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
         let options = PreprocessOptions {
             spacing: self.spacing,
@@ -108,12 +108,12 @@ impl Segmenter {
         let StageObject::VolumetricSegmenter(net) = self.stage.stage() else {
             unreachable!("Segmenter::load keeps volumetric segmenters only");
         };
-        let cropped = match net.predict(&pre.input) {
+        let probability = match net.predict_probability(&pre.input) {
             RResult::ROk(p) => p,
             RResult::RErr(e) => bail!("predicting: {e}"),
         };
         pre.geometry
-            .restore(&cropped)
+            .restore_probability(&probability)
             .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
     }
 }

@@ -106,8 +106,10 @@ pub fn read_roi_result(dir: &Path, case: &str) -> anyhow::Result<RoiResult> {
     })
 }
 
-/// Scores predictions (cropped grid) of test cases that have ground truth
-/// (whole tumor; TC/ET when the prediction carries sub-region labels).
+/// Scores predictions of test cases that have ground truth, on the crop
+/// box at the original spacing (where the labels are, whatever grid the
+/// network saw): whole tumor; TC/ET when the prediction carries sub-region
+/// labels.
 pub fn evaluate(
     cases: &super::cases::Cases,
     predictions: &std::collections::BTreeMap<String, LabelVolume>,
@@ -121,12 +123,7 @@ pub fn evaluate(
         let Some(labels) = case.labels.as_ref() else {
             continue;
         };
-        // Scored on the original voxels, whatever grid the network saw.
-        let pred = case
-            .geometry
-            .to_cropped(pred)
-            .map_err(|e| anyhow::anyhow!("case {id}: {e}"))?;
-        let m = evaluate_case(id, &pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let m = evaluate_case(id, pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
         let wt = m.regions[&Region::WholeTumour];
         let mut extra = std::collections::BTreeMap::new();
         extra.insert("sensitivity".to_string(), wt.sensitivity);

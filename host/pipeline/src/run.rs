@@ -991,19 +991,16 @@ impl<'a> Runner<'a> {
                 let case = self.case(id);
                 let cropped_path = case_file(&out_dir.join("cropped"), id, "");
                 let pred = if cropped_path.exists() && path.exists() {
-                    io::read_labels(&cropped_path)?
+                    case.geometry
+                        .crop
+                        .crop_labels(&io::read_labels(&path)?)
+                        .map_err(|e| anyhow!("{}: {e}", path.display()))?
                 } else {
                     if net.is_none() {
                         net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
                     }
-                    let p = plugin(
-                        net.as_mut().expect("loaded").predict(&case.input),
-                        &format!("predicting {id}"),
-                    )?;
-                    std::fs::create_dir_all(out_dir.join("cropped"))?;
-                    io::write_labels(&cropped_path, &p)?;
-                    io::write_labels_like(&path, &case.restore(&p)?, &case.flair_path)?;
-                    p
+                    let net = net.as_mut().expect("loaded");
+                    write_prediction(net, case, &path, &cropped_path)?
                 };
                 self.factory.bars.update(
                     &format!("predict ({name})"),
@@ -1081,6 +1078,39 @@ pub fn step_fingerprint(factory: &StageFactory<'_>, step: Step, upstream: &[&str
     parts.extend(slots.iter().map(|s| factory.identity(*s)));
     parts.extend(upstream.iter().map(|s| s.to_string()));
     fingerprint(&parts)
+}
+
+/// Predicts a test case and writes the prediction twice: on the working
+/// grid to `working_path` (what the report overlays) and on the raw
+/// FLAIR's grid and header to `path` (brought back from the network's
+/// probabilities, see [`clisc_dataset::preprocess::Geometry::probability_to_cropped`]).
+/// Returns it on the crop box at the original spacing, where it is scored.
+fn write_prediction(
+    net: &mut VolumetricSegmenterBox,
+    case: &PreparedCase,
+    path: &Path,
+    working_path: &Path,
+) -> anyhow::Result<LabelVolume> {
+    let id = case.id();
+    let probability = plugin(
+        net.predict_probability(&case.input),
+        &format!("predicting {id}"),
+    )?;
+    if let Some(dir) = working_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    io::write_labels(working_path, &probability.labels())?;
+    let on_box = case
+        .geometry
+        .probability_to_cropped(&probability)
+        .map_err(|e| anyhow!("case {id}: {e}"))?;
+    let original = case
+        .geometry
+        .crop
+        .uncrop(&on_box)
+        .map_err(|e| anyhow!("case {id}: {e}"))?;
+    io::write_labels_like(path, &original, &case.flair_path)?;
+    Ok(on_box)
 }
 
 /// Writes labels on a case's cropped grid back in the grid and header of

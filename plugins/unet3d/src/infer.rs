@@ -11,10 +11,8 @@ use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
 use tch::{Kind, Tensor};
 
-/// The binary segmentation of `image` (`dims` = x, y, z): foreground
-/// probability above 0.5 inside `brain`, reduced to its largest 3D
-/// component when `cfg.largest_component` is set. The volume's minimum
-/// (background after z-scoring) fills any padding.
+/// The binary segmentation of `image` (`dims` = x, y, z): the voxels of
+/// [`predict_probability`] above one half.
 pub fn predict_labels(
     model: &Model,
     cfg: &UNetConfig,
@@ -22,18 +20,49 @@ pub fn predict_labels(
     brain: &[u8],
     dims: [usize; 3],
 ) -> Vec<u8> {
+    predict_probability(model, cfg, image, brain, dims)
+        .iter()
+        .map(|&p| u8::from(p > 0.5))
+        .collect()
+}
+
+/// The foreground probability of every voxel of `image` (`dims` = x, y,
+/// z), 0 outside `brain`; with `cfg.largest_component`, voxels above one
+/// half outside the largest 3D component of those voxels get 0 (the
+/// ones at or below one half keep their value: they shape the component's
+/// border when the host interpolates the probabilities). The volume's
+/// minimum (background after z-scoring) fills any padding.
+pub fn predict_probability(
+    model: &Model,
+    cfg: &UNetConfig,
+    image: &[f32],
+    brain: &[u8],
+    dims: [usize; 3],
+) -> Vec<f32> {
     let pad = image.iter().copied().fold(f32::INFINITY, f32::min);
     let pad = if pad.is_finite() { pad } else { 0.0 };
-    let prob = foreground_probability(model, cfg, image, dims, pad);
-    let labels: Vec<u8> = prob
-        .iter()
-        .zip(brain)
-        .map(|(&p, &b)| u8::from(p > 0.5 && b != 0))
-        .collect();
-    if cfg.largest_component {
-        largest_component(&labels, dims, Connectivity::Full)
-    } else {
-        labels
+    let mut prob = foreground_probability(model, cfg, image, dims, pad);
+    restrict(&mut prob, brain, dims, cfg.largest_component);
+    prob
+}
+
+/// Sets the probability outside `brain` to 0 and, with `largest_only`,
+/// that of the voxels above one half outside the largest 3D component of
+/// such voxels.
+fn restrict(prob: &mut [f32], brain: &[u8], dims: [usize; 3], largest_only: bool) {
+    for (p, &b) in prob.iter_mut().zip(brain) {
+        if b == 0 {
+            *p = 0.0;
+        }
+    }
+    if largest_only {
+        let labels: Vec<u8> = prob.iter().map(|&p| u8::from(p > 0.5)).collect();
+        let kept = largest_component(&labels, dims, Connectivity::Full);
+        for ((p, &was), &is) in prob.iter_mut().zip(&labels).zip(&kept) {
+            if was != 0 && is == 0 {
+                *p = 0.0;
+            }
+        }
     }
 }
 
@@ -219,6 +248,19 @@ fn resized(model: &Model, cfg: &UNetConfig, image: &[f32], dims: [usize; 3]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restricting_keeps_the_brain_and_the_largest_component() {
+        // Along a 10 x 1 x 1 line: a 3-voxel blob, a 1-voxel blob, a voxel
+        // outside the brain; values at or below one half in between.
+        let brain = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0];
+        let prob = [0.9, 0.8, 0.7, 0.4, 0.6, 0.5, 0.2, 0.1, 0.3, 0.95];
+        let mut kept = prob;
+        restrict(&mut kept, &brain, [10, 1, 1], false);
+        assert_eq!(kept, [0.9, 0.8, 0.7, 0.4, 0.6, 0.5, 0.2, 0.1, 0.3, 0.0]);
+        restrict(&mut kept, &brain, [10, 1, 1], true);
+        assert_eq!(kept, [0.9, 0.8, 0.7, 0.4, 0.0, 0.5, 0.2, 0.1, 0.3, 0.0]);
+    }
 
     #[test]
     fn windows_cover_the_axis_and_overlap() {

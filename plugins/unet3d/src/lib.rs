@@ -25,8 +25,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProgressSinkBox, StageKind,
-    StageObject,
+    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProbabilityVolume,
+    ProgressSinkBox, StageKind, StageObject,
 };
 use config::UNetConfig;
 use patches::CaseArrays;
@@ -177,6 +177,16 @@ impl Unet3d {
 
     /// Binary prediction of one case on its grid (brain only).
     pub fn predict_case(&mut self, case: &CaseInput) -> Result<LabelVolume, PluginError> {
+        Ok(self.predict_case_probability(case)?.labels())
+    }
+
+    /// Foreground probability of every voxel of a case (see
+    /// [`infer::predict_probability`]); [`Unet3d::predict_case`] is this
+    /// cut at one half.
+    pub fn predict_case_probability(
+        &mut self,
+        case: &CaseInput,
+    ) -> Result<ProbabilityVolume, PluginError> {
         let model = self
             .model
             .as_ref()
@@ -191,11 +201,11 @@ impl Unet3d {
             )));
         }
         self.set_threads();
-        let labels =
-            infer::predict_labels(model, &self.cfg, image, &case.brain_mask.data, grid.dims());
-        Ok(LabelVolume {
+        let prob =
+            infer::predict_probability(model, &self.cfg, image, &case.brain_mask.data, grid.dims());
+        Ok(ProbabilityVolume {
             grid,
-            data: labels.into(),
+            data: prob.into(),
         })
     }
 
@@ -247,6 +257,12 @@ impl VolumetricSegmenter for Unet3d {
     }
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         self.predict_case(case).into()
+    }
+    fn predict_probability(
+        &mut self,
+        case: &CaseInput,
+    ) -> RResult<ProbabilityVolume, PluginError> {
+        self.predict_case_probability(case).into()
     }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
         self.save_model(Path::new(path.as_str())).into()
@@ -387,6 +403,27 @@ mod tests {
         std::fs::write(&garbage, b"not a checkpoint").unwrap();
         let e = other.load_model(&garbage).unwrap_err();
         assert!(e.message.contains("garbage.safetensors"), "{}", e.message);
+    }
+
+    #[test]
+    fn probabilities_cut_at_one_half_are_the_prediction() {
+        let _rng = torch_rng_lock();
+        let dir = tempfile::tempdir().unwrap();
+        let case = phantom(SMALL, 3).case;
+        let cfg = config("largest_component = true");
+        let mut net = stage(cfg.clone(), dir.path());
+        net.model = Some(Model::new(&cfg, Device::Cpu, 7));
+        let probability = net.predict_case_probability(&case).unwrap();
+        let labels = net.predict_case(&case).unwrap();
+        assert_eq!(probability.labels(), labels);
+        assert!(probability.data.iter().all(|p| (0.0..=1.0).contains(p)));
+        let brain = &case.brain_mask.data;
+        assert!(brain.iter().any(|&b| b == 0));
+        assert!(probability
+            .data
+            .iter()
+            .zip(brain.iter())
+            .all(|(&p, &b)| b != 0 || p == 0.0));
     }
 
     struct StopAt(usize);
