@@ -203,7 +203,11 @@ impl ProbabilityVolume {
     pub fn from_labels(labels: &LabelVolume) -> Self {
         Self {
             grid: labels.grid,
-            data: labels.data.iter().map(|&v| f32::from(u8::from(v != 0))).collect(),
+            data: labels
+                .data
+                .iter()
+                .map(|&v| f32::from(u8::from(v != 0)))
+                .collect(),
         }
     }
     /// The binary labels: 1 where the probability is above one half.

@@ -8,6 +8,13 @@
 //! [`PLUGIN_KEY`], [`PLUGIN_VERSION_KEY`] and [`SETTINGS_KEY`]; the host
 //! adds [`SPACING_KEY`] and [`BIAS_CORRECTION_KEY`] after a pipeline
 //! trained the network. Every value is a string.
+//!
+//! A plugin whose `save` writes some other file (a TorchScript archive, a
+//! process plugin's own format) need not know any of this: the host wraps
+//! that file, byte for byte, as the one `u8` tensor [`PAYLOAD_TENSOR`] of
+//! a model file it writes the metadata into, and hands the plugin's
+//! `load` the payload again. The plugin's settings that are weight files
+//! (`ConfigField::weights_file`) then name the payload.
 
 /// The plugin that wrote the file (its registry name, e.g. `unet3d`).
 pub const PLUGIN_KEY: &str = "clisc.plugin";
@@ -26,3 +33,7 @@ pub const SPACING_KEY: &str = "clisc.spacing";
 /// The `[dataset] bias_correction` the training cases had (`"polynomial"`);
 /// absent means none.
 pub const BIAS_CORRECTION_KEY: &str = "clisc.bias_correction";
+
+/// The tensor of a wrapped model file that holds, byte for byte, the file
+/// the plugin's `save` wrote.
+pub const PAYLOAD_TENSOR: &str = "clisc.payload";

@@ -212,10 +212,7 @@ pub trait VolumetricSegmenter: Send {
     /// The host uses it when the case was resampled to a working spacing,
     /// to bring the prediction back to the input grid. The default is
     /// `predict` as probabilities 0 and 1 (added in SDK 0.3.0).
-    fn predict_probability(
-        &mut self,
-        case: &CaseInput,
-    ) -> RResult<ProbabilityVolume, PluginError> {
+    fn predict_probability(&mut self, case: &CaseInput) -> RResult<ProbabilityVolume, PluginError> {
         self.predict(case)
             .map(|labels| ProbabilityVolume::from_labels(&labels))
     }
@@ -389,10 +386,7 @@ impl<T: VolumetricSegmenter> VolumetricSegmenter for Guarded<T> {
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         guard(|| self.0.predict(case))
     }
-    fn predict_probability(
-        &mut self,
-        case: &CaseInput,
-    ) -> RResult<ProbabilityVolume, PluginError> {
+    fn predict_probability(&mut self, case: &CaseInput) -> RResult<ProbabilityVolume, PluginError> {
         guard(|| self.0.predict_probability(case))
     }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {

@@ -13,7 +13,10 @@
 //!   (`torchscript-volumetric-segmenter`, route 2).
 //!
 //! The run asks for `device = "auto"`; the Python plugin fails unless it
-//! receives the host's resolved device (`cpu` or `cuda:N`).
+//! receives the host's resolved device (`cpu` or `cuda:N`). Afterwards the
+//! `clisc` binary (`clisc infer`), given only the run's model file
+//! (the TorchScript archive wrapped with the adapter's identity), repeats
+//! the run's prediction of a test case.
 //!
 //! Needs `$CLISC_PYTHON` (torch, numpy); the models are exported in the test.
 
@@ -174,4 +177,47 @@ settings = {{ model = "models/volumetric.pt", pad_multiple = 4 }}
         "test Dice {test:?}"
     );
     assert!(root.join("work/summary.json").is_file());
+
+    // The network is a TorchScript archive, which the run wrapped into a
+    // model file with the adapter's name and settings: `clisc infer`
+    // segments with it alone (the exported file moved away), as the run
+    // predicted.
+    let model = root.join("work/05-network-1/model.ckpt");
+    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    assert_eq!(
+        meta.get("clisc.plugin").map(String::as_str),
+        Some("torchscript-volumetric-segmenter")
+    );
+    assert!(clisc_pipeline::model_file::is_wrapped(&model).unwrap());
+    std::fs::rename(&models, root.join("moved-away")).unwrap();
+    let prediction = std::fs::read_dir(root.join("work/08-predictions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .expect("a test prediction");
+    let id = prediction
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".nii.gz", "");
+    let inferred = root.join("inferred.nii.gz");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clisc"))
+        .current_dir(elsewhere.path())
+        .args(["--quiet", "infer", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(data.join(format!("{id}/{id}_flair.nii.gz")))
+        .arg("--out")
+        .arg(&inferred)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let predicted = clisc_nifti::read(&prediction).unwrap().data;
+    assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
+    assert_eq!(clisc_nifti::read(&inferred).unwrap().data, predicted);
 }

@@ -783,6 +783,8 @@ mod tests {
             g.restore_probability(&hard).unwrap(),
             g.restore(&probability.labels()).unwrap()
         );
-        assert!(g.restore_probability(&ProbabilityVolume::from_labels(&ball)).is_err());
+        assert!(g
+            .restore_probability(&ProbabilityVolume::from_labels(&ball))
+            .is_err());
     }
 }

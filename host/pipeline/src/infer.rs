@@ -61,6 +61,8 @@ pub struct LoadOptions<'a> {
 /// rebuilt from the model file's metadata, with its weights loaded.
 pub struct Segmenter {
     stage: StandaloneStage,
+    /// Holds the payload of a wrapped model file while the stage lives.
+    _scratch: tempfile::TempDir,
     /// The voxel size the network was trained at, when it was resampled.
     spacing: Option<[f64; 3]>,
     /// The bias correction the training cases had.
@@ -72,6 +74,22 @@ impl Segmenter {
     /// with the plugin it names, looked up in `registry`.
     pub fn load(model: &Path, registry: &Registry, options: &LoadOptions) -> anyhow::Result<Self> {
         let (plugin, mut settings) = model_identity(model)?;
+        let written_by = || format!("{} was written by plugin `{plugin}`", model.display());
+        let scratch = tempfile::tempdir().context("creating a temporary folder")?;
+        let file = model_file::plugin_file(model, scratch.path())?;
+        if file != model {
+            // A wrapped model: the plugin's weight-file settings name the
+            // payload (the SDK's model-file contract).
+            let registered = registry
+                .find(&plugin, StageKind::VolumetricSegmenter)
+                .with_context(written_by)?;
+            for field in registered.descriptor.info.settings.iter() {
+                if field.is_weights_file() {
+                    let path = file.display().to_string();
+                    settings.insert(field.name.to_string(), path.into());
+                }
+            }
+        }
         apply_overrides(&mut settings, options.overrides)?;
         let request = StageRequest {
             plugin: &plugin,
@@ -80,16 +98,16 @@ impl Segmenter {
             device: options.device,
             threads: options.threads,
         };
-        let mut stage = StandaloneStage::create(registry, &request)
-            .with_context(|| format!("{} was written by plugin `{plugin}`", model.display()))?;
+        let mut stage = StandaloneStage::create(registry, &request).with_context(written_by)?;
         let StageObject::VolumetricSegmenter(net) = stage.stage() else {
             bail!("plugin `{plugin}` is not a volumetric segmenter");
         };
-        if let RResult::RErr(e) = net.load(model.display().to_string().as_str().into()) {
+        if let RResult::RErr(e) = net.load(file.display().to_string().as_str().into()) {
             bail!("loading {}: {e}", model.display());
         }
         Ok(Self {
             stage,
+            _scratch: scratch,
             spacing: model_file::spacing(model)?,
             bias_correction: model_file::bias_correction(model)?,
         })

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-pub use clisc_sdk::model_file::{BIAS_CORRECTION_KEY, PLUGIN_KEY, SETTINGS_KEY, SPACING_KEY};
+pub use clisc_sdk::model_file::{
+    BIAS_CORRECTION_KEY, PAYLOAD_TENSOR, PLUGIN_KEY, PLUGIN_VERSION_KEY, SETTINGS_KEY, SPACING_KEY,
+};
 
 /// A model file that cannot be read or rewritten, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,111 @@ pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), Mo
     })
 }
 
+/// Whether `path` is a model file: a safetensors file whose metadata
+/// names the plugin that wrote it.
+pub fn is_model_file(path: &Path) -> bool {
+    read_metadata(path).is_ok_and(|m| m.contains_key(PLUGIN_KEY))
+}
+
+/// Writes `out`, a model file with `metadata` whose one tensor
+/// ([`PAYLOAD_TENSOR`], `u8`) holds the bytes of `payload`: how the host
+/// keeps a plugin's own file format (a TorchScript archive, a process
+/// plugin's file) inside the one model-file contract.
+pub(crate) fn wrap(
+    payload: &Path,
+    metadata: &BTreeMap<String, String>,
+    out: &Path,
+) -> Result<(), ModelFileError> {
+    let len = std::fs::metadata(payload)
+        .map_err(|e| ModelFileError::new(payload, format!("cannot read: {e}")))?
+        .len();
+    let header = serde_json::json!({
+        "__metadata__": metadata,
+        PAYLOAD_TENSOR: {"dtype": "U8", "shape": [len], "data_offsets": [0, len]},
+    });
+    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let write = || -> std::io::Result<()> {
+        let mut src = std::fs::File::open(payload)?;
+        let mut dst = std::fs::File::create(out)?;
+        dst.write_all(&(json.len() as u64).to_le_bytes())?;
+        dst.write_all(&json)?;
+        let copied = std::io::copy(&mut src, &mut dst)?;
+        if copied != len {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was copied",
+                payload.display()
+            )));
+        }
+        dst.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(out);
+        ModelFileError::new(out, format!("cannot write the wrapped model: {e}"))
+    })
+}
+
+/// Where the payload of a wrapped model file lies (byte range in the
+/// file); `None` for a model file its plugin wrote itself.
+fn payload_range(path: &Path) -> Result<Option<(u64, u64)>, ModelFileError> {
+    let (header, data_start) = read_header(path)?;
+    let Some(entry) = header.get(PAYLOAD_TENSOR) else {
+        return Ok(None);
+    };
+    let offsets = entry
+        .get("data_offsets")
+        .and_then(|o| o.as_array())
+        .and_then(|o| Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?)));
+    match offsets {
+        Some((a, b)) if a <= b => Ok(Some((data_start + a, data_start + b))),
+        _ => Err(ModelFileError::new(
+            path,
+            format!("tensor `{PAYLOAD_TENSOR}` has no valid `data_offsets`"),
+        )),
+    }
+}
+
+/// Whether `path` wraps a plugin's own file ([`wrap`]).
+pub fn is_wrapped(path: &Path) -> Result<bool, ModelFileError> {
+    Ok(payload_range(path)?.is_some())
+}
+
+/// The file to give the plugin's `load` for the model file `model`: the
+/// payload of a wrapped model, copied into `scratch` (created if needed),
+/// or `model` itself.
+pub fn plugin_file(model: &Path, scratch: &Path) -> Result<PathBuf, ModelFileError> {
+    let Some((start, end)) = payload_range(model)? else {
+        return Ok(model.to_path_buf());
+    };
+    let out = scratch.join("plugin-model");
+    let copy = || -> std::io::Result<()> {
+        std::fs::create_dir_all(scratch)?;
+        let mut src = std::fs::File::open(model)?;
+        std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(start))?;
+        let mut dst = std::fs::File::create(&out)?;
+        let copied = std::io::copy(&mut src.take(end - start), &mut dst)?;
+        if copied != end - start {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the payload ends after {copied} of {} bytes", end - start),
+            ));
+        }
+        Ok(())
+    };
+    copy().map_err(|e| {
+        ModelFileError::new(
+            model,
+            format!(
+                "cannot extract the plugin's model to {}: {e}",
+                out.display()
+            ),
+        )
+    })?;
+    Ok(out)
+}
+
 /// The working spacing stored in a model file, if any.
 pub fn spacing(path: &Path) -> Result<Option<[f64; 3]>, ModelFileError> {
     let Some(text) = read_metadata(path)?.remove(SPACING_KEY) else {
@@ -210,6 +317,37 @@ mod tests {
             e.contains("clisc.spacing") && e.contains("model.ckpt"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_wrapped_file_comes_back_byte_for_byte_and_takes_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("module.pt");
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&payload, &bytes).unwrap();
+        let wrapped = dir.path().join("model.ckpt");
+        let meta = BTreeMap::from([(PLUGIN_KEY.to_string(), "some-adapter".to_string())]);
+        wrap(&payload, &meta, &wrapped).unwrap();
+        assert!(is_model_file(&wrapped) && is_wrapped(&wrapped).unwrap());
+        set_metadata(&wrapped, SPACING_KEY, "2,2,2").unwrap();
+        assert_eq!(spacing(&wrapped).unwrap(), Some([2.0; 3]));
+        let out = plugin_file(&wrapped, &dir.path().join("scratch")).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes);
+        // A model file its plugin wrote itself is handed over as it is.
+        let own_dir = dir.path().join("own");
+        std::fs::create_dir(&own_dir).unwrap();
+        let own = model(&own_dir);
+        assert!(!is_wrapped(&own).unwrap());
+        assert_eq!(plugin_file(&own, dir.path()).unwrap(), own);
+        // A TorchScript archive is no model file.
+        assert!(!is_model_file(&payload));
+        // A truncated wrapped file names itself.
+        let all = std::fs::read(&wrapped).unwrap();
+        std::fs::write(&wrapped, &all[..all.len() - 10]).unwrap();
+        let e = plugin_file(&wrapped, &dir.path().join("s2"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.ckpt") && e.contains("ends after"), "{e}");
     }
 
     #[test]

@@ -670,6 +670,7 @@ impl<'a> Runner<'a> {
                 net.save(tmp.display().to_string().as_str().into()),
                 &format!("saving the network to {}", tmp.display()),
             )
+            .and_then(|()| self.ensure_model_file(&tmp))
             .and_then(|()| self.record_preprocessing(&tmp))
             .and_then(|()| {
                 std::fs::rename(&tmp, &model)
@@ -688,6 +689,37 @@ impl<'a> Runner<'a> {
             started,
         )?;
         Ok(Some(model))
+    }
+
+    /// Makes the file the network's plugin saved a model file: one in the
+    /// plugin's own format (a TorchScript archive, a process plugin's
+    /// file) is wrapped with the plugin's name, version and settings
+    /// ([`crate::model_file::wrap`]), so `clisc infer` and the DICOM node
+    /// can rebuild the stage from it alone.
+    fn ensure_model_file(&self, saved: &Path) -> anyhow::Result<()> {
+        use crate::model_file::{self, PLUGIN_KEY, PLUGIN_VERSION_KEY, SETTINGS_KEY};
+        if model_file::is_model_file(saved) {
+            return Ok(());
+        }
+        let slot = StageSlot::VolumetricSegmenter;
+        let spec = self
+            .factory
+            .pipeline
+            .stage(slot)
+            .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
+        let registered = self.factory.registry.find(&spec.plugin, slot.kind())?;
+        let metadata = BTreeMap::from([
+            (PLUGIN_KEY.to_string(), spec.plugin.clone()),
+            (
+                PLUGIN_VERSION_KEY.to_string(),
+                registered.descriptor.info.version.to_string(),
+            ),
+            (SETTINGS_KEY.to_string(), toml::to_string(&spec.settings)?),
+        ]);
+        let wrapped = saved.with_file_name(".wrapping");
+        model_file::wrap(saved, &metadata, &wrapped)?;
+        std::fs::rename(&wrapped, saved)
+            .with_context(|| format!("renaming {} to {}", wrapped.display(), saved.display()))
     }
 
     /// Writes the working spacing and the bias correction into a saved
@@ -820,8 +852,9 @@ impl<'a> Runner<'a> {
             work,
             StageSeed::LoadedNetwork,
         )?;
+        let file = crate::model_file::plugin_file(model, work)?;
         plugin(
-            net.load(model.display().to_string().as_str().into()),
+            net.load(file.display().to_string().as_str().into()),
             &format!("loading {}", model.display()),
         )?;
         Ok(net)

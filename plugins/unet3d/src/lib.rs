@@ -25,8 +25,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProbabilityVolume,
-    ProgressSinkBox, StageKind, StageObject,
+    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProbabilityVolume, ProgressSinkBox,
+    StageKind, StageObject,
 };
 use config::UNetConfig;
 use patches::CaseArrays;
@@ -258,10 +258,7 @@ impl VolumetricSegmenter for Unet3d {
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         self.predict_case(case).into()
     }
-    fn predict_probability(
-        &mut self,
-        case: &CaseInput,
-    ) -> RResult<ProbabilityVolume, PluginError> {
+    fn predict_probability(&mut self, case: &CaseInput) -> RResult<ProbabilityVolume, PluginError> {
         self.predict_case_probability(case).into()
     }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
@@ -418,7 +415,7 @@ mod tests {
         assert_eq!(probability.labels(), labels);
         assert!(probability.data.iter().all(|p| (0.0..=1.0).contains(p)));
         let brain = &case.brain_mask.data;
-        assert!(brain.iter().any(|&b| b == 0));
+        assert!(brain.contains(&0));
         assert!(probability
             .data
             .iter()
