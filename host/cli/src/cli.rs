@@ -42,6 +42,9 @@ pub enum Command {
     Clip(crate::commands::clip::ClipArgs),
     /// Segment new volumes with a trained network (model file from a pipeline run).
     Infer(crate::commands::infer::InferArgs),
+    /// Model files: make one from a model you already have, or look inside one.
+    #[command(subcommand)]
+    Model(crate::commands::model::ModelCommand),
     /// Run a pipeline on a Slurm cluster (job arrays for per-case steps).
     #[command(subcommand)]
     Slurm(crate::commands::slurm::SlurmCommand),
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Sam(args) => crate::commands::sam::run(args),
         Command::Clip(args) => crate::commands::clip::run(args),
         Command::Infer(args) => crate::commands::infer::run(args),
+        Command::Model(cmd) => crate::commands::model::run(cmd),
         Command::Slurm(cmd) => crate::commands::slurm::run(cmd),
     };
     match result {

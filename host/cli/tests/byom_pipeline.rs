@@ -200,24 +200,67 @@ settings = {{ model = "models/volumetric.pt", pad_multiple = 4 }}
         .unwrap()
         .to_string_lossy()
         .replace(".nii.gz", "");
+    let flair = data.join(format!("{id}/{id}_flair.nii.gz"));
+    let infer = |model: &Path, out: &Path| {
+        clisc(&[
+            "infer".as_ref(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--input".as_ref(),
+            flair.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
+    };
     let inferred = root.join("inferred.nii.gz");
+    infer(&model, &inferred);
+    let predicted = clisc_nifti::read(&prediction).unwrap().data;
+    assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
+    assert_eq!(clisc_nifti::read(&inferred).unwrap().data, predicted);
+
+    // `clisc model wrap` makes such a file from the exported network and
+    // its contract, without a run; `clisc model info` shows what it holds.
+    let wrapped = root.join("wrapped.ckpt");
+    let exported = root.join("moved-away/volumetric.pt");
+    let model_setting = format!("model={}", exported.display());
+    clisc(&[
+        "model".as_ref(),
+        "wrap".as_ref(),
+        "--plugin".as_ref(),
+        "torchscript-volumetric-segmenter".as_ref(),
+        "--set".as_ref(),
+        model_setting.as_ref(),
+        "--set".as_ref(),
+        "pad_multiple=4".as_ref(),
+        "--out".as_ref(),
+        wrapped.as_os_str(),
+    ]);
+    let info = clisc(&["model".as_ref(), "info".as_ref(), wrapped.as_os_str()]);
+    assert!(
+        info.contains("clisc.plugin: torchscript-volumetric-segmenter")
+            && info.contains("pad_multiple = 4")
+            && info.contains("wraps a plugin file: yes"),
+        "{info}"
+    );
+    let from_wrapped = root.join("from-wrapped.nii.gz");
+    infer(&wrapped, &from_wrapped);
+    assert_eq!(clisc_nifti::read(&from_wrapped).unwrap().data, predicted);
+}
+
+/// Runs `clisc --quiet ARGS` from an empty folder, panicking with its
+/// stderr when it fails; returns its stdout.
+fn clisc(args: &[&std::ffi::OsStr]) -> String {
     let elsewhere = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clisc"))
         .current_dir(elsewhere.path())
-        .args(["--quiet", "infer", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(data.join(format!("{id}/{id}_flair.nii.gz")))
-        .arg("--out")
-        .arg(&inferred)
+        .arg("--quiet")
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "clisc {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let predicted = clisc_nifti::read(&prediction).unwrap().data;
-    assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
-    assert_eq!(clisc_nifti::read(&inferred).unwrap().data, predicted);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -169,6 +169,54 @@ pub(crate) fn wrap(
     })
 }
 
+/// Makes `saved`, the file a volumetric segmenter's `save` wrote, a model
+/// file: one the plugin wrote in the contract is kept as it is; any other
+/// (a TorchScript archive, a process plugin's file) is [`wrap`]ped with
+/// the plugin's name, version and settings (TOML) in its place.
+pub fn ensure_model_file(
+    saved: &Path,
+    plugin: &str,
+    version: &str,
+    settings: &toml::Table,
+) -> Result<(), ModelFileError> {
+    if is_model_file(saved) {
+        return Ok(());
+    }
+    let settings = toml::to_string(settings)
+        .map_err(|e| ModelFileError::new(saved, format!("settings cannot be written: {e}")))?;
+    let metadata = BTreeMap::from([
+        (PLUGIN_KEY.to_string(), plugin.to_string()),
+        (PLUGIN_VERSION_KEY.to_string(), version.to_string()),
+        (SETTINGS_KEY.to_string(), settings),
+    ]);
+    let wrapped = saved.with_file_name(".wrapping");
+    wrap(saved, &metadata, &wrapped)?;
+    std::fs::rename(&wrapped, saved).map_err(|e| {
+        let _ = std::fs::remove_file(&wrapped);
+        ModelFileError::new(
+            saved,
+            format!("cannot replace it with its wrapped form: {e}"),
+        )
+    })
+}
+
+/// Records in a model file how new volumes are to be prepared for it: the
+/// working spacing it was trained at (none: each volume's own) and the
+/// bias correction of its training data.
+pub fn record_preprocessing(
+    path: &Path,
+    spacing: Option<[f64; 3]>,
+    bias_correction: BiasCorrection,
+) -> Result<(), ModelFileError> {
+    if let Some(mm) = spacing {
+        set_metadata(path, SPACING_KEY, &spacing_text(mm))?;
+    }
+    if bias_correction != BiasCorrection::None {
+        set_metadata(path, BIAS_CORRECTION_KEY, bias_correction.as_str())?;
+    }
+    Ok(())
+}
+
 /// Where the payload of a wrapped model file lies (byte range in the
 /// file); `None` for a model file its plugin wrote itself.
 fn payload_range(path: &Path) -> Result<Option<(u64, u64)>, ModelFileError> {
@@ -233,22 +281,25 @@ pub fn spacing(path: &Path) -> Result<Option<[f64; 3]>, ModelFileError> {
     let Some(text) = read_metadata(path)?.remove(SPACING_KEY) else {
         return Ok(None);
     };
+    parse_spacing(&text).map(Some).ok_or_else(|| {
+        ModelFileError::new(
+            path,
+            format!("`{SPACING_KEY}` = {text:?} is not three positive millimetre values x,y,z"),
+        )
+    })
+}
+
+/// Three positive millimetre values written `x,y,z` (as [`SPACING_KEY`]
+/// stores them).
+pub fn parse_spacing(text: &str) -> Option<[f64; 3]> {
     let values: Vec<f64> = text
         .split(',')
         .map(|v| v.trim().parse::<f64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| {
-            ModelFileError::new(
-                path,
-                format!("`{SPACING_KEY}` = {text:?} is not three numbers"),
-            )
-        })?;
+        .ok()?;
     match values[..] {
-        [x, y, z] if values.iter().all(|v| v.is_finite() && *v > 0.0) => Ok(Some([x, y, z])),
-        _ => Err(ModelFileError::new(
-            path,
-            format!("`{SPACING_KEY}` = {text:?} is not three positive millimetre values"),
-        )),
+        [x, y, z] if values.iter().all(|v| v.is_finite() && *v > 0.0) => Some([x, y, z]),
+        _ => None,
     }
 }
 
@@ -273,7 +324,7 @@ pub fn bias_correction(path: &Path) -> Result<BiasCorrection, ModelFileError> {
 }
 
 /// `"x,y,z"`, as [`spacing`] reads it back.
-pub(crate) fn spacing_text(mm: [f64; 3]) -> String {
+fn spacing_text(mm: [f64; 3]) -> String {
     format!("{},{},{}", mm[0], mm[1], mm[2])
 }
 

@@ -19,7 +19,6 @@ use super::workdir::{
 use crate::progress::Bars;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
-use clisc_dataset::BiasCorrection;
 use clisc_imaging::components::{keep_largest_n, largest_component};
 use clisc_imaging::Connectivity;
 use clisc_registry::Registry;
@@ -691,16 +690,10 @@ impl<'a> Runner<'a> {
         Ok(Some(model))
     }
 
-    /// Makes the file the network's plugin saved a model file: one in the
-    /// plugin's own format (a TorchScript archive, a process plugin's
-    /// file) is wrapped with the plugin's name, version and settings
-    /// ([`crate::model_file::wrap`]), so `clisc infer` and the DICOM node
-    /// can rebuild the stage from it alone.
+    /// Makes the file the network's plugin saved a model file
+    /// ([`crate::model_file::ensure_model_file`]), so `clisc infer` and the
+    /// DICOM node can rebuild the stage from it alone.
     fn ensure_model_file(&self, saved: &Path) -> anyhow::Result<()> {
-        use crate::model_file::{self, PLUGIN_KEY, PLUGIN_VERSION_KEY, SETTINGS_KEY};
-        if model_file::is_model_file(saved) {
-            return Ok(());
-        }
         let slot = StageSlot::VolumetricSegmenter;
         let spec = self
             .factory
@@ -708,42 +701,22 @@ impl<'a> Runner<'a> {
             .stage(slot)
             .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
         let registered = self.factory.registry.find(&spec.plugin, slot.kind())?;
-        let metadata = BTreeMap::from([
-            (PLUGIN_KEY.to_string(), spec.plugin.clone()),
-            (
-                PLUGIN_VERSION_KEY.to_string(),
-                registered.descriptor.info.version.to_string(),
-            ),
-            (SETTINGS_KEY.to_string(), toml::to_string(&spec.settings)?),
-        ]);
-        let wrapped = saved.with_file_name(".wrapping");
-        model_file::wrap(saved, &metadata, &wrapped)?;
-        std::fs::rename(&wrapped, saved)
-            .with_context(|| format!("renaming {} to {}", wrapped.display(), saved.display()))
+        let version = registered.descriptor.info.version.as_str();
+        crate::model_file::ensure_model_file(saved, &spec.plugin, version, &spec.settings)?;
+        Ok(())
     }
 
     /// Writes the working spacing and the bias correction into a saved
     /// model, so `clisc infer` preprocesses new volumes as the network saw
-    /// its training cases. A model file that is not safetensors cannot
-    /// carry them: a warning says so.
+    /// its training cases. A model file that cannot take them gets a
+    /// warning.
     fn record_preprocessing(&self, model: &Path) -> anyhow::Result<()> {
-        let mut entries = Vec::new();
-        if let Some(mm) = self.summary.working_spacing {
-            entries.push((
-                crate::model_file::SPACING_KEY,
-                crate::model_file::spacing_text(mm),
-            ));
-        }
-        let bias = self.summary.bias_correction;
-        if bias != BiasCorrection::None {
-            entries.push((crate::model_file::BIAS_CORRECTION_KEY, bias.as_str().into()));
-        }
-        for (key, text) in entries {
-            if let Err(e) = crate::model_file::set_metadata(model, key, &text) {
-                tracing::warn!(
-                    "the network was trained with {key} = {text} but its model file cannot record it ({e:#}); `clisc infer` with it will not preprocess alike"
-                );
-            }
+        let (spacing, bias) = (self.summary.working_spacing, self.summary.bias_correction);
+        if let Err(e) = crate::model_file::record_preprocessing(model, spacing, bias) {
+            tracing::warn!(
+                "the network was trained with working spacing {spacing:?} and bias correction {} but its model file cannot record them ({e:#}); `clisc infer` with it will not preprocess alike",
+                bias.as_str()
+            );
         }
         Ok(())
     }

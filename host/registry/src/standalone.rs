@@ -56,6 +56,10 @@ pub struct StandaloneStage {
     /// `None` only while dropping, so that the stage goes before its folder.
     stage: Option<StageObject>,
     work: PathBuf,
+    /// The settings the stage was built with, defaults filled in.
+    settings: toml::Table,
+    /// The version of the plugin that built it.
+    plugin_version: String,
 }
 
 impl StandaloneStage {
@@ -73,10 +77,18 @@ impl StandaloneStage {
             work_dir: work.display().to_string().into(),
             progress: Silent::boxed(),
         };
+        let plugin_version = registry
+            .find(request.plugin, request.kind)?
+            .descriptor
+            .info
+            .version
+            .to_string();
         match registry.create(request.plugin, request.kind, &resolved, &ctx) {
             Ok(stage) => Ok(Self {
                 stage: Some(stage),
                 work,
+                settings: resolved,
+                plugin_version,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&work);
@@ -94,6 +106,17 @@ impl StandaloneStage {
     pub fn work_dir(&self) -> &Path {
         &self.work
     }
+
+    /// The settings the stage was built with (the plugin's defaults
+    /// filled in).
+    pub fn settings(&self) -> &toml::Table {
+        &self.settings
+    }
+
+    /// The version of the plugin that built the stage.
+    pub fn plugin_version(&self) -> &str {
+        &self.plugin_version
+    }
 }
 
 impl Drop for StandaloneStage {
@@ -105,15 +128,22 @@ impl Drop for StandaloneStage {
     }
 }
 
-/// Parses `key = TOML value` overrides (`--set`) into `settings`.
+/// Parses `key = TOML value` overrides (`--set`) into `settings`. A value
+/// that is not TOML is taken as a string, so `--set model=net.pt` needs no
+/// shell-escaped quotes (the plugin's schema still checks its type).
 pub fn apply_overrides(
     settings: &mut toml::Table,
     overrides: &[String],
 ) -> Result<(), StandaloneError> {
     for kv in overrides {
-        let t: toml::Table = toml::from_str(kv).map_err(|e| StandaloneError::Override {
-            given: kv.clone(),
-            message: e.message().to_string(),
+        let t: toml::Table = toml::from_str(kv).or_else(|e| {
+            let fail = || StandaloneError::Override {
+                given: kv.clone(),
+                message: e.message().to_string(),
+            };
+            let (key, value) = kv.split_once('=').ok_or_else(fail)?;
+            let bare = format!("{} = {}", key.trim(), toml::Value::from(value.trim()));
+            toml::from_str(&bare).map_err(|_| fail())
         })?;
         settings.extend(t);
     }
@@ -162,6 +192,11 @@ mod tests {
         assert_eq!(t["names"].as_array().unwrap().len(), 1);
         let err = apply_overrides(&mut t, &["k 2".into()]).unwrap_err();
         assert!(err.to_string().contains("--set `k 2`"), "{err}");
+        // A value that is not TOML is a string.
+        apply_overrides(&mut t, &["model = models/net v2.pt".into()]).unwrap();
+        assert_eq!(t["model"].as_str(), Some("models/net v2.pt"));
+        let err = apply_overrides(&mut t, &["not a key = 1".into()]).unwrap_err();
+        assert!(err.to_string().contains("--set `not a key = 1`"), "{err}");
     }
 
     /// The tests below look at this process's folders: one at a time.
@@ -223,6 +258,8 @@ mod tests {
         let stage = StandaloneStage {
             stage: Some(StageObject::pseudo_labeler(Labeler)),
             work: work.clone(),
+            settings: toml::Table::new(),
+            plugin_version: "0.0.0".into(),
         };
         assert!(stage.work_dir().join("cache").is_file());
         drop(stage);

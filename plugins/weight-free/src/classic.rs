@@ -75,6 +75,11 @@ impl Plugin for ClassicPromptPlugin {
                 d.background_quantile as f64,
                 "quantile of the box's border ring (tissue only) taken as the background level (0.5 = median)",
             ),
+            ConfigField::float(
+                "border_alpha",
+                d.border_alpha as f64,
+                "pixels next to the grown mask (one pixel deep, inside the region) join it above this threshold position; values at or above `alpha` change nothing",
+            ),
             ConfigField::bool("smooth", d.smooth, "3x3 mean smoothing of the slice before thresholding"),
             ConfigField::bool("fill_holes", d.fill_holes, "fill holes of the grown mask"),
         ]
@@ -86,6 +91,7 @@ impl Plugin for ClassicPromptPlugin {
             box_margin: settings.usize("box_margin")?,
             no_box_margin: settings.usize("no_box_margin")?,
             background_quantile: settings.f64("background_quantile")? as f32,
+            border_alpha: settings.f64("border_alpha")? as f32,
             smooth: settings.bool("smooth")?,
             fill_holes: settings.bool("fill_holes")?,
         };
@@ -95,11 +101,12 @@ impl Plugin for ClassicPromptPlugin {
                 seg.background_quantile
             )));
         }
-        if !(0.0..=1.0).contains(&seg.alpha) {
-            return Err(PluginError::config(format!(
-                "classic-prompt: `alpha` must be in [0, 1], found {}",
-                seg.alpha
-            )));
+        for (name, value) in [("alpha", seg.alpha), ("border_alpha", seg.border_alpha)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(PluginError::config(format!(
+                    "classic-prompt: `{name}` must be in [0, 1], found {value}"
+                )));
+            }
         }
         Ok(StageObject::promptable_segmenter(seg))
     }
@@ -116,6 +123,9 @@ pub struct ClassicPrompt {
     pub no_box_margin: usize,
     /// Quantile of the border ring's tissue values used as background level.
     pub background_quantile: f32,
+    /// Threshold position of the one-pixel border added to the grown mask
+    /// (at or above `alpha`: none).
+    pub border_alpha: f32,
     /// 3x3 mean smoothing first.
     pub smooth: bool,
     /// Fill holes of the result.
@@ -129,6 +139,7 @@ impl Default for ClassicPrompt {
             box_margin: 2,
             no_box_margin: 30,
             background_quantile: 0.75,
+            border_alpha: 1.0,
             smooth: true,
             fill_holes: true,
         }
@@ -334,6 +345,30 @@ impl ClassicPrompt {
                 visit(x, y + 1);
             }
         }
+        if self.border_alpha < self.alpha && f > b {
+            // Partial-volume pixels on the lesion's edge are darker than
+            // `t`; a lower threshold one pixel deep takes them without
+            // letting the growth run along dimmer tissue.
+            let border_t = b + self.border_alpha * (f - b);
+            let core = grown.clone();
+            for y in y0..=y1 {
+                for x in x0..=x1 {
+                    let j = y * w + x;
+                    let touches = (x > 0 && core[j - 1] != 0)
+                        || (x + 1 < w && core[j + 1] != 0)
+                        || (y > 0 && core[j - w] != 0)
+                        || (y + 1 < h && core[j + w] != 0);
+                    if core[j] == 0
+                        && touches
+                        && values[j] >= border_t
+                        && is_tissue(j)
+                        && !blocked.contains(&j)
+                    {
+                        grown[j] = 1;
+                    }
+                }
+            }
+        }
         if self.fill_holes {
             grown = fill_holes_2d(&grown, w, h);
         }
@@ -427,6 +462,79 @@ mod tests {
             bbox: abi_stable::std_types::ROption::RSome(b),
             points: points.into(),
         }
+    }
+
+    #[test]
+    fn the_border_takes_the_partial_volume_edge_one_pixel_deep() {
+        // Tissue at 0, a lesion (3.0) of radius 8 whose one-pixel edge is
+        // partial volume (1.0), and a strip of dim tissue (1.0) running
+        // from the lesion to the right.
+        let (w, h, cx, cy) = (48usize, 40usize, 20.0f32, 20.0f32);
+        let mut data = vec![0.0f32; w * h];
+        let (mut edge, mut strip) = (Vec::new(), Vec::new());
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                let r = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                data[i] = 0.05 * (((x * 7 + y * 13) % 3) as f32 - 1.0);
+                if r < 8.0 {
+                    data[i] = 3.0;
+                } else if r < 9.0 {
+                    data[i] = 1.0;
+                    edge.push(i);
+                } else if x as f32 > cx && (y as f32 - cy).abs() < 2.0 && x < 40 {
+                    data[i] = 1.0;
+                    if r >= 10.5 {
+                        // More than one pixel beyond the edge.
+                        strip.push(i);
+                    }
+                }
+            }
+        }
+        data[0] = -2.0; // outside the brain
+        let image = Image2d {
+            width: w as u32,
+            height: h as u32,
+            channels: 1,
+            data: data.into(),
+        };
+        let set = PromptSet {
+            slice: 0,
+            bbox: abi_stable::std_types::ROption::RSome(BoxXyxy {
+                x0: 8.0,
+                y0: 8.0,
+                x1: 42.0,
+                y1: 32.0,
+            }),
+            points: vec![PromptPoint {
+                x: cx,
+                y: cy,
+                positive: true,
+            }]
+            .into(),
+        };
+        let taken = |seg: &ClassicPrompt, pixels: &[usize]| {
+            let m = seg.segment_one(&image, &set).unwrap();
+            pixels.iter().filter(|&&i| m.data[i] != 0).count() as f64 / pixels.len() as f64
+        };
+        let plain = ClassicPrompt::default();
+        assert!(taken(&plain, &edge) < 0.3, "{}", taken(&plain, &edge));
+        let bordered = ClassicPrompt {
+            border_alpha: 0.25,
+            ..ClassicPrompt::default()
+        };
+        assert!(taken(&bordered, &edge) > 0.9, "{}", taken(&bordered, &edge));
+        // Of the strip more than one pixel beyond the edge, nothing.
+        assert_eq!(taken(&bordered, &strip), 0.0);
+        // At or above `alpha` the border changes nothing.
+        let off = ClassicPrompt {
+            border_alpha: 0.5,
+            ..ClassicPrompt::default()
+        };
+        assert_eq!(
+            off.segment_one(&image, &set).unwrap(),
+            plain.segment_one(&image, &set).unwrap()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod dicom;
 pub mod eval;
 pub mod infer;
+pub mod model;
 pub mod plugins;
 pub mod run;
 pub mod sam;
