@@ -11,44 +11,9 @@
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
 
-use clisc_tests::{build_dir, tiny_pipeline_toml, write_tiny_dataset};
-use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study, CLI};
+use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study, train_external_model, CLI};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn segmenter_library() -> PathBuf {
-    let path = build_dir().join("libclisc_example_threshold_segmenter.so");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first with `cargo build -p clisc-example-threshold-segmenter` (./dev test does)",
-        path.display()
-    );
-    path
-}
-
-/// The tiny pipeline with the example as its network and no filter.
-fn pipeline(root: &Path, library: &Path) -> PathBuf {
-    let text = tiny_pipeline_toml("work", 10, 5);
-    let start = text.find("[stages.volumetric_segmenter]").unwrap();
-    let text = format!(
-        "{}[stages.volumetric_segmenter]\nplugin = \"example-threshold-segmenter\"\n\n[plugins]\npaths = [{:?}]\n",
-        &text[..start],
-        library.display().to_string()
-    );
-    let path = root.join("pipeline.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Trains the pipeline on 7 tiny cases under `root` (data in `root/data`);
-/// returns the example's library and the model file the run wrote.
-fn train(root: &Path) -> (PathBuf, PathBuf) {
-    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
-    let library = segmenter_library();
-    let config = pipeline(root, &library);
-    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
-    (library, root.join("work/05-network-1/model.ckpt"))
-}
 
 /// How `clisc infer` is told where the model's plugin is.
 enum PluginRoute<'a> {
@@ -94,7 +59,7 @@ fn assert_ok(out: &Output) {
 fn an_external_network_segments_new_volumes_with_clisc_infer() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (library, model) = train(root);
+    let (library, model) = train_external_model(root);
     let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
     assert_eq!(
         meta.get("clisc.plugin").map(String::as_str),
@@ -148,7 +113,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
 fn an_external_network_segments_a_dicom_study() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (library, model) = train(root);
+    let (library, model) = train_external_model(root);
 
     let flair = root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz");
     let dicom = root.join("dicom");

@@ -7,7 +7,9 @@
 //!    `clisc dicom push` stores the SEG (C-STORE); Orthanc then holds the
 //!    SEG in the same study, and the SEG it returns equals the local
 //!    result voxel for voxel (highdicom/pydicom reader).
-//! 2. serve: `clisc dicom serve` refuses unknown calling AE titles and a
+//! 2. serve, with a lab's own network (the example cdylib
+//!    `example-threshold-segmenter`, `--plugin-path`): `clisc dicom serve`
+//!    refuses unknown calling AE titles and a
 //!    wrong called AE title (DCMTK's echoscu), reports and skips a
 //!    malformed instance (storescu), receives a second study that Orthanc
 //!    sends it, segments it, and sends the SEG to Orthanc, which is
@@ -20,7 +22,10 @@
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
 
-use dicom_e2e::{assert_seg_matches, case_flair, check_seg, clisc, make_study, train_model, CLI};
+use dicom_e2e::{
+    assert_seg_matches, case_flair, check_seg, clisc, make_study, train_external_model,
+    train_model, CLI,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -394,7 +399,12 @@ fn pull_segment_push_and_serve_against_orthanc() {
     assert_seg_matches(&v, &study_a);
     let held_a_voxels = v["seg_voxels"].clone();
 
-    // ---- 2. serve.
+    // ---- 2. serve, with a lab's own network: the example cdylib
+    // `example-threshold-segmenter`, found through --plugin-path.
+    let external_root = root.join("external");
+    std::fs::create_dir_all(&external_root).unwrap();
+    let (library, external_model) = train_external_model(&external_root);
+    let (library, model) = (library.to_str().unwrap(), external_model.to_str().unwrap());
     let storage = root.join("node");
     let log = std::fs::File::create(root.join("serve.log")).unwrap();
     let mut serve = Command::new(CLI)
@@ -409,6 +419,8 @@ fn pull_segment_push_and_serve_against_orthanc() {
             PACS_AE,
             "--model",
             model,
+            "--plugin-path",
+            library,
             "--storage",
             storage.to_str().unwrap(),
             "--destination",
@@ -573,6 +585,8 @@ fn pull_segment_push_and_serve_against_orthanc() {
         "infer",
         "--model",
         model,
+        "--plugin-path",
+        library,
         "--input",
         storage.join("processed").to_str().unwrap(),
         "--out",

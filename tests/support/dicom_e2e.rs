@@ -1,11 +1,12 @@
 //! Helpers of the DICOM end-to-end tests (`tests/dicom_infer.rs`,
-//! `tests/dicom_pacs.rs`): a small model trained by a pipeline, a FLAIR
+//! `tests/dicom_pacs.rs`, `tests/byom_infer.rs`): a small model trained by
+//! a pipeline (built-in network, or the external example's), a FLAIR
 //! study written as DICOM with pydicom, the SEG checker, and running the
 //! `clisc` binary. Included with `#[path]` by each test.
 
 #![allow(dead_code)]
 
-use clisc_tests::write_tiny_dataset;
+use clisc_tests::{build_dir, tiny_pipeline_toml, write_tiny_dataset};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,4 +165,40 @@ pub fn assert_seg_matches(v: &serde_json::Value, study: &serde_json::Value) {
     assert_eq!(seg_voxels, v["nifti_voxels"].as_u64().unwrap(), "{v}");
     assert_eq!(v["seg_voxels_not_in_nifti"], 0, "{v}");
     assert!(v["max_index_offset"].as_f64().unwrap() < 1e-3, "{v}");
+}
+
+/// The example cdylib `example-threshold-segmenter` (a lab's own network
+/// as an external plugin), built by `./dev test`.
+pub fn segmenter_library() -> PathBuf {
+    let path = build_dir().join("libclisc_example_threshold_segmenter.so");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p clisc-example-threshold-segmenter` (./dev test does)",
+        path.display()
+    );
+    path
+}
+
+/// The tiny pipeline with the example as its network and no filter.
+fn external_pipeline(root: &Path, library: &Path) -> PathBuf {
+    let text = tiny_pipeline_toml("work", 10, 5);
+    let start = text.find("[stages.volumetric_segmenter]").unwrap();
+    let text = format!(
+        "{}[stages.volumetric_segmenter]\nplugin = \"example-threshold-segmenter\"\n\n[plugins]\npaths = [{:?}]\n",
+        &text[..start],
+        library.display().to_string()
+    );
+    let path = root.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Trains the pipeline on 7 tiny cases under `root` (data in `root/data`);
+/// returns the example's library and the model file the run wrote.
+pub fn train_external_model(root: &Path) -> (PathBuf, PathBuf) {
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let library = segmenter_library();
+    let config = external_pipeline(root, &library);
+    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
+    (library, root.join("work/05-network-1/model.ckpt"))
 }
