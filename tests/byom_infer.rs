@@ -12,7 +12,7 @@
 mod dicom_e2e;
 
 use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study, train_external_model, CLI};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// How `clisc infer` is told where the model's plugin is.
