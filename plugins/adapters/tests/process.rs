@@ -308,6 +308,87 @@ fn a_hanging_process_is_killed_after_the_timeout() {
     assert!(m.contains("killed"), "{m}");
 }
 
+/// The `misbehaving.py` pseudo-labeler in `mode` (with `args`) and extra
+/// adapter settings.
+fn misbehaving_with(mode: &str, args: &[&str], extra: &str) -> StageObject {
+    let fixture = fixture("misbehaving.py");
+    let mut parts = vec![python(), fixture, mode.to_string()];
+    parts.extend(args.iter().map(|a| a.to_string()));
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let settings = format!("{}\ntimeout_seconds = 20.0\n{extra}", command(&parts));
+    create::<ProcessLabelerPlugin>(&settings).unwrap_or_else(|e| panic!("handshake failed: {e}"))
+}
+
+#[test]
+fn a_call_over_its_time_limit_is_killed_although_it_reports_progress() {
+    let StageObject::PseudoLabeler(mut stage) =
+        misbehaving_with("busy", &[], "max_call_seconds = 1.0")
+    else {
+        panic!("wrong kind")
+    };
+    let (case, _) = synthetic_case();
+    let t = Instant::now();
+    let err = stage.label_slices(&case).unwrap_err();
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
+    let m = err.message.as_str();
+    assert!(
+        m.contains("misbehaving-busy")
+            && m.contains("took more than 1.0 s (max_call_seconds)")
+            && m.contains("label_slices")
+            && m.contains("killed"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_process_over_its_memory_limit_is_killed_and_named() {
+    let StageObject::PseudoLabeler(mut stage) =
+        misbehaving_with("hog", &[], "memory_limit_mb = 300")
+    else {
+        panic!("wrong kind")
+    };
+    let (case, _) = synthetic_case();
+    let t = Instant::now();
+    let err = stage.label_slices(&case).unwrap_err();
+    // 50 MiB every 0.1 s passes 300 MiB within about a second.
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let m = err.message.as_str();
+    assert!(
+        m.contains("misbehaving-hog")
+            && m.contains("over memory_limit_mb = 300")
+            && m.contains("killed"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_crashed_call_is_tried_again_on_a_fresh_process_when_retries_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("crashed-once");
+    let marker = marker.to_str().unwrap();
+    let (case, _) = synthetic_case();
+    // Without retries the first call fails and leaves the marker.
+    let StageObject::PseudoLabeler(mut once) = misbehaving_with("flaky", &[marker], "") else {
+        panic!("wrong kind")
+    };
+    let err = once.label_slices(&case).unwrap_err();
+    assert!(err.message.contains("exit status 3"), "{err}");
+    std::fs::remove_file(marker).unwrap();
+    // With one retry the call succeeds on the second process.
+    let StageObject::PseudoLabeler(mut retried) =
+        misbehaving_with("flaky", &[marker], "retries = 1")
+    else {
+        panic!("wrong kind")
+    };
+    let labels = retried.label_slices(&case).unwrap();
+    assert_eq!(labels.slices.len(), case.image.grid.shape[2] as usize);
+    assert!(std::path::Path::new(marker).exists());
+}
+
 #[test]
 fn a_garbage_speaking_process_is_refused_at_the_handshake() {
     let t = Instant::now();

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// Lines of the plugin's stderr kept for error messages.
 const STDERR_LINES: usize = 20;
+/// How often the host looks at a running call's time and memory.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How long a plugin may take to exit after `shutdown` before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -37,9 +39,26 @@ pub struct ProcessSpec {
     pub working_dir: Option<PathBuf>,
     /// Longest silence allowed while waiting for the handshake or a reply.
     pub timeout: Duration,
+    /// Limits on each call, and how often a failed call is tried again.
+    pub limits: CallLimits,
     /// The plugin's own settings as given by the user (validated against the
     /// schema the plugin announces).
     pub settings: Map<String, Value>,
+}
+
+/// Limits on each call of a plugin process. A process that exceeds one is
+/// killed and the call fails naming the limit; a call whose process
+/// crashed, hung or exceeded a limit is tried again on a fresh process up
+/// to `retries` times (an exception the plugin reports is not retried).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallLimits {
+    /// Longest a call may take, progress or not (`None`: no limit).
+    pub max_call: Option<Duration>,
+    /// Largest resident memory of the process during a call, in MiB
+    /// (`None`: no limit).
+    pub memory_mb: Option<u64>,
+    /// Fresh attempts after a failed one.
+    pub retries: u32,
 }
 
 /// What the plugin announced in its handshake.
@@ -106,13 +125,34 @@ impl PluginProcess {
     }
 
     /// Sends a `call` for `method` and returns the `result` frame.
-    /// Restarts the process first if an earlier failure stopped it.
+    /// Restarts the process first if an earlier failure stopped it, and
+    /// tries again on a fresh process as [`CallLimits::retries`] allows.
     pub fn call(&mut self, method: &str, mut request: Frame) -> Result<Frame, PluginError> {
-        self.ensure_running()?;
         request.header.insert("type".into(), "call".into());
         request.header.insert("method".into(), method.into());
-        self.send(&request, method)?;
-        let reply = self.receive(method)?;
+        let mut failures = 0;
+        loop {
+            let result = self.call_once(method, &request);
+            // A plugin that reported an exception keeps running: only a
+            // stopped process is worth another attempt.
+            let process_failed = result.is_err() && self.running.is_none();
+            if !process_failed || failures >= self.spec.limits.retries {
+                return result;
+            }
+            failures += 1;
+            tracing::warn!(
+                "{}: `{method}` failed; trying again on a fresh process ({failures} of {} retries): {}",
+                self.spec.adapter,
+                self.spec.limits.retries,
+                result.err().map(|e| e.message.to_string()).unwrap_or_default()
+            );
+        }
+    }
+
+    fn call_once(&mut self, method: &str, request: &Frame) -> Result<Frame, PluginError> {
+        self.ensure_running()?;
+        self.send(request, method)?;
+        let reply = self.receive_within_limits(method)?;
         match reply.kind() {
             "result" => Ok(reply),
             "error" => {
@@ -301,14 +341,61 @@ impl PluginProcess {
         }
     }
 
-    /// Waits for the next non-log frame; every frame (log and progress
-    /// included) restarts the timeout.
+    /// Waits for the next non-log frame (see [`PluginProcess::receive_watched`]),
+    /// with no limit but the silence timeout.
     fn receive(&mut self, what: &str) -> Result<Frame, PluginError> {
+        self.receive_watched(what, CallLimits::default())
+    }
+
+    /// Waits for the reply to a call, within the spec's [`CallLimits`].
+    fn receive_within_limits(&mut self, what: &str) -> Result<Frame, PluginError> {
+        self.receive_watched(what, self.spec.limits)
+    }
+
+    /// The limit a running call has broken, if any: its time, or the
+    /// process's resident memory.
+    fn broken_limit(&self, limits: CallLimits, started: Instant) -> Option<String> {
+        if let Some(max) = limits.max_call {
+            if started.elapsed() > max {
+                return Some(format!(
+                    "took more than {:.1} s (max_call_seconds)",
+                    max.as_secs_f64()
+                ));
+            }
+        }
+        let limit = limits.memory_mb?;
+        let pid = self.running.as_ref()?.child.id();
+        let used = resident_mib(pid)?;
+        (used > limit).then(|| format!("used {used} MiB of memory, over memory_limit_mb = {limit}"))
+    }
+
+    /// Waits for the next non-log frame; every frame (log and progress
+    /// included) restarts the silence timeout. Every [`WATCH_EVERY`] the
+    /// call's `limits` are checked; a broken one kills the process.
+    fn receive_watched(&mut self, what: &str, limits: CallLimits) -> Result<Frame, PluginError> {
+        let started = Instant::now();
+        let mut last_frame = Instant::now();
         loop {
+            if let Some(broken) = self.broken_limit(limits, started) {
+                return Err(self.fail(&format!(
+                    "{broken} while the host waited for `{what}`; the process was killed"
+                )));
+            }
             let Some(running) = self.running.as_ref() else {
                 return Err(self.fail(&format!("is not running (while waiting for `{what}`)")));
             };
-            match running.from_child.recv_timeout(self.spec.timeout) {
+            let silent_for = last_frame.elapsed();
+            let wait = self
+                .spec
+                .timeout
+                .saturating_sub(silent_for)
+                .min(WATCH_EVERY);
+            let received = match running.from_child.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) if silent_for + wait < self.spec.timeout => continue,
+                other => other,
+            };
+            last_frame = Instant::now();
+            match received {
                 Ok(Ok(frame)) => match frame.kind() {
                     "log" => {
                         let message = frame.header.get("message").and_then(Value::as_str).unwrap_or_default();
@@ -423,6 +510,15 @@ impl Drop for PluginProcess {
         }
         self.stop();
     }
+}
+
+/// Resident memory of process `pid` in MiB (`VmRSS` of
+/// `/proc/PID/status`); `None` where that cannot be read.
+fn resident_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 fn write_loop(stdin: ChildStdin, frames: Receiver<Vec<u8>>) {

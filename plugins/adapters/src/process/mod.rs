@@ -12,6 +12,12 @@
 //! * `timeout_seconds`: the longest the plugin may stay silent while the
 //!   host waits for its handshake or a reply (log and progress frames
 //!   count as activity); on expiry the process is killed;
+//! * `max_call_seconds`, `memory_limit_mb`: limits on each call (its
+//!   duration, the process's resident memory; 0 = none); a process over
+//!   one is killed and the call fails naming the limit;
+//! * `retries`: how many times a call whose process crashed, hung or broke
+//!   a limit is tried again on a fresh process (an exception the plugin
+//!   reports is not retried);
 //! * `settings`: the plugin's own settings, a JSON object or TOML
 //!   key/values, validated against the schema the plugin announces.
 //!
@@ -26,7 +32,7 @@ pub mod client;
 pub mod protocol;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
-use client::{parse_passthrough, PluginProcess, ProcessSpec};
+use client::{parse_passthrough, CallLimits, PluginProcess, ProcessSpec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
     CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator,
@@ -59,6 +65,21 @@ fn process_settings() -> Vec<ConfigField> {
             600.0,
             "longest silence allowed while waiting for the handshake or a reply; the process is then killed",
         ),
+        ConfigField::float(
+            "max_call_seconds",
+            0.0,
+            "longest a call may take, progress or not (0 = no limit); the process is then killed",
+        ),
+        ConfigField::integer(
+            "memory_limit_mb",
+            0,
+            "largest resident memory of the process during a call, in MiB (0 = no limit); the process is then killed",
+        ),
+        ConfigField::integer(
+            "retries",
+            0,
+            "fresh attempts at a call whose process crashed, hung or broke a limit",
+        ),
         ConfigField::string(
             "settings",
             "",
@@ -85,9 +106,36 @@ fn start(
         command: settings.str_list("command")?,
         working_dir: settings.path("working_dir")?,
         timeout: Duration::from_secs_f64(timeout),
+        limits: call_limits(adapter, settings)?,
         settings: parse_passthrough(adapter, settings.str("settings")?)?,
     };
     PluginProcess::start(spec, ctx)
+}
+
+/// `max_call_seconds`, `memory_limit_mb` and `retries`, checked.
+fn call_limits(adapter: &str, settings: &Settings) -> Result<CallLimits, PluginError> {
+    let max_call = settings.f64("max_call_seconds")?;
+    let memory = settings.i64("memory_limit_mb")?;
+    let retries = settings.i64("retries")?;
+    let bad = |name: &str, value: String| {
+        PluginError::config(format!(
+            "{adapter}: `{name}` must be 0 (no limit) or positive, found {value}"
+        ))
+    };
+    if !(max_call >= 0.0 && max_call.is_finite()) {
+        return Err(bad("max_call_seconds", max_call.to_string()));
+    }
+    if memory < 0 {
+        return Err(bad("memory_limit_mb", memory.to_string()));
+    }
+    if retries < 0 {
+        return Err(bad("retries", retries.to_string()));
+    }
+    Ok(CallLimits {
+        max_call: (max_call > 0.0).then(|| Duration::from_secs_f64(max_call)),
+        memory_mb: (memory > 0).then_some(memory as u64),
+        retries: retries as u32,
+    })
 }
 
 macro_rules! process_plugin {

@@ -5,6 +5,10 @@ usage: misbehaving.py MODE   with MODE one of
   hang     handshake fine, then never answers a call
   garbage  writes text instead of frames (before any handshake)
   error    handshake fine, every call raises (reported, process keeps serving)
+  busy     handshake fine, then reports progress forever without answering
+  hog      handshake fine, then grows its memory by 50 MiB every 0.1 s
+  flaky    crashes on the first call if the file MARKER (second argument)
+           does not exist yet (it creates it), answers normally after that
 """
 
 import os
@@ -30,6 +34,22 @@ class Misbehaving:
             os._exit(3)
         if MODE == "hang":
             time.sleep(3600)
+        if MODE == "busy":
+            for i in range(36000):
+                cp.progress("busy", i, 36000)
+                time.sleep(0.1)
+        if MODE == "hog":
+            held = []
+            for i in range(200):
+                held.append(bytearray(50 << 20))
+                cp.progress("hog", i, 200)
+                time.sleep(0.1)
+        if MODE == "flaky":
+            marker = sys.argv[2]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(3)
+            return [{"label": 0, "probability": 1.0, "kept": True} for _ in range(case.nz)]
         raise RuntimeError("label_slices is not implemented in this fixture")
 
 
