@@ -30,6 +30,9 @@ pub enum ConfigKind {
     FloatList,
     /// An array of strings.
     StringList,
+    /// A TOML table the plugin passes on as it is (e.g. a process
+    /// plugin's own settings, checked by that process).
+    Table,
 }
 
 impl ConfigKind {
@@ -43,6 +46,7 @@ impl ConfigKind {
             ConfigKind::Path => "path",
             ConfigKind::FloatList => "array of floats",
             ConfigKind::StringList => "array of strings",
+            ConfigKind::Table => "table",
         }
     }
 }
@@ -118,6 +122,10 @@ impl ConfigField {
     pub fn string_list(name: &str, default: &[&str], doc: &str) -> Self {
         let v = toml::Value::Array(default.iter().map(|s| toml::Value::from(*s)).collect());
         Self::make(name, ConfigKind::StringList, Some(v.to_string()), doc)
+    }
+    /// A table passed on as it is, empty by default.
+    pub fn table(name: &str, doc: &str) -> Self {
+        Self::make(name, ConfigKind::Table, Some("{}".into()), doc)
     }
     /// A path that must be given (e.g. a weight file).
     pub fn required_path(name: &str, doc: &str) -> Self {
@@ -197,6 +205,7 @@ pub fn check_value(field: &ConfigField, value: &toml::Value) -> Result<(), Strin
         ConfigKind::StringList => value
             .as_array()
             .is_some_and(|a| a.iter().all(|v| v.is_str())),
+        ConfigKind::Table => value.is_table(),
     };
     if !ok {
         return Err(format!(
@@ -376,7 +385,14 @@ impl Settings {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| self.wrong(key, "an array of floats"))
     }
-    /// A list of strings.
+    /// A table (a [`ConfigKind::Table`] setting).
+    pub fn table(&self, key: &str) -> Result<toml::Table, PluginError> {
+        self.get(key)?
+            .as_table()
+            .cloned()
+            .ok_or_else(|| self.wrong(key, "a table"))
+    }
+    /// An array of strings.
     pub fn str_list(&self, key: &str) -> Result<Vec<String>, PluginError> {
         let arr = self
             .get(key)?

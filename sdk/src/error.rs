@@ -32,6 +32,11 @@ pub struct PluginError {
     pub kind: ErrorKind,
     /// Human-readable explanation.
     pub message: RString,
+    /// The setting a [`ErrorKind::Config`] error is about, as a dotted
+    /// path in the stage's settings (`settings.k` for key `k` of the
+    /// table `settings`); empty when none. The host shows the error at
+    /// that place of the pipeline file (added in SDK 0.3.0).
+    pub setting: RString,
 }
 
 impl PluginError {
@@ -40,7 +45,13 @@ impl PluginError {
         Self {
             kind,
             message: RString::from(message.into()),
+            setting: RString::new(),
         }
+    }
+    /// The same error, about the setting at dotted path `path`.
+    pub fn about_setting(mut self, path: impl Into<String>) -> Self {
+        self.setting = RString::from(path.into());
+        self
     }
     /// Invalid stage settings.
     pub fn config(message: impl Into<String>) -> Self {

@@ -121,7 +121,7 @@ settings = {{ model = "models/labeler.pt", output = "logits", class_index = 1, k
 
 [stages.roi_extractor]
 plugin = "process-roi-extractor"
-settings = {{ command = [{python:?}, {roi:?}], timeout_seconds = 60.0, settings = "k = 3.0" }}
+settings = {{ command = [{python:?}, {roi:?}], timeout_seconds = 60.0, settings = {{ k = 3.0 }} }}
 
 [stages.prompt_generator]
 plugin = "box-points"

@@ -21,6 +21,7 @@ pub mod io;
 pub mod lock;
 pub mod model_file;
 pub mod prepare;
+pub mod probe;
 pub mod progress;
 pub mod run;
 pub mod selection;

@@ -83,7 +83,7 @@ fn synthetic_case() -> (CaseInput, LabelVolume) {
 fn python_example_labels_the_bright_slices_and_is_reused_across_calls() {
     let script = repo().join("plugins/examples/python-labeler/plugin.py");
     let settings = format!(
-        "{}\nsettings = \"k = 2.0\\nmin_fraction = 0.05\"",
+        "{}\nsettings = {{ k = 2.0, min_fraction = 0.05 }}",
         command(&[&python(), script.to_str().unwrap()])
     );
     let Ok(StageObject::PseudoLabeler(mut stage)) = create::<ProcessLabelerPlugin>(&settings)
@@ -115,7 +115,7 @@ fn python_example_labels_the_bright_slices_and_is_reused_across_calls() {
 fn plugin_settings_are_checked_against_the_announced_schema() {
     let script = repo().join("plugins/examples/python-labeler/plugin.py");
     let settings = format!(
-        "{}\nsettings = '{{\"kk\": 1}}'",
+        "{}\nsettings = {{ kk = 1 }}",
         command(&[&python(), script.to_str().unwrap()])
     );
     let err = create::<ProcessLabelerPlugin>(&settings)
@@ -123,6 +123,21 @@ fn plugin_settings_are_checked_against_the_announced_schema() {
         .expect("unknown setting must be refused");
     assert!(err.message.contains("unknown setting `kk`"), "{err}");
     assert!(err.message.contains("python-labeler"), "{err}");
+    // The host is told which setting, to show it in the pipeline file.
+    assert_eq!(err.setting.as_str(), "settings.kk");
+    // The old form, TOML text in a string, is refused by the schema.
+    let old = format!(
+        "{}\nsettings = \"k = 2.0\"",
+        command(&[&python(), script.to_str().unwrap()])
+    );
+    let err = create::<ProcessLabelerPlugin>(&old)
+        .err()
+        .expect("a string is no table");
+    assert!(
+        err.message
+            .contains("`settings` must be a table, found string"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ standard deviations). Run by the `process-pseudo-labeler` adapter:
 
     [stages.pseudo_labeler]
     plugin = "process-pseudo-labeler"
-    settings = { command = ["python3", "plugins/examples/python-labeler/plugin.py"], settings = "k = 2.0" }
+    settings = { command = ["python3", "plugins/examples/python-labeler/plugin.py"], settings = { k = 2.0 } }
 """
 
 import os

@@ -7,7 +7,7 @@
 //! process, which unblocks both threads.
 
 use super::protocol::{read_frame, Frame, ReadError, PROTOCOL, PROTOCOL_VERSION};
-use clisc_sdk::config::ConfigField;
+use clisc_sdk::config::{ConfigField, FieldProblem};
 use clisc_sdk::{HostContext, PluginError, ProgressSinkBox};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
@@ -241,13 +241,18 @@ impl PluginProcess {
     fn handshake(&mut self) -> Result<(), PluginError> {
         let hello = self.receive("handshake")?;
         let hello = self.check_hello(&hello)?;
-        let settings = resolve_settings(&hello, &self.spec.settings).map_err(|m| {
+        let settings = resolve_settings(&hello, &self.spec.settings).map_err(|problems| {
             let who = format!(
                 "{} `{}` (command {:?})",
                 self.spec.adapter, hello.name, self.spec.command
             );
             self.stop();
-            PluginError::config(format!("{who}: {m}"))
+            let text: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            let error = PluginError::config(format!("{who}: {}", text.join("; ")));
+            match problems.first() {
+                Some(p) if !p.key.is_empty() => error.about_setting(format!("settings.{}", p.key)),
+                _ => error.about_setting("settings"),
+            }
         })?;
         self.hello = Some(hello);
         let configure = Frame::new(
@@ -652,58 +657,37 @@ fn toml_to_json(v: &toml::Value) -> Value {
 pub fn resolve_settings(
     hello: &Hello,
     given: &Map<String, Value>,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, Vec<FieldProblem>> {
+    let problem = |key: &str, message: String| FieldProblem {
+        key: key.to_string(),
+        message,
+    };
     let schema = hello
         .settings
         .iter()
         .map(field_from_json)
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| vec![problem("", format!("its announced schema is invalid: {m}"))])?;
     let mut table = toml::Table::new();
     for (k, v) in given {
-        let v = json_to_toml(v).ok_or_else(|| format!("setting `{k}` is null"))?;
+        let v =
+            json_to_toml(v).ok_or_else(|| vec![problem(k, format!("setting `{k}` is null"))])?;
         table.insert(k.clone(), v);
     }
-    let resolved = clisc_sdk::config::resolve(&schema, &table).map_err(|problems| {
-        problems
-            .into_iter()
-            .map(|p| p.message)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let resolved = clisc_sdk::config::resolve(&schema, &table)?;
     Ok(resolved
         .iter()
         .map(|(k, v)| (k.clone(), toml_to_json(v)))
         .collect())
 }
 
-/// Parses the `settings` passthrough: a JSON object (`{"k": 2.0}`) or TOML
-/// key/value lines (`k = 2.0`). Empty text means no settings.
-pub fn parse_passthrough(adapter: &str, text: &str) -> Result<Map<String, Value>, PluginError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(Map::new());
-    }
-    if text.starts_with('{') {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => Ok(m),
-            Ok(_) => Err(PluginError::config(format!(
-                "{adapter}: setting `settings` must be a JSON object"
-            ))),
-            Err(e) => Err(PluginError::config(format!(
-                "{adapter}: setting `settings` is not valid JSON: {e}"
-            ))),
-        }
-    } else {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            PluginError::config(format!(
-                "{adapter}: setting `settings` is neither a JSON object nor TOML key/values: {e}"
-            ))
-        })?;
-        Ok(table
-            .iter()
-            .map(|(k, v)| (k.clone(), toml_to_json(v)))
-            .collect())
-    }
+/// The plugin's own settings (the adapter's `settings` table) as the JSON
+/// object the protocol carries.
+pub fn settings_to_json(table: &toml::Table) -> Map<String, Value> {
+    table
+        .iter()
+        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -725,19 +709,21 @@ mod tests {
     }
 
     #[test]
-    fn passthrough_settings_are_validated_against_the_announced_schema() {
-        let given = parse_passthrough("x", "weights = \"w.pt\"\nk = 3").unwrap();
-        let r = resolve_settings(&hello(), &given).unwrap();
+    fn plugin_settings_are_validated_against_the_announced_schema() {
+        let given: toml::Table = toml::from_str("weights = \"w.pt\"\nk = 3").unwrap();
+        let r = resolve_settings(&hello(), &settings_to_json(&given)).unwrap();
         assert_eq!(r["k"], json!(3));
         assert_eq!(r["mode"], json!("a"));
-        let given = parse_passthrough("x", r#"{"mode": "c", "kk": 1}"#).unwrap();
-        let err = resolve_settings(&hello(), &given).unwrap_err();
-        assert!(err.contains("unknown setting `kk`"), "{err}");
-        assert!(err.contains("must be one of"), "{err}");
-        assert!(err.contains("missing required setting `weights`"), "{err}");
-        assert!(parse_passthrough("x", "{not json")
-            .unwrap_err()
-            .message
-            .contains("JSON"));
+        let given: toml::Table = toml::from_str("mode = \"c\"\nkk = 1").unwrap();
+        let problems = resolve_settings(&hello(), &settings_to_json(&given)).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["kk", "mode", "weights"], "{problems:?}");
+        let text: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(text[0].contains("unknown setting `kk`"), "{text:?}");
+        assert!(text[1].contains("must be one of"), "{text:?}");
+        assert!(
+            text[2].contains("missing required setting `weights`"),
+            "{text:?}"
+        );
     }
 }

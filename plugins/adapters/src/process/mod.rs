@@ -18,8 +18,9 @@
 //! * `retries`: how many times a call whose process crashed, hung or broke
 //!   a limit is tried again on a fresh process (an exception the plugin
 //!   reports is not retried);
-//! * `settings`: the plugin's own settings, a JSON object or TOML
-//!   key/values, validated against the schema the plugin announces.
+//! * `settings`: the plugin's own settings, a TOML table validated against
+//!   the schema the plugin announces (a problem names `settings.KEY`, which
+//!   `clisc check` shows at its line and column).
 //!
 //! The process is started when the stage is created, reused for every
 //! call and asked to shut down when the stage is dropped. A crash, an exit,
@@ -32,7 +33,7 @@ pub mod client;
 pub mod protocol;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
-use client::{parse_passthrough, CallLimits, PluginProcess, ProcessSpec};
+use client::{settings_to_json, CallLimits, PluginProcess, ProcessSpec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
     CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator,
@@ -80,10 +81,9 @@ fn process_settings() -> Vec<ConfigField> {
             0,
             "fresh attempts at a call whose process crashed, hung or broke a limit",
         ),
-        ConfigField::string(
+        ConfigField::table(
             "settings",
-            "",
-            "the plugin's own settings: a JSON object or TOML key/values, checked against the schema it announces",
+            "the plugin's own settings, e.g. { k = 2.5 }, checked against the schema it announces (`clisc check` starts the process to do so)",
         ),
     ]
 }
@@ -107,7 +107,7 @@ fn start(
         working_dir: settings.path("working_dir")?,
         timeout: Duration::from_secs_f64(timeout),
         limits: call_limits(adapter, settings)?,
-        settings: parse_passthrough(adapter, settings.str("settings")?)?,
+        settings: settings_to_json(&settings.table("settings")?),
     };
     PluginProcess::start(spec, ctx)
 }
