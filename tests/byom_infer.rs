@@ -11,8 +11,11 @@
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
 
-use dicom_e2e::{assert_seg_matches, check_seg, clisc, make_study, train_external_model, CLI};
-use std::path::Path;
+use dicom_e2e::{
+    assert_seg_matches, check_seg, clisc, make_study, pipeline_with_network, python,
+    train_external_model, CLI,
+};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// How `clisc infer` is told where the model's plugin is.
@@ -46,6 +49,23 @@ fn infer(model: &Path, input: &Path, out: &Path, route: PluginRoute) -> Output {
     command.output().expect("running clisc infer")
 }
 
+/// A test case of the run under `root`: the run's prediction and the
+/// case's FLAIR.
+fn test_case(root: &Path) -> (PathBuf, PathBuf) {
+    let prediction = std::fs::read_dir(root.join("work/08-predictions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .expect("a test prediction");
+    let id = prediction
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".nii.gz", "");
+    let flair = root.join(format!("data/{id}/{id}_flair.nii.gz"));
+    (prediction, flair)
+}
+
 /// Panics with its stderr unless `out` succeeded.
 fn assert_ok(out: &Output) {
     assert!(
@@ -67,17 +87,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     );
 
     // The run's prediction of a test case, and `clisc infer` of its FLAIR.
-    let prediction = std::fs::read_dir(root.join("work/08-predictions"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
-        .expect("a test prediction");
-    let id = prediction
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace(".nii.gz", "");
-    let flair = root.join(format!("data/{id}/{id}_flair.nii.gz"));
+    let (prediction, flair) = test_case(root);
 
     let out = root.join("inferred.nii.gz");
     let missing = infer(&model, &flair, &out, PluginRoute::Nowhere);
@@ -146,4 +156,40 @@ fn an_external_network_segments_a_dicom_study() {
     assert!(seg.is_file(), "no SEG at {}", seg.display());
     let v = check_seg(&seg, &reference, &dicom);
     assert_seg_matches(&v, &study);
+}
+
+#[test]
+fn a_process_plugin_network_segments_new_volumes_with_clisc_infer() {
+    // A network that is a Python process (`process-volumetric-segmenter`
+    // running the pure-Python test plugin, without numpy, which saves its
+    // threshold as text): the run wraps that file into a model file, and
+    // `clisc infer` starts the same process on it.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    clisc_tests::write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/adapters/tests/process/pure_python.py")
+        .canonicalize()
+        .unwrap();
+    let network = format!(
+        "plugin = \"process-volumetric-segmenter\"\nsettings = {{ command = [\"env\", \"CLISC_PLUGIN_NUMPY=0\", {:?}, {:?}, \"volumetric-segmenter\"], settings = {{ threshold = 1.0 }} }}",
+        python(),
+        script.display().to_string()
+    );
+    let config = pipeline_with_network(root, &network);
+    clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
+    let model = root.join("work/05-network-1/model.ckpt");
+    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    assert_eq!(
+        meta.get("clisc.plugin").map(String::as_str),
+        Some("process-volumetric-segmenter")
+    );
+    assert!(clisc_pipeline::model_file::is_wrapped(&model).unwrap());
+
+    let (prediction, flair) = test_case(root);
+    let out = root.join("inferred.nii.gz");
+    assert_ok(&infer(&model, &flair, &out, PluginRoute::Nowhere));
+    let predicted = clisc_nifti::read(&prediction).unwrap().data;
+    assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
+    assert_eq!(clisc_nifti::read(&out).unwrap().data, predicted);
 }

@@ -179,14 +179,14 @@ pub fn segmenter_library() -> PathBuf {
     path
 }
 
-/// The tiny pipeline with the example as its network and no filter.
-fn external_pipeline(root: &Path, library: &Path) -> PathBuf {
+/// The tiny pipeline (under `root`) with `network` as the body of its
+/// `[stages.volumetric_segmenter]` and no filter; returns its path.
+pub fn pipeline_with_network(root: &Path, network: &str) -> PathBuf {
     let text = tiny_pipeline_toml("work", 10, 5);
     let start = text.find("[stages.volumetric_segmenter]").unwrap();
     let text = format!(
-        "{}[stages.volumetric_segmenter]\nplugin = \"example-threshold-segmenter\"\n\n[plugins]\npaths = [{:?}]\n",
-        &text[..start],
-        library.display().to_string()
+        "{}[stages.volumetric_segmenter]\n{network}\n",
+        &text[..start]
     );
     let path = root.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -198,7 +198,11 @@ fn external_pipeline(root: &Path, library: &Path) -> PathBuf {
 pub fn train_external_model(root: &Path) -> (PathBuf, PathBuf) {
     write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
     let library = segmenter_library();
-    let config = external_pipeline(root, &library);
+    let network = format!(
+        "plugin = \"example-threshold-segmenter\"\n\n[plugins]\npaths = [{:?}]",
+        library.display().to_string()
+    );
+    let config = pipeline_with_network(root, &network);
     clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
     (library, root.join("work/05-network-1/model.ckpt"))
 }
