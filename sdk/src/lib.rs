@@ -81,6 +81,8 @@ mod tests {
     fn semver_rules() {
         assert!(sdk_versions_compatible("0.1.0", "0.1.7"));
         assert!(!sdk_versions_compatible("0.1.0", "0.2.0"));
+        assert!(!sdk_versions_compatible("0.3.0", "0.2.0"));
+        assert!(sdk_versions_compatible("0.3.0", "0.3.1"));
         assert!(sdk_versions_compatible("1.2.0", "1.0.3"));
         assert!(!sdk_versions_compatible("1.2.0", "2.0.0"));
         assert!(!sdk_versions_compatible("1.2.0", "garbage"));

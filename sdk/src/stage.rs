@@ -205,17 +205,6 @@ pub trait VolumetricSegmenter: Send {
     fn train(&mut self, cases: RSlice<'_, TrainingCase>) -> RResult<StageReport, PluginError>;
     /// Binary segmentation of one case on its grid.
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError>;
-    /// Foreground probability of every voxel of one case on its grid,
-    /// after the plugin's own post-processing (a voxel it would drop gets
-    /// a probability of at most one half), so that
-    /// [`ProbabilityVolume::labels`] equals [`VolumetricSegmenter::predict`].
-    /// The host uses it when the case was resampled to a working spacing,
-    /// to bring the prediction back to the input grid. The default is
-    /// `predict` as probabilities 0 and 1 (added in SDK 0.3.0).
-    fn predict_probability(&mut self, case: &CaseInput) -> RResult<ProbabilityVolume, PluginError> {
-        self.predict(case)
-            .map(|labels| ProbabilityVolume::from_labels(&labels))
-    }
     /// Saves the trained model to `path`.
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError>;
     /// Loads a model saved by [`VolumetricSegmenter::save`].
@@ -233,6 +222,18 @@ pub trait VolumetricSegmenter: Send {
     ) -> RResult<StageReport, PluginError> {
         let _ = validation;
         self.train(cases)
+    }
+    /// Foreground probability of every voxel of one case on its grid,
+    /// after the plugin's own post-processing (a voxel it would drop gets
+    /// a probability of at most one half), so that
+    /// [`ProbabilityVolume::labels`] equals [`VolumetricSegmenter::predict`].
+    /// The host predicts test cases, `clisc infer` and the DICOM node's
+    /// studies with it and brings the probabilities, not the labels, back
+    /// from the working grid to the input grid. The default is `predict`
+    /// as probabilities 0 and 1 (added in SDK 0.3.0).
+    fn predict_probability(&mut self, case: &CaseInput) -> RResult<ProbabilityVolume, PluginError> {
+        self.predict(case)
+            .map(|labels| ProbabilityVolume::from_labels(&labels))
     }
 }
 

@@ -9,9 +9,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn check(file: &Path) -> Output {
+fn check(file: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clisc"))
         .args(["check", file.to_str().unwrap()])
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -37,7 +38,9 @@ fn a_misspelled_process_plugin_setting_fails_check_at_its_line_and_column() {
     let file = dir.path().join("pipeline.toml");
     let text = pipeline("k = 2.0, min_fractoin = 0.05");
     std::fs::write(&file, &text).unwrap();
-    let out = check(&file);
+    // `--no-start` leaves the process alone (and the typo unseen).
+    assert!(check(&file, &["--no-start"]).status.success());
+    let out = check(&file, &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = text
@@ -60,7 +63,7 @@ fn a_misspelled_process_plugin_setting_fails_check_at_its_line_and_column() {
     );
 
     std::fs::write(&file, pipeline("k = 2.0, min_fraction = 0.05")).unwrap();
-    let out = check(&file);
+    let out = check(&file, &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -253,7 +253,7 @@ impl Geometry {
 
     /// Labels on the working grid back on the crop box at the original
     /// spacing.
-    pub fn to_cropped(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
+    fn labels_on_crop_box(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
         if labels.grid.shape != self.working.shape {
             return Err(PluginError::input(format!(
                 "labels: grid {:?} is not the working grid {:?}",
@@ -271,7 +271,7 @@ impl Geometry {
 
     /// Labels on the working grid back on the whole original grid.
     pub fn restore(&self, labels: &LabelVolume) -> Result<LabelVolume, PluginError> {
-        self.crop.uncrop(&self.to_cropped(labels)?)
+        self.crop.uncrop(&self.labels_on_crop_box(labels)?)
     }
 
     /// A prediction's foreground probabilities on the working grid as
@@ -279,7 +279,7 @@ impl Geometry {
     /// probabilities are interpolated trilinearly and cut at one half (as
     /// nnU-Net does), so the boundary lands where the probability crosses
     /// one half rather than on the working voxels' edges. For probabilities
-    /// of 0 and 1 this is [`Geometry::to_cropped`] of the labels.
+    /// of 0 and 1 this is what [`Geometry::restore`] does with labels, on the crop box.
     pub fn probability_to_cropped(
         &self,
         probability: &ProbabilityVolume,
@@ -288,6 +288,24 @@ impl Geometry {
             return Err(PluginError::input(format!(
                 "probabilities: grid {:?} is not the working grid {:?}",
                 probability.grid.shape, self.working.shape
+            )));
+        }
+        if probability.data.len() != self.working.len() {
+            return Err(PluginError::input(format!(
+                "probabilities: {} values for a grid of {:?} ({} voxels)",
+                probability.data.len(),
+                self.working.shape,
+                self.working.len()
+            )));
+        }
+        if let Some((i, p)) = probability
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !(0.0..=1.0).contains(*p))
+        {
+            return Err(PluginError::input(format!(
+                "probabilities: voxel {i} holds {p}, expected a value in [0, 1]"
             )));
         }
         if !self.is_resampled() {
@@ -786,5 +804,17 @@ mod tests {
         assert!(g
             .restore_probability(&ProbabilityVolume::from_labels(&ball))
             .is_err());
+        // A plugin's bad output is an error, not a panic of the host.
+        let mut short = probability.clone();
+        short.data.pop();
+        let e = g.restore_probability(&short).unwrap_err().message;
+        assert!(e.contains("values for a grid of"), "{e}");
+        let mut nan = probability.clone();
+        nan.data[3] = f32::NAN;
+        let e = g.restore_probability(&nan).unwrap_err().message;
+        assert!(
+            e.contains("voxel 3 holds NaN, expected a value in [0, 1]"),
+            "{e}"
+        );
     }
 }

@@ -77,20 +77,22 @@ impl Segmenter {
         let written_by = || format!("{} was written by plugin `{plugin}`", model.display());
         let scratch = tempfile::tempdir().context("creating a temporary folder")?;
         let file = model_file::plugin_file(model, scratch.path())?;
+        let mut overrides = toml::Table::new();
+        apply_overrides(&mut overrides, options.overrides)?;
         if file != model {
             // A wrapped model: the plugin's weight-file settings name the
-            // payload (the SDK's model-file contract).
+            // payload (the SDK's model-file contract), unless overridden.
             let registered = registry
                 .find(&plugin, StageKind::VolumetricSegmenter)
                 .with_context(written_by)?;
             for field in registered.descriptor.info.settings.iter() {
-                if field.is_weights_file() {
+                if field.is_weights_file() && !overrides.contains_key(field.name.as_str()) {
                     let path = file.display().to_string();
                     settings.insert(field.name.to_string(), path.into());
                 }
             }
         }
-        apply_overrides(&mut settings, options.overrides)?;
+        settings.extend(overrides);
         let request = StageRequest {
             plugin: &plugin,
             kind: StageKind::VolumetricSegmenter,

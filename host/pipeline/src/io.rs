@@ -108,8 +108,8 @@ pub fn read_roi_result(dir: &Path, case: &str) -> anyhow::Result<RoiResult> {
 
 /// Scores predictions of test cases that have ground truth, on the crop
 /// box at the original spacing (where the labels are, whatever grid the
-/// network saw): whole tumor; TC/ET when the prediction carries sub-region
-/// labels.
+/// network saw): whole tumor (TC/ET too for a prediction with BraTS
+/// sub-region labels; the network's predictions are binary).
 pub fn evaluate(
     cases: &super::cases::Cases,
     predictions: &std::collections::BTreeMap<String, LabelVolume>,

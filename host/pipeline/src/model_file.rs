@@ -100,17 +100,12 @@ pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), Mo
         .as_object_mut()
         .ok_or_else(|| ModelFileError::new(path, "`__metadata__` is not a JSON object"))?;
     meta.insert(key.into(), value.into());
-    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
-    // Keep the data 8-byte aligned, as safetensors writers do.
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
+    let header = serde_json::Value::Object(header);
     let tmp = path.with_extension("metadata-tmp");
     let write = || -> std::io::Result<()> {
         let mut src = std::fs::File::open(path)?;
         let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(&(json.len() as u64).to_le_bytes())?;
-        out.write_all(&json)?;
+        write_header(&mut out, &header)?;
         std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(data_start))?;
         std::io::copy(&mut src, &mut out)?;
         out.sync_all()?;
@@ -121,6 +116,18 @@ pub(crate) fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), Mo
         let _ = std::fs::remove_file(&tmp);
         ModelFileError::new(path, format!("cannot write metadata `{key}`: {e}"))
     })
+}
+
+/// Writes a safetensors header: its length (8 bytes, little-endian) and
+/// the JSON, padded with spaces so that the data stays 8-byte aligned, as
+/// safetensors writers do.
+fn write_header(out: &mut impl Write, header: &serde_json::Value) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec(header).expect("a JSON value serialises");
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    out.write_all(&(json.len() as u64).to_le_bytes())?;
+    out.write_all(&json)
 }
 
 /// Whether `path` is a model file: a safetensors file whose metadata
@@ -138,22 +145,32 @@ pub(crate) fn wrap(
     metadata: &BTreeMap<String, String>,
     out: &Path,
 ) -> Result<(), ModelFileError> {
-    let len = std::fs::metadata(payload)
-        .map_err(|e| ModelFileError::new(payload, format!("cannot read: {e}")))?
-        .len();
+    let about = std::fs::metadata(payload).map_err(|e| {
+        ModelFileError::new(payload, format!("cannot read what the plugin saved: {e}"))
+    })?;
+    if about.is_dir() {
+        return Err(ModelFileError::new(
+            payload,
+            "the plugin's `save` wrote a folder; a model must be one file",
+        ));
+    }
+    let len = about.len();
+    if len == 0 {
+        return Err(ModelFileError::new(
+            payload,
+            "the plugin's `save` wrote an empty file",
+        ));
+    }
+    let mut src = std::fs::File::open(payload).map_err(|e| {
+        ModelFileError::new(payload, format!("cannot read what the plugin saved: {e}"))
+    })?;
     let header = serde_json::json!({
         "__metadata__": metadata,
         PAYLOAD_TENSOR: {"dtype": "U8", "shape": [len], "data_offsets": [0, len]},
     });
-    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-    let write = || -> std::io::Result<()> {
-        let mut src = std::fs::File::open(payload)?;
+    let mut write = || -> std::io::Result<()> {
         let mut dst = std::fs::File::create(out)?;
-        dst.write_all(&(json.len() as u64).to_le_bytes())?;
-        dst.write_all(&json)?;
+        write_header(&mut dst, &header)?;
         let copied = std::io::copy(&mut src, &mut dst)?;
         if copied != len {
             return Err(std::io::Error::other(format!(
@@ -189,7 +206,11 @@ pub fn ensure_model_file(
         (PLUGIN_VERSION_KEY.to_string(), version.to_string()),
         (SETTINGS_KEY.to_string(), settings),
     ]);
-    let wrapped = saved.with_file_name(".wrapping");
+    let name = saved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let wrapped = saved.with_file_name(format!(".wrapping.{name}"));
     wrap(saved, &metadata, &wrapped)?;
     std::fs::rename(&wrapped, saved).map_err(|e| {
         let _ = std::fs::remove_file(&wrapped);
@@ -245,7 +266,7 @@ pub fn is_wrapped(path: &Path) -> Result<bool, ModelFileError> {
 /// The file to give the plugin's `load` for the model file `model`: the
 /// payload of a wrapped model, copied into `scratch` (created if needed),
 /// or `model` itself.
-pub fn plugin_file(model: &Path, scratch: &Path) -> Result<PathBuf, ModelFileError> {
+pub(crate) fn plugin_file(model: &Path, scratch: &Path) -> Result<PathBuf, ModelFileError> {
     let Some((start, end)) = payload_range(model)? else {
         return Ok(model.to_path_buf());
     };
@@ -392,6 +413,20 @@ mod tests {
         assert_eq!(plugin_file(&own, dir.path()).unwrap(), own);
         // A TorchScript archive is no model file.
         assert!(!is_model_file(&payload));
+        // Nothing saved, or a folder saved: named as the plugin's output.
+        let empty = dir.path().join("empty.pt");
+        std::fs::write(&empty, b"").unwrap();
+        let e = wrap(&empty, &meta, &dir.path().join("x.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("empty.pt") && e.contains("wrote an empty file"),
+            "{e}"
+        );
+        let e = wrap(dir.path(), &meta, &dir.path().join("x.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrote a folder"), "{e}");
         // A truncated wrapped file names itself.
         let all = std::fs::read(&wrapped).unwrap();
         std::fs::write(&wrapped, &all[..all.len() - 10]).unwrap();

@@ -995,8 +995,9 @@ impl<'a> Runner<'a> {
             for (i, id) in test.iter().enumerate() {
                 let path = case_file(&out_dir, id, "");
                 let case = self.case(id);
-                let cropped_path = case_file(&out_dir.join("cropped"), id, "");
-                let pred = if cropped_path.exists() && path.exists() {
+                // The report overlays the working-grid labels of `cropped/`.
+                let working_path = case_file(&out_dir.join("cropped"), id, "");
+                let pred = if working_path.exists() && path.exists() {
                     case.geometry
                         .crop
                         .crop_labels(&io::read_labels(&path)?)
@@ -1006,7 +1007,7 @@ impl<'a> Runner<'a> {
                         net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
                     }
                     let net = net.as_mut().expect("loaded");
-                    write_prediction(net, case, &path, &cropped_path)?
+                    write_prediction(net, case, &path, &working_path)?
                 };
                 self.factory.bars.update(
                     &format!("predict ({name})"),

@@ -69,6 +69,12 @@ impl StandaloneStage {
         let resolved =
             registry.resolve_settings(request.plugin, request.kind, &request.settings)?;
         let device = crate::device::resolve("--device", request.device)?;
+        let plugin_version = registry
+            .find(request.plugin, request.kind)?
+            .descriptor
+            .info
+            .version
+            .to_string();
         let work = private_folder()?;
         let ctx = HostContext {
             device: device.into(),
@@ -77,12 +83,6 @@ impl StandaloneStage {
             work_dir: work.display().to_string().into(),
             progress: Silent::boxed(),
         };
-        let plugin_version = registry
-            .find(request.plugin, request.kind)?
-            .descriptor
-            .info
-            .version
-            .to_string();
         match registry.create(request.plugin, request.kind, &resolved, &ctx) {
             Ok(stage) => Ok(Self {
                 stage: Some(stage),

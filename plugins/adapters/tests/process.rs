@@ -361,10 +361,16 @@ fn a_call_over_its_time_limit_is_killed_although_it_reports_progress() {
 
 #[test]
 fn a_process_over_its_memory_limit_is_killed_and_named() {
-    let StageObject::PseudoLabeler(mut stage) =
-        misbehaving_with("hog", &[], "memory_limit_mb = 300")
+    // Started through a shell that stays the direct child: the limit
+    // counts the plugin's whole process group.
+    let script = format!("{:?} {:?} hog; true", python(), fixture("misbehaving.py"));
+    let settings = format!(
+        "{}\ntimeout_seconds = 20.0\nmemory_limit_mb = 300",
+        command(&["sh", "-c", &script])
+    );
+    let Ok(StageObject::PseudoLabeler(mut stage)) = create::<ProcessLabelerPlugin>(&settings)
     else {
-        panic!("wrong kind")
+        panic!("handshake failed")
     };
     let (case, _) = synthetic_case();
     let t = Instant::now();
@@ -402,6 +408,22 @@ fn a_crashed_call_is_tried_again_on_a_fresh_process_when_retries_allow() {
     let labels = retried.label_slices(&case).unwrap();
     assert_eq!(labels.slices.len(), case.image.grid.shape[2] as usize);
     assert!(std::path::Path::new(marker).exists());
+}
+
+#[test]
+fn an_exception_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let StageObject::PseudoLabeler(mut stage) =
+        misbehaving_with("error", &[calls.to_str().unwrap()], "retries = 2")
+    else {
+        panic!("wrong kind")
+    };
+    let (case, _) = synthetic_case();
+    let err = stage.label_slices(&case).unwrap_err();
+    assert!(err.message.contains("RuntimeError"), "{err}");
+    let attempts = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert_eq!(attempts, 1);
 }
 
 #[test]

@@ -414,6 +414,26 @@ mod tests {
         let labels = net.predict_case(&case).unwrap();
         assert_eq!(probability.labels(), labels);
         assert!(probability.data.iter().all(|p| (0.0..=1.0).contains(p)));
+        // The labels are what the plugin predicted before it had
+        // probabilities: the network's output cut at one half inside the
+        // brain, then its largest component.
+        let flair = case.image.require_channel("flair").unwrap();
+        let dims = case.image.grid.dims();
+        let pad = flair.iter().copied().fold(f32::INFINITY, f32::min);
+        let raw =
+            infer::foreground_probability(net.model.as_ref().unwrap(), &cfg, flair, dims, pad);
+        let cut: Vec<u8> = raw
+            .iter()
+            .zip(case.brain_mask.data.iter())
+            .map(|(&p, &b)| u8::from(p > 0.5 && b != 0))
+            .collect();
+        let expected = clisc_imaging::components::largest_component(
+            &cut,
+            dims,
+            clisc_imaging::Connectivity::Full,
+        );
+        assert_eq!(labels.data.as_slice(), expected.as_slice());
+        assert!(expected.iter().any(|&v| v != 0));
         let brain = &case.brain_mask.data;
         assert!(brain.contains(&0));
         assert!(probability

@@ -10,6 +10,11 @@ use std::path::PathBuf;
 pub struct CheckArgs {
     /// The pipeline file.
     pub file: PathBuf,
+    /// Do not start the stages that pass settings on (process plugins),
+    /// e.g. on a login node without their programs: what they receive is
+    /// then checked when a run starts them.
+    #[arg(long)]
+    pub no_start: bool,
 }
 
 /// Validates the file (starting, once, each stage that passes settings on
@@ -33,7 +38,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let on = device.as_deref().unwrap_or("cpu");
-    let started = build_passthrough_stages(&pipeline, &args.file, &text, &registry, on)?;
+    let started = if args.no_start {
+        Vec::new()
+    } else {
+        build_passthrough_stages(&pipeline, &args.file, &text, &registry, on)?
+    };
     print!("{}", pipeline.to_toml());
     for slot in started {
         println!(

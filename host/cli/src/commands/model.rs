@@ -131,14 +131,15 @@ fn wrap(args: &WrapArgs) -> anyhow::Result<()> {
 /// Prints the model file's metadata, one `key: value` line each.
 fn info(args: &InfoArgs) -> anyhow::Result<()> {
     let path = &args.model;
-    if !model_file::is_model_file(path) {
+    let metadata = model_file::read_metadata(path)?;
+    if !metadata.contains_key(model_file::PLUGIN_KEY) {
         bail!(
-            "{} is not a clisc model file (a safetensors file naming its plugin in `{}`); `clisc model wrap` makes one",
+            "{} is not a clisc model file: its metadata has no `{}` naming its plugin; `clisc model wrap` makes one",
             path.display(),
             model_file::PLUGIN_KEY
         );
     }
-    for (key, value) in model_file::read_metadata(path)? {
+    for (key, value) in metadata {
         if key == model_file::SETTINGS_KEY {
             println!("{key}:");
             for line in value.lines() {

@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 const STDERR_LINES: usize = 20;
 /// How often the host looks at a running call's time and memory.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// The calls whose result depends only on their request and the settings,
+/// so that a fresh process gives what the lost one would have. The others
+/// (`fit`, `extract`, `train`, `predict`, `save`, `load`) rely on what
+/// earlier calls left in the process and are never retried.
+pub const RETRYABLE: [&str; 4] = ["label_slices", "prompts", "segment", "select"];
 /// How long a plugin may take to exit after `shutdown` before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -125,35 +130,49 @@ impl PluginProcess {
     }
 
     /// Sends a `call` for `method` and returns the `result` frame.
-    /// Restarts the process first if an earlier failure stopped it, and
-    /// tries again on a fresh process as [`CallLimits::retries`] allows.
+    /// Restarts the process first if an earlier failure stopped it. A
+    /// call in [`RETRYABLE`] whose process was lost while it ran (crash,
+    /// silence, broken limit) is tried again on a fresh process as
+    /// [`CallLimits::retries`] allows.
     pub fn call(&mut self, method: &str, mut request: Frame) -> Result<Frame, PluginError> {
         request.header.insert("type".into(), "call".into());
         request.header.insert("method".into(), method.into());
+        let retries = if RETRYABLE.contains(&method) {
+            self.spec.limits.retries
+        } else {
+            0
+        };
         let mut failures = 0;
         loop {
-            let result = self.call_once(method, &request);
-            // A plugin that reported an exception keeps running: only a
-            // stopped process is worth another attempt.
-            let process_failed = result.is_err() && self.running.is_none();
-            if !process_failed || failures >= self.spec.limits.retries {
+            let (result, reached) = self.call_once(method, &request);
+            // Start-up failures would only repeat, and a plugin that
+            // reported an exception is still running: neither is retried.
+            let lost = result.is_err() && reached && self.running.is_none();
+            if !lost || failures >= retries {
                 return result;
             }
             failures += 1;
             tracing::warn!(
-                "{}: `{method}` failed; trying again on a fresh process ({failures} of {} retries): {}",
+                "{}: `{method}` failed; trying again on a fresh process ({failures} of {retries} retries): {}",
                 self.spec.adapter,
-                self.spec.limits.retries,
                 result.err().map(|e| e.message.to_string()).unwrap_or_default()
             );
         }
     }
 
-    fn call_once(&mut self, method: &str, request: &Frame) -> Result<Frame, PluginError> {
-        self.ensure_running()?;
-        self.send(request, method)?;
-        let reply = self.receive_within_limits(method)?;
-        match reply.kind() {
+    /// One attempt at a call, and whether it reached a running process.
+    fn call_once(&mut self, method: &str, request: &Frame) -> (Result<Frame, PluginError>, bool) {
+        if let Err(e) = self.ensure_running() {
+            return (Err(e), false);
+        }
+        let reply = match self
+            .send(request, method)
+            .and_then(|()| self.receive_within_limits(method))
+        {
+            Ok(reply) => reply,
+            Err(e) => return (Err(e), true),
+        };
+        let result = match reply.kind() {
             "result" => Ok(reply),
             "error" => {
                 let message = reply
@@ -169,7 +188,8 @@ impl PluginProcess {
             other => Err(self.fail(&format!(
                 "answered `{method}` with a frame of type {other:?} instead of \"result\""
             ))),
-        }
+        };
+        (result, true)
     }
 
     fn ensure_running(&mut self) -> Result<(), PluginError> {
@@ -186,6 +206,10 @@ impl PluginProcess {
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
+        // Its own process group: the memory limit counts, and a stop
+        // kills, the processes it starts too (a shell wrapper, workers).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().map_err(|e| {
             PluginError::config(format!(
                 "{}: cannot start command {:?}{}: {e}",
@@ -369,9 +393,11 @@ impl PluginProcess {
             }
         }
         let limit = limits.memory_mb?;
-        let pid = self.running.as_ref()?.child.id();
-        let used = resident_mib(pid)?;
-        (used > limit).then(|| format!("used {used} MiB of memory, over memory_limit_mb = {limit}"))
+        let group = self.running.as_ref()?.child.id();
+        let used = group_resident_mib(group)?;
+        (used > limit).then(|| {
+            format!("used {used} MiB of memory (its process group), over memory_limit_mb = {limit}")
+        })
     }
 
     /// Waits for the next non-log frame; every frame (log and progress
@@ -380,11 +406,27 @@ impl PluginProcess {
     fn receive_watched(&mut self, what: &str, limits: CallLimits) -> Result<Frame, PluginError> {
         let started = Instant::now();
         let mut last_frame = Instant::now();
+        let mut next_check = Instant::now();
         loop {
-            if let Some(broken) = self.broken_limit(limits, started) {
-                return Err(self.fail(&format!(
-                    "{broken} while the host waited for `{what}`; the process was killed"
-                )));
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + WATCH_EVERY;
+                if let Some(broken) = self.broken_limit(limits, started) {
+                    // A reply that arrived in time still counts.
+                    let waiting = self
+                        .running
+                        .as_ref()
+                        .and_then(|r| r.from_child.try_recv().ok());
+                    match waiting {
+                        Some(Ok(frame)) if !matches!(frame.kind(), "log" | "progress") => {
+                            return Ok(frame)
+                        }
+                        _ => {
+                            return Err(self.fail(&format!(
+                            "{broken} while the host waited for `{what}`; the process was killed"
+                        )))
+                        }
+                    }
+                }
             }
             let Some(running) = self.running.as_ref() else {
                 return Err(self.fail(&format!("is not running (while waiting for `{what}`)")));
@@ -486,7 +528,7 @@ impl PluginProcess {
         let Some(mut running) = self.running.take() else {
             return Vec::new();
         };
-        let _ = running.child.kill();
+        kill_group(&mut running.child);
         let _ = running.child.wait();
         running.to_child.take();
         for t in running.threads.drain(..) {
@@ -517,13 +559,62 @@ impl Drop for PluginProcess {
     }
 }
 
-/// Resident memory of process `pid` in MiB (`VmRSS` of
-/// `/proc/PID/status`); `None` where that cannot be read.
-fn resident_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+/// Resident memory, in MiB, of the processes of group `group` (the
+/// plugin process and whatever it started), from `VmRSS` in
+/// `/proc/PID/status`; `None` where `/proc` cannot be read.
+fn group_resident_mib(group: u32) -> Option<u64> {
+    let mut kib = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Field 5 of /proc/PID/stat is the process group; the command
+        // name before it is in parentheses and may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let pgrp = after_name
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u32>().ok());
+        if pgrp != Some(group) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        kib += status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
     Some(kib / 1024)
+}
+
+/// Whether memory limits can be watched here (Linux's `/proc`).
+pub fn memory_is_observable() -> bool {
+    std::path::Path::new("/proc/self/status").exists()
+}
+
+/// Kills the plugin process and every process of its group.
+fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        // The group's id is the child's pid (`process_group(0)`).
+        let group = child.id() as i32;
+        // SAFETY: kill(2) with a negative pid signals a process group; it
+        // takes no pointers and has no memory effects in this process.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
 }
 
 fn write_loop(stdin: ChildStdin, frames: Receiver<Vec<u8>>) {

@@ -12,12 +12,16 @@
 //! * `timeout_seconds`: the longest the plugin may stay silent while the
 //!   host waits for its handshake or a reply (log and progress frames
 //!   count as activity); on expiry the process is killed;
-//! * `max_call_seconds`, `memory_limit_mb`: limits on each call (its
-//!   duration, the process's resident memory; 0 = none); a process over
-//!   one is killed and the call fails naming the limit;
-//! * `retries`: how many times a call whose process crashed, hung or broke
-//!   a limit is tried again on a fresh process (an exception the plugin
-//!   reports is not retried);
+//! * `max_call_seconds`, `memory_limit_mb`: limits on every call,
+//!   `train` included (its duration; the resident memory of the process
+//!   and of the processes it started, its process group; 0 = none); a
+//!   process over one is killed with its group and the call fails naming
+//!   the limit;
+//! * `retries`: how many times a call whose process was lost while it ran
+//!   (crash, silence, broken limit) is tried again on a fresh process;
+//!   only calls that need nothing from earlier calls are retried
+//!   ([`client::RETRYABLE`]: `label_slices`, `prompts`, `segment`,
+//!   `select`), never an exception the plugin reports;
 //! * `settings`: the plugin's own settings, a TOML table validated against
 //!   the schema the plugin announces (a problem names `settings.KEY`, which
 //!   `clisc check` shows at its line and column).
@@ -69,17 +73,17 @@ fn process_settings() -> Vec<ConfigField> {
         ConfigField::float(
             "max_call_seconds",
             0.0,
-            "longest a call may take, progress or not (0 = no limit); the process is then killed",
+            "longest any call (train included) may take, progress or not (0 = no limit); the process is then killed",
         ),
         ConfigField::integer(
             "memory_limit_mb",
             0,
-            "largest resident memory of the process during a call, in MiB (0 = no limit); the process is then killed",
+            "largest resident memory of the process and those it started during a call, in MiB (0 = no limit); they are then killed",
         ),
         ConfigField::integer(
             "retries",
             0,
-            "fresh attempts at a call whose process crashed, hung or broke a limit",
+            "fresh attempts at a call whose process was lost while it ran (label_slices, prompts, segment and select only)",
         ),
         ConfigField::table(
             "settings",
@@ -114,27 +118,50 @@ fn start(
 
 /// `max_call_seconds`, `memory_limit_mb` and `retries`, checked.
 fn call_limits(adapter: &str, settings: &Settings) -> Result<CallLimits, PluginError> {
-    let max_call = settings.f64("max_call_seconds")?;
-    let memory = settings.i64("memory_limit_mb")?;
-    let retries = settings.i64("retries")?;
-    let bad = |name: &str, value: String| {
+    let bad = |name: &str, value: String, expected: &str| {
         PluginError::config(format!(
-            "{adapter}: `{name}` must be 0 (no limit) or positive, found {value}"
+            "{adapter}: `{name}` must be {expected}, found {value}"
         ))
+        .about_setting(name)
     };
-    if !(max_call >= 0.0 && max_call.is_finite()) {
-        return Err(bad("max_call_seconds", max_call.to_string()));
-    }
-    if memory < 0 {
-        return Err(bad("memory_limit_mb", memory.to_string()));
-    }
-    if retries < 0 {
-        return Err(bad("retries", retries.to_string()));
-    }
+    let seconds = settings.f64("max_call_seconds")?;
+    let max_call = if seconds == 0.0 {
+        None
+    } else {
+        Some(Duration::try_from_secs_f64(seconds).map_err(|_| {
+            bad(
+                "max_call_seconds",
+                seconds.to_string(),
+                "0 (no limit) or a positive number of seconds",
+            )
+        })?)
+    };
+    let memory = settings.i64("memory_limit_mb")?;
+    let memory_mb = match u64::try_from(memory) {
+        Ok(0) => None,
+        Ok(mb) if client::memory_is_observable() => Some(mb),
+        Ok(_) => {
+            return Err(bad(
+                "memory_limit_mb",
+                memory.to_string(),
+                "0 here: this system has no /proc to watch a process's memory",
+            ))
+        }
+        Err(_) => {
+            return Err(bad(
+                "memory_limit_mb",
+                memory.to_string(),
+                "0 (no limit) or positive",
+            ))
+        }
+    };
+    let retries = settings.i64("retries")?;
+    let retries = u32::try_from(retries)
+        .map_err(|_| bad("retries", retries.to_string(), "between 0 and 4294967295"))?;
     Ok(CallLimits {
-        max_call: (max_call > 0.0).then(|| Duration::from_secs_f64(max_call)),
-        memory_mb: (memory > 0).then_some(memory as u64),
-        retries: retries as u32,
+        max_call,
+        memory_mb,
+        retries,
     })
 }
 

@@ -4,9 +4,10 @@ usage: misbehaving.py MODE   with MODE one of
   crash    handshake fine, then dies with exit status 3 on the first call
   hang     handshake fine, then never answers a call
   garbage  writes text instead of frames (before any handshake)
-  error    handshake fine, every call raises (reported, process keeps serving)
+  error    handshake fine, every call raises (reported, process keeps serving);
+           with a second argument FILE, each call first appends a line to it
   busy     handshake fine, then reports progress forever without answering
-  hog      handshake fine, then grows its memory by 50 MiB every 0.1 s
+  hog      handshake fine, then grows its memory by 50 MiB every 0.1 s (to 1 GiB)
   flaky    crashes on the first call if the file MARKER (second argument)
            does not exist yet (it creates it), answers normally after that
 """
@@ -40,9 +41,9 @@ class Misbehaving:
                 time.sleep(0.1)
         if MODE == "hog":
             held = []
-            for i in range(200):
+            for i in range(20):
                 held.append(bytearray(50 << 20))
-                cp.progress("hog", i, 200)
+                cp.progress("hog", i, 20)
                 time.sleep(0.1)
         if MODE == "flaky":
             marker = sys.argv[2]
@@ -50,6 +51,9 @@ class Misbehaving:
                 open(marker, "w").close()
                 os._exit(3)
             return [{"label": 0, "probability": 1.0, "kept": True} for _ in range(case.nz)]
+        if MODE == "error" and len(sys.argv) > 2:
+            with open(sys.argv[2], "a") as calls:
+                calls.write("call\n")
         raise RuntimeError("label_slices is not implemented in this fixture")
 
 
