@@ -62,9 +62,14 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(path: &Path, bytes: u64) -> Result<Self, String> {
+        Self::mount_with(path, &format!("size={bytes}"))
+    }
+
+    /// A tmpfs with mount `options` (e.g. `ro,size=1m`).
+    fn mount_with(path: &Path, options: &str) -> Result<Self, String> {
         std::fs::create_dir_all(path).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(path)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -199,6 +204,36 @@ fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
 }
 
 /// A small deterministic generator (SplitMix64) for the kill moments.
+#[test]
+fn a_read_only_work_folder_fails_before_any_work_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
+    let work = root.join("read-only");
+    let _tmpfs = match Tmpfs::mount_with(&work, "ro,size=1m") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("NOT RUN: cannot mount a tmpfs (needs root): {e}");
+            return;
+        }
+    };
+    let config = write_tiny_pipeline(root, "read-only");
+    let log = root.join("read-only.log");
+    let status = start_run(CLI, &config, &log).wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{text}");
+    let lock = work.join(".clisc-run.lock");
+    assert!(
+        text.contains(&format!(
+            "cannot use {} as the run's lock file",
+            lock.display()
+        )) && text.matches("Read-only file system").count() == 1,
+        "{text}"
+    );
+    // Nothing was read or computed before: no step started.
+    assert!(!text.contains("pseudo-labels"), "{text}");
+}
+
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;

@@ -31,12 +31,13 @@ pub enum LockMode {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// The folder or the lock file cannot be created (read-only, full, ...).
-    #[error("cannot use {path} as the run's lock file: {source}")]
+    #[error("cannot use {path} as the run's lock file: {error}")]
     Create {
         /// The lock file.
         path: PathBuf,
-        /// The system's error.
-        source: io::Error,
+        /// The system's error (in the message, not a chained source, so
+        /// that it is printed once).
+        error: io::Error,
     },
     /// Another run holds the folder.
     #[error("the work folder {root} is in use by another clisc run ({holder}); wait for it to end or stop it (a stopped run releases the folder)")]
@@ -60,9 +61,9 @@ impl RunLock {
     /// message (e.g. `clisc run`, `shard 1/4 of pseudo-masks`).
     pub fn acquire(root: &Path, mode: LockMode, what: &str) -> Result<Self, LockError> {
         let path = root.join(LOCK_FILE);
-        let create = |source| LockError::Create {
+        let create = |error| LockError::Create {
             path: path.clone(),
-            source,
+            error,
         };
         std::fs::create_dir_all(root).map_err(create)?;
         let mut file = OpenOptions::new()
