@@ -80,7 +80,7 @@ fn an_external_network_segments_new_volumes_with_clisc_infer() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (library, model) = train_external_model(root);
-    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    let meta = clisc_inference::model_file::read_metadata(&model).unwrap();
     assert_eq!(
         meta.get("clisc.plugin").map(String::as_str),
         Some("example-threshold-segmenter")
@@ -179,12 +179,12 @@ fn a_process_plugin_network_segments_new_volumes_with_clisc_infer() {
     let config = pipeline_with_network(root, &network);
     clisc(&["--quiet", "run", "--config", config.to_str().unwrap()]);
     let model = root.join("work/05-network-1/model.ckpt");
-    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    let meta = clisc_inference::model_file::read_metadata(&model).unwrap();
     assert_eq!(
         meta.get("clisc.plugin").map(String::as_str),
         Some("process-volumetric-segmenter")
     );
-    assert!(clisc_pipeline::model_file::is_wrapped(&model).unwrap());
+    assert!(clisc_inference::model_file::is_wrapped(&model).unwrap());
 
     let (prediction, flair) = test_case(root);
     let out = root.join("inferred.nii.gz");

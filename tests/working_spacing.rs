@@ -127,7 +127,7 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     // The model carries the spacing and the bias correction; `clisc infer`
     // preprocesses the same way and writes on the input's grid.
     let model = work.join("05-network-1/model.ckpt");
-    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    let meta = clisc_inference::model_file::read_metadata(&model).unwrap();
     assert_eq!(meta.get("clisc.spacing").map(String::as_str), Some("2,2,2"));
     assert_eq!(
         meta.get("clisc.bias_correction").map(String::as_str),

@@ -183,12 +183,12 @@ settings = {{ model = "models/volumetric.pt", pad_multiple = 4 }}
     // segments with it alone (the exported file moved away), as the run
     // predicted.
     let model = root.join("work/05-network-1/model.ckpt");
-    let meta = clisc_pipeline::model_file::read_metadata(&model).unwrap();
+    let meta = clisc_inference::model_file::read_metadata(&model).unwrap();
     assert_eq!(
         meta.get("clisc.plugin").map(String::as_str),
         Some("torchscript-volumetric-segmenter")
     );
-    assert!(clisc_pipeline::model_file::is_wrapped(&model).unwrap());
+    assert!(clisc_inference::model_file::is_wrapped(&model).unwrap());
     std::fs::rename(&models, root.join("moved-away")).unwrap();
     let prediction = std::fs::read_dir(root.join("work/08-predictions"))
         .unwrap()

@@ -5,9 +5,10 @@
 //! [`cases`]), the runner that drives the stages through the traits of
 //! `clisc-sdk` ([`run`], [`stages`]) and its work folder of cached
 //! artefacts ([`workdir`], [`artefacts`], [`io`]), the run lock ([`lock`]),
-//! shards of per-case steps ([`shard`]), the run summary ([`summary`]), the
-//! model files a run leaves ([`model_file`]), and the inference engine that
-//! applies such a model to new volumes ([`infer`]).
+//! shards of per-case steps ([`shard`]), the run summary ([`summary`]), and
+//! the stages `clisc check` starts to check what they pass on ([`probe`]).
+//! The model files a run leaves are written with `clisc-inference`, which
+//! also applies them to new volumes.
 //!
 //! Data flows one way: dataset (`clisc-dataset`) -> stages (found in
 //! `clisc-registry`) -> artefacts in the work folder -> summary
@@ -16,10 +17,8 @@
 pub mod artefacts;
 pub mod cases;
 pub mod config;
-pub mod infer;
 pub mod io;
 pub mod lock;
-pub mod model_file;
 pub mod prepare;
 pub mod probe;
 pub mod progress;

@@ -691,7 +691,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Makes the file the network's plugin saved a model file
-    /// ([`crate::model_file::ensure_model_file`]), so `clisc infer` and the
+    /// ([`clisc_inference::model_file::ensure_model_file`]), so `clisc infer` and the
     /// DICOM node can rebuild the stage from it alone.
     fn ensure_model_file(&self, saved: &Path) -> anyhow::Result<()> {
         let slot = StageSlot::VolumetricSegmenter;
@@ -702,7 +702,12 @@ impl<'a> Runner<'a> {
             .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
         let registered = self.factory.registry.find(&spec.plugin, slot.kind())?;
         let version = registered.descriptor.info.version.as_str();
-        crate::model_file::ensure_model_file(saved, &spec.plugin, version, &spec.settings)?;
+        clisc_inference::model_file::ensure_model_file(
+            saved,
+            &spec.plugin,
+            version,
+            &spec.settings,
+        )?;
         Ok(())
     }
 
@@ -712,7 +717,7 @@ impl<'a> Runner<'a> {
     /// warning.
     fn record_preprocessing(&self, model: &Path) -> anyhow::Result<()> {
         let (spacing, bias) = (self.summary.working_spacing, self.summary.bias_correction);
-        if let Err(e) = crate::model_file::record_preprocessing(model, spacing, bias) {
+        if let Err(e) = clisc_inference::model_file::record_preprocessing(model, spacing, bias) {
             tracing::warn!(
                 "the network was trained with working spacing {spacing:?} and bias correction {} but its model file cannot record them ({e:#}); `clisc infer` with it will not preprocess alike",
                 bias.as_str()
@@ -825,7 +830,7 @@ impl<'a> Runner<'a> {
             work,
             StageSeed::LoadedNetwork,
         )?;
-        let file = crate::model_file::plugin_file(model, work)?;
+        let file = clisc_inference::model_file::plugin_file(model, work)?;
         plugin(
             net.load(file.display().to_string().as_str().into()),
             &format!("loading {}", model.display()),

@@ -9,7 +9,7 @@ use clisc_dicom::{convert::ConvertOptions, select::describe_all, ModalityRules};
 use clisc_dicom_node::net::{self, Peer, StoreScp, StoredInstance, StudyQuery};
 use clisc_dicom_node::outbox::Outbox;
 use clisc_dicom_node::tls::{self, TlsFiles};
-use clisc_pipeline::infer::{LoadOptions, Segmenter};
+use clisc_inference::engine::{LoadOptions, Segmenter};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! (`clisc.settings`, TOML). The command rebuilds that stage through the
 //! registry (built-ins, `CLISC_PLUGIN_PATH` and `--plugin-path`, so any
 //! volumetric-segmenter plugin that writes these two keys works; see
-//! `clisc_pipeline::infer`), applies `--set key=value` overrides (inference settings such as
+//! `clisc_inference::engine`), applies `--set key=value` overrides (inference settings such as
 //! `overlap`, `inference`, `largest_component`), loads the weights, and for
 //! every input volume: CLISC preprocessing (crop to the brain, resample to
 //! the spacing the network was trained at when the model file records one
@@ -23,8 +23,8 @@ use super::PluginPathArgs;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use clisc_dicom::{safe_file_name, ModalityRules, SegOptions, SegSummary};
+use clisc_inference::engine::{LoadOptions, Segmenter};
 use clisc_nifti::is_nifti_path;
-use clisc_pipeline::infer::{LoadOptions, Segmenter};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc infer`.

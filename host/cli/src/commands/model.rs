@@ -18,7 +18,7 @@ use super::StageOptions;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use clisc_dataset::BiasCorrection;
-use clisc_pipeline::model_file;
+use clisc_inference::model_file;
 use clisc_sdk::{StageKind, StageObject};
 use std::path::PathBuf;
 

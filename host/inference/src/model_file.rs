@@ -266,7 +266,7 @@ pub fn is_wrapped(path: &Path) -> Result<bool, ModelFileError> {
 /// The file to give the plugin's `load` for the model file `model`: the
 /// payload of a wrapped model, copied into `scratch` (created if needed),
 /// or `model` itself.
-pub(crate) fn plugin_file(model: &Path, scratch: &Path) -> Result<PathBuf, ModelFileError> {
+pub fn plugin_file(model: &Path, scratch: &Path) -> Result<PathBuf, ModelFileError> {
     let Some((start, end)) = payload_range(model)? else {
         return Ok(model.to_path_buf());
     };
