@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// How `clisc infer` is told where the model's plugin is.
+#[derive(Clone, Copy)]
 enum PluginRoute<'a> {
     /// Not at all (`CLISC_PLUGIN_PATH` removed).
     Nowhere,
@@ -125,6 +126,13 @@ fn an_external_network_segments_a_dicom_study() {
     let root = dir.path();
     let (library, model) = train_external_model(root);
 
+    segments_a_dicom_study_as_its_series(root, &model, PluginRoute::Flag(&library));
+}
+
+/// Makes a DICOM study of case 003's FLAIR under `root`, and checks that
+/// `clisc infer` with `model` (its plugin found by `route`) writes a SEG
+/// holding exactly the voxels of its inference on the converted series.
+fn segments_a_dicom_study_as_its_series(root: &Path, model: &Path, route: PluginRoute) {
     let flair = root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz");
     let dicom = root.join("dicom");
     let study = make_study(
@@ -146,12 +154,11 @@ fn an_external_network_segments_a_dicom_study() {
     ]);
     let reference = root.join("reference.nii.gz");
     let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
-    let route = || PluginRoute::Flag(&library);
-    assert_ok(&infer(&model, &flair_nii, &reference, route()));
+    assert_ok(&infer(model, &flair_nii, &reference, route));
 
-    // DICOM in, SEG out, with the external plugin.
+    // DICOM in, SEG out.
     let out = root.join("out");
-    assert_ok(&infer(&model, &dicom, &out, route()));
+    assert_ok(&infer(model, &dicom, &out, route));
     let seg = out.join(study_uid).join("seg.dcm");
     assert!(seg.is_file(), "no SEG at {}", seg.display());
     let v = check_seg(&seg, &reference, &dicom);
@@ -192,4 +199,5 @@ fn a_process_plugin_network_segments_new_volumes_with_clisc_infer() {
     let predicted = clisc_nifti::read(&prediction).unwrap().data;
     assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
     assert_eq!(clisc_nifti::read(&out).unwrap().data, predicted);
+    segments_a_dicom_study_as_its_series(root, &model, PluginRoute::Nowhere);
 }
