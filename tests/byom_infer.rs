@@ -12,8 +12,8 @@
 mod dicom_e2e;
 
 use dicom_e2e::{
-    assert_seg_matches, check_seg, clisc, make_study, pipeline_with_network, python,
-    train_external_model, CLI,
+    assert_seg_matches, case_flair, check_seg, clisc, converted_flair, make_study,
+    pipeline_with_network, python, train_external_model, CLI,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -133,10 +133,9 @@ fn an_external_network_segments_a_dicom_study() {
 /// `clisc infer` with `model` (its plugin found by `route`) writes a SEG
 /// holding exactly the voxels of its inference on the converted series.
 fn segments_a_dicom_study_as_its_series(root: &Path, model: &Path, route: PluginRoute) {
-    let flair = root.join("data/BraTS20_Training_003/BraTS20_Training_003_flair.nii.gz");
     let dicom = root.join("dicom");
     let study = make_study(
-        &flair,
+        &case_flair(root, 3),
         &dicom,
         "1.2.826.0.1.3680043.8.498.77009",
         "PAT-0009",
@@ -144,16 +143,8 @@ fn segments_a_dicom_study_as_its_series(root: &Path, model: &Path, route: Plugin
     let study_uid = study["study_uid"].as_str().unwrap();
 
     // Reference: the converted FLAIR series, segmented as NIfTI.
-    let nii = root.join("nii");
-    clisc(&[
-        "--quiet",
-        "dicom",
-        "convert",
-        dicom.to_str().unwrap(),
-        nii.to_str().unwrap(),
-    ]);
+    let flair_nii = converted_flair(&dicom, &root.join("nii"));
     let reference = root.join("reference.nii.gz");
-    let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
     assert_ok(&infer(model, &flair_nii, &reference, route));
 
     // DICOM in, SEG out.

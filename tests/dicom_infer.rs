@@ -11,7 +11,9 @@
 
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
-use dicom_e2e::{assert_seg_matches, case_flair, check_seg, clisc, make_study, train_model};
+use dicom_e2e::{
+    assert_seg_matches, case_flair, check_seg, clisc, converted_flair, make_study, train_model,
+};
 
 #[test]
 fn infer_on_a_dicom_study_writes_a_seg_equal_to_infer_on_the_converted_nifti() {
@@ -29,16 +31,7 @@ fn infer_on_a_dicom_study_writes_a_seg_equal_to_infer_on_the_converted_nifti() {
     let study_uid = study["study_uid"].as_str().unwrap();
 
     // Reference: dcm2niix-compatible NIfTI of the FLAIR series, then infer.
-    let nii = root.join("nii");
-    clisc(&[
-        "--quiet",
-        "dicom",
-        "convert",
-        dicom.to_str().unwrap(),
-        nii.to_str().unwrap(),
-    ]);
-    let flair_nii = nii.join("3_AX_FLAIR.nii.gz");
-    assert!(flair_nii.is_file(), "{} missing", flair_nii.display());
+    let flair_nii = converted_flair(&dicom, &root.join("nii"));
     let reference = root.join("reference-seg.nii.gz");
     let common = ["--model", model, "--device", "cpu", "--threads", "1"];
     let mut args = vec!["--quiet", "infer", "--input", flair_nii.to_str().unwrap()];

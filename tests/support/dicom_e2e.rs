@@ -87,6 +87,22 @@ pub fn case_flair(root: &Path, n: usize) -> PathBuf {
     root.join(format!("data/{id}/{id}_flair.nii.gz"))
 }
 
+/// Converts the study in `dicom` with `clisc dicom convert` into `out` and
+/// returns its FLAIR series as NIfTI (the reference a SEG is checked
+/// against).
+pub fn converted_flair(dicom: &Path, out: &Path) -> PathBuf {
+    clisc(&[
+        "--quiet",
+        "dicom",
+        "convert",
+        dicom.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let flair = out.join("3_AX_FLAIR.nii.gz");
+    assert!(flair.is_file(), "{} missing", flair.display());
+    flair
+}
+
 /// Writes a two-series study (`AX FLAIR` from `flair`, `AX T2`) into `out`
 /// with `support/make_dicom_study.py`; returns its JSON description
 /// (`study_uid`, `flair_series_uid`, `t2_series_uid`, `frame_of_reference_uid`).
