@@ -7,6 +7,8 @@
 //! On a DICOM study made from a case's FLAIR, the SEG it writes holds the
 //! voxels of its own inference on the converted series (checked with
 //! highdicom, as `tests/dicom_infer.rs` does for the built-in network).
+//! A TorchScript network wrapped with `clisc model wrap` and a process
+//! plugin's network take the same DICOM route.
 
 #[path = "support/dicom_e2e.rs"]
 mod dicom_e2e;
@@ -190,5 +192,49 @@ fn a_process_plugin_network_segments_new_volumes_with_clisc_infer() {
     let predicted = clisc_nifti::read(&prediction).unwrap().data;
     assert!(predicted.iter().any(|&v| v != 0.0), "an empty prediction");
     assert_eq!(clisc_nifti::read(&out).unwrap().data, predicted);
+    segments_a_dicom_study_as_its_series(root, &model, PluginRoute::Nowhere);
+}
+
+#[test]
+fn a_wrapped_torchscript_network_segments_a_dicom_study() {
+    // A network exported with TorchScript elsewhere (the adapter tests'
+    // `volumetric.pt`, class 1 where the z-scored FLAIR exceeds 2), made
+    // into a model file by `clisc model wrap` without any run.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    clisc_tests::write_tiny_dataset(&root.join("data"), 3, [32, 32, 16]);
+    let maker = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/adapters/tests/torchscript/make_models.py");
+    let exported = root.join("exported");
+    let made = Command::new(python())
+        .arg(&maker)
+        .arg(&exported)
+        .output()
+        .expect("running make_models.py");
+    assert_ok(&made);
+    let model = root.join("unet.ckpt");
+    let model_setting = format!("model={}", exported.join("volumetric.pt").display());
+    clisc(&[
+        "--quiet",
+        "model",
+        "wrap",
+        "--plugin",
+        "torchscript-volumetric-segmenter",
+        "--set",
+        &model_setting,
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&exported).unwrap();
+
+    let out = root.join("inferred.nii.gz");
+    assert_ok(&infer(
+        &model,
+        &case_flair(root, 1),
+        &out,
+        PluginRoute::Nowhere,
+    ));
+    let labels = clisc_nifti::read(&out).unwrap().data;
+    assert!(labels.iter().any(|&v| v != 0.0), "an empty segmentation");
     segments_a_dicom_study_as_its_series(root, &model, PluginRoute::Nowhere);
 }
