@@ -21,6 +21,9 @@ pub enum Normalization {
     MinMax,
     /// Per image to zero mean and unit variance.
     ZScore,
+    /// Per image min-max to the integers `0..=255`, as an 8-bit image file
+    /// holds the slice (what SAM-family models are trained on).
+    Uint8,
     /// Per image to `[0, 1]`, then per channel `(x - mean) / std` with the
     /// ImageNet constants (needs 3 input channels).
     ImageNet,
@@ -54,8 +57,8 @@ pub fn common_settings() -> Vec<ConfigField> {
         ConfigField::choice(
             "normalization",
             "none",
-            &["none", "minmax", "zscore", "imagenet"],
-            "intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1], zscore, imagenet (minmax then ImageNet mean/std, 3 channels)",
+            &["none", "minmax", "zscore", "imagenet", "uint8"],
+            "intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1], zscore, imagenet (minmax then ImageNet mean/std, 3 channels), uint8 (minmax to the integers 0..255, as SAM-family models expect)",
         ),
         ConfigField::choice(
             "output",
@@ -118,6 +121,7 @@ impl Contract {
             "none" => Normalization::None,
             "minmax" => Normalization::MinMax,
             "zscore" => Normalization::ZScore,
+            "uint8" => Normalization::Uint8,
             _ => Normalization::ImageNet,
         };
         if normalization == Normalization::ImageNet && input_channels != 3 {
@@ -151,16 +155,23 @@ impl Contract {
         prepare_input(x, self.normalization, self.input_channels)
     }
 
-    /// Runs the model; a tuple or list output yields its first tensor.
+    /// Runs the model's `forward`; a tuple or list output yields its first
+    /// tensor.
     pub fn forward(&self, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
+        self.call("forward", inputs)
+    }
+
+    /// Runs the model's method `method` (`forward`, or one exported with
+    /// `@torch.jit.export`); a tuple or list output yields its first tensor.
+    pub fn call(&self, method: &str, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
         let args: Vec<IValue> = inputs
             .iter()
             .map(|t| IValue::Tensor(t.shallow_clone()))
             .collect();
-        let out = self.module.forward_is(&args).map_err(|e| {
+        let out = self.module.method_is(method, &args).map_err(|e| {
             let shapes: Vec<Vec<i64>> = inputs.iter().map(|t| t.size()).collect();
             PluginError::input(format!(
-                "{}: model {} failed on inputs of shapes {shapes:?}: {}",
+                "{}: `{method}` of model {} failed on inputs of shapes {shapes:?}: {}",
                 self.plugin,
                 self.model_path.display(),
                 first_line(&e.to_string())
@@ -168,7 +179,7 @@ impl Contract {
         })?;
         first_tensor(out).ok_or_else(|| {
             PluginError::input(format!(
-                "{}: model {} did not return a tensor (nor a tuple/list starting with one)",
+                "{}: `{method}` of model {} did not return a tensor (nor a tuple/list starting with one)",
                 self.plugin,
                 self.model_path.display()
             ))
@@ -200,6 +211,21 @@ impl Contract {
         })
     }
 
+    /// The tumour mask (`[N, ...]`, bool) of class scores `[N, K, ...]`:
+    /// probability at least `threshold`. A one-channel logit is compared
+    /// with the threshold's logit instead of through a sigmoid, which
+    /// rounds logits within about 1e-7 of it to exactly the threshold
+    /// (so a logit of -1e-7 stays background, as `logit > 0` has it in
+    /// SAM's own post-processing).
+    pub fn tumour_mask(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
+        if self.output == OutputKind::Logits && scores.size()[1] == 1 {
+            let t = self.threshold;
+            let logit = (t / (1.0 - t)).ln();
+            return Ok(scores.to_kind(Kind::Float).select(1, 0).ge(logit));
+        }
+        Ok(self.tumour_probability(scores)?.ge(self.threshold))
+    }
+
     /// An input error about the model's output shape.
     pub fn bad_output(&self, shape: &[i64], expected: &str) -> PluginError {
         PluginError::input(format!(
@@ -223,6 +249,13 @@ pub fn prepare_input(x: &Tensor, normalization: Normalization, channels: i64) ->
             let lo = flat.amin([1i64].as_slice(), true);
             let hi = flat.amax([1i64].as_slice(), true);
             (&flat - &lo) / (hi - &lo).clamp_min(eps)
+        }
+        Normalization::Uint8 => {
+            let lo = flat.amin([1i64].as_slice(), true);
+            let hi = flat.amax([1i64].as_slice(), true);
+            ((&flat - &lo) * ((hi - &lo).clamp_min(eps).reciprocal() * 255.0))
+                .round()
+                .clamp(0.0, 255.0)
         }
         Normalization::ZScore => {
             let mean = flat.mean_dim([1i64].as_slice(), true, Kind::Float);

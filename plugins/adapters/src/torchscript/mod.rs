@@ -8,26 +8,23 @@
 //!
 //! * pseudo-labeler: input `[B, C, S, S]` (a batch of axial slices),
 //!   output `[B, K]`, `[B, 1]` or `[B]` scores per slice;
-//! * promptable segmenter: input `[1, C, S, S]` plus, for
-//!   `prompt_encoding = "box-points"`, `box` `[1, 4]` (x0, y0, x1, y1 in
-//!   model-input pixels, all -1 without a box) and `points` `[1, N, 3]`
-//!   (x, y, 1 = positive / 0 = negative); for `"prompt-channels"`, two
-//!   extra input channels (box mask, point map) instead. Output
-//!   `[1, K, S', S']`, `[1, S', S']` or `[S', S']`;
+//! * promptable segmenter: box/point prompts as tensors, as two extra
+//!   input channels, or SAM-style `embed` + `decode` (see [`promptable`]'s
+//!   module documentation);
 //! * volumetric segmenter: input `[1, C, D, H, W]`, output
 //!   `[1, K, D, H, W]` or `[1, D, H, W]`.
 
 pub mod contract;
+pub mod promptable;
 
-use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
+pub use promptable::{TorchScriptPromptable, TorchScriptPromptablePlugin};
+
+use abi_stable::std_types::{RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
-use clisc_sdk::stage::{
-    CaseInput, PromptableSegmenter, PseudoLabeler, SliceImage, StageReport, TrainingCase,
-    VolumetricSegmenter,
-};
+use clisc_sdk::stage::{CaseInput, PseudoLabeler, StageReport, TrainingCase, VolumetricSegmenter};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Mask2d, Plugin, PluginError, PromptSet, SliceLabel,
-    SlicePseudoLabels, StageKind, StageObject,
+    ConfigField, HostContext, LabelVolume, Plugin, PluginError, SliceLabel, SlicePseudoLabels,
+    StageKind, StageObject,
 };
 use contract::{common_settings, load_module, Contract, OutputKind};
 use tch::{Kind, Tensor};
@@ -156,193 +153,6 @@ impl PseudoLabeler for TorchScriptLabeler {
     }
 }
 
-// ---------------------------------------------------------------- promptable
-
-/// `torchscript-promptable-segmenter`: a box/point-promptable 2D model.
-pub struct TorchScriptPromptablePlugin;
-
-impl Plugin for TorchScriptPromptablePlugin {
-    const NAME: &'static str = "torchscript-promptable-segmenter";
-    const KIND: StageKind = StageKind::PromptableSegmenter;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str =
-        "Any TorchScript promptable 2D segmenter (box/points as tensors or as prompt channels); contract in TOML";
-
-    fn settings() -> Vec<ConfigField> {
-        let mut s = common_settings();
-        s.extend([
-            ConfigField::integer("input_size", 0, "side of the square input the model expects (0 = native slice size)"),
-            ConfigField::choice(
-                "prompt_encoding",
-                "box-points",
-                &["box-points", "prompt-channels"],
-                "box-points: forward(image, box [1,4], points [1,N,3]); prompt-channels: forward(image with 2 extra channels: box mask, point map)",
-            ),
-            ConfigField::integer("point_radius", 2, "prompt-channels: radius in model pixels of the disc drawn per point"),
-        ]);
-        s
-    }
-
-    fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
-        Ok(StageObject::promptable_segmenter(TorchScriptPromptable {
-            contract,
-            input_size: settings.i64("input_size")?,
-            channels: settings.str("prompt_encoding")? == "prompt-channels",
-            point_radius: settings.i64("point_radius")?,
-        }))
-    }
-}
-
-/// The stage of `torchscript-promptable-segmenter`.
-pub struct TorchScriptPromptable {
-    contract: Contract,
-    input_size: i64,
-    channels: bool,
-    point_radius: i64,
-}
-
-impl TorchScriptPromptable {
-    fn run(&self, slice: &SliceImage, prompts: &[PromptSet]) -> Result<Vec<Mask2d>, PluginError> {
-        let c = &self.contract;
-        let img = &slice.image;
-        let (w, h) = (img.width as i64, img.height as i64);
-        if img.channels != 1 {
-            return Err(PluginError::input(format!(
-                "{}: expected a one-channel slice, got {} channels",
-                c.plugin, img.channels
-            )));
-        }
-        let (sw, sh) = if self.input_size > 0 {
-            (self.input_size, self.input_size)
-        } else {
-            (w, h)
-        };
-        let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
-        tch::no_grad(|| {
-            let x = Tensor::from_slice(img.data.as_slice())
-                .to_device(c.device)
-                .reshape([1, 1, h, w]);
-            let mut x = c.prepare(&x);
-            if (sw, sh) != (w, h) {
-                x = x.upsample_bilinear2d([sh, sw], false, None, None);
-            }
-            let mut masks = Vec::with_capacity(prompts.len());
-            for set in prompts {
-                let bbox = match &set.bbox {
-                    ROption::RSome(b) => [b.x0 * fx, b.y0 * fy, b.x1 * fx, b.y1 * fy],
-                    ROption::RNone => [-1.0; 4],
-                };
-                let points: Vec<[f32; 3]> = set
-                    .points
-                    .iter()
-                    .map(|p| [p.x * fx, p.y * fy, if p.positive { 1.0 } else { 0.0 }])
-                    .collect();
-                let out = if self.channels {
-                    let has_box = matches!(set.bbox, ROption::RSome(_));
-                    let prompt = prompt_channels(
-                        sw,
-                        sh,
-                        &has_box.then_some(bbox),
-                        &points,
-                        self.point_radius,
-                    );
-                    let prompt = Tensor::from_slice(&prompt)
-                        .to_device(c.device)
-                        .reshape([1, 2, sh, sw]);
-                    c.forward(&[Tensor::cat(&[&x, &prompt], 1)])?
-                } else {
-                    let b = Tensor::from_slice(&bbox)
-                        .to_device(c.device)
-                        .reshape([1, 4]);
-                    let flat: Vec<f32> = points.iter().flatten().copied().collect();
-                    let p = Tensor::from_slice(&flat).to_device(c.device).reshape([
-                        1,
-                        points.len() as i64,
-                        3,
-                    ]);
-                    c.forward(&[x.shallow_clone(), b, p])?
-                };
-                let scores = match out.size().as_slice() {
-                    [1, _, _, _] => out,
-                    [1, _, _] | [_, _] => {
-                        out.reshape([1, 1, out.size()[out.dim() - 2], out.size()[out.dim() - 1]])
-                    }
-                    s => return Err(c.bad_output(s, "[1, K, H, W], [1, H, W] or [H, W]")),
-                };
-                let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
-                if prob.size()[2..] != [h, w] {
-                    prob = if c.output == OutputKind::Mask {
-                        prob.upsample_nearest2d([h, w], None, None)
-                    } else {
-                        prob.upsample_bilinear2d([h, w], false, None, None)
-                    };
-                }
-                let mask = prob
-                    .ge(c.threshold)
-                    .to_kind(Kind::Uint8)
-                    .to_device(tch::Device::Cpu)
-                    .reshape([-1]);
-                let data: Vec<u8> =
-                    Vec::<u8>::try_from(&mask).map_err(|e| tensor_err(c.plugin, e))?;
-                masks.push(Mask2d {
-                    width: img.width,
-                    height: img.height,
-                    data: data.into(),
-                });
-            }
-            Ok(masks)
-        })
-    }
-}
-
-/// The two prompt channels of `prompt_encoding = "prompt-channels"`:
-/// channel 0 is 1 inside the box (all 0 without a box), channel 1 is +1 in
-/// a disc around positive points and -1 around negative ones.
-pub fn prompt_channels(
-    width: i64,
-    height: i64,
-    bbox: &Option<[f32; 4]>,
-    points: &[[f32; 3]],
-    radius: i64,
-) -> Vec<f32> {
-    let (w, h) = (width as usize, height as usize);
-    let mut out = vec![0f32; 2 * w * h];
-    if let Some([x0, y0, x1, y1]) = *bbox {
-        for y in 0..h {
-            for x in 0..w {
-                let (xf, yf) = (x as f32, y as f32);
-                if xf >= x0.floor() && xf <= x1.ceil() && yf >= y0.floor() && yf <= y1.ceil() {
-                    out[y * w + x] = 1.0;
-                }
-            }
-        }
-    }
-    let r2 = (radius * radius) as f32;
-    for &[px, py, positive] in points {
-        let v = if positive > 0.5 { 1.0 } else { -1.0 };
-        for y in 0..h {
-            for x in 0..w {
-                let (dx, dy) = (x as f32 - px, y as f32 - py);
-                if dx * dx + dy * dy <= r2 {
-                    out[w * h + y * w + x] = v;
-                }
-            }
-        }
-    }
-    out
-}
-
-impl PromptableSegmenter for TorchScriptPromptable {
-    fn segment(
-        &mut self,
-        slice: &SliceImage,
-        prompts: RSlice<'_, PromptSet>,
-    ) -> RResult<RVec<Mask2d>, PluginError> {
-        self.run(slice, prompts.as_slice()).map(RVec::from).into()
-    }
-}
-
 // ---------------------------------------------------------------- volumetric
 
 /// `torchscript-volumetric-segmenter`: a pretrained 3D network.
@@ -441,18 +251,20 @@ impl TorchScriptVolumetric {
                     ))
                 }
             };
-            let mut prob = c.tumour_probability(&scores)?.unsqueeze(1);
-            if self.input_shape.is_some() {
-                prob = if c.output == OutputKind::Mask {
-                    prob.upsample_nearest3d([nz, ny, nx], None, None, None)
+            // Scores are resized (or cropped) back to the volume before the
+            // tumour decision, as for the promptable adapter's slices.
+            let scores = scores.to_kind(Kind::Float);
+            let scores = if self.input_shape.is_some() {
+                if c.output == OutputKind::Mask {
+                    scores.upsample_nearest3d([nz, ny, nx], None, None, None)
                 } else {
-                    prob.upsample_trilinear3d([nz, ny, nx], false, None, None, None)
-                };
+                    scores.upsample_trilinear3d([nz, ny, nx], false, None, None, None)
+                }
             } else {
-                prob = prob.narrow(2, 0, nz).narrow(3, 0, ny).narrow(4, 0, nx);
-            }
-            let mask = prob
-                .ge(c.threshold)
+                scores.narrow(2, 0, nz).narrow(3, 0, ny).narrow(4, 0, nx)
+            };
+            let mask = c
+                .tumour_mask(&scores)?
                 .to_kind(Kind::Uint8)
                 .to_device(tch::Device::Cpu)
                 .contiguous()
