@@ -119,6 +119,12 @@ pub(crate) fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
+/// The `[stages.KEY]` table a plugin of `kind` goes into (a prompt
+/// generator may also serve as `reprompt_generator`).
+fn stage_key(kind: StageKind) -> String {
+    kind.as_str().replace('-', "_")
+}
+
 /// Parses a kind name as written in pipelines (`pseudo-labeler`, ...).
 pub(crate) fn parse_kind(s: &str) -> Option<StageKind> {
     StageKind::ALL.into_iter().find(|k| k.as_str() == s)
@@ -239,7 +245,7 @@ Use it in a pipeline:
 [plugins]
 paths = ["{dir}/target/release/{library}"]
 
-[stages.<stage>]
+[stages.{stage}]
 plugin = "{name}"
 ```
 
@@ -248,6 +254,7 @@ See docs/plugins.md in the clisc repository for the contract.
         name = opts.name,
         kind = opts.kind,
         dir = dir.display(),
+        stage = stage_key(opts.kind),
     );
     let write = |rel: &str, text: &str| -> Result<(), ScaffoldError> {
         let path = dir.join(rel);
@@ -299,6 +306,11 @@ mod tests {
         let lib = std::fs::read_to_string(out.dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct MyFilterPlugin;") && lib.contains("\"my-filter\""));
         assert!(!lib.contains("{{"), "unreplaced placeholder");
+        let readme = std::fs::read_to_string(out.dir.join("README.md")).unwrap();
+        assert!(
+            readme.contains("[stages.filter]\nplugin = \"my-filter\""),
+            "{readme}"
+        );
         let cargo: toml::Table =
             toml::from_str(&std::fs::read_to_string(out.dir.join("Cargo.toml")).unwrap()).unwrap();
         let sdk = cargo["dependencies"]["clisc-sdk"]["path"].as_str().unwrap();

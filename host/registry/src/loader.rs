@@ -113,7 +113,7 @@ pub(crate) fn load_library(path: &Path) -> Result<Vec<PluginDescriptor>, LoadErr
             }
             other => LoadError::Abi {
                 path: path.to_path_buf(),
-                detail: first_line(&other.to_string()),
+                detail: layout_summary(path, &other.to_string()),
             },
         })?;
     let plugin_sdk = module.sdk_version().as_str().to_string();
@@ -127,13 +127,39 @@ pub(crate) fn load_library(path: &Path) -> Result<Vec<PluginDescriptor>, LoadErr
     Ok(module.plugins()().into_vec())
 }
 
-fn first_line(s: &str) -> String {
-    let mut lines = s.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().unwrap_or_default().to_string();
-    let rest = lines.count();
-    if rest > 0 {
-        format!("{first} (+{rest} lines of layout detail)")
-    } else {
-        first
+/// Lines of abi_stable's layout report shown in the error (its head names
+/// the type whose layout differs).
+const LAYOUT_LINES_SHOWN: usize = 8;
+
+/// The head of abi_stable's layout report for `path`; the whole report
+/// (often thousands of lines) is logged at debug level.
+fn layout_summary(path: &Path, report: &str) -> String {
+    tracing::debug!("layout report of {}:\n{report}", path.display());
+    let lines: Vec<&str> = report.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= LAYOUT_LINES_SHOWN {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n(+{} more lines; `CLISC_LOG=debug` prints the whole report)",
+        lines[..LAYOUT_LINES_SHOWN].join("\n"),
+        lines.len() - LAYOUT_LINES_SHOWN
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_layout_report_shows_its_head_and_how_to_see_the_rest() {
+        let report: String = (1..=20).map(|i| format!("line {i}\n\n")).collect();
+        let summary = layout_summary(Path::new("lib.so"), &report);
+        assert!(summary.starts_with("line 1\nline 2\n"), "{summary}");
+        assert!(
+            summary.contains("line 8\n(+12 more lines; `CLISC_LOG=debug`"),
+            "{summary}"
+        );
+        assert!(!summary.contains("line 9"), "{summary}");
+        assert_eq!(layout_summary(Path::new("lib.so"), "a\n\nb\n"), "a\nb");
     }
 }

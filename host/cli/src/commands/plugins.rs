@@ -53,9 +53,12 @@ pub fn render_list(registry: &Registry, settings: bool) -> String {
                     _ => "(required)".to_string(),
                 };
                 let kind = if f.is_weights_file() {
-                    "weight file"
+                    "weight file".to_string()
+                } else if !f.choices.is_empty() {
+                    let choices: Vec<&str> = f.choices.iter().map(|c| c.as_str()).collect();
+                    format!("one of {}", choices.join(", "))
                 } else {
-                    f.kind.name()
+                    f.kind.name().to_string()
                 };
                 out += &format!("      {} ({kind}) {default}  {}\n", f.name, f.description());
                 if let Some(hint) = f.download_hint().filter(|h| !h.is_empty()) {
@@ -65,4 +68,22 @@ pub fn render_list(registry: &Registry, settings: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_listing_shows_defaults_and_allowed_values() {
+        let listing = render_list(&Registry::builtin(), true);
+        let line = listing
+            .lines()
+            .find(|l| l.trim_start().starts_with("prompt_encoding "))
+            .expect("the TorchScript promptable adapter's prompt_encoding");
+        assert!(
+            line.contains("(one of box-points, prompt-channels, embed-decode) = \"box-points\""),
+            "{line}"
+        );
+    }
 }
