@@ -4,7 +4,8 @@
 //! that does not trust the server's CA. Certificates are made with the
 //! `openssl` command (P-256 keys, IP name 127.0.0.1).
 
-use clisc_dicom_node::net::{self, Peer, StoreScp};
+use clisc_dicom_node::net::{self, Peer};
+use clisc_dicom_node::scp::StoreScp;
 use clisc_dicom_node::tls::{self, TlsFiles};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -151,12 +152,8 @@ fn the_node_talks_tls_only_with_peers_of_its_authority() {
     let trusts_rogue = node(dir, "naive-client", "site", "rogue");
 
     let inbox = dir.join("inbox");
-    let scp = StoreScp {
-        ae_title: "CLISC".into(),
-        allowed_callers: vec!["SENDER".into()],
-        inbox: inbox.clone(),
-        tls: Some(tls::server_config(&server).unwrap()),
-    };
+    let scp = StoreScp::new("CLISC", vec!["SENDER".into()], inbox.clone())
+        .with_tls(Some(tls::server_config(&server).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));

@@ -4,16 +4,11 @@
 //! * SCU side: C-ECHO ([`echo`]), C-STORE of files ([`store_files`]),
 //!   study-level C-FIND ([`find_studies`]) and C-MOVE ([`move_study`]) in the
 //!   Study Root query/retrieve model.
-//! * SCP side: a storage service ([`StoreScp`]) that accepts associations
-//!   only from configured calling AE titles addressed to its own AE title,
-//!   answers C-ECHO, and writes every received instance to
-//!   `<inbox>/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (names made safe with
-//!   [`clisc_dicom::safe_file_name`]). An instance that cannot be parsed, or has
-//!   no StudyInstanceUID, is reported, answered with a failure status and
-//!   not stored; the association goes on.
+//! * SCP side: the storage service is [`crate::scp`]; this module holds
+//!   the message layer both sides share.
 //!
 //! Both sides can run over TLS ([`super::tls`]): a [`Peer`] with a client
-//! configuration connects with TLS, a [`StoreScp`] with a server
+//! configuration connects with TLS, a [`crate::scp::StoreScp`] with a server
 //! configuration accepts only TLS connections from peers whose certificate
 //! its CA signed.
 //!
@@ -22,25 +17,19 @@
 //! are built and parsed here.
 
 use super::tls::ClientTls;
-use clisc_dicom::safe_file_name;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::mem::InMemDicomObject;
-use dicom_object::{FileMetaTableBuilder, OpenFileOptions};
+use dicom_object::OpenFileOptions;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::association::server::AccessControl;
 use dicom_ul::association::{CloseSocket, SyncAssociation};
-use dicom_ul::pdu::{
-    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
-};
-use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu, ServerAssociationOptions};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Verification SOP class (C-ECHO).
@@ -54,19 +43,19 @@ pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 /// Explicit VR Little Endian.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
-const C_STORE_RQ: u16 = 0x0001;
-const C_STORE_RSP: u16 = 0x8001;
+pub(crate) const C_STORE_RQ: u16 = 0x0001;
+pub(crate) const C_STORE_RSP: u16 = 0x8001;
 const C_FIND_RQ: u16 = 0x0020;
 const C_FIND_RSP: u16 = 0x8020;
 const C_MOVE_RQ: u16 = 0x0021;
 const C_MOVE_RSP: u16 = 0x8021;
-const C_ECHO_RQ: u16 = 0x0030;
-const C_ECHO_RSP: u16 = 0x8030;
+pub(crate) const C_ECHO_RQ: u16 = 0x0030;
+pub(crate) const C_ECHO_RSP: u16 = 0x8030;
 const NO_DATA_SET: u16 = 0x0101;
-const STATUS_SUCCESS: u16 = 0x0000;
-const STATUS_CANNOT_UNDERSTAND: u16 = 0xC000;
-const STATUS_OUT_OF_RESOURCES: u16 = 0xA700;
-const STATUS_UNRECOGNIZED_OPERATION: u16 = 0x0211;
+pub(crate) const STATUS_SUCCESS: u16 = 0x0000;
+pub(crate) const STATUS_CANNOT_UNDERSTAND: u16 = 0xC000;
+pub(crate) const STATUS_OUT_OF_RESOURCES: u16 = 0xA700;
+pub(crate) const STATUS_UNRECOGNIZED_OPERATION: u16 = 0x0211;
 
 /// A DICOM network failure, naming the peer and the operation.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +202,7 @@ impl Message {
 }
 
 /// Send/receive PDUs on an established association (client or server).
-trait Link {
+pub(crate) trait Link {
     fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String>;
     fn receive_pdu(&mut self) -> Result<Pdu, String>;
     /// The largest PDU the peer accepts (0 = no limit).
@@ -272,7 +261,7 @@ fn encode_command(command: &InMemDicomObject) -> Result<Vec<u8>, String> {
 }
 
 /// Sends one message, fragmented to the peer's maximum PDU length.
-fn send_message(
+pub(crate) fn send_message(
     link: &mut dyn Link,
     context_id: u8,
     command: &InMemDicomObject,
@@ -311,7 +300,7 @@ fn send_message(
 
 /// Receives one message. `Ok(None)` when the peer released the
 /// association (the release is answered) or aborted it.
-fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, String> {
+pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, String> {
     let mut command_bytes = Vec::new();
     let mut command: Option<(u8, InMemDicomObject, bool)> = None;
     let mut data = Vec::new();
@@ -377,7 +366,7 @@ fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, String> {
     }
 }
 
-fn response(
+pub(crate) fn response(
     field: u16,
     request: &Message,
     status: u16,
@@ -570,7 +559,7 @@ impl Session {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -803,7 +792,7 @@ pub struct StudyMatch {
     pub accession_number: String,
 }
 
-fn text_of(obj: &InMemDicomObject, tag: Tag) -> String {
+pub(crate) fn text_of(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.element(tag)
         .ok()
         .and_then(|e| e.to_str().ok())
@@ -956,299 +945,6 @@ pub fn move_study(
     }
 }
 
-// --------------------------------------------------------------------- SCP
-
-/// Accepts an association only when it is addressed to this node's AE
-/// title and comes from one of the allowed calling AE titles.
-#[derive(Debug, Clone)]
-pub struct AllowedCallers(pub Vec<String>);
-
-impl AccessControl for AllowedCallers {
-    fn check_access(
-        &self,
-        this_ae_title: &str,
-        calling_ae_title: &str,
-        called_ae_title: &str,
-        _user_identity: Option<&dicom_ul::pdu::UserIdentity>,
-    ) -> Result<(), AssociationRJServiceUserReason> {
-        let t = |s: &str| s.trim_end_matches(['\0', ' ']).trim_start().to_string();
-        if t(called_ae_title) != t(this_ae_title) {
-            tracing::warn!(
-                "refused an association from `{}` addressed to `{}` (this node is `{}`)",
-                t(calling_ae_title),
-                t(called_ae_title),
-                t(this_ae_title)
-            );
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-        }
-        if !self.0.iter().any(|a| t(a) == t(calling_ae_title)) {
-            tracing::warn!(
-                "refused an association from `{}`: not among the allowed callers {:?}",
-                t(calling_ae_title),
-                self.0
-            );
-            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
-        }
-        Ok(())
-    }
-}
-
-/// An instance a [`StoreScp`] received and wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredInstance {
-    /// The calling AE title.
-    pub from: String,
-    /// StudyInstanceUID.
-    pub study_uid: String,
-    /// SOPInstanceUID.
-    pub sop_instance_uid: String,
-    /// The file written.
-    pub path: PathBuf,
-}
-
-/// A storage SCP (plus verification): see the module documentation.
-#[derive(Debug, Clone)]
-pub struct StoreScp {
-    /// This node's AE title.
-    pub ae_title: String,
-    /// Calling AE titles allowed to associate.
-    pub allowed_callers: Vec<String>,
-    /// Where received instances go (`<inbox>/<study>/<instance>.dcm`).
-    pub inbox: PathBuf,
-    /// Accept only TLS connections with this configuration (plain TCP when `None`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl StoreScp {
-    /// Accepts associations on `listener` until `stop` is set (checked
-    /// every 100 ms), each association in its own thread; `on_stored` is
-    /// called for every instance written. Returns when stopped, after the
-    /// running associations ended.
-    pub fn serve(
-        &self,
-        listener: TcpListener,
-        stop: Arc<AtomicBool>,
-        on_stored: Arc<dyn Fn(StoredInstance) + Send + Sync>,
-    ) -> Result<(), NetError> {
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| NetError::Protocol {
-                peer: addr.clone(),
-                message: format!("listener: {e}"),
-            })?;
-        let mut workers = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((stream, from)) => {
-                    let scp = self.clone();
-                    let on_stored = on_stored.clone();
-                    workers.push(std::thread::spawn(move || {
-                        if let Err(e) = scp.handle(stream, &*on_stored) {
-                            tracing::warn!("association from {from}: {e}");
-                        }
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => tracing::warn!("accepting a connection on {addr}: {e}"),
-            }
-            workers.retain(|w| !w.is_finished());
-        }
-        for w in workers {
-            let _ = w.join();
-        }
-        Ok(())
-    }
-
-    /// Handles one association on `stream` until the peer releases it.
-    pub fn handle(
-        &self,
-        stream: TcpStream,
-        on_stored: &dyn Fn(StoredInstance),
-    ) -> Result<(), NetError> {
-        let peer_addr = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let perr = |m: String| NetError::Protocol {
-            peer: peer_addr.clone(),
-            message: m,
-        };
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| perr(e.to_string()))?;
-        let options = ServerAssociationOptions::new()
-            .ae_access_control(AllowedCallers(self.allowed_callers.clone()))
-            .ae_title(self.ae_title.clone())
-            .promiscuous(true)
-            .read_timeout(Duration::from_secs(300))
-            .write_timeout(Duration::from_secs(120));
-        let associate = |e: dicom_ul::association::Error| NetError::Associate {
-            peer: peer_addr.clone(),
-            message: error_chain(&e),
-        };
-        match &self.tls {
-            None => {
-                let mut assoc = options.establish(stream).map_err(associate)?;
-                self.converse(&mut assoc, &peer_addr, on_stored)
-            }
-            Some(tls) => {
-                let mut assoc = options
-                    .tls_config(tls.clone())
-                    .establish_tls(stream)
-                    .map_err(associate)?;
-                self.converse(&mut assoc, &peer_addr, on_stored)
-            }
-        }
-    }
-
-    /// Answers the requests of one established association until the peer
-    /// releases it.
-    fn converse<S: Read + Write + CloseSocket>(
-        &self,
-        assoc: &mut dicom_ul::ServerAssociation<S>,
-        peer_addr: &str,
-        on_stored: &dyn Fn(StoredInstance),
-    ) -> Result<(), NetError> {
-        let perr = |m: String| NetError::Protocol {
-            peer: peer_addr.to_string(),
-            message: m,
-        };
-        let caller = dicom_ul::association::Association::peer_ae_title(assoc)
-            .trim()
-            .to_string();
-        let contexts = assoc.presentation_contexts().to_vec();
-        loop {
-            let m = match receive_message(assoc) {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(perr(e)),
-            };
-            let field = m.u16(tags::COMMAND_FIELD).unwrap_or(0);
-            let reply = match field {
-                C_ECHO_RQ => response(C_ECHO_RSP, &m, STATUS_SUCCESS, Some(VERIFICATION), None),
-                C_STORE_RQ => {
-                    let sop_class = m.text(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
-                    let sop_instance = m.text(tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default();
-                    let syntax = contexts
-                        .iter()
-                        .find(|pc| pc.id == m.context_id)
-                        .map(|pc| pc.transfer_syntax.trim_end_matches('\0').to_string())
-                        .unwrap_or_default();
-                    let status = match self.store(
-                        &caller,
-                        &sop_class,
-                        &sop_instance,
-                        &syntax,
-                        m.data.as_deref(),
-                    ) {
-                        Ok(stored) => {
-                            tracing::info!(
-                                "received {} from {caller} (study {})",
-                                stored.path.display(),
-                                stored.study_uid
-                            );
-                            on_stored(stored);
-                            STATUS_SUCCESS
-                        }
-                        Err((status, why)) => {
-                            tracing::error!(
-                                "instance {sop_instance} from {caller} not stored: {why}"
-                            );
-                            status
-                        }
-                    };
-                    response(
-                        C_STORE_RSP,
-                        &m,
-                        status,
-                        Some(&sop_class),
-                        Some(&sop_instance),
-                    )
-                }
-                other => {
-                    tracing::warn!(
-                        "{caller} sent DIMSE command 0x{other:04X}, which this node does not serve"
-                    );
-                    response(
-                        other | 0x8000,
-                        &m,
-                        STATUS_UNRECOGNIZED_OPERATION,
-                        None,
-                        None,
-                    )
-                }
-            };
-            send_message(assoc, m.context_id, &reply, None).map_err(perr)?;
-        }
-    }
-
-    /// Parses and writes one received instance; on failure the DIMSE status
-    /// to answer and the reason.
-    fn store(
-        &self,
-        caller: &str,
-        sop_class: &str,
-        sop_instance: &str,
-        syntax: &str,
-        data: Option<&[u8]>,
-    ) -> Result<StoredInstance, (u16, String)> {
-        let bad = |m: String| (STATUS_CANNOT_UNDERSTAND, m);
-        let data = data.ok_or_else(|| bad("C-STORE without a data set".into()))?;
-        let ts = TransferSyntaxRegistry
-            .get(syntax)
-            .ok_or_else(|| bad(format!("unknown transfer syntax `{syntax}`")))?;
-        let obj = InMemDicomObject::read_dataset_with_ts(data, ts)
-            .map_err(|e| bad(format!("the data set cannot be parsed: {e}")))?;
-        let study_uid = text_of(&obj, tags::STUDY_INSTANCE_UID);
-        if study_uid.is_empty() {
-            return Err(bad("the data set has no StudyInstanceUID".into()));
-        }
-        let own_instance = text_of(&obj, tags::SOP_INSTANCE_UID);
-        if sop_instance.is_empty() || own_instance != sop_instance {
-            return Err(bad(format!(
-                "AffectedSOPInstanceUID `{sop_instance}` differs from the data set's SOPInstanceUID `{own_instance}`"
-            )));
-        }
-        let dir = self.inbox.join(safe_file_name(&study_uid));
-        let path = dir.join(format!("{}.dcm", safe_file_name(sop_instance)));
-        let fail = |m: String| (STATUS_OUT_OF_RESOURCES, m);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(sop_class)
-            .media_storage_sop_instance_uid(sop_instance)
-            .transfer_syntax(syntax)
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name("CLISC")
-            .build()
-            .map_err(|e| fail(format!("file meta group: {e}")))?;
-        let tmp = path.with_extension("dcm.part");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            f.write_all(&[0u8; 128])?;
-            f.write_all(b"DICM")?;
-            meta.write(&mut f).map_err(std::io::Error::other)?;
-            f.write_all(data)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
-        Ok(StoredInstance {
-            from: caller.to_string(),
-            study_uid,
-            sop_instance_uid: sop_instance.to_string(),
-            path,
-        })
-    }
-}
-
 /// ImplementationClassUID of files clisc writes from the network.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.229598616520391406958432916853934412107";
 
@@ -1292,21 +988,6 @@ mod tests {
         assert_eq!(
             m.text(tags::AFFECTED_SOP_CLASS_UID).as_deref(),
             Some("1.2.3")
-        );
-    }
-
-    #[test]
-    fn access_control_needs_both_titles() {
-        let a = AllowedCallers(vec!["PACS".into()]);
-        assert!(a.check_access("CLISC", "PACS", "CLISC", None).is_ok());
-        assert!(a.check_access("CLISC", "PACS ", "CLISC ", None).is_ok());
-        assert_eq!(
-            a.check_access("CLISC", "INTRUDER", "CLISC", None),
-            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
-        );
-        assert_eq!(
-            a.check_access("CLISC", "PACS", "OTHER", None),
-            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         );
     }
 }

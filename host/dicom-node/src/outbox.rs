@@ -71,6 +71,12 @@ impl Outbox {
         Ok(target)
     }
 
+    /// Whether a file named `name` is pending or was sent.
+    pub fn contains(&self, name: &str) -> bool {
+        let name = clisc_dicom::safe_file_name(name);
+        self.pending.join(&name).exists() || self.sent.join(&name).exists()
+    }
+
     /// The files waiting to be sent, oldest name first.
     pub fn pending(&self) -> Result<Vec<PathBuf>, DicomError> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.pending)

@@ -6,8 +6,9 @@
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use clisc_dicom::{convert::ConvertOptions, select::describe_all, ModalityRules};
-use clisc_dicom_node::net::{self, Peer, StoreScp, StoredInstance, StudyQuery};
-use clisc_dicom_node::outbox::Outbox;
+use clisc_dicom_node::net::{self, Peer, StudyQuery};
+use clisc_dicom_node::scp::{ScpLimits, StoreScp, StoredInstance};
+use clisc_dicom_node::studies::{Recovery, StudyStore, Take};
 use clisc_dicom_node::tls::{self, TlsFiles};
 use clisc_inference::engine::{LoadOptions, Segmenter};
 use std::collections::HashMap;
@@ -131,6 +132,17 @@ pub struct ServeArgs {
     /// delivered (default: run until killed).
     #[arg(long)]
     pub max_studies: Option<usize>,
+    /// Associations served at once; a further one is rejected as transient
+    /// (local limit exceeded) and the sender may try again.
+    #[arg(long, default_value_t = ScpLimits::default().max_associations)]
+    pub max_associations: usize,
+    /// Studies waiting in the inbox; an instance of a further study is
+    /// answered with status 0xA700 (out of resources).
+    #[arg(long, default_value_t = ScpLimits::default().max_waiting_studies)]
+    pub max_waiting_studies: usize,
+    /// Seconds an association may stay silent before it is dropped.
+    #[arg(long, default_value_t = ScpLimits::default().idle_timeout.as_secs_f64())]
+    pub idle_timeout: f64,
 }
 
 /// Arguments of `clisc dicom pull`.
@@ -406,20 +418,6 @@ fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow!("--{flag} must be a number of seconds >= 0, got {v}"))
 }
 
-/// Moves `from` to `<to_dir>/<name>` (adding `_2`, `_3`, ... if taken).
-fn move_aside(from: &Path, to_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(to_dir).with_context(|| format!("creating {}", to_dir.display()))?;
-    let mut target = to_dir.join(name);
-    let mut i = 2;
-    while target.exists() {
-        target = to_dir.join(format!("{name}_{i}"));
-        i += 1;
-    }
-    std::fs::rename(from, &target)
-        .with_context(|| format!("moving {} to {}", from.display(), target.display()))?;
-    Ok(target)
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ae = args.node.ae_title.clone();
     check_ae(&ae, "ae-title")?;
@@ -433,19 +431,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let settle = seconds(args.settle, "settle")?;
     let retry_delay = seconds(args.retry_delay, "retry-delay")?;
+    let limits = ScpLimits {
+        max_associations: args.max_associations.max(1),
+        max_waiting_studies: args.max_waiting_studies.max(1),
+        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
+    };
     let rules = crate::commands::infer::flair_rules(args.rules.as_deref())?;
-    let storage = &args.storage;
-    let (inbox, work, processed, failed, results) = (
-        storage.join("inbox"),
-        storage.join("work"),
-        storage.join("processed"),
-        storage.join("failed"),
-        storage.join("results"),
-    );
-    for d in [&inbox, &work, &results] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    let store = StudyStore::open(&args.storage)?;
+    // Repair what a killed node left before anything else happens.
+    let recovery = store.recover()?;
+    if recovery != Recovery::default() {
+        println!(
+            "recovered {}: {} half-written instance(s) removed, {} study(ies) finished, {} study(ies) to segment again",
+            args.storage.display(),
+            recovery.partial_files_removed,
+            recovery.finished.len(),
+            recovery.requeued.len()
+        );
     }
-    let outbox = Outbox::open(&storage.join("outbox"))?;
+    let outbox = store.outbox.clone();
     // Load the model before accepting anything: a bad model fails at once.
     let registry = args.plugins.registry()?;
     let options = LoadOptions {
@@ -467,22 +471,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Studies received, by the time their last instance arrived. Studies
     // left in the inbox by an earlier run are picked up too.
     let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    for e in std::fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
-        let e = e?;
-        if e.path().is_dir() {
-            arrivals
-                .lock()
-                .unwrap()
-                .insert(e.file_name().to_string_lossy().to_string(), Instant::now());
-        }
+    for study in store.waiting()? {
+        arrivals.lock().unwrap().insert(study, Instant::now());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let scp = StoreScp {
-        ae_title: ae.clone(),
-        allowed_callers: args.allow.clone(),
-        inbox: inbox.clone(),
-        tls: args.node.server_tls()?,
-    };
+    let scp = StoreScp::new(&ae, args.allow.clone(), store.inbox.clone())
+        .with_tls(args.node.server_tls()?)
+        .with_limits(limits);
     let on_stored = {
         let arrivals = arrivals.clone();
         Arc::new(move |i: StoredInstance| {
@@ -558,34 +553,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             ready
         };
-        for folder in ready {
-            let incoming = inbox.join(&folder);
-            if !incoming.is_dir() {
+        for study in ready {
+            if !store.inbox.join(&study).is_dir() {
                 continue;
             }
             // Take the study out of the inbox first: instances arriving
-            // meanwhile start a new inbox folder (and a new run).
-            let taken = move_aside(&incoming, &work, &folder)?;
-            processed_count += 1;
-            match process_study(&mut segmenter, &taken, &rules, &results) {
-                Ok(seg) => {
-                    move_aside(&taken, &processed, &folder)?;
-                    if destination.is_some() {
-                        let name = format!(
-                            "{}_{}",
-                            folder,
-                            seg.file_name().unwrap_or_default().to_string_lossy()
-                        );
-                        outbox.enqueue(&seg, &name)?;
-                        queued += 1;
-                    }
-                }
+            // meanwhile start a new inbox folder (and a new take).
+            let take = match store.take(&study) {
+                Ok(t) => t,
                 Err(e) => {
-                    eprintln!("study {folder} not segmented: {e:#}");
-                    let kept = move_aside(&taken, &failed, &folder)?;
-                    std::fs::write(kept.join("error.txt"), format!("{e:#}\n"))
-                        .with_context(|| format!("writing {}", kept.join("error.txt").display()))?;
+                    eprintln!("study {study} not taken for segmentation: {e}");
+                    continue;
                 }
+            };
+            processed_count += 1;
+            let deliver = destination.is_some();
+            match segment_take(&mut segmenter, &store, &take, &rules, deliver) {
+                Ok(true) if deliver => queued += 1,
+                Ok(_) => {}
+                // Left in work/: the next start segments it again.
+                Err(e) => eprintln!("study {study}: {e:#} (kept in {})", take.dir.display()),
             }
         }
         if let Some(max) = args.max_studies {
@@ -610,6 +597,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("processed {processed_count} studies");
     Ok(())
+}
+
+/// Segments a take and files it: SEG queued (when `deliver`) and the
+/// instances to `processed/`, or the instances to `failed/` with the
+/// reason. `Ok(true)` when segmented.
+fn segment_take(
+    segmenter: &mut Segmenter,
+    store: &StudyStore,
+    take: &Take,
+    rules: &ModalityRules,
+    deliver: bool,
+) -> anyhow::Result<bool> {
+    match process_study(segmenter, &take.dir, rules, &store.results) {
+        Ok(seg) => {
+            store.complete(take, &seg, deliver)?;
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("study {} not segmented: {e:#}", take.study);
+            store.fail(take, &format!("{e:#}"))?;
+            Ok(false)
+        }
+    }
 }
 
 /// Segments the study received in `dir`; returns the SEG written under
@@ -677,12 +687,8 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let received: Arc<Mutex<Vec<StoredInstance>>> = Arc::default();
-    let scp = StoreScp {
-        ae_title: ae.clone(),
-        allowed_callers: vec![peer.ae_title.clone()],
-        inbox: args.out.clone(),
-        tls: args.node.server_tls()?,
-    };
+    let scp = StoreScp::new(&ae, vec![peer.ae_title.clone()], args.out.clone())
+        .with_tls(args.node.server_tls()?);
     let scp_thread = {
         let (stop, received) = (stop.clone(), received.clone());
         std::thread::spawn(move || {
