@@ -233,6 +233,7 @@ impl StoreScp {
         };
         match &self.tls {
             None => {
+                self.await_associate_request(&stream).map_err(perr)?;
                 let mut assoc = options.establish(stream).map_err(associate)?;
                 self.converse(&mut assoc, &peer_addr, on_stored)
             }
@@ -243,6 +244,33 @@ impl StoreScp {
                     .map_err(associate)?;
                 self.converse(&mut assoc, &peer_addr, on_stored)
             }
+        }
+    }
+
+    /// Waits (at most `idle_timeout`) for the first byte of a plain-TCP
+    /// connection and checks that it starts an A-ASSOCIATE-RQ. dicom-ul
+    /// 0.10.1 (with its `sync-tls` feature) must not see a connection
+    /// that sends nothing: after its read times out it looks for a TLS
+    /// client hello in the empty buffer and spins there for ever.
+    fn await_associate_request(&self, stream: &TcpStream) -> Result<(), String> {
+        stream
+            .set_read_timeout(Some(self.limits.idle_timeout))
+            .map_err(|e| e.to_string())?;
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first) {
+            Ok(1) if first[0] == 0x01 => Ok(()),
+            Ok(1) if first[0] == 0x16 => {
+                Err("a TLS client connected to this plain-TCP node (start it with --tls-cert, --tls-key, --tls-ca)".into())
+            }
+            Ok(1) => Err(format!(
+                "expected an A-ASSOCIATE-RQ (PDU type 0x01), the peer sent a byte 0x{:02X}",
+                first[0]
+            )),
+            Ok(_) => Err("the peer closed the connection before associating".into()),
+            Err(e) => Err(format!(
+                "no A-ASSOCIATE-RQ within {:.0} s (--idle-timeout): {e}",
+                self.limits.idle_timeout.as_secs_f64()
+            )),
         }
     }
 

@@ -702,7 +702,7 @@ pub fn write_seg(
     let tmp = path.with_extension("dcm.part");
     if let Err(e) = file.write_to_file(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(werr(e.to_string()));
+        return Err(werr(with_causes(&e)));
     }
     std::fs::rename(&tmp, path).map_err(|e| werr(format!("renaming {}: {e}", tmp.display())))?;
     tracing::info!(
@@ -717,6 +717,19 @@ pub fn write_seg(
         frames,
         segments: summary_segments,
     })
+}
+
+/// An error and its causes (`Could not print data set: ... : No space
+/// left on device`): dicom-object's top-level message alone hides the
+/// system's reason.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn obj_put_us(obj: &mut InMemDicomObject, tag: Tag, v: u16) {
