@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # All benchmarks; each writes its result under bench/results/.
-#   bench/run.sh            everything (demo, case scaling, AMDA, synth, HD95, SAM encoder, suite)
+#   bench/run.sh            everything (demo, case scaling, AMDA, synth, HD95, SAM encoder, suite, DICOM node)
 #   bench/run.sh suite ARGS only the side-by-side suite (bench/suite/run.sh)
 #   bench/run.sh NAME ARGS  only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing,
-#                           realistic tune|test [CONFIG] [SED...])
+#                           realistic tune|test [CONFIG] [SED...], node [SOAK_SECONDS])
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = suite ]; then
@@ -22,3 +22,4 @@ bash synth_timing.sh
 bash hd95_timing.sh
 bash sam_encoder/run.sh --threads 2 --rounds 3
 bash suite/run.sh
+bash node.sh
