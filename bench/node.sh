@@ -6,7 +6,8 @@
 #   bench/node.sh [SOAK_SECONDS]     default 600
 #
 # Run through `./dev bench node`. Three runs: load (50 studies of 30-150
-# instances, 20 senders, the default limits, 3 bad peers), faults (the
+# instances, 20 senders of which Orthanc sends 30% of the studies, the
+# default limits, 3 bad peers), faults (the
 # same studies with the association limit at 8 and two SIGKILLs), and a
 # full disk (10 studies on an 8 MB tmpfs, then enlarged; needs root);
 # the load run ends with the soak. Each run's folder is kept in
@@ -20,7 +21,7 @@ rm -rf "$out"
 mkdir -p "$out"
 clisc="$PWD/target/release/clisc"
 python bench/node/load.py --clisc "$clisc" --out "$out/load" --studies 50 --instances 30-150 \
-    --concurrency 20 --stalled 3 --idle-timeout 10 --soak "$soak" --seed 21 > /dev/null
+    --concurrency 20 --stalled 3 --idle-timeout 10 --orthanc-share 0.3 --soak "$soak" --seed 21 > /dev/null
 python bench/node/load.py --clisc "$clisc" --out "$out/faults" --studies 50 --instances 30-150 \
     --concurrency 20 --max-associations 8 --kills 2 --seed 22 > /dev/null
 python bench/node/load.py --clisc "$clisc" --out "$out/disk-full" --studies 10 --instances 30-150 \

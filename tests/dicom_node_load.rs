@@ -1,11 +1,12 @@
 //! `clisc dicom serve` under load and faults, driven on loopback by
-//! `bench/node/load.py` (DCMTK's `storescu` as senders, `storescp` as the
+//! `bench/node/load.py` (DCMTK's `storescu` and Orthanc as senders, `storescp` as the
 //! SEG destination, a TorchScript threshold network wrapped with `clisc
 //! model wrap`). These are the CI-sized runs; `bench/node.sh` runs the
 //! full-sized ones (50 studies of 30-150 instances, 20 senders, a soak)
 //! and writes bench/results/node.md.
 //!
-//! * many senders past the association limit, with stalled, silent and
+//! * many senders (two of the eight studies sent by Orthanc) past the
+//!   association limit, with stalled, silent and
 //!   garbage-sending peers: every instance stored once, every study
 //!   segmented once, one SEG per study delivered, the surplus associations
 //!   rejected, the bad peers dropped after the idle timeout;
@@ -85,6 +86,8 @@ fn many_senders_past_the_limits_lose_nothing_and_get_one_seg_per_study() {
             "3",
             "--seed",
             "11",
+            "--orthanc-share",
+            "0.25",
         ],
     );
     assert_nothing_lost(&r);
@@ -95,6 +98,7 @@ fn many_senders_past_the_limits_lose_nothing_and_get_one_seg_per_study() {
     for (uid, s) in r["per_study"].as_object().unwrap() {
         assert_eq!(s["segs_received"], 1, "study {uid}: {s}");
     }
+    assert_eq!(count(&r, "studies_sent_by_orthanc"), 2, "{r}");
     // 8 senders and 3 bad peers against 4 places: some were turned away.
     assert!(count(&r["rejections"], "association") > 0, "{r}");
     for peer in r["stalled_peers"].as_array().unwrap() {

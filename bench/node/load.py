@@ -13,7 +13,9 @@ usage: load.py --clisc BIN --out DIR [--studies N] [--instances MIN-MAX]
   wrapped by `clisc model wrap` (plugins/adapters/tests/torchscript), its
   SEGs sent to DCMTK's `storescp`.
 * Senders: K threads, each sending whole studies with DCMTK's `storescu`
-  (one association per study). A study whose send fails (association
+  (one association per study), or, for the share `--orthanc-share` of
+  the studies, asking Orthanc (which holds them) to send them with
+  C-STORE. A study whose send fails (association
   rejected, connection lost, a failure status) is sent again after a
   pause, as a PACS retries.
 * Faults: `--kills K` SIGKILLs the node K times (alternately once a share
@@ -45,6 +47,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pydicom
@@ -137,6 +141,60 @@ class Node:
                 self.kill()
 
 
+class Orthanc:
+    """Orthanc on loopback, as a second kind of sender: studies uploaded
+    over REST, then pushed to the node with C-STORE (`/modalities/clisc/store`)."""
+
+    AE = "ORTHANC"
+
+    def __init__(self, out, node_port, jobs):
+        self.dir = os.path.join(out, "orthanc")
+        os.makedirs(os.path.join(self.dir, "db"), exist_ok=True)
+        self.http = free_port()
+        config = {"Name": "clisc-load", "StorageDirectory": os.path.join(self.dir, "db"),
+                  "IndexDirectory": os.path.join(self.dir, "db"), "HttpPort": self.http,
+                  "DicomPort": free_port(), "DicomAet": self.AE, "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "Plugins": [], "DicomScuTimeout": 30,
+                  "ConcurrentJobs": jobs, "DicomModalities": {"clisc": ["CLISC", "127.0.0.1", node_port]}}
+        with open(os.path.join(self.dir, "orthanc.json"), "w") as f:
+            json.dump(config, f)
+        log = open(os.path.join(self.dir, "orthanc.log"), "wb")
+        self.proc = subprocess.Popen(["Orthanc", os.path.join(self.dir, "orthanc.json")], stdout=log, stderr=log)
+        if not wait_for(lambda: self.request("GET", "/system") is not None, 30, 0.2):
+            raise SystemExit("Orthanc did not answer on HTTP within 30 s; see orthanc/orthanc.log")
+
+    def request(self, method, path, body=None, timeout=300):
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.http, path), data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"null")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def upload(self, study):
+        """Uploads a study's files; remembers Orthanc's study ID."""
+        for f in sorted(os.listdir(study["folder"])):
+            with open(os.path.join(study["folder"], f), "rb") as fh:
+                r = self.request("POST", "/instances", fh.read())
+            if not r or r.get("Status") not in ("Success", "AlreadyStored"):
+                raise SystemExit("Orthanc refused %s: %s" % (f, r))
+            study["orthanc_id"] = r["ParentStudy"]
+
+    def push(self, study):
+        """C-STORE of the whole study to the node; True when Orthanc says it succeeded."""
+        r = self.request("POST", "/modalities/clisc/store",
+                         {"Resources": [study["orthanc_id"]], "Synchronous": True})
+        return r is not None and r.get("FailedInstancesCount", 1) == 0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def proc_status(pid):
     """(VmRSS kB, VmHWM kB, threads, open files) of a live process."""
     try:
@@ -171,17 +229,28 @@ class Sampler(threading.Thread):
 # ------------------------------------------------------------------ senders
 
 class Senders:
-    def __init__(self, port):
+    def __init__(self, port, orthanc=None):
         self.port = port
+        self.orthanc = orthanc
         self.lock = threading.Lock()
         self.attempts = 0
         self.failed_attempts = 0
-        self.rejections = {"association": 0, "out_of_resources": 0, "other": 0}
+        self.rejections = {"association": 0, "out_of_resources": 0, "other": 0, "orthanc": 0}
         self.instances_sent = 0
 
     def send(self, study, give_up_after=600):
         """Sends a study until one association stores every instance."""
         deadline = time.time() + give_up_after
+        while time.time() < deadline and "orthanc_id" in study:
+            ok = self.orthanc.push(study)
+            with self.lock:
+                self.attempts += 1
+                if ok:
+                    self.instances_sent += len(study["sops"])
+                    return True
+                self.failed_attempts += 1
+                self.rejections["orthanc"] += 1
+            time.sleep(1.0 + random.random())
         while time.time() < deadline:
             out = subprocess.run(
                 ["storescu", "-v", "-aet", "SENDER", "-aec", "CLISC", "-ta", "30", "-td", "120",
@@ -362,6 +431,8 @@ def main():
     ap.add_argument("--idle-timeout", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--orthanc-share", type=float, default=0.0,
+                    help="share of the studies Orthanc sends (uploaded to it first); the rest go by storescu")
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
@@ -381,15 +452,22 @@ def main():
     receiver = subprocess.Popen(["storescp", "-aet", "DEST", "-od", segs_dir, str(dest_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = Node(args, storage, model, node_port, "DEST@127.0.0.1:%d" % dest_port)
+    orthanc = None
+    if args.orthanc_share > 0:
+        node.cmd += ["--allow", Orthanc.AE]
+        orthanc = Orthanc(args.out, node_port, max(2, args.concurrency // 2))
+        for s in studies[:round(args.orthanc_share * len(studies))]:
+            orthanc.upload(s)
     result = {"studies": len(studies), "instances_per_study": [lo, hi], "instances_total": total,
               "concurrency": args.concurrency, "max_associations": args.max_associations,
-              "kills": [], "storage_mb": args.storage_mb}
+              "kills": [], "storage_mb": args.storage_mb,
+              "studies_sent_by_orthanc": sum(1 for s in studies if "orthanc_id" in s)}
     t0 = time.time()
     node.start()
     sampler = Sampler(node, t0)
     sampler.start()
     try:
-        senders = Senders(node_port)
+        senders = Senders(node_port, orthanc)
         stall_threads, stalls = stalled_peers(node_port, args.stalled, args.idle_timeout)
         push_start = time.time()
         # With a small storage the first sends cannot all succeed: they give
@@ -450,6 +528,8 @@ def main():
         time.sleep(1.1)
         final = proc_status(node.proc.pid) if node.proc and node.proc.poll() is None else None
         node.stop()
+        if orthanc:
+            orthanc.stop()
         receiver.terminate()
         receiver.wait()
         where = stored_instances(storage) if os.path.isdir(storage) else {}

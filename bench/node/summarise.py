@@ -17,6 +17,13 @@ def load(runs, name):
         return json.load(f)
 
 
+def orthanc_studies(runs):
+    try:
+        return load(runs, "load").get("studies_sent_by_orthanc", 0)
+    except OSError:
+        return 0
+
+
 def curve(r, every_s=60):
     """Memory and open files at about one sample per `every_s` seconds."""
     rows = r["samples"]["rows"]
@@ -36,12 +43,13 @@ def main():
     lines = ["# The DICOM node under load (bench/node.sh)", "",
              "Measured %s on %s (%d CPUs); `clisc dicom serve` (release) on loopback, "
              "DCMTK `storescu` senders (one association per study, a failed study "
-             "sent again after 1-2 s), DCMTK `storescp` as the SEG destination, a "
+             "sent again after 1-2 s; in `load`, %d studies were sent by Orthanc instead), DCMTK `storescp` as the SEG destination, a "
              "TorchScript threshold network wrapped by `clisc model wrap`, "
              "`--settle 3`. Figures depend on the machine and its load."
-             % (time.strftime("%Y-%m-%d"), platform.node() or "this machine", os.cpu_count()), ""]
+             % (time.strftime("%Y-%m-%d"), platform.node() or "this machine", os.cpu_count(),
+                orthanc_studies(runs)), ""]
     table = ["| run | studies | instances | senders | limit | lost | stored twice | studies without SEG | "
-             "more SEGs than takes | taken twice (sent again) | rejected (association / out of resources / other) | "
+             "more SEGs than takes | taken twice (sent again) | failed sends (association rejected / out of resources / other / Orthanc) | "
              "throughput (instances/s) | peak RSS (MB) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
@@ -53,10 +61,10 @@ def main():
         results[name] = r
         over = sum(1 for s in r["per_study"].values() if s["segs_received"] > max(s["takes"], 1))
         rej = r["rejections"]
-        table.append("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d / %d / %d | %.1f | %.0f |" % (
+        table.append("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d / %d / %d / %d | %.1f | %.0f |" % (
             name, r["studies"], r["instances_total"], r["concurrency"], r["max_associations"],
             r["instances_lost"], r["instances_stored_more_than_once"], len(r["studies_without_seg"]), over,
-            sum(1 for s in r["per_study"].values() if s["takes"] > 1), rej["association"], rej["out_of_resources"], rej["other"],
+            sum(1 for s in r["per_study"].values() if s["takes"] > 1), rej["association"], rej["out_of_resources"], rej["other"], rej.get("orthanc", 0),
             r["throughput_instances_per_s"], r["node_peak_rss_mb"]))
     lines += table + [""]
     if "faults" in results:

@@ -305,5 +305,5 @@ def serve(plugin):
             else:
                 _send({"type": "error", "message": "unknown frame type %r" % kind})
         except Exception as exc:  # reported to the host, the process keeps serving
-            traceback.print_exc(file=sys.stderr)
-            _send({"type": "error", "message": "%s: %s" % (type(exc).__name__, exc)})
+            _send({"type": "error", "message": "%s: %s" % (type(exc).__name__, exc),
+                   "details": traceback.format_exc()})

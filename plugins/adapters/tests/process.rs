@@ -457,6 +457,18 @@ fn an_exception_in_the_plugin_is_reported_and_the_process_keeps_serving() {
                 .contains("RuntimeError: label_slices is not implemented"),
             "{err}"
         );
+        // The plugin's traceback (its last lines) comes with the message,
+        // once.
+        assert!(
+            err.message.contains("Traceback (most recent call last)")
+                || err.message.contains("misbehaving.py\", line"),
+            "no traceback: {err}"
+        );
+        assert_eq!(
+            err.message.matches("raise RuntimeError").count(),
+            1,
+            "{err}"
+        );
     }
 }
 

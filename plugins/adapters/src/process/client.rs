@@ -174,17 +174,11 @@ impl PluginProcess {
         };
         let result = match reply.kind() {
             "result" => Ok(reply),
-            "error" => {
-                let message = reply
-                    .header
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)");
-                Err(PluginError::internal(format!(
-                    "{} failed in `{method}`: {message}",
-                    self.who()
-                )))
-            }
+            "error" => Err(PluginError::internal(format!(
+                "{} failed in `{method}`: {}",
+                self.who(),
+                error_text(&reply)
+            ))),
             other => Err(self.fail(&format!(
                 "answered `{method}` with a frame of type {other:?} instead of \"result\""
             ))),
@@ -288,13 +282,11 @@ impl PluginProcess {
         match reply.kind() {
             "ready" => Ok(()),
             "error" => {
-                let message = reply
-                    .header
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)");
-                let err =
-                    PluginError::config(format!("{} rejected its settings: {message}", self.who()));
+                let err = PluginError::config(format!(
+                    "{} rejected its settings: {}",
+                    self.who(),
+                    error_text(&reply)
+                ));
                 self.stop();
                 Err(err)
             }
@@ -519,7 +511,9 @@ impl PluginProcess {
             message += "; last lines of its stderr:\n    ";
             message += &stderr.join("\n    ");
         }
-        tracing::warn!("{message}");
+        // Logged at debug level only: the error itself reaches the user
+        // (once), and a retry logs it on its own.
+        tracing::debug!("{message}");
         PluginError::internal(message)
     }
 
@@ -779,6 +773,29 @@ pub fn settings_to_json(table: &toml::Table) -> Map<String, Value> {
         .iter()
         .map(|(k, v)| (k.clone(), toml_to_json(v)))
         .collect()
+}
+
+/// Lines of an error frame's `details` (e.g. a Python traceback) shown.
+const DETAIL_LINES: usize = 12;
+
+/// The text of an `error` frame: its `message`, then the last lines of its
+/// optional `details` (the plugin's traceback), indented.
+fn error_text(reply: &Frame) -> String {
+    let header = &reply.header;
+    let mut text = header
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("(no message)")
+        .to_string();
+    if let Some(details) = header.get("details").and_then(Value::as_str) {
+        let lines: Vec<&str> = details.lines().filter(|l| !l.trim().is_empty()).collect();
+        let shown = &lines[lines.len().saturating_sub(DETAIL_LINES)..];
+        if !shown.is_empty() {
+            text += "\n    ";
+            text += &shown.join("\n    ");
+        }
+    }
+    text
 }
 
 #[cfg(test)]
