@@ -14,6 +14,7 @@ pub mod model;
 pub mod predictor;
 pub mod prompt_encoder;
 pub mod resize;
+pub mod spline_resize;
 
 use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_imaging::intensity::{equalize_histogram, minmax_to_u8};
@@ -24,7 +25,7 @@ use clisc_sdk::{
     StageObject,
 };
 pub use model::{Sam, SamConfig};
-pub use predictor::{ImageEmbedding, SamOutput, SamPredictor, SamPrompt};
+pub use predictor::{ImageEmbedding, Recipe, SamOutput, SamPredictor, SamPrompt};
 use std::path::{Path, PathBuf};
 
 /// CLISC's slice preparation for SAM: min-max to 8 bits, histogram
@@ -39,6 +40,18 @@ pub fn slice_to_rgb(image: &Image2d) -> Result<Vec<u8>, PluginError> {
     }
     let grey = equalize_histogram(&minmax_to_u8(&image.data));
     Ok(grey.iter().flat_map(|&g| [g, g, g]).collect())
+}
+
+/// MedSAM's slice preparation: min-max to 8 bits (the image file MedSAM's
+/// script reads), no equalisation; one grey channel.
+pub fn slice_to_grey(image: &Image2d) -> Result<Vec<u8>, PluginError> {
+    if image.channels != 1 {
+        return Err(PluginError::input(format!(
+            "sam: expected a one-channel slice, got {} channels",
+            image.channels
+        )));
+    }
+    Ok(minmax_to_u8(&image.data))
 }
 
 /// Converts an SDK prompt set to SAM's form (box corners and points as
@@ -67,7 +80,7 @@ impl Plugin for SamPlugin {
     const KIND: StageKind = StageKind::PromptableSegmenter;
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Segment Anything (official ViT-B/L/H checkpoints) on min-max, histogram-equalised slices";
+        "Segment Anything (official ViT-B/L/H checkpoints, or MedSAM's with preprocess = \"medsam\") on 8-bit slices";
 
     fn settings() -> Vec<ConfigField> {
         vec![
@@ -77,6 +90,12 @@ impl Plugin for SamPlugin {
                 "Meta's Segment Anything release (ViT-B, CLISC's choice): https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
             ),
             ConfigField::bool("multimask", false, "predict 3 masks per prompt set and keep the one with the best predicted IoU"),
+            ConfigField::choice(
+                "preprocess",
+                "clisc",
+                &["clisc", "medsam"],
+                "clisc: the paper's 8-bit + histogram-equalised slice through Meta's SamPredictor; medsam: MedSAM's inference recipe (8-bit slice, no equalisation, cubic resize to 1024 x 1024, [0, 1], sigmoid > 0.5) for medsam_vit_b.pth",
+            ),
             ConfigField::bool(
                 "cache_embeddings",
                 false,
@@ -107,11 +126,16 @@ impl Plugin for SamPlugin {
         let cache_dir = settings
             .bool("cache_embeddings")?
             .then(|| PathBuf::from(ctx.work_dir.as_str()).join("sam-embeddings"));
+        let recipe = match settings.str("preprocess")? {
+            "medsam" => Recipe::MedSam,
+            _ => Recipe::Sam,
+        };
         Ok(StageObject::promptable_segmenter(SamSegmenter {
             weights_key: weights_fingerprint(&weights),
             predictor,
             multimask: settings.bool("multimask")?,
             cache_dir,
+            recipe,
         }))
     }
 }
@@ -122,6 +146,7 @@ pub struct SamSegmenter {
     multimask: bool,
     cache_dir: Option<PathBuf>,
     weights_key: u64,
+    recipe: Recipe,
 }
 
 impl SamSegmenter {
@@ -138,20 +163,53 @@ impl SamSegmenter {
             multimask,
             cache_dir,
             weights_key,
+            recipe: Recipe::Sam,
+        }
+    }
+
+    /// Uses `recipe`'s pre- and post-processing (default [`Recipe::Sam`]).
+    pub fn with_recipe(mut self, recipe: Recipe) -> Self {
+        self.recipe = recipe;
+        self
+    }
+
+    /// The slice as the recipe's embedding takes it: RGB for SAM, grey
+    /// for MedSAM.
+    fn prepare(&self, slice: &SliceImage) -> Result<Vec<u8>, PluginError> {
+        match self.recipe {
+            Recipe::Sam => slice_to_rgb(&slice.image),
+            Recipe::MedSam => slice_to_grey(&slice.image),
+        }
+    }
+
+    /// The embedding of prepared pixels, without the cache.
+    fn compute_embedding(
+        &self,
+        pixels: &[u8],
+        w: usize,
+        h: usize,
+    ) -> Result<ImageEmbedding, PluginError> {
+        match self.recipe {
+            Recipe::Sam => self.predictor.embed(pixels, w, h),
+            Recipe::MedSam => self.predictor.embed_medsam(pixels, w, h),
         }
     }
 
     fn embedding(&self, slice: &SliceImage, rgb: &[u8]) -> Result<ImageEmbedding, PluginError> {
         let (w, h) = (slice.image.width as usize, slice.image.height as usize);
         let Some(dir) = &self.cache_dir else {
-            return self.predictor.embed(rgb, w, h);
+            return self.compute_embedding(rgb, w, h);
         };
-        let key = fnv1a(rgb, fnv1a(&self.weights_key.to_le_bytes(), FNV_OFFSET));
+        let recipe = [u8::from(self.recipe == Recipe::MedSam)];
+        let key = fnv1a(
+            rgb,
+            fnv1a(&recipe, fnv1a(&self.weights_key.to_le_bytes(), FNV_OFFSET)),
+        );
         let case_dir = dir.join(sanitize(slice.case_id.as_str()));
         let file = case_dir.join(format!("z{:04}-{key:016x}.safetensors", slice.index));
         if file.exists() {
             match ImageEmbedding::load(&file, self.predictor.model.device()) {
-                Ok(e) if e.original_size == (h, w) => return Ok(e),
+                Ok(e) if e.original_size == (h, w) && e.recipe == self.recipe => return Ok(e),
                 Ok(_) => {
                     tracing::warn!(file = %file.display(), "cached SAM embedding has another size; recomputing")
                 }
@@ -160,7 +218,7 @@ impl SamSegmenter {
                 }
             }
         }
-        let emb = self.predictor.embed(rgb, w, h)?;
+        let emb = self.compute_embedding(rgb, w, h)?;
         std::fs::create_dir_all(&case_dir)
             .map_err(|e| PluginError::io(format!("cannot create {}: {e}", case_dir.display())))?;
         let tmp = file.with_extension("tmp");
@@ -187,8 +245,8 @@ impl SamSegmenter {
         if active.is_empty() {
             return Ok(masks);
         }
-        let rgb = slice_to_rgb(&slice.image)?;
-        let emb = self.embedding(slice, &rgb)?;
+        let pixels = self.prepare(slice)?;
+        let emb = self.embedding(slice, &pixels)?;
         let mut sam_prompts = sam_prompts;
         let batch: Vec<SamPrompt> = active
             .iter()

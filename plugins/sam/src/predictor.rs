@@ -5,6 +5,13 @@
 //! upsampled bilinearly to 1024, cropped to the resized size, resized to
 //! the original size and thresholded at 0.
 //!
+//! MedSAM's recipe ([`Recipe::MedSam`], its published inference script):
+//! the grey image resized to 1024 x 1024 with scikit-image's cubic spline
+//! (aspect not kept), min-max to [0, 1] without SAM's mean and standard
+//! deviation, prompts scaled by `1024 / W` and `1024 / H`; the
+//! low-resolution logits go through a sigmoid, are upsampled bilinearly
+//! to the original size and thresholded at 0.5.
+//!
 //! The image embedding is computed once per image ([`SamPredictor::embed`])
 //! and reused for any number of prompt sets; prompt sets of the same shape
 //! are decoded as one batch.
@@ -12,14 +19,26 @@
 use super::model::{Sam, PIXEL_MEAN, PIXEL_STD};
 use super::prompt_encoder::PointPrompts;
 use super::resize::{pil_resize_bilinear, preprocess_shape};
+use super::spline_resize::medsam_resize;
 use clisc_sdk::PluginError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// Which pre- and post-processing an embedding was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    /// Meta's `SamPredictor`.
+    Sam,
+    /// MedSAM's inference script.
+    MedSam,
+}
+
 /// An image's embedding with the sizes needed to map masks back.
 #[derive(Debug)]
 pub struct ImageEmbedding {
+    /// The recipe that made it (and that maps its masks back).
+    pub recipe: Recipe,
     /// `(1, 256, 64, 64)` encoder output.
     pub features: Tensor,
     /// `(h, w)` of the image as given.
@@ -33,7 +52,8 @@ impl ImageEmbedding {
     pub fn save(&self, path: &Path) -> Result<(), PluginError> {
         let (oh, ow) = self.original_size;
         let (ih, iw) = self.input_size;
-        let sizes = Tensor::from_slice(&[oh as i64, ow as i64, ih as i64, iw as i64]);
+        let recipe = i64::from(self.recipe == Recipe::MedSam);
+        let sizes = Tensor::from_slice(&[oh as i64, ow as i64, ih as i64, iw as i64, recipe]);
         let features = self.features.to_device(Device::Cpu);
         Tensor::write_safetensors(&[("features", &features), ("sizes", &sizes)], path).map_err(
             |e| {
@@ -61,10 +81,18 @@ impl ImageEmbedding {
             .get("sizes")
             .ok_or_else(|| bad("no `sizes` tensor".into()))?;
         let s: Vec<i64> = Vec::<i64>::try_from(sizes).map_err(|e| bad(e.to_string()))?;
-        if s.len() != 4 {
-            return Err(bad(format!("`sizes` has {} values, expected 4", s.len())));
+        if s.len() != 4 && s.len() != 5 {
+            return Err(bad(format!(
+                "`sizes` has {} values, expected 4 or 5",
+                s.len()
+            )));
         }
         Ok(Self {
+            recipe: if s.get(4) == Some(&1) {
+                Recipe::MedSam
+            } else {
+                Recipe::Sam
+            },
             features,
             original_size: (s[0] as usize, s[1] as usize),
             input_size: (s[2] as usize, s[3] as usize),
@@ -187,9 +215,60 @@ impl SamPredictor {
         let (x, input_size) = self.preprocess(rgb, w, h)?;
         let features = tch::no_grad(|| self.model.image_encoder.forward(&x));
         Ok(ImageEmbedding {
+            recipe: Recipe::Sam,
             features,
             original_size: (h, w),
             input_size,
+        })
+    }
+
+    /// Computes the image embedding of a grey uint8 image with MedSAM's
+    /// recipe (see the module documentation).
+    pub fn embed_medsam(
+        &self,
+        grey: &[u8],
+        w: usize,
+        h: usize,
+    ) -> Result<ImageEmbedding, PluginError> {
+        let size = self.model.img_size() as usize;
+        let resized = medsam_resize(grey, w, h, size, size).ok_or_else(|| {
+            PluginError::input(format!(
+                "MedSAM preprocessing enlarges a slice to {size} x {size}; got a {w} x {h} image (empty, or larger than {size} on a side)"
+            ))
+        })?;
+        let mut embedding = self.embed_medsam_resized(&resized)?;
+        embedding.original_size = (h, w);
+        Ok(embedding)
+    }
+
+    /// MedSAM's embedding of an image already resized to the model's
+    /// square input (its `img_1024`, one grey channel): min-max to [0, 1]
+    /// in f64, repeated to three channels, encoded.
+    pub fn embed_medsam_resized(&self, grey: &[u8]) -> Result<ImageEmbedding, PluginError> {
+        let size = self.model.img_size() as usize;
+        if grey.len() != size * size {
+            return Err(PluginError::input(format!(
+                "MedSAM expects a {size} x {size} image, got {} pixels",
+                grey.len()
+            )));
+        }
+        let lo = f64::from(*grey.iter().min().expect("not empty"));
+        let hi = f64::from(*grey.iter().max().expect("not empty"));
+        let range = (hi - lo).max(1e-8);
+        let unit: Vec<f32> = grey
+            .iter()
+            .map(|&v| ((f64::from(v) - lo) / range) as f32)
+            .collect();
+        let x = Tensor::from_slice(&unit)
+            .view([1, 1, size as i64, size as i64])
+            .repeat([1, 3, 1, 1])
+            .to_device(self.model.device());
+        let features = tch::no_grad(|| self.model.image_encoder.forward(&x));
+        Ok(ImageEmbedding {
+            recipe: Recipe::MedSam,
+            features,
+            original_size: (size, size),
+            input_size: (size, size),
         })
     }
 
@@ -319,9 +398,13 @@ impl SamPredictor {
             &dense,
             multimask_output,
         );
-        let full = self.postprocess(&low_res, emb.input_size, emb.original_size);
-        let binary = full
-            .gt(0.0)
+        let binary = match emb.recipe {
+            Recipe::Sam => self
+                .postprocess(&low_res, emb.input_size, emb.original_size)
+                .gt(0.0),
+            Recipe::MedSam => medsam_probability(&low_res, emb.original_size).gt(0.5),
+        };
+        let binary = binary
             .to_kind(Kind::Uint8)
             .to_device(Device::Cpu)
             .contiguous();
@@ -342,7 +425,8 @@ impl SamPredictor {
         Ok(outputs)
     }
 
-    /// `Sam.postprocess_masks`: logits at the original size.
+    /// `Sam.postprocess_masks`: logits at the original size (the
+    /// [`Recipe::Sam`] post-processing).
     pub fn postprocess(
         &self,
         low_res: &Tensor,
@@ -361,4 +445,15 @@ impl SamPredictor {
             None,
         )
     }
+}
+
+/// MedSAM's post-processing: sigmoid of the low-resolution logits,
+/// upsampled bilinearly to `original_size` (its mask is `> 0.5`).
+pub fn medsam_probability(low_res: &Tensor, original_size: (usize, usize)) -> Tensor {
+    low_res.sigmoid().upsample_bilinear2d(
+        [original_size.0 as i64, original_size.1 as i64],
+        false,
+        None,
+        None,
+    )
 }
