@@ -154,3 +154,48 @@ fn paper_config_without_weights_fails_before_any_work_naming_every_file() {
     let device_line = format!("# a run on this machine would use device {device}");
     assert!(resolved.contains(&device_line), "{resolved}");
 }
+
+#[test]
+fn medsam_config_differs_only_in_its_segmenter_and_names_its_checkpoint() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let medsam = std::fs::read_to_string(configs.join("medsam.toml")).unwrap();
+    // Every setting line equals the paper's except the output folder and
+    // the promptable segmenter's settings.
+    let settings = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let (paper, ours) = (settings(&paper_config()), settings(&medsam));
+    assert_eq!(paper.len(), ours.len());
+    let differing: Vec<&String> = paper
+        .iter()
+        .zip(&ours)
+        .filter(|(a, b)| a != b)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(differing.len(), 2, "{differing:?}");
+    assert!(differing[0].starts_with("output = "), "{differing:?}");
+    assert!(
+        differing[1].contains("preprocess = \"medsam\""),
+        "{differing:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    std::fs::write(root.join("configs/medsam.toml"), &medsam).unwrap();
+    let out = clisc(&["check", "configs/medsam.toml"], &root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 weight files are missing"), "{stderr}");
+    let entry = stderr
+        .split("\n/")
+        .find(|e| e.contains("medsam_vit_b.pth"))
+        .unwrap_or_else(|| panic!("medsam_vit_b.pth not named:\n{stderr}"));
+    assert!(
+        entry.contains("https://github.com/bowang-lab/MedSAM"),
+        "{entry}"
+    );
+}

@@ -24,7 +24,7 @@ pub struct OfficialWeights {
 }
 
 /// The official checkpoints the built-in plugins read (CLIP, torchvision
-/// ResNets, Segment Anything), by file name.
+/// ResNets, Segment Anything, MedSAM), by file name.
 pub const OFFICIAL: &[OfficialWeights] = &[
     OfficialWeights {
         file_name: "ViT-B-32.pt",
@@ -75,6 +75,11 @@ pub const OFFICIAL: &[OfficialWeights] = &[
         file_name: "sam_vit_h_4b8939.pth",
         what: "Meta Segment Anything ViT-H checkpoint",
         url: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    },
+    OfficialWeights {
+        file_name: "medsam_vit_b.pth",
+        what: "MedSAM ViT-B checkpoint (plugin `sam` with preprocess = \"medsam\"; the authors' README links the file)",
+        url: "https://github.com/bowang-lab/MedSAM",
     },
 ];
 
