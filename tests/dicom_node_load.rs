@@ -116,7 +116,7 @@ fn many_senders_past_the_limits_lose_nothing_and_get_one_seg_per_study() {
 }
 
 #[test]
-fn a_node_killed_while_studies_arrive_loses_nothing_and_sends_each_seg_once() {
+fn a_node_killed_while_studies_arrive_loses_nothing_and_each_take_yields_one_seg_at_the_destination() {
     let dir = tempfile::tempdir().unwrap();
     let r = load(
         dir.path(),
@@ -141,7 +141,10 @@ fn a_node_killed_while_studies_arrive_loses_nothing_and_sends_each_seg_once() {
     assert_eq!(kills.len(), 2, "{r}");
     assert!(count(&kills[1], "outbox_pending") >= 1, "{r}");
     // A study sent again after a kill may be taken twice (two SEGs, one
-    // per take); a take never yields two SEGs.
+    // per take); a take never yields two SEG instances at the destination.
+    // (A SEG resent because the kill came after the destination confirmed
+    // it but before it moved to outbox/sent keeps its SOP Instance UID; the
+    // destination, storescp, stores it once, so this counts instances.)
     for (uid, s) in r["per_study"].as_object().unwrap() {
         let (takes, segs) = (count(s, "takes"), count(s, "segs_received"));
         assert!(segs >= 1 && segs <= takes, "study {uid}: {s}");

@@ -461,7 +461,8 @@ def main():
     result = {"studies": len(studies), "instances_per_study": [lo, hi], "instances_total": total,
               "concurrency": args.concurrency, "max_associations": args.max_associations,
               "kills": [], "storage_mb": args.storage_mb,
-              "studies_sent_by_orthanc": sum(1 for s in studies if "orthanc_id" in s)}
+              "studies_sent_by_orthanc": sum(1 for s in studies if "orthanc_id" in s),
+              "soak_seconds": args.soak}
     t0 = time.time()
     node.start()
     sampler = Sampler(node, t0)

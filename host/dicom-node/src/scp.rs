@@ -238,6 +238,7 @@ impl StoreScp {
                 self.converse(&mut assoc, &peer_addr, on_stored)
             }
             Some(tls) => {
+                self.await_client_hello(&stream).map_err(perr)?;
                 let mut assoc = options
                     .tls_config(tls.clone())
                     .establish_tls(stream)
@@ -271,6 +272,46 @@ impl StoreScp {
                 "no A-ASSOCIATE-RQ within {:.0} s (--idle-timeout): {e}",
                 self.limits.idle_timeout.as_secs_f64()
             )),
+        }
+    }
+
+    /// Waits (at most `idle_timeout`) until a whole TLS record has arrived
+    /// and checks that it is a handshake record. dicom-ul 0.10.1 must not
+    /// start a TLS handshake on a connection that closes or stalls before
+    /// its client hello is complete: rustls' acceptor then reads nothing
+    /// and dicom-ul asks it again, for ever.
+    fn await_client_hello(&self, stream: &TcpStream) -> Result<(), String> {
+        stream
+            .set_read_timeout(Some(self.limits.idle_timeout))
+            .map_err(|e| e.to_string())?;
+        let start = std::time::Instant::now();
+        let mut buf = vec![0u8; 5 + (1 << 14)];
+        loop {
+            let n = stream.peek(&mut buf).map_err(|e| {
+                format!(
+                    "no TLS client hello within {:.0} s (--idle-timeout): {e}",
+                    self.limits.idle_timeout.as_secs_f64()
+                )
+            })?;
+            if n == 0 {
+                return Err("the peer closed the connection before its TLS client hello".into());
+            }
+            if buf[0] != 0x16 {
+                return Err(format!(
+                    "expected a TLS handshake record (0x16) on this TLS node, the peer sent a byte 0x{:02X}",
+                    buf[0]
+                ));
+            }
+            if n >= 5 && n >= 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])) {
+                return Ok(());
+            }
+            if start.elapsed() >= self.limits.idle_timeout {
+                return Err(format!(
+                    "the TLS client hello did not arrive whole within {:.0} s (--idle-timeout)",
+                    self.limits.idle_timeout.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -419,7 +460,15 @@ impl StoreScp {
             .implementation_version_name("CLISC")
             .build()
             .map_err(|e| fail(format!("file meta group: {e}")))?;
-        let tmp = path.with_extension(format!("dcm{}", crate::studies::PART_SUFFIX));
+        // A name of its own per write: the same instance may arrive on two
+        // associations at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write_id = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!(
+            "dcm.{}-{write_id}{}",
+            std::process::id(),
+            crate::studies::PART_SUFFIX
+        ));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);

@@ -160,9 +160,13 @@ impl StudyStore {
         let mut n = 1;
         let dir = loop {
             let candidate = self.work.join(format!("{study}.{n}"));
+            let take_name = name_of(&candidate);
+            // The outbox counts too: processed/ may have been pruned while
+            // the SEG of that take is still in outbox/sent.
             let used = [&self.work, &self.processed, &self.failed]
                 .iter()
-                .any(|d| d.join(name_of(&candidate)).exists());
+                .any(|d| d.join(&take_name).exists())
+                || self.outbox.contains(&format!("{take_name}.seg.dcm"));
             if !used {
                 break candidate;
             }

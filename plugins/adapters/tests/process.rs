@@ -469,6 +469,13 @@ fn an_exception_in_the_plugin_is_reported_and_the_process_keeps_serving() {
             1,
             "{err}"
         );
+        assert_eq!(
+            err.message
+                .matches("RuntimeError: label_slices is not implemented")
+                .count(),
+            1,
+            "the message is repeated: {err}"
+        );
     }
 }
 

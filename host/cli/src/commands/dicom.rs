@@ -413,6 +413,14 @@ fn store_for_outbox(
         .collect())
 }
 
+/// Like [`seconds`], but 0 is refused (a socket timeout of 0 is an error).
+fn positive_seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
+    match seconds(v, flag)? {
+        d if d.is_zero() => Err(anyhow!("--{flag} must be more than 0 seconds, got {v}")),
+        d => Ok(d),
+    }
+}
+
 fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .map_err(|_| anyhow!("--{flag} must be a number of seconds >= 0, got {v}"))
@@ -434,7 +442,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = ScpLimits {
         max_associations: args.max_associations.max(1),
         max_waiting_studies: args.max_waiting_studies.max(1),
-        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
+        idle_timeout: positive_seconds(args.idle_timeout, "idle-timeout")?,
     };
     let rules = crate::commands::infer::flair_rules(args.rules.as_deref())?;
     let store = StudyStore::open(&args.storage)?;
@@ -687,8 +695,13 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let received: Arc<Mutex<Vec<StoredInstance>>> = Arc::default();
+    // `--out` keeps every pulled study: no limit on the folders it holds.
     let scp = StoreScp::new(&ae, vec![peer.ae_title.clone()], args.out.clone())
-        .with_tls(args.node.server_tls()?);
+        .with_tls(args.node.server_tls()?)
+        .with_limits(ScpLimits {
+            max_waiting_studies: usize::MAX,
+            ..ScpLimits::default()
+        });
     let scp_thread = {
         let (stop, received) = (stop.clone(), received.clone());
         std::thread::spawn(move || {

@@ -779,7 +779,9 @@ pub fn settings_to_json(table: &toml::Table) -> Map<String, Value> {
 const DETAIL_LINES: usize = 12;
 
 /// The text of an `error` frame: its `message`, then the last lines of its
-/// optional `details` (the plugin's traceback), indented.
+/// optional `details` (the plugin's traceback, without a last line that
+/// repeats the message), indented; the whole details are logged at debug
+/// level.
 fn error_text(reply: &Frame) -> String {
     let header = &reply.header;
     let mut text = header
@@ -788,7 +790,12 @@ fn error_text(reply: &Frame) -> String {
         .unwrap_or("(no message)")
         .to_string();
     if let Some(details) = header.get("details").and_then(Value::as_str) {
-        let lines: Vec<&str> = details.lines().filter(|l| !l.trim().is_empty()).collect();
+        tracing::debug!("plugin error details:\n{details}");
+        let mut lines: Vec<&str> = details.lines().filter(|l| !l.trim().is_empty()).collect();
+        // A Python traceback ends with the message itself.
+        if lines.last().is_some_and(|l| l.trim() == text.trim()) {
+            lines.pop();
+        }
         let shown = &lines[lines.len().saturating_sub(DETAIL_LINES)..];
         if !shown.is_empty() {
             text += "\n    ";

@@ -215,8 +215,8 @@ impl Contract {
     /// probability at least `threshold`. A one-channel logit is compared
     /// with the threshold's logit instead of through a sigmoid, which
     /// rounds logits within about 1e-7 of it to exactly the threshold
-    /// (so a logit of -1e-7 stays background, as `logit > 0` has it in
-    /// SAM's own post-processing).
+    /// (so a logit of -1e-7 stays background, as in SAM's own `logit > 0`;
+    /// the two differ only for a logit of exactly 0, tumour here).
     pub fn tumour_mask(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
         if self.output == OutputKind::Logits && scores.size()[1] == 1 {
             let t = self.threshold;

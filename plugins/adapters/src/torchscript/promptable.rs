@@ -240,13 +240,15 @@ impl TorchScriptPromptable {
     }
 
     /// The slice's mask from the model's scores: cropped to the scaled
-    /// slice (`keep_aspect`), resized back to the slice (nearest for masks,
+    /// slice (`keep_aspect`, square outputs only), resized back to the slice (nearest for masks,
     /// bilinear for logits and probabilities), then thresholded.
     fn mask(&self, scores: &Tensor, frame: &Frame) -> Result<Mask2d, PluginError> {
         let c = &self.contract;
         let mut scores = scores.to_kind(Kind::Float);
-        if self.keep_aspect {
-            let (oh, ow) = (scores.size()[2], scores.size()[3]);
+        let (oh, ow) = (scores.size()[2], scores.size()[3]);
+        // A square output covers the padded square input (SAM's); a model
+        // that answers at the scaled slice's own shape is not cropped.
+        if self.keep_aspect && oh == ow {
             let s = self.input_size as f64;
             let keep = |o: i64, d: i64| ((o as f64 * d as f64 / s).round() as i64).clamp(1, o);
             scores = scores
