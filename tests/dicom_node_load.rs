@@ -116,7 +116,7 @@ fn many_senders_past_the_limits_lose_nothing_and_get_one_seg_per_study() {
 }
 
 #[test]
-fn a_node_killed_while_studies_arrive_loses_nothing_and_each_take_yields_one_seg_at_the_destination() {
+fn a_killed_node_loses_nothing_and_each_take_yields_one_seg() {
     let dir = tempfile::tempdir().unwrap();
     let r = load(
         dir.path(),
