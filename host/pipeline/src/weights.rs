@@ -19,8 +19,11 @@ pub struct OfficialWeights {
     pub file_name: &'static str,
     /// What it is.
     pub what: &'static str,
-    /// Where it is published.
+    /// Where it is published: the file itself, or (`url_is_page`) the
+    /// page that links it when the publisher gives no stable file URL.
     pub url: &'static str,
+    /// `url` is a page, not the file.
+    pub url_is_page: bool,
 }
 
 /// The official checkpoints the built-in plugins read (CLIP, torchvision
@@ -30,56 +33,67 @@ pub const OFFICIAL: &[OfficialWeights] = &[
         file_name: "ViT-B-32.pt",
         what: "OpenAI CLIP ViT-B/32 (TorchScript archive)",
         url: "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "ViT-B-16.pt",
         what: "OpenAI CLIP ViT-B/16 (TorchScript archive)",
         url: "https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "ViT-L-14.pt",
         what: "OpenAI CLIP ViT-L/14 (TorchScript archive)",
         url: "https://openaipublic.azureedge.net/clip/models/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "resnet50-11ad3fa6.pth",
         what: "torchvision ResNet-50 ImageNet weights (IMAGENET1K_V2, the current default)",
         url: "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "resnet50-0676ba61.pth",
         what: "torchvision ResNet-50 ImageNet weights (IMAGENET1K_V1, `pretrained=True`)",
         url: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "resnet34-b627a593.pth",
         what: "torchvision ResNet-34 ImageNet weights (IMAGENET1K_V1)",
         url: "https://download.pytorch.org/models/resnet34-b627a593.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "resnet18-f37072fd.pth",
         what: "torchvision ResNet-18 ImageNet weights (IMAGENET1K_V1)",
         url: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "sam_vit_b_01ec64.pth",
         what: "Meta Segment Anything ViT-B checkpoint",
         url: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "sam_vit_l_0b3195.pth",
         what: "Meta Segment Anything ViT-L checkpoint",
         url: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "sam_vit_h_4b8939.pth",
         what: "Meta Segment Anything ViT-H checkpoint",
         url: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        url_is_page: false,
     },
     OfficialWeights {
         file_name: "medsam_vit_b.pth",
         what: "MedSAM ViT-B checkpoint (plugin `sam` with preprocess = \"medsam\"; the authors' README links the file)",
         url: "https://github.com/bowang-lab/MedSAM",
+        url_is_page: true,
     },
 ];
 
@@ -196,7 +210,16 @@ mod tests {
     #[test]
     fn official_files_have_distinct_names_and_https_urls() {
         for (i, w) in OFFICIAL.iter().enumerate() {
-            assert!(w.url.starts_with("https://") && w.url.ends_with(w.file_name));
+            assert!(w.url.starts_with("https://"), "{}", w.url);
+            // A direct link names the file; only a publisher without one
+            // (MedSAM's files are behind its README) gets a page.
+            assert!(w.url_is_page || w.url.ends_with(w.file_name), "{}", w.url);
+            assert_eq!(
+                w.url_is_page,
+                w.file_name == "medsam_vit_b.pth",
+                "{}",
+                w.file_name
+            );
             assert!(OFFICIAL[..i].iter().all(|o| o.file_name != w.file_name));
         }
     }
