@@ -158,26 +158,26 @@ impl StudyStore {
     pub fn take(&self, study: &str) -> Result<Take, DicomError> {
         let from = self.inbox.join(study);
         let mut n = 1;
-        let dir = loop {
-            let candidate = self.work.join(format!("{study}.{n}"));
-            let take_name = name_of(&candidate);
+        let take = loop {
+            let candidate = Take {
+                study: study.to_string(),
+                dir: self.work.join(format!("{study}.{n}")),
+            };
+            let take_name = name_of(&candidate.dir);
             // The outbox counts too: processed/ may have been pruned while
             // the SEG of that take is still in outbox/sent.
             let used = [&self.work, &self.processed, &self.failed]
                 .iter()
                 .any(|d| d.join(&take_name).exists())
-                || self.outbox.contains(&format!("{take_name}.seg.dcm"));
+                || self.outbox.contains(&candidate.seg_name());
             if !used {
                 break candidate;
             }
             n += 1;
         };
-        std::fs::rename(&from, &dir)
-            .map_err(|e| io_err(&dir, &format!("moving {} here", from.display()), e))?;
-        Ok(Take {
-            study: study.to_string(),
-            dir,
-        })
+        std::fs::rename(&from, &take.dir)
+            .map_err(|e| io_err(&take.dir, &format!("moving {} here", from.display()), e))?;
+        Ok(take)
     }
 
     /// Queues the take's SEG (`seg`) for sending when `deliver`, then moves
