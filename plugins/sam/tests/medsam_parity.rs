@@ -15,12 +15,15 @@
 //! * the whole plugin on the original slice (its own resize included):
 //!   masks equal on at least 99.5% of the pixels.
 
+mod common;
+
 use abi_stable::std_types::ROption;
 use clisc_nn::WeightFile;
 use clisc_sam::spline_resize::medsam_resize;
 use clisc_sam::{Recipe, SamPredictor, SamPrompt, SamSegmenter};
 use clisc_sdk::stage::SliceImage;
 use clisc_sdk::{BoxXyxy, Image2d, PromptSet};
+use common::max_abs_diff;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -29,10 +32,7 @@ use tch::{Device, Kind, Tensor};
 fn reference_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = std::env::var_os("CLISC_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/clisc"));
-        let dir = base.join("parity/medsam/v1");
+        let dir = common::parity_cache("medsam/v1");
         if !(dir.join("reference.pt").exists() && dir.join("medsam_vit_b_random.pth").exists()) {
             let python = std::env::var("CLISC_PYTHON").expect(
                 "CLISC_PYTHON is not set: `source scripts/env.sh` first (segment-anything and scikit-image)",
@@ -44,14 +44,6 @@ fn reference_dir() -> &'static Path {
         }
         dir
     })
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
 }
 
 fn bytes(t: &Tensor) -> Vec<u8> {

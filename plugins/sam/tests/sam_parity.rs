@@ -7,8 +7,11 @@
 //! `${CLISC_CACHE_DIR:-~/.cache/clisc}/parity/sam/v1/` and reused after.
 //! The image embedding is computed once per test process and shared.
 
+mod common;
+
 use clisc_nn::WeightFile;
 use clisc_sam::{ImageEmbedding, Sam, SamOutput, SamPredictor, SamPrompt};
+use common::max_abs_diff;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -18,12 +21,7 @@ use tch::{Device, Kind, Tensor};
 const VERSION: &str = "v1";
 
 fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("CLISC_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/clisc")
-        });
-    base.join("parity/sam").join(VERSION)
+    common::parity_cache("sam").join(VERSION)
 }
 
 /// Generates the reference files if they are not there yet.
@@ -78,14 +76,6 @@ fn fixture() -> &'static Mutex<Fixture> {
             size: (h, w),
         })
     })
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
 }
 
 fn dice(a: &[u8], b: &[u8]) -> f64 {
