@@ -11,14 +11,17 @@ _clisc_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLISC_CACHE_DIR="${CLISC_CACHE_DIR:-$HOME/.cache/clisc}"
 CLISC_VENV="$CLISC_CACHE_DIR/torch-2.13.0"
 _clisc_req="$_clisc_root/scripts/requirements.txt"
+_clisc_req_built="$_clisc_root/scripts/requirements-torch-built.txt"
 _clisc_stamp="$CLISC_VENV/.clisc-requirements"
 
-if ! cmp -s "$_clisc_req" "$_clisc_stamp" 2>/dev/null; then
+if ! cat "$_clisc_req" "$_clisc_req_built" | cmp -s - "$_clisc_stamp" 2>/dev/null; then
     echo "clisc: preparing the Python/libtorch environment in $CLISC_VENV (one time)" >&2
     mkdir -p "$CLISC_CACHE_DIR" || return 1
     [ -x "$CLISC_VENV/bin/python" ] || python3 -m venv "$CLISC_VENV" || return 1
     "$CLISC_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$_clisc_req" || return 1
-    cp "$_clisc_req" "$_clisc_stamp" || return 1
+    SAM2_BUILD_CUDA=0 "$CLISC_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --no-build-isolation -r "$_clisc_req_built" || return 1
+    cat "$_clisc_req" "$_clisc_req_built" > "$_clisc_stamp" || return 1
 fi
 
 export VIRTUAL_ENV="$CLISC_VENV"

@@ -62,15 +62,48 @@ impl MlpBlock {
     }
 }
 
-/// The decoder's multi-layer perceptron (`layers.N`), ReLU between layers.
+/// The activation between the layers of an [`Mlp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// ReLU (SAM's decoder heads, SAM 2's heads).
+    Relu,
+    /// Exact (erf) GELU (SAM 2's Hiera blocks).
+    Gelu,
+}
+
+/// The decoder's multi-layer perceptron (`layers.N`): linear layers with an
+/// activation between them and optionally a sigmoid after the last (SAM 2's
+/// IoU head, `sigmoid_output`).
 #[derive(Debug)]
 pub struct Mlp {
     layers: Vec<nn::Linear>,
+    activation: Activation,
+    sigmoid_output: bool,
 }
 
 impl Mlp {
-    /// `num_layers` linear layers `input -> hidden ... -> output`.
+    /// `num_layers` linear layers `input -> hidden ... -> output`, ReLU between.
     pub fn new(p: nn::Path, input: i64, hidden: i64, output: i64, num_layers: i64) -> Self {
+        Self::with_activation(
+            p,
+            [input, hidden, output],
+            num_layers,
+            Activation::Relu,
+            false,
+        )
+    }
+
+    /// `num_layers` linear layers `widths[0] -> widths[1] ... -> widths[2]`
+    /// with `activation` between them and a sigmoid at the end when
+    /// `sigmoid_output` (SAM 2's `MLP`).
+    pub fn with_activation(
+        p: nn::Path,
+        widths: [i64; 3],
+        num_layers: i64,
+        activation: Activation,
+        sigmoid_output: bool,
+    ) -> Self {
+        let [input, hidden, output] = widths;
         let layers = (0..num_layers)
             .map(|i| {
                 let n_in = if i == 0 { input } else { hidden };
@@ -78,8 +111,13 @@ impl Mlp {
                 nn::linear(&p / "layers" / i, n_in, n_out, Default::default())
             })
             .collect();
-        Self { layers }
+        Self {
+            layers,
+            activation,
+            sigmoid_output,
+        }
     }
+
     /// Applies the layers.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let last = self.layers.len() - 1;
@@ -87,9 +125,16 @@ impl Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             x = l.forward(&x);
             if i < last {
-                x = x.relu();
+                x = match self.activation {
+                    Activation::Relu => x.relu(),
+                    Activation::Gelu => x.gelu("none"),
+                };
             }
         }
-        x
+        if self.sigmoid_output {
+            x.sigmoid()
+        } else {
+            x
+        }
     }
 }

@@ -25,6 +25,18 @@ pub struct MaskDecoderConfig {
     pub iou_head_depth: i64,
     /// Hidden width of the IoU head (256).
     pub iou_head_hidden_dim: i64,
+    /// How the blocks' feed-forward layers are named: SAM's `mlp.lin1` /
+    /// `mlp.lin2`, or SAM 2's `mlp.layers.0` / `mlp.layers.1`.
+    pub feedforward_names: FeedForwardNames,
+}
+
+/// Parameter names of the two-way blocks' feed-forward layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedForwardNames {
+    /// `mlp.lin1`, `mlp.lin2` (SAM's `MLPBlock`).
+    Sam,
+    /// `mlp.layers.0`, `mlp.layers.1` (SAM 2's `MLP`).
+    Sam2,
 }
 
 impl Default for MaskDecoderConfig {
@@ -37,6 +49,7 @@ impl Default for MaskDecoderConfig {
             num_mask_tokens: 4,
             iou_head_depth: 3,
             iou_head_hidden_dim: 256,
+            feedforward_names: FeedForwardNames::Sam,
         }
     }
 }
@@ -83,6 +96,30 @@ impl Attention {
     }
 }
 
+/// The blocks' ReLU feed-forward, under either release's names.
+#[derive(Debug)]
+enum FeedForward {
+    Sam(MlpBlock),
+    Sam2(Mlp),
+}
+
+impl FeedForward {
+    fn new(p: nn::Path, cfg: &MaskDecoderConfig) -> Self {
+        let (d, hidden) = (cfg.transformer_dim, cfg.mlp_dim);
+        match cfg.feedforward_names {
+            FeedForwardNames::Sam => Self::Sam(MlpBlock::new(p, d, hidden, MlpBlock::RELU)),
+            FeedForwardNames::Sam2 => Self::Sam2(Mlp::new(p, d, hidden, d, 2)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Self::Sam(m) => m.forward(x),
+            Self::Sam2(m) => m.forward(x),
+        }
+    }
+}
+
 /// One block of the two-way transformer.
 #[derive(Debug)]
 struct TwoWayAttentionBlock {
@@ -90,7 +127,7 @@ struct TwoWayAttentionBlock {
     norm1: nn::LayerNorm,
     cross_attn_token_to_image: Attention,
     norm2: nn::LayerNorm,
-    mlp: MlpBlock,
+    mlp: FeedForward,
     norm3: nn::LayerNorm,
     norm4: nn::LayerNorm,
     cross_attn_image_to_token: Attention,
@@ -111,7 +148,7 @@ impl TwoWayAttentionBlock {
                 2,
             ),
             norm2: nn::layer_norm(&p / "norm2", vec![d], ln),
-            mlp: MlpBlock::new(&p / "mlp", d, cfg.mlp_dim, MlpBlock::RELU),
+            mlp: FeedForward::new(&p / "mlp", cfg),
             norm3: nn::layer_norm(&p / "norm3", vec![d], ln),
             norm4: nn::layer_norm(&p / "norm4", vec![d], ln),
             cross_attn_image_to_token: Attention::new(
@@ -154,16 +191,18 @@ impl TwoWayAttentionBlock {
     }
 }
 
-/// The two-way transformer (`mask_decoder.transformer`).
+/// The two-way transformer (`mask_decoder.transformer`): prompt tokens and
+/// image embedding attend to each other. SAM 2's decoder uses the same one.
 #[derive(Debug)]
-struct TwoWayTransformer {
+pub struct TwoWayTransformer {
     layers: Vec<TwoWayAttentionBlock>,
     final_attn_token_to_image: Attention,
     norm_final_attn: nn::LayerNorm,
 }
 
 impl TwoWayTransformer {
-    fn new(p: nn::Path, cfg: &MaskDecoderConfig) -> Self {
+    /// Declares the variables under `p` (= `mask_decoder.transformer`).
+    pub fn new(p: nn::Path, cfg: &MaskDecoderConfig) -> Self {
         let layers = (0..cfg.depth)
             .map(|i| TwoWayAttentionBlock::new(&p / "layers" / i, cfg, i == 0))
             .collect();
@@ -183,8 +222,9 @@ impl TwoWayTransformer {
         }
     }
 
-    /// `image`: `(B, C, H, W)`, `image_pe` same, `points`: `(B, N, C)`.
-    fn forward(&self, image: &Tensor, image_pe: &Tensor, points: &Tensor) -> (Tensor, Tensor) {
+    /// `image`: `(B, C, H, W)`, `image_pe` same, `points`: `(B, N, C)`;
+    /// returns the updated tokens `(B, N, C)` and image keys `(B, HW, C)`.
+    pub fn forward(&self, image: &Tensor, image_pe: &Tensor, points: &Tensor) -> (Tensor, Tensor) {
         let image = image.flatten(2, -1).permute([0, 2, 1]);
         let image_pe = image_pe.flatten(2, -1).permute([0, 2, 1]);
         let mut queries = points.shallow_clone();
@@ -290,18 +330,28 @@ impl MaskDecoder {
         let up = src.apply(&self.up0);
         let up = self.up1.forward(&up).gelu("none");
         let up = up.apply(&self.up3).gelu("none");
-        let hyper: Vec<Tensor> = self
-            .hypernetworks
-            .iter()
-            .enumerate()
-            .map(|(i, mlp)| mlp.forward(&mask_tokens_out.select(1, i as i64)))
-            .collect();
-        let hyper_in = Tensor::stack(&hyper, 1);
-        let (b2, c2, h2, w2) = up.size4().expect("4D");
-        let masks = hyper_in
-            .matmul(&up.view([b2, c2, h2 * w2]))
-            .view([b2, -1, h2, w2]);
+        let masks = hypernetwork_masks(&self.hypernetworks, &mask_tokens_out, &up);
         let iou_pred = self.iou_head.forward(&iou_token_out);
         (masks, iou_pred)
     }
+}
+
+/// Mask logits `(B, T, h, w)`: each mask token `(B, T, C)` through its
+/// hypernetwork MLP gives a dynamic 1x1 filter applied to the upscaled
+/// embedding `(B, C/8, h, w)` (SAM's and SAM 2's decoders alike).
+pub fn hypernetwork_masks(
+    hypernetworks: &[Mlp],
+    mask_tokens: &Tensor,
+    upscaled: &Tensor,
+) -> Tensor {
+    let hyper: Vec<Tensor> = hypernetworks
+        .iter()
+        .enumerate()
+        .map(|(i, mlp)| mlp.forward(&mask_tokens.select(1, i as i64)))
+        .collect();
+    let hyper_in = Tensor::stack(&hyper, 1);
+    let (b, c, h, w) = upscaled.size4().expect("4D");
+    hyper_in
+        .matmul(&upscaled.view([b, c, h * w]))
+        .view([b, -1, h, w])
 }

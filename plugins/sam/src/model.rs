@@ -3,7 +3,7 @@
 //! checked loading of official `.pth` / `.safetensors` files.
 
 use super::image_encoder::{ImageEncoderConfig, ImageEncoderViT};
-use super::mask_decoder::{MaskDecoder, MaskDecoderConfig};
+use super::mask_decoder::{FeedForwardNames, MaskDecoder, MaskDecoderConfig};
 use super::prompt_encoder::PromptEncoder;
 use clisc_nn::WeightFile;
 use clisc_sdk::PluginError;
@@ -152,6 +152,7 @@ impl SamConfig {
             num_mask_tokens: tokens[0],
             iou_head_depth: count_indexed(weights, "mask_decoder.iou_prediction_head.layers."),
             iou_head_hidden_dim: shape("mask_decoder.iou_prediction_head.layers.0.weight")?[0],
+            feedforward_names: FeedForwardNames::Sam,
         };
         Ok(Self {
             encoder,

@@ -135,12 +135,18 @@ impl PromptEncoder {
         let is_pad = l.eq(-1.0).to_kind(Kind::Float);
         let is_neg = l.eq(0.0).to_kind(Kind::Float);
         let is_pos = l.eq(1.0).to_kind(Kind::Float);
+        // SAM 2 passes a box as two points labelled 2 (top-left) and 3
+        // (bottom-right); SAM never uses those labels.
+        let is_top_left = l.eq(2.0).to_kind(Kind::Float);
+        let is_bottom_right = l.eq(3.0).to_kind(Kind::Float);
         // Padding points get only the not-a-point embedding; others add
         // their label's embedding to the positional encoding.
         pe * (1.0 - &is_pad)
             + &is_pad * &self.not_a_point_embed
             + &is_neg * &self.point_embeddings[0]
             + &is_pos * &self.point_embeddings[1]
+            + &is_top_left * &self.point_embeddings[2]
+            + &is_bottom_right * &self.point_embeddings[3]
     }
 
     fn embed_boxes(&self, boxes: &Tensor) -> Tensor {

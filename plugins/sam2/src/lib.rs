@@ -1,0 +1,25 @@
+//! # `sam2`: SAM 2 / SAM 2.1 and MedSAM2 in `tch`
+//!
+//! Meta's Segment Anything 2 (Hiera image encoder, memory attention,
+//! memory encoder, SAM heads) under the official parameter names, loading
+//! the checkpoints users download (`sam2.1_hiera_{tiny,small,base_plus,large}.pt`,
+//! `sam2_hiera_*.pt`, MedSAM2's `MedSAM2_latest.pt`), with the semantics of
+//! the official image predictor ([`predictor`]) and video predictor
+//! ([`propagation`], the axial slices of a volume as the frames of a
+//! video).
+
+pub mod config;
+pub mod hiera;
+pub mod holes;
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod memory_attention;
+pub mod memory_encoder;
+pub mod model;
+pub mod predictor;
+pub mod propagation;
+
+pub use config::Sam2Config;
+pub use model::Sam2;
+pub use predictor::{Prompt, Sam2Predictor};
+pub use propagation::{Frames, Propagation};
