@@ -1,6 +1,8 @@
 //! `configs/clisc-paper.toml` without its weight files: `clisc run` and
 //! `clisc check` stop before doing anything, with one error that names
 //! every missing weight file (setting, file:line, path, download URL).
+//! The shipped variants (`medsam.toml`, `biomedclip.toml`) differ from it
+//! only in the stage they swap, and name their own files.
 
 use clisc_tests::write_tiny_dataset;
 use std::path::{Path, PathBuf};
@@ -155,26 +157,34 @@ fn paper_config_without_weights_fails_before_any_work_naming_every_file() {
     assert!(resolved.contains(&device_line), "{resolved}");
 }
 
-#[test]
-fn medsam_config_differs_only_in_its_segmenter_and_names_its_checkpoint() {
+/// A shipped config's text, and its setting lines (not comments or blank
+/// lines) that differ from the paper config's, which it must otherwise
+/// equal line for line.
+fn lines_differing_from_paper(name: &str) -> (String, Vec<String>) {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let medsam = std::fs::read_to_string(configs.join("medsam.toml")).unwrap();
-    // Every setting line equals the paper's except the output folder and
-    // the promptable segmenter's settings.
+    let text = std::fs::read_to_string(configs.join(name)).unwrap();
     let settings = |text: &str| -> Vec<String> {
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .map(String::from)
             .collect()
     };
-    let (paper, ours) = (settings(&paper_config()), settings(&medsam));
-    assert_eq!(paper.len(), ours.len());
-    let differing: Vec<&String> = paper
-        .iter()
-        .zip(&ours)
+    let (paper, ours) = (settings(&paper_config()), settings(&text));
+    assert_eq!(paper.len(), ours.len(), "{name}");
+    let differing = paper
+        .into_iter()
+        .zip(ours)
         .filter(|(a, b)| a != b)
         .map(|(_, b)| b)
         .collect();
+    (text, differing)
+}
+
+#[test]
+fn medsam_config_differs_only_in_its_segmenter_and_names_its_checkpoint() {
+    // Every setting line equals the paper's except the output folder and
+    // the promptable segmenter's settings.
+    let (medsam, differing) = lines_differing_from_paper("medsam.toml");
     assert_eq!(differing.len(), 2, "{differing:?}");
     assert!(differing[0].starts_with("output = "), "{differing:?}");
     assert!(
@@ -198,4 +208,72 @@ fn medsam_config_differs_only_in_its_segmenter_and_names_its_checkpoint() {
         entry.contains("https://github.com/bowang-lab/MedSAM"),
         "{entry}"
     );
+}
+
+#[test]
+fn biomedclip_config_differs_only_in_its_labeler_and_names_its_files() {
+    // Every setting line equals the paper's except the output folder and
+    // the pseudo-labeler's plugin and settings.
+    let (text, differing) = lines_differing_from_paper("biomedclip.toml");
+    assert_eq!(differing.len(), 3, "{differing:?}");
+    assert!(differing[0].starts_with("output = "), "{differing:?}");
+    assert_eq!(differing[1], "plugin = \"biomedclip\"");
+    assert!(
+        differing[2].contains("open_clip_pytorch_model.bin") && differing[2].contains("vocab.txt"),
+        "{differing:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    std::fs::write(root.join("configs/biomedclip.toml"), &text).unwrap();
+    write_tiny_dataset(
+        &root.join("data/MICCAI_BraTS2020_TrainingData"),
+        2,
+        [24, 24, 16],
+    );
+    let out = clisc(&["check", "configs/biomedclip.toml"], &root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("4 weight files are missing"), "{stderr}");
+    let folder = "weights/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224";
+    for (file, setting) in [
+        ("open_clip_pytorch_model.bin", "settings.weights"),
+        ("vocab.txt", "settings.vocab"),
+    ] {
+        // One entry per missing file, each starting with the config's file:line:col.
+        let entry = stderr
+            .split("\nconfigs/biomedclip.toml:")
+            .find(|e| e.contains(&format!("{folder}/{file} does not exist")))
+            .unwrap_or_else(|| panic!("{file} not named:\n{stderr}"));
+        assert!(
+            entry.contains(&format!("[stages.pseudo_labeler] {setting}")),
+            "{entry}"
+        );
+        assert!(
+            entry.contains(
+                "https://huggingface.co/microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+            ),
+            "{entry}"
+        );
+    }
+
+    // With the four files in place the configuration is valid as written.
+    std::fs::create_dir_all(root.join(folder)).unwrap();
+    for file in [
+        "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224/open_clip_pytorch_model.bin",
+        "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224/vocab.txt",
+        "resnet50-11ad3fa6.pth",
+        "sam_vit_b_01ec64.pth",
+    ] {
+        std::fs::write(root.join("weights").join(file), b"placeholder").unwrap();
+    }
+    let out = clisc(&["check", "configs/biomedclip.toml"], &root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("plugin = \"biomedclip\""), "{resolved}");
 }

@@ -27,7 +27,7 @@ pub struct OfficialWeights {
 }
 
 /// The official checkpoints the built-in plugins read (CLIP, torchvision
-/// ResNets, Segment Anything, MedSAM), by file name.
+/// ResNets, Segment Anything, MedSAM, BiomedCLIP), by file name.
 pub const OFFICIAL: &[OfficialWeights] = &[
     OfficialWeights {
         file_name: "ViT-B-32.pt",
@@ -93,6 +93,12 @@ pub const OFFICIAL: &[OfficialWeights] = &[
         file_name: "medsam_vit_b.pth",
         what: "MedSAM ViT-B checkpoint (plugin `sam` with preprocess = \"medsam\"; the authors' README links the file)",
         url: "https://github.com/bowang-lab/MedSAM",
+        url_is_page: true,
+    },
+    OfficialWeights {
+        file_name: "open_clip_pytorch_model.bin",
+        what: "BiomedCLIP weights in open_clip's format (plugin `biomedclip`; get vocab.txt from the same page, it goes next to them)",
+        url: "https://huggingface.co/microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
         url_is_page: true,
     },
 ];
@@ -212,11 +218,12 @@ mod tests {
         for (i, w) in OFFICIAL.iter().enumerate() {
             assert!(w.url.starts_with("https://"), "{}", w.url);
             // A direct link names the file; only a publisher without one
-            // (MedSAM's files are behind its README) gets a page.
+            // (MedSAM's files are behind its README) or whose file needs
+            // others from the same page (BiomedCLIP's vocab.txt) gets a page.
             assert!(w.url_is_page || w.url.ends_with(w.file_name), "{}", w.url);
             assert_eq!(
                 w.url_is_page,
-                w.file_name == "medsam_vit_b.pth",
+                ["medsam_vit_b.pth", "open_clip_pytorch_model.bin"].contains(&w.file_name),
                 "{}",
                 w.file_name
             );

@@ -13,6 +13,7 @@
 //! registry and the traits of `clisc-sdk`.
 
 use clisc_adapters as _;
+use clisc_biomedclip as _;
 use clisc_cam as _;
 use clisc_clip as _;
 use clisc_sam as _;

@@ -20,40 +20,33 @@
 //!
 //! With one prompt per class (the paper's defaults) both are identical to
 //! the reference code.
+//!
+//! The labelling itself is model-independent ([`labeler`]): CLIP plugs in
+//! through [`ZeroShotModel`], and so does BiomedCLIP (`clisc-biomedclip`).
 
+pub mod labeler;
 pub mod model;
 pub mod preprocess;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tokenizer;
 
 #[rustfmt::skip]
 mod html_tables;
 
-use abi_stable::std_types::{RResult, RVec};
 use clisc_sdk::config::Settings;
-use clisc_sdk::stage::{CaseInput, PseudoLabeler};
-use clisc_sdk::{
-    ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels, StageKind,
-    StageObject,
-};
+use clisc_sdk::{ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject};
 use tch::{Kind, Tensor};
 
-use clisc_weight_free::smoothing::Smoothing;
+pub use labeler::{
+    labeler_settings, Ensemble, LabelerOptions, SliceLabeler, ZeroShotModel, PROMPT_ABNORMAL,
+    PROMPT_NORMAL,
+};
 pub use model::{Clip, ClipConfig};
 pub use tokenizer::{ClipTokenizer, CONTEXT_LENGTH};
 
-/// The paper's "normal" prompt.
-pub const PROMPT_NORMAL: &str = "an image of brain tissue showing typical signal intensity without any regions of abnormal intensity or suspicious mass";
-/// The paper's "abnormal" prompt.
-pub const PROMPT_ABNORMAL: &str = "an image of brain tissue showing a tumor with uneven hyperintensity and irregular borders distinct from surroundings";
-
-/// How the prompts of one class are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ensemble {
-    /// Average the normalised text embeddings per class.
-    Embedding,
-    /// Sum the per-prompt probabilities per class.
-    Probability,
-}
+/// The CLIP slice labeler.
+pub type ClipLabeler = SliceLabeler<Clip>;
 
 /// Plugin registration of [`ClipLabeler`].
 pub struct ClipPlugin;
@@ -66,26 +59,13 @@ impl Plugin for ClipPlugin {
         "Zero-shot slice labels from OpenAI CLIP (ViT-B/32 in the paper) with normal/abnormal prompts";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::weights_file(
-                "weights",
-                "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-32.pt, ...), torch.save state dict or safetensors",
-                "OpenAI CLIP release (ViT-B/32, CLISC's choice): https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-            ),
-            ConfigField::string_list("prompts_normal", &[PROMPT_NORMAL], "prompts describing a slice without tumor"),
-            ConfigField::string_list("prompts_abnormal", &[PROMPT_ABNORMAL], "prompts describing a slice with tumor"),
-            ConfigField::choice(
-                "ensemble",
-                "embedding",
-                &["embedding", "probability"],
-                "several prompts per class: average their text embeddings, or sum their probabilities",
-            ),
-            ConfigField::float("threshold", 0.6, "keep a slice when its label probability is at least this"),
-            ConfigField::integer("batch_size", 32, "slices per image-encoder batch"),
-        ]
-        .into_iter()
-        .chain(Smoothing::schema(true))
-        .collect()
+        let mut fields = vec![ConfigField::weights_file(
+            "weights",
+            "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-32.pt, ...), torch.save state dict or safetensors",
+            "OpenAI CLIP release (ViT-B/32, CLISC's choice): https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        )];
+        fields.extend(labeler_settings());
+        fields
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -93,18 +73,7 @@ impl Plugin for ClipPlugin {
             .path("weights")?
             .ok_or_else(|| PluginError::config("clip: `weights` is required"))?;
         let device = clisc_nn::resolve_device(&ctx.device)?;
-        let options = ClipOptions {
-            prompts_normal: settings.str_list("prompts_normal")?,
-            prompts_abnormal: settings.str_list("prompts_abnormal")?,
-            ensemble: match settings.str("ensemble")? {
-                "probability" => Ensemble::Probability,
-                _ => Ensemble::Embedding,
-            },
-            threshold: settings.f64("threshold")? as f32,
-            batch_size: settings.usize("batch_size")?,
-            smoothing: Smoothing::from_settings(&settings)?,
-        };
-        options.validate()?;
+        let options = LabelerOptions::from_settings(&settings, Self::NAME)?;
         ctx.progress.log(
             format!("clip: loading {} on {:?}", weights.display(), device)
                 .as_str()
@@ -114,6 +83,35 @@ impl Plugin for ClipPlugin {
         Ok(StageObject::pseudo_labeler(ClipLabeler::new(
             model, options,
         )?))
+    }
+}
+
+impl ZeroShotModel for Clip {
+    const PLUGIN: &'static str = ClipPlugin::NAME;
+
+    fn image_resolution(&self) -> usize {
+        self.config.image_resolution as usize
+    }
+
+    fn encode_image(&self, images: &Tensor) -> Tensor {
+        Clip::encode_image(self, images)
+    }
+
+    /// Tokenized with CLIP's BPE; a prompt longer than the context (77
+    /// tokens) is an error naming it.
+    fn encode_texts(&self, texts: &[String]) -> Result<Tensor, PluginError> {
+        let tok = ClipTokenizer::shared()?;
+        let ctx = self.config.context_length as usize;
+        let mut ids = Vec::with_capacity(texts.len() * ctx);
+        for t in texts {
+            ids.extend(tok.tokenize(t, ctx, false)?);
+        }
+        let tokens = Tensor::from_slice(&ids).view([texts.len() as i64, ctx as i64]);
+        Ok(self.encode_text(&tokens))
+    }
+
+    fn logits(&self, image_features: &Tensor, text_features: &Tensor) -> Tensor {
+        Clip::logits(self, image_features, text_features)
     }
 }
 
@@ -146,15 +144,8 @@ pub fn zero_shot(
     let model = Clip::load(weights, clisc_nn::resolve_device(device)?)?;
     let res = model.config.image_resolution as usize;
     let pixels = preprocess::preprocess_u8(image, width, height, channels, res);
-    let tok = ClipTokenizer::shared()?;
-    let ctx = model.config.context_length as usize;
-    let mut ids = Vec::with_capacity(texts.len() * ctx);
-    for t in texts {
-        ids.extend(tok.tokenize(t, ctx, false)?);
-    }
-    let tokens = Tensor::from_slice(&ids).view([texts.len() as i64, ctx as i64]);
     let image_features = model.encode_image(&preprocess::batch_tensor(&[pixels], res));
-    let logits = model.logits(&image_features, &model.encode_text(&tokens));
+    let logits = model.logits(&image_features, &model.encode_texts(texts)?);
     let probs = logits
         .softmax(-1, Kind::Float)
         .to_device(tch::Device::Cpu)
@@ -162,191 +153,12 @@ pub fn zero_shot(
     Vec::<f32>::try_from(probs.contiguous()).map_err(|e| PluginError::internal(e.to_string()))
 }
 
-/// Settings of the labeler (see the plugin schema).
-#[derive(Debug, Clone)]
-pub struct ClipOptions {
-    /// Prompts of class 0.
-    pub prompts_normal: Vec<String>,
-    /// Prompts of class 1.
-    pub prompts_abnormal: Vec<String>,
-    /// Ensemble rule.
-    pub ensemble: Ensemble,
-    /// Confidence needed to keep a slice.
-    pub threshold: f32,
-    /// Slices per forward pass.
-    pub batch_size: usize,
-    /// Smoothing parameters, `None` = off.
-    pub smoothing: Option<Smoothing>,
-}
-
-impl Default for ClipOptions {
-    /// The paper's setup.
-    fn default() -> Self {
-        ClipOptions {
-            prompts_normal: vec![PROMPT_NORMAL.into()],
-            prompts_abnormal: vec![PROMPT_ABNORMAL.into()],
-            ensemble: Ensemble::Embedding,
-            threshold: 0.6,
-            batch_size: 32,
-            smoothing: Some(Smoothing::default()),
-        }
-    }
-}
-
-impl ClipOptions {
-    fn validate(&self) -> Result<(), PluginError> {
-        if self.prompts_normal.is_empty() || self.prompts_abnormal.is_empty() {
-            return Err(PluginError::config(
-                "clip: `prompts_normal` and `prompts_abnormal` need at least one prompt each",
-            ));
-        }
-        if !(0.5..=1.0).contains(&self.threshold) {
-            return Err(PluginError::config(format!(
-                "clip: `threshold` must be in [0.5, 1], found {}",
-                self.threshold
-            )));
-        }
-        if self.batch_size == 0 {
-            return Err(PluginError::config("clip: `batch_size` must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-/// The CLIP slice labeler: model, options and the per-run text embeddings.
-pub struct ClipLabeler {
-    model: Clip,
-    options: ClipOptions,
-    /// Normalised text embeddings [texts, embed] and the class of each row.
-    text: Tensor,
-    text_class: Vec<u8>,
-}
-
-impl ClipLabeler {
-    /// Tokenizes and encodes the prompts once.
-    pub fn new(model: Clip, options: ClipOptions) -> Result<ClipLabeler, PluginError> {
-        options.validate()?;
-        let tok = ClipTokenizer::shared()?;
-        let ctx = model.config.context_length as usize;
-        let mut ids = Vec::new();
-        let mut classes = Vec::new();
-        for (class, prompts) in [
-            (0u8, &options.prompts_normal),
-            (1u8, &options.prompts_abnormal),
-        ] {
-            for p in prompts {
-                ids.extend(tok.tokenize(p, ctx, false)?);
-                classes.push(class);
-            }
-        }
-        let tokens = Tensor::from_slice(&ids).view([classes.len() as i64, ctx as i64]);
-        let feats = model::normalize(&model.encode_text(&tokens));
-        let (text, text_class) = match options.ensemble {
-            Ensemble::Probability => (feats, classes),
-            Ensemble::Embedding => {
-                let rows: Vec<Tensor> = [0u8, 1]
-                    .iter()
-                    .map(|&c| {
-                        let idx: Vec<i64> = classes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, &k)| k == c)
-                            .map(|(i, _)| i as i64)
-                            .collect();
-                        let idx = Tensor::from_slice(&idx).to_device(feats.device());
-                        feats.index_select(0, &idx).mean_dim(0, true, Kind::Float)
-                    })
-                    .collect();
-                (model::normalize(&Tensor::cat(&rows, 0)), vec![0, 1])
-            }
-        };
-        Ok(ClipLabeler {
-            model,
-            options,
-            text,
-            text_class,
-        })
-    }
-
-    /// P(abnormal) for a batch of preprocessed images [n, 3, R, R].
-    pub fn abnormal_probability(&self, images: &Tensor) -> Vec<f32> {
-        let feats = self.model.encode_image(images);
-        let logits = self.model.logits(&feats, &self.text);
-        let probs = logits.softmax(-1, Kind::Float);
-        let mask: Vec<f32> = self.text_class.iter().map(|&c| c as f32).collect();
-        let mask = Tensor::from_slice(&mask).to_device(probs.device());
-        let p = (probs * mask)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            .to_device(tch::Device::Cpu);
-        Vec::<f32>::try_from(p.contiguous()).unwrap_or_default()
-    }
-
-    /// Labels the slices of a case (see the module docs).
-    pub fn label(&self, case: &CaseInput) -> Result<SlicePseudoLabels, PluginError> {
-        let flair = case.image.require_channel("flair")?;
-        let grid = case.image.grid;
-        grid.check_len(case.brain_mask.data.len(), "brain mask")?;
-        let [nx, ny, nz] = grid.dims();
-        let n = grid.slice_len();
-        let res = self.model.config.image_resolution as usize;
-        let mut slices: Vec<SliceLabel> = (0..nz)
-            .map(|z| SliceLabel {
-                index: z as u32,
-                label: 0,
-                probability: 1.0,
-                kept: false,
-            })
-            .collect();
-        let with_brain: Vec<usize> = (0..nz)
-            .filter(|&z| {
-                case.brain_mask.data[z * n..(z + 1) * n]
-                    .iter()
-                    .any(|&m| m != 0)
-            })
-            .collect();
-        for chunk in with_brain.chunks(self.options.batch_size) {
-            let images: Vec<Vec<f32>> = chunk
-                .iter()
-                .map(|&z| {
-                    let grey = preprocess::slice_to_u8(&flair[z * n..(z + 1) * n]);
-                    preprocess::preprocess_u8(&grey, nx, ny, 1, res)
-                })
-                .collect();
-            let p = self.abnormal_probability(&preprocess::batch_tensor(&images, res));
-            for (&z, &p1) in chunk.iter().zip(p.iter()) {
-                let label = u8::from(p1 > 0.5);
-                let probability = if label == 1 { p1 } else { 1.0 - p1 };
-                slices[z] = SliceLabel {
-                    index: z as u32,
-                    label,
-                    probability,
-                    kept: probability >= self.options.threshold,
-                };
-            }
-        }
-        let mut labels = SlicePseudoLabels {
-            slices: RVec::from(slices),
-        };
-        if let Some(s) = self.options.smoothing {
-            let changed = s.apply(&mut labels);
-            tracing::debug!(case = %case.id, changed, "clip: smoothing relabelled slices");
-        }
-        Ok(labels)
-    }
-}
-
-impl PseudoLabeler for ClipLabeler {
-    fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
-        self.label(case).into()
-    }
-}
-
 clisc_sdk::register_builtin!(ClipPlugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clisc_sdk::{Grid, LabelVolume, Volume};
+    use clisc_weight_free::smoothing::Smoothing;
     use tch::Device;
 
     fn tiny_model() -> Clip {
@@ -362,56 +174,20 @@ mod tests {
             text_layers: 1,
         };
         let model = Clip::new(cfg, Device::Cpu);
-        // Deterministic values without libtorch's global RNG (tests run in parallel).
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut vars: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, mut v) in vars {
-            if name == "logit_scale" {
-                continue;
-            }
-            let values: Vec<f32> = (0..v.numel())
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
-                })
-                .collect();
-            tch::no_grad(|| v.copy_(&Tensor::from_slice(&values).view(v.size().as_slice())));
-        }
+        testing::fill_deterministic(model.var_store());
         model
-    }
-
-    fn case(nz: usize, empty: &[usize]) -> CaseInput {
-        let grid = Grid::new([20, 24, nz as u32], [1.0; 3]);
-        let data: Vec<f32> = (0..grid.len())
-            .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0)
-            .collect();
-        let mut mask = vec![1u8; grid.len()];
-        for &z in empty {
-            mask[z * 480..(z + 1) * 480].iter_mut().for_each(|v| *v = 0);
-        }
-        CaseInput {
-            id: "t".into(),
-            image: Volume::single(grid, "flair", data),
-            brain_mask: LabelVolume {
-                grid,
-                data: mask.into(),
-            },
-        }
     }
 
     #[test]
     fn full_plugin_path_shapes_kept_flags_and_empty_slices() {
-        let options = ClipOptions {
+        let options = LabelerOptions {
             batch_size: 3,
             smoothing: None,
             threshold: 0.5,
             ..Default::default()
         };
         let labeler = ClipLabeler::new(tiny_model(), options).unwrap();
-        let labels = labeler.label(&case(7, &[0, 6])).unwrap();
+        let labels = labeler.label(&testing::synthetic_case(7, &[0, 6])).unwrap();
         assert_eq!(labels.slices.len(), 7);
         for s in labels.slices.iter() {
             assert!(s.probability >= 0.5 && s.probability <= 1.0);
@@ -424,7 +200,7 @@ mod tests {
         // Batching does not change the result.
         let single = ClipLabeler::new(
             tiny_model(),
-            ClipOptions {
+            LabelerOptions {
                 batch_size: 1,
                 smoothing: None,
                 threshold: 0.5,
@@ -432,7 +208,7 @@ mod tests {
             },
         )
         .unwrap()
-        .label(&case(7, &[0, 6]))
+        .label(&testing::synthetic_case(7, &[0, 6]))
         .unwrap();
         for (a, b) in labels.slices.iter().zip(single.slices.iter()) {
             assert_eq!(a.label, b.label);
@@ -442,10 +218,10 @@ mod tests {
 
     #[test]
     fn plugin_applies_the_reference_smoothing() {
-        let case = case(24, &[]);
+        let case = testing::synthetic_case(24, &[]);
         let raw = ClipLabeler::new(
             tiny_model(),
-            ClipOptions {
+            LabelerOptions {
                 smoothing: None,
                 threshold: 0.5,
                 ..Default::default()
@@ -456,7 +232,7 @@ mod tests {
         .unwrap();
         let smoothed = ClipLabeler::new(
             tiny_model(),
-            ClipOptions {
+            LabelerOptions {
                 threshold: 0.5,
                 ..Default::default()
             },
@@ -481,12 +257,12 @@ mod tests {
     fn ensembles_reduce_to_single_prompts_and_threshold_controls_kept() {
         let model = tiny_model();
         let img = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-        let a = ClipLabeler::new(model, ClipOptions::default())
+        let a = ClipLabeler::new(model, LabelerOptions::default())
             .unwrap()
             .abnormal_probability(&img);
         let b = ClipLabeler::new(
             tiny_model(),
-            ClipOptions {
+            LabelerOptions {
                 ensemble: Ensemble::Probability,
                 ..Default::default()
             },
@@ -498,14 +274,14 @@ mod tests {
         }
         let strict = ClipLabeler::new(
             tiny_model(),
-            ClipOptions {
+            LabelerOptions {
                 threshold: 1.0,
                 smoothing: None,
                 ..Default::default()
             },
         )
         .unwrap();
-        let labels = strict.label(&case(4, &[])).unwrap();
+        let labels = strict.label(&testing::synthetic_case(4, &[])).unwrap();
         assert!(labels
             .slices
             .iter()
@@ -514,19 +290,23 @@ mod tests {
 
     #[test]
     fn bad_settings_are_rejected() {
-        let o = ClipOptions {
+        let o = LabelerOptions {
             prompts_abnormal: vec![],
             ..Default::default()
         };
         assert!(o
-            .validate()
+            .validate("clip")
             .unwrap_err()
             .message
             .contains("prompts_abnormal"));
-        let o = ClipOptions {
+        let o = LabelerOptions {
             threshold: 0.2,
             ..Default::default()
         };
-        assert!(o.validate().unwrap_err().message.contains("threshold"));
+        assert!(o
+            .validate("clip")
+            .unwrap_err()
+            .message
+            .contains("threshold"));
     }
 }

@@ -404,17 +404,28 @@ impl Clip {
     /// Logits per image [images, texts]: scaled cosine similarities of the
     /// L2-normalised features (the reference's `forward`).
     pub fn logits(&self, image_features: &Tensor, text_features: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let i = normalize(image_features);
-            let t = normalize(&text_features.to_device(i.device()));
-            i.matmul(&t.transpose(0, 1)) * self.logit_scale.exp()
-        })
+        scaled_cosine_logits(image_features, text_features, &self.logit_scale)
     }
 }
 
 /// Row-wise L2 normalisation.
 pub fn normalize(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2, [-1], true)
+}
+
+/// `exp(logit_scale) * normalize(image) @ normalize(text).T`: the logits
+/// per image [images, texts] of CLIP's and open_clip's `forward` (text
+/// features are moved to the image features' device).
+pub fn scaled_cosine_logits(
+    image_features: &Tensor,
+    text_features: &Tensor,
+    logit_scale: &Tensor,
+) -> Tensor {
+    tch::no_grad(|| {
+        let i = normalize(image_features);
+        let t = normalize(&text_features.to_device(i.device()));
+        i.matmul(&t.transpose(0, 1)) * logit_scale.exp()
+    })
 }
 
 #[cfg(test)]
