@@ -277,3 +277,63 @@ fn biomedclip_config_differs_only_in_its_labeler_and_names_its_files() {
     let resolved = String::from_utf8_lossy(&out.stdout);
     assert!(resolved.contains("plugin = \"biomedclip\""), "{resolved}");
 }
+
+#[test]
+fn sam2_propagation_config_differs_only_in_its_segmenter_and_names_its_checkpoint() {
+    // Every setting line equals the paper's except the output folder and
+    // the promptable segmenter's plugin and settings.
+    let (text, differing) = lines_differing_from_paper("sam2-propagation.toml");
+    assert_eq!(differing.len(), 3, "{differing:?}");
+    assert!(differing[0].starts_with("output = "), "{differing:?}");
+    assert_eq!(differing[1], "plugin = \"sam2\"");
+    assert!(
+        differing[2].contains("sam2.1_hiera_tiny.pt") && differing[2].contains("propagate = true"),
+        "{differing:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    std::fs::write(root.join("configs/sam2-propagation.toml"), &text).unwrap();
+    write_tiny_dataset(
+        &root.join("data/MICCAI_BraTS2020_TrainingData"),
+        2,
+        [24, 24, 16],
+    );
+    let out = clisc(&["check", "configs/sam2-propagation.toml"], &root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 weight files are missing"), "{stderr}");
+    let entry = stderr
+        .split("\nconfigs/sam2-propagation.toml:")
+        .find(|e| e.contains("sam2.1_hiera_tiny.pt does not exist"))
+        .unwrap_or_else(|| panic!("sam2.1_hiera_tiny.pt not named:\n{stderr}"));
+    assert!(
+        entry.contains("[stages.promptable_segmenter] settings.weights"),
+        "{entry}"
+    );
+    assert!(
+        entry.contains(
+            "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+        ),
+        "{entry}"
+    );
+
+    // With the three files in place the configuration is valid as written.
+    std::fs::create_dir_all(root.join("weights")).unwrap();
+    for file in [
+        "ViT-B-32.pt",
+        "resnet50-11ad3fa6.pth",
+        "sam2.1_hiera_tiny.pt",
+    ] {
+        std::fs::write(root.join("weights").join(file), b"placeholder").unwrap();
+    }
+    let out = clisc(&["check", "configs/sam2-propagation.toml"], &root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("plugin = \"sam2\""), "{resolved}");
+}

@@ -1,4 +1,5 @@
-//! The six stage traits a plugin can implement, the data they exchange, and
+//! The stage traits a plugin can implement (one per stage kind; a promptable
+//! segmenter works either slice by slice or on the whole volume), the data they exchange, and
 //! [`StageObject`], the ABI-stable box a plugin constructor returns.
 //!
 //! Plugin authors implement one of the traits on their own type and wrap it
@@ -198,6 +199,22 @@ pub trait PromptableSegmenter: Send {
     ) -> RResult<RVec<Mask2d>, PluginError>;
 }
 
+/// Segments an object through a whole volume from prompts on some of its
+/// slices, the prompted slices guiding the others (SAM 2's propagation).
+/// It fills the pipeline's promptable-segmenter slot like a
+/// [`PromptableSegmenter`]; the host gives it each case once (added in
+/// SDK 0.4.0).
+#[sabi_trait]
+pub trait VolumePromptableSegmenter: Send {
+    /// A binary volume on the case's grid from all of its prompt sets
+    /// (ordered by slice; at most one per slice is expected).
+    fn segment_volume(
+        &mut self,
+        case: &CaseInput,
+        prompts: &CasePrompts,
+    ) -> RResult<LabelVolume, PluginError>;
+}
+
 /// A trainable volumetric segmenter (the 3D network).
 #[sabi_trait]
 pub trait VolumetricSegmenter: Send {
@@ -255,6 +272,8 @@ pub type RoiExtractorBox = RoiExtractor_TO<'static, RBox<()>>;
 pub type PromptGeneratorBox = PromptGenerator_TO<'static, RBox<()>>;
 /// Boxed promptable segmenter.
 pub type PromptableSegmenterBox = PromptableSegmenter_TO<'static, RBox<()>>;
+/// Boxed volume promptable segmenter.
+pub type VolumePromptableSegmenterBox = VolumePromptableSegmenter_TO<'static, RBox<()>>;
 /// Boxed volumetric segmenter.
 pub type VolumetricSegmenterBox = VolumetricSegmenter_TO<'static, RBox<()>>;
 /// Boxed filter.
@@ -272,6 +291,9 @@ pub enum StageObject {
     PromptGenerator(PromptGeneratorBox),
     /// A promptable 2D segmenter.
     PromptableSegmenter(PromptableSegmenterBox),
+    /// A promptable segmenter of whole volumes (kind
+    /// `PromptableSegmenter`; added in SDK 0.4.0).
+    VolumePromptableSegmenter(VolumePromptableSegmenterBox),
     /// A volumetric segmenter.
     VolumetricSegmenter(VolumetricSegmenterBox),
     /// A filter.
@@ -286,7 +308,9 @@ impl StageObject {
             StageObject::PseudoLabeler(_) => K::PseudoLabeler,
             StageObject::RoiExtractor(_) => K::RoiExtractor,
             StageObject::PromptGenerator(_) => K::PromptGenerator,
-            StageObject::PromptableSegmenter(_) => K::PromptableSegmenter,
+            StageObject::PromptableSegmenter(_) | StageObject::VolumePromptableSegmenter(_) => {
+                K::PromptableSegmenter
+            }
             StageObject::VolumetricSegmenter(_) => K::VolumetricSegmenter,
             StageObject::Filter(_) => K::Filter,
         }
@@ -306,6 +330,13 @@ impl StageObject {
     /// Wraps a promptable segmenter.
     pub fn promptable_segmenter<T: PromptableSegmenter + 'static>(stage: T) -> Self {
         Self::PromptableSegmenter(PromptableSegmenter_TO::from_value(
+            Guarded(stage),
+            TD_Opaque,
+        ))
+    }
+    /// Wraps a volume promptable segmenter.
+    pub fn volume_promptable_segmenter<T: VolumePromptableSegmenter + 'static>(stage: T) -> Self {
+        Self::VolumePromptableSegmenter(VolumePromptableSegmenter_TO::from_value(
             Guarded(stage),
             TD_Opaque,
         ))
@@ -370,6 +401,16 @@ impl<T: PromptableSegmenter> PromptableSegmenter for Guarded<T> {
         prompts: RSlice<'_, PromptSet>,
     ) -> RResult<RVec<Mask2d>, PluginError> {
         guard(|| self.0.segment(slice, prompts))
+    }
+}
+
+impl<T: VolumePromptableSegmenter> VolumePromptableSegmenter for Guarded<T> {
+    fn segment_volume(
+        &mut self,
+        case: &CaseInput,
+        prompts: &CasePrompts,
+    ) -> RResult<LabelVolume, PluginError> {
+        guard(|| self.0.segment_volume(case, prompts))
     }
 }
 

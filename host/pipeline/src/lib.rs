@@ -22,6 +22,7 @@ pub mod lock;
 pub mod prepare;
 pub mod probe;
 pub mod progress;
+pub mod promptable;
 pub mod run;
 pub mod selection;
 pub mod shard;

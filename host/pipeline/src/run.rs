@@ -8,6 +8,7 @@ use super::artefacts::{
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
 use super::config::{ModelSelection, NetworkTargets, Pipeline, RetrainTargets, StageSlot};
 use super::io;
+use super::promptable::{segment_case, PromptableStage};
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
 use super::stages::{StageFactory, StageSeed};
@@ -19,12 +20,12 @@ use super::workdir::{
 use crate::progress::Bars;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
-use clisc_imaging::components::{keep_largest_n, largest_component};
+use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
 use clisc_registry::Registry;
 use clisc_sdk::stage::{
-    FilterCandidate, LabelledCase, PromptGeneratorBox, PromptableSegmenterBox, RoiResult,
-    SliceImage, TrainingCase, ValidationCase, VolumetricSegmenterBox,
+    FilterCandidate, LabelledCase, PromptGeneratorBox, RoiResult, TrainingCase, ValidationCase,
+    VolumetricSegmenterBox,
 };
 use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
 use std::collections::BTreeMap;
@@ -53,7 +54,7 @@ struct KeptReport {
 }
 
 /// Converts a plugin result into an error naming the stage and case.
-fn plugin<T>(r: RResult<T, PluginError>, what: &str) -> anyhow::Result<T> {
+pub(crate) fn plugin<T>(r: RResult<T, PluginError>, what: &str) -> anyhow::Result<T> {
     r.into_result().map_err(|e| anyhow!("{what}: {e}"))
 }
 
@@ -587,7 +588,7 @@ impl<'a> Runner<'a> {
                 m
             } else {
                 if stage.is_none() {
-                    stage = Some(self.factory.promptable_segmenter(
+                    stage = Some(self.factory.promptable_stage(
                         StageSlot::PromptableSegmenter,
                         &dir.join("plugin"),
                         StageSeed::PseudoMasks,
@@ -852,7 +853,7 @@ impl<'a> Runner<'a> {
         let ids = self.ids(Split::Train);
         let mut net: Option<VolumetricSegmenterBox> = None;
         let mut generator: Option<PromptGeneratorBox> = None;
-        let mut segmenter: Option<PromptableSegmenterBox> = None;
+        let mut segmenter: Option<PromptableStage> = None;
         let mut candidates = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let (p_path, r_path) = (
@@ -885,7 +886,7 @@ impl<'a> Runner<'a> {
                         &dir.join("reprompt-generator"),
                         StageSeed::FilterReprompts,
                     )?);
-                    segmenter = Some(self.factory.promptable_segmenter(
+                    segmenter = Some(self.factory.promptable_stage(
                         StageSlot::PromptableSegmenter,
                         &dir.join("segmenter"),
                         StageSeed::FilterSegmenter,
@@ -1129,76 +1130,6 @@ fn write_prediction(
 /// its raw FLAIR.
 fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> anyhow::Result<()> {
     io::write_labels_like(path, &case.restore(labels)?, &case.flair_path)
-}
-
-/// Runs the promptable segmenter on every prompted slice of a case and
-/// stacks the masks into a volume restricted to the brain; with
-/// `keep_largest`, only that many largest 3D components (26-connected)
-/// remain.
-pub(crate) fn segment_case(
-    segmenter: &mut PromptableSegmenterBox,
-    case: &PreparedCase,
-    prompts: &CasePrompts,
-    keep_largest: Option<usize>,
-) -> anyhow::Result<LabelVolume> {
-    let input = &case.input;
-    let mut volume = LabelVolume::zeros(input.image.grid);
-    let mut by_slice: BTreeMap<u32, Vec<clisc_sdk::PromptSet>> = BTreeMap::new();
-    for set in prompts.sets.iter() {
-        by_slice.entry(set.slice).or_default().push(set.clone());
-    }
-    for (z, sets) in by_slice {
-        let image = input
-            .image
-            .axial_slice("flair", z as usize)
-            .map_err(|e| anyhow!("case {}: {e}", case.id()))?;
-        let slice = SliceImage {
-            case_id: input.id.clone(),
-            index: z,
-            image,
-        };
-        let masks = plugin(
-            segmenter.segment(&slice, RSlice::from_slice(&sets)),
-            &format!("segmenting {} slice {z}", case.id()),
-        )?;
-        if masks.len() != sets.len() {
-            bail!(
-                "segmenter returned {} masks for {} prompt sets ({} slice {z})",
-                masks.len(),
-                sets.len(),
-                case.id()
-            );
-        }
-        let mut union =
-            clisc_sdk::Mask2d::zeros(input.image.grid.shape[0], input.image.grid.shape[1]);
-        for m in masks.iter() {
-            if m.width != union.width || m.height != union.height {
-                bail!(
-                    "segmenter returned a {}x{} mask for a {}x{} slice",
-                    m.width,
-                    m.height,
-                    union.width,
-                    union.height
-                );
-            }
-            for (u, &v) in union.data.iter_mut().zip(m.data.iter()) {
-                *u |= u8::from(v != 0);
-            }
-        }
-        volume
-            .set_axial_slice(z as usize, &union)
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    for (v, &b) in volume.data.iter_mut().zip(input.brain_mask.data.iter()) {
-        if b == 0 {
-            *v = 0;
-        }
-    }
-    if let Some(n) = keep_largest {
-        let dims = volume.grid.dims();
-        volume.data = keep_largest_n(&volume.data, dims, Connectivity::Full, n).into();
-    }
-    Ok(volume)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {

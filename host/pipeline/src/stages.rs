@@ -6,8 +6,7 @@ use crate::progress::Bars;
 use anyhow::{anyhow, Context};
 use clisc_registry::Registry;
 use clisc_sdk::stage::{
-    FilterBox, PromptGeneratorBox, PromptableSegmenterBox, PseudoLabelerBox, RoiExtractorBox,
-    VolumetricSegmenterBox,
+    FilterBox, PromptGeneratorBox, PseudoLabelerBox, RoiExtractorBox, VolumetricSegmenterBox,
 };
 use clisc_sdk::{HostContext, StageObject};
 use std::path::Path;
@@ -147,11 +146,6 @@ macro_rules! typed_create {
 typed_create!(pseudo_labeler, PseudoLabeler, PseudoLabelerBox);
 typed_create!(roi_extractor, RoiExtractor, RoiExtractorBox);
 typed_create!(prompt_generator, PromptGenerator, PromptGeneratorBox);
-typed_create!(
-    promptable_segmenter,
-    PromptableSegmenter,
-    PromptableSegmenterBox
-);
 typed_create!(
     volumetric_segmenter,
     VolumetricSegmenter,

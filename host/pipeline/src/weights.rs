@@ -27,7 +27,8 @@ pub struct OfficialWeights {
 }
 
 /// The official checkpoints the built-in plugins read (CLIP, torchvision
-/// ResNets, Segment Anything, MedSAM, BiomedCLIP), by file name.
+/// ResNets, Segment Anything, SAM 2, MedSAM, MedSAM2, BiomedCLIP), by file
+/// name.
 pub const OFFICIAL: &[OfficialWeights] = &[
     OfficialWeights {
         file_name: "ViT-B-32.pt",
@@ -87,6 +88,60 @@ pub const OFFICIAL: &[OfficialWeights] = &[
         file_name: "sam_vit_h_4b8939.pth",
         what: "Meta Segment Anything ViT-H checkpoint",
         url: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2.1_hiera_tiny.pt",
+        what: "Meta SAM 2.1 Hiera-tiny checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2.1_hiera_small.pt",
+        what: "Meta SAM 2.1 Hiera-small checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2.1_hiera_base_plus.pt",
+        what: "Meta SAM 2.1 Hiera-base-plus checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2.1_hiera_large.pt",
+        what: "Meta SAM 2.1 Hiera-large checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2_hiera_tiny.pt",
+        what: "Meta SAM 2 (July 2024) Hiera-tiny checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_tiny.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2_hiera_small.pt",
+        what: "Meta SAM 2 (July 2024) Hiera-small checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_small.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2_hiera_base_plus.pt",
+        what: "Meta SAM 2 (July 2024) Hiera-base-plus checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_base_plus.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "sam2_hiera_large.pt",
+        what: "Meta SAM 2 (July 2024) Hiera-large checkpoint (plugin `sam2`)",
+        url: "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt",
+        url_is_page: false,
+    },
+    OfficialWeights {
+        file_name: "MedSAM2_latest.pt",
+        what: "MedSAM2 checkpoint, SAM 2.1 Hiera-tiny at 512 px (plugin `sam2`)",
+        url: "https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
         url_is_page: false,
     },
     OfficialWeights {

@@ -17,5 +17,6 @@ use clisc_biomedclip as _;
 use clisc_cam as _;
 use clisc_clip as _;
 use clisc_sam as _;
+use clisc_sam2 as _;
 use clisc_unet3d as _;
 use clisc_weight_free as _;

@@ -6,7 +6,7 @@
 //! `sam2_hiera_*.pt`, MedSAM2's `MedSAM2_latest.pt`), with the semantics of
 //! the official image predictor ([`predictor`]) and video predictor
 //! ([`propagation`], the axial slices of a volume as the frames of a
-//! video).
+//! video), and the `sam2` promptable segmenter ([`plugin`]).
 
 pub mod config;
 pub mod hiera;
@@ -16,10 +16,12 @@ pub mod mask_decoder;
 pub mod memory_attention;
 pub mod memory_encoder;
 pub mod model;
+pub mod plugin;
 pub mod predictor;
 pub mod propagation;
 
 pub use config::Sam2Config;
 pub use model::Sam2;
+pub use plugin::{Sam2Plugin, Sam2Segmenter};
 pub use predictor::{Prompt, Sam2Predictor};
 pub use propagation::{Frames, Propagation};

@@ -101,6 +101,13 @@ impl<'a, F: Frames> Propagation<'a, F> {
         }
     }
 
+    /// Fills holes of up to `area` low-resolution pixels (0: none) instead
+    /// of the official 8.
+    pub fn with_fill_hole_area(mut self, area: usize) -> Self {
+        self.fill_hole_area = area;
+        self
+    }
+
     /// Runs the whole predictor: every prompt (frame index, prompt), then
     /// forward and backward tracking from the first prompted frame.
     pub fn run(mut self, prompts: &[(usize, Prompt)]) -> Result<PropagatedMasks, PluginError> {

@@ -12,6 +12,10 @@
 //! The output is a PNG (0 / 255) or a NIfTI mask. For a NIfTI input, a
 //! NIfTI output is the input's grid with the mask in slice `--slice`
 //! (so it overlays the input); for a 2D input it is a one-slice volume.
+//!
+//! With `--propagate` (plugins that segment whole volumes, e.g. `sam2`
+//! with its `propagate` setting) the prompts on `--slice` guide the whole
+//! volume, and the NIfTI output holds the mask of every slice.
 
 use super::study_image::StudyImage;
 use super::StageOptions;
@@ -20,7 +24,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use clisc_nifti::is_nifti_path;
 use clisc_sdk::stage::SliceImage;
-use clisc_sdk::{BoxXyxy, LabelVolume, Mask2d, PromptPoint, PromptSet, StageKind, StageObject};
+use clisc_sdk::{
+    BoxXyxy, CasePrompts, LabelVolume, Mask2d, PromptPoint, PromptSet, StageKind, StageObject,
+};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc sam`.
@@ -48,6 +54,11 @@ pub struct SamArgs {
     /// keep the one with the best predicted IoU).
     #[arg(long)]
     pub multimask: bool,
+    /// Propagate from the prompted slice through the whole volume (sets
+    /// the plugin's `propagate` setting; `sam2`); the output is a NIfTI
+    /// volume.
+    #[arg(long)]
+    pub propagate: bool,
     /// Output mask: `.png`, `.nii` or `.nii.gz`.
     #[arg(long)]
     pub out: PathBuf,
@@ -107,27 +118,36 @@ pub fn run(args: SamArgs) -> anyhow::Result<()> {
     let image = StudyImage::read(&args.image)?;
     let (z, stage_z) = image.slice(&args.image, args.slice)?;
     let crop = *image.crop();
-    let mut multimask = toml::Table::new();
+    let mut settings = toml::Table::new();
     if args.multimask {
-        multimask.insert("multimask".into(), true.into());
+        settings.insert("multimask".into(), true.into());
+    }
+    if args.propagate {
+        settings.insert("propagate".into(), true.into());
     }
     let mut stage = args
         .stage
-        .build(&args.plugin, StageKind::PromptableSegmenter, multimask)?;
-    let StageObject::PromptableSegmenter(segmenter) = stage.stage() else {
-        bail!("plugin `{}` is not a promptable segmenter", args.plugin);
-    };
-    let slice = SliceImage {
-        case_id: "image".into(),
-        index: stage_z as u32,
-        image: image.prepared.input.image.axial_slice("flair", stage_z)?,
-    };
+        .build(&args.plugin, StageKind::PromptableSegmenter, settings)?;
     let prompts = [prompt_set(
         &args,
         stage_z as u32,
         crop.offset[0] as f64,
         crop.offset[1] as f64,
     )];
+    if args.propagate {
+        return propagate(&args, stage.stage(), &image, &prompts);
+    }
+    let StageObject::PromptableSegmenter(segmenter) = stage.stage() else {
+        bail!(
+            "plugin `{}` segments whole volumes: add --propagate",
+            args.plugin
+        );
+    };
+    let slice = SliceImage {
+        case_id: "image".into(),
+        index: stage_z as u32,
+        image: image.prepared.input.image.axial_slice("flair", stage_z)?,
+    };
     let t = std::time::Instant::now();
     let masks = match segmenter.segment(&slice, RSlice::from_slice(&prompts)) {
         RResult::ROk(m) => m,
@@ -142,6 +162,51 @@ pub fn run(args: SamArgs) -> anyhow::Result<()> {
     let area = mask.iter().filter(|&&v| v != 0).count();
     println!("mask {}: {area} pixels", args.out.display());
     write_mask(&args.out, &mask, &image, z)
+}
+
+/// `--propagate`: the whole volume from the prompted slice, written as a
+/// NIfTI mask on the input's grid.
+fn propagate(
+    args: &SamArgs,
+    stage: &mut StageObject,
+    image: &StudyImage,
+    prompts: &[PromptSet],
+) -> anyhow::Result<()> {
+    if !is_nifti_path(&args.out) {
+        bail!(
+            "--out {}: --propagate writes a volume, use .nii or .nii.gz",
+            args.out.display()
+        );
+    }
+    let StageObject::VolumePromptableSegmenter(segmenter) = stage else {
+        bail!(
+            "plugin `{}` segments slice by slice; --propagate needs one that segments volumes (sam2)",
+            args.plugin
+        );
+    };
+    let case_prompts = CasePrompts {
+        sets: prompts.to_vec().into(),
+    };
+    let t = std::time::Instant::now();
+    let cropped = match segmenter.segment_volume(&image.prepared.input, &case_prompts) {
+        RResult::ROk(m) => m,
+        RResult::RErr(e) => bail!("plugin `{}`: {e}", args.plugin),
+    };
+    tracing::info!("propagated in {:.2}s", t.elapsed().as_secs_f64());
+    let full = image
+        .crop()
+        .uncrop(&cropped)
+        .map_err(|e| anyhow!("placing the mask on the image: {e}"))?;
+    let slices = (0..full.grid.shape[2] as usize)
+        .filter(|&z| full.axial_slice(z).data.iter().any(|&v| v != 0))
+        .count();
+    let voxels = full.data.iter().filter(|&&v| v != 0).count();
+    println!(
+        "mask {}: {voxels} voxels on {slices} slices",
+        args.out.display()
+    );
+    clisc_nifti::write_labels(&args.out, &full, image.nifti.as_ref())?;
+    Ok(())
 }
 
 /// The stage's mask on the cropped slice, placed on the image's full slice.
