@@ -9,6 +9,7 @@ same inputs and thread count, alternating fresh processes.
     reference.py metrics PRED REF ITERS        MedPy dc and hd95
     reference.py clip WEIGHTS THREADS ITERS BATCH [cuda]   OpenAI CLIP (clip-anytorch)
     reference.py sam WEIGHTS THREADS ITERS [cuda]     Meta's SamPredictor
+    reference.py sam2 WEIGHTS THREADS ITERS [cuda]    sam2 1.1.0 image encoder + video propagation
     reference.py unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  MONAI sliding_window_inference
 
 The model tasks run on the CPU unless `cuda` is given last (then on the
@@ -192,6 +193,44 @@ def sam(weights, iters, device):
     return t
 
 
+def sam2(weights, iters, device):
+    """SAM 2.1 Hiera-tiny: SAM2ImagePredictor.set_image on one 240x240
+    slice, and the video predictor propagating a box on the first of 8
+    slices through the others (frames handed over as tensors, transformed
+    as the image predictor does, outside the clock)."""
+    import torch
+    import sam2.sam2_video_predictor as video_module
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    config = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    predictor = SAM2ImagePredictor(build_sam2(config, ckpt_path=weights, device=device))
+    video = build_sam2_video_predictor(config, ckpt_path=weights, device=device)
+    slices = [((np.arange(240 * 240 * 3) * 7 + k * 13) % 251).astype(np.uint8).reshape(240, 240, 3) for k in range(8)]
+    frames = torch.stack([predictor._transforms(s) for s in slices])
+    video_module.load_video_frames = lambda **_: (frames, 240, 240)
+    box = np.array([60.0, 70.0, 150.0, 170.0], np.float32)
+    t = {}
+
+    def propagate():
+        state = video.init_state(video_path="frames-in-memory")
+        video.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=box)
+        for _ in video.propagate_in_video(state, start_frame_idx=0):
+            pass
+
+    with torch.inference_mode():
+        predictor.set_image(slices[0])  # warm-up
+
+        def encode():
+            predictor.set_image(slices[0])
+            return float(predictor._features["image_embed"].sum())
+
+        timed(t, "encode", iters, synced(encode, device))
+        timed(t, "propagate, per slice", iters, synced(propagate, device))
+    t["propagate, per slice"] = [v / 8 for v in t["propagate, per slice"]]
+    return t
+
+
 def unet_module(features):
     """The CLISC 3D U-Net (UnetConv3 blocks: Conv3d 3x3x3 -> InstanceNorm3d ->
     ReLU twice; max-pool; trilinear up-sampling and concatenation; 1x1x1
@@ -263,7 +302,7 @@ def main():
     a = sys.argv[1:]
     task = a[0] if a else ""
     device = "cuda" if a and a[-1] == "cuda" else "cpu"
-    if task in ("clip", "sam", "unet"):
+    if task in ("clip", "sam", "sam2", "unet"):
         import torch
 
         torch.set_num_threads(int(a[2]))
@@ -278,6 +317,8 @@ def main():
         t = clip(a[1], int(a[3]), int(a[4]), device)
     elif task == "sam":
         t = sam(a[1], int(a[3]), device)
+    elif task == "sam2":
+        t = sam2(a[1], int(a[3]), device)
     elif task == "unet":
         t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")], device)
     else:

@@ -182,6 +182,10 @@ def weights(kind):
         d = os.path.join(cache_dir(), "parity", "clip-v1")
         path = os.path.join(d, "vit-b32-random.state_dict.pt")
         script = os.path.join(ROOT, "plugins", "clip", "tests", "reference", "make_clip_reference.py")
+    elif kind == "sam2":
+        d = os.path.join(cache_dir(), "parity", "sam2", "v1")
+        path = os.path.join(d, "sam2.1_hiera_tiny_random.pt")
+        script = os.path.join(ROOT, "plugins", "sam2", "tests", "reference", "make_sam2_reference.py")
     else:
         d = os.path.join(cache_dir(), "parity", "sam", "v1")
         path = os.path.join(d, "sam_vit_b_random.pth")
@@ -260,7 +264,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, U-Net on a small volume only")
-    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,unet")
+    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,sam2,unet")
     ap.add_argument("--devices", default="auto",
                     help="model tasks on: cpu, cuda, cpu,cuda, or auto (the CPU, and CUDA when PyTorch sees a device)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clisc-bench-suite"))
@@ -342,6 +346,13 @@ def main():
             compare(tag("SAM ViT-B, one 240x240 slice, box prompt", dev), [rb, "sam", w, threads, "2", *on(dev)],
                     [PY, REF, "sam", w, threads, "2", *on(dev)], MODEL_TARGET, "segment-anything SamPredictor",
                     "240x240 -> 1024", rounds=2)
+
+        if want("sam2"):
+            w = weights("sam2")
+            compare(tag("SAM 2.1 Hiera-tiny, 240x240 slices, box on the first of 8", dev),
+                    [rb, "sam2", w, threads, "2", *on(dev)],
+                    [PY, REF, "sam2", w, threads, "2", *on(dev)], MODEL_TARGET, "sam2 1.1.0 (image and video predictors)",
+                    "8x240x240 -> 1024", rounds=2)
 
         if want("unet"):
             feats = "16,32,64,128,256"

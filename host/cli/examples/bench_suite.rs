@@ -14,6 +14,7 @@
 //! bench_suite metrics PRED REF ITERS              Dice and HD95 of two masks
 //! bench_suite clip WEIGHTS THREADS ITERS BATCH [cuda]   CLIP image encoder
 //! bench_suite sam WEIGHTS THREADS ITERS [cuda]          SAM embed + box-prompt decode
+//! bench_suite sam2 WEIGHTS THREADS ITERS [cuda]         SAM 2.1 image encoder + 8-slice propagation
 //! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
 //! ```
 //!
@@ -197,6 +198,62 @@ fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
     t
 }
 
+/// The deterministic 8-bit RGB slices of the SAM 2 benchmark (both sides).
+struct BenchSlices {
+    slices: Vec<Vec<u8>>,
+}
+
+impl clisc_sam2::Frames for BenchSlices {
+    fn len(&self) -> usize {
+        self.slices.len()
+    }
+    fn input(&self, k: usize) -> Tensor {
+        clisc_sam2::predictor::input_tensor(&self.slices[k], 240, 240, 1024)
+    }
+    fn frame_hw(&self) -> (usize, usize) {
+        (240, 240)
+    }
+}
+
+/// SAM 2.1 on 240x240 slices: the image encoder of one slice (transform,
+/// Hiera, neck), and the propagation of a box on the first of 8 slices
+/// through the others (the video predictor: 8 image encodings, 7 tracked
+/// frames with memory attention and memory encoding), reported per slice.
+fn sam2(weights: &Path, iters: usize, device: Device) -> Timings {
+    let model = clisc_sam2::Sam2::load(weights, 1024, device).expect("SAM 2 weights");
+    let slices: Vec<Vec<u8>> = (0..8)
+        .map(|k| {
+            (0..240 * 240 * 3)
+                .map(|i| ((i * 7 + k * 13) % 251) as u8)
+                .collect()
+        })
+        .collect();
+    let frames = BenchSlices { slices };
+    let prompt = clisc_sam2::Prompt {
+        bbox: Some([60.0, 70.0, 150.0, 170.0]),
+        ..Default::default()
+    };
+    let predictor = clisc_sam2::Sam2Predictor { model };
+    let _ = predictor.embed(&frames.slices[0], 240, 240); // warm-up
+    let mut t = Timings::new();
+    time(&mut t, "encode", iters, || {
+        let e = predictor.embed(&frames.slices[0], 240, 240);
+        let _ = e.image_embed().sum(Kind::Float).double_value(&[]);
+        sync(device);
+    });
+    time(&mut t, "propagate, per slice", iters, || {
+        let masks = clisc_sam2::Propagation::new(&predictor.model, &frames)
+            .run(&[(0, prompt.clone())])
+            .expect("propagation");
+        std::hint::black_box(masks);
+        sync(device);
+    });
+    for v in t.get_mut("propagate, per slice").expect("timed") {
+        *v /= 8.0;
+    }
+    t
+}
+
 /// Foreground probabilities of a whole volume with the project's
 /// Gaussian-weighted sliding windows (64^3 windows, overlap 0.5, two
 /// windows per forward pass: the paper's settings).
@@ -232,7 +289,7 @@ fn main() {
         "nifti" => nifti(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
         "dicom" => dicom_series(Path::new(&args[2]), arg(&args, 3)),
         "metrics" => overlap_metrics(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
-        "clip" | "sam" | "unet" => {
+        "clip" | "sam" | "sam2" | "unet" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
             // Optional last argument: the device (`cpu`, the default, or `cuda`).
@@ -243,6 +300,7 @@ fn main() {
             match task.as_str() {
                 "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
                 "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
+                "sam2" => sam2(Path::new(&args[2]), arg(&args, 4), device),
                 _ => {
                     let d: Vec<usize> = list(&args[2]);
                     unet([d[0], d[1], d[2]], arg(&args, 4), list(&args[5]), device)

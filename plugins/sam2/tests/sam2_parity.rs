@@ -14,30 +14,65 @@
 //!   slices 9 and 15, tracked forward from 9 to 19 and backward from 9 to
 //!   0: every yielded mask, in the order the official predictor yields
 //!   them.
+//!
+//! The same checks run on MedSAM2's architecture (`sam2.1_hiera_t512`: 512
+//! pixels, two memory-attention layers; the checkpoint named as MedSAM2's
+//! so that its input size is found from the name) over a 12-slice volume
+//! prompted on slices 5 and 9.
 
 use clisc_nn::WeightFile;
+use clisc_sam2::plugin::official_image_size;
 use clisc_sam2::predictor::input_tensor;
 use clisc_sam2::propagation::Pass;
 use clisc_sam2::{Frames, Prompt, Propagation, Sam2, Sam2Predictor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 const LOGIT_TOLERANCE: f64 = 1e-3;
 const MASK_MARGIN: f64 = 0.05;
 
-fn reference_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+/// One model checked against the official code.
+struct Variant {
+    /// Argument of the reference script.
+    name: &'static str,
+    /// Cache folder under `parity/`.
+    cache: &'static str,
+    checkpoint: &'static str,
+    /// The name the loader must infer.
+    variant: &'static str,
+    prompted: [usize; 2],
+}
+
+const SAM2_1_TINY: Variant = Variant {
+    name: "sam2.1_hiera_t",
+    cache: "sam2/v1",
+    checkpoint: "sam2.1_hiera_tiny_random.pt",
+    variant: "sam2.1_hiera_t",
+    prompted: [9, 15],
+};
+
+const MEDSAM2: Variant = Variant {
+    name: "medsam2",
+    cache: "sam2/medsam2-v1",
+    checkpoint: "MedSAM2_random.pt",
+    variant: "sam2.1_hiera_t512",
+    prompted: [5, 9],
+};
+
+impl Variant {
+    /// The reference folder, generated on first use.
+    fn dir(&self) -> PathBuf {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let base = std::env::var_os("CLISC_CACHE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/clisc")
             });
-        let dir = base.join("parity/sam2/v1");
-        if !(dir.join("reference.pt").exists() && dir.join("sam2.1_hiera_tiny_random.pt").exists())
-        {
+        let dir = base.join("parity").join(self.cache);
+        if !(dir.join("reference.pt").exists() && dir.join(self.checkpoint).exists()) {
             let python = std::env::var("CLISC_PYTHON")
                 .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (sam2 1.1.0)");
             let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,25 +80,25 @@ fn reference_dir() -> &'static Path {
             let status = Command::new(python)
                 .arg(&script)
                 .arg(&dir)
+                .arg(self.name)
                 .status()
                 .unwrap();
             assert!(status.success(), "{} failed: {status}", script.display());
         }
         dir
-    })
-}
+    }
 
-fn reference() -> WeightFile {
-    WeightFile::open(&reference_dir().join("reference.pt")).unwrap()
-}
+    fn reference(&self) -> WeightFile {
+        WeightFile::open(&self.dir().join("reference.pt")).unwrap()
+    }
 
-fn model() -> Sam2 {
-    Sam2::load(
-        &reference_dir().join("sam2.1_hiera_tiny_random.pt"),
-        1024,
-        Device::Cpu,
-    )
-    .unwrap()
+    /// The checkpoint at the input size its name implies (as the plugin).
+    fn model(&self) -> Sam2 {
+        let path = self.dir().join(self.checkpoint);
+        let model = Sam2::load(&path, official_image_size(&path), Device::Cpu).unwrap();
+        assert_eq!(model.config.variant(), self.variant);
+        model
+    }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -109,13 +144,12 @@ fn prompt(r: &WeightFile, key: &str) -> Prompt {
     }
 }
 
-#[test]
-fn image_mode_matches_the_official_image_predictor() {
-    let r = reference();
-    let predictor = Sam2Predictor { model: model() };
-    assert_eq!(predictor.model.config.variant(), "sam2.1_hiera_t");
+fn check_image_mode(v: &Variant) {
+    let r = v.reference();
+    let predictor = Sam2Predictor { model: v.model() };
+    let size = predictor.model.image_size();
     let (rgb, h, w) = u8_image(r.require("image").unwrap());
-    let input = input_tensor(&rgb, h, w, 1024);
+    let input = input_tensor(&rgb, h, w, size);
     let d = max_abs_diff(&input.squeeze_dim(0), r.require("image.input").unwrap());
     assert!(d <= 1e-5, "model input differs by {d}");
 
@@ -151,10 +185,21 @@ fn image_mode_matches_the_official_image_predictor() {
     }
 }
 
+#[test]
+fn image_mode_matches_the_official_image_predictor() {
+    check_image_mode(&SAM2_1_TINY);
+}
+
+#[test]
+fn medsam2_image_mode_matches_the_official_image_predictor() {
+    check_image_mode(&MEDSAM2);
+}
+
 /// The reference volume's slices through the image predictor's transform.
 struct Volume {
     slices: Vec<Vec<u8>>,
     hw: (usize, usize),
+    size: i64,
 }
 
 impl Frames for Volume {
@@ -162,17 +207,16 @@ impl Frames for Volume {
         self.slices.len()
     }
     fn input(&self, k: usize) -> Tensor {
-        input_tensor(&self.slices[k], self.hw.0, self.hw.1, 1024)
+        input_tensor(&self.slices[k], self.hw.0, self.hw.1, self.size)
     }
     fn frame_hw(&self) -> (usize, usize) {
         self.hw
     }
 }
 
-#[test]
-fn propagation_matches_the_official_video_predictor() {
-    let r = reference();
-    let model = model();
+fn check_propagation(v: &Variant) {
+    let r = v.reference();
+    let model = v.model();
     let volume = r.require("volume").unwrap();
     let n = volume.size()[0];
     let mut slices = vec![];
@@ -182,8 +226,9 @@ fn propagation_matches_the_official_video_predictor() {
         slices.push(rgb);
         hw = (h, w);
     }
-    let frames = Volume { slices, hw };
-    let prompts = [9usize, 15].map(|k| (k, prompt(&r, &format!("cond{k}"))));
+    let size = model.image_size();
+    let frames = Volume { slices, hw, size };
+    let prompts = v.prompted.map(|k| (k, prompt(&r, &format!("cond{k}"))));
     let masks = Propagation::new(&model, &frames).run(&prompts).unwrap();
     let mut checked = 0;
     for (pass, k, logits) in &masks.sequence {
@@ -195,7 +240,19 @@ fn propagation_matches_the_official_video_predictor() {
         assert_logits(&key, logits, r.require(&key).unwrap());
         checked += 1;
     }
-    // 2 prompted frames, 11 forward (9..=19), 10 backward (9..=0).
-    assert_eq!(checked, 23);
+    // 2 prompted frames, forward from the first to the last slice,
+    // backward from it to slice 0 (SAM 2.1 tiny: 11 and 10).
+    let first = v.prompted[0];
+    assert_eq!(checked, 2 + (n as usize - first) + (first + 1));
     assert_eq!(masks.logits.len(), n as usize);
+}
+
+#[test]
+fn propagation_matches_the_official_video_predictor() {
+    check_propagation(&SAM2_1_TINY);
+}
+
+#[test]
+fn medsam2_propagation_matches_the_official_video_predictor() {
+    check_propagation(&MEDSAM2);
 }

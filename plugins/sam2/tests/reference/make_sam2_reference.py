@@ -18,7 +18,13 @@ seeded random weights, saved as the official checkpoints are
   scipy (8-connectivity, as the kernel), so the reference fills holes as
   the GPU build does.
 
-Usage: python make_sam2_reference.py OUT_DIR
+With `medsam2`, the model is MedSAM2's architecture instead
+(`sam2.1_hiera_t512.yaml` in its repository: SAM 2.1 Hiera-tiny at 512
+pixels with two memory-attention layers), built from the package's tiny
+config with those three overrides, saved as `MedSAM2_random.pt`; the
+volume has 12 slices prompted on 5 and 9.
+
+Usage: python make_sam2_reference.py OUT_DIR [sam2.1_hiera_t | medsam2]
 """
 
 import os
@@ -36,8 +42,24 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 SEED = 20250412
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 H, W = 200, 240
-FRAMES = 20
-PROMPT_FRAMES = (9, 15)
+# Per variant: hydra overrides of the tiny config, checkpoint name, slices,
+# prompted slices.
+VARIANTS = {
+    "sam2.1_hiera_t": ([], "sam2.1_hiera_tiny_random.pt", 20, (9, 15)),
+    "medsam2": (
+        [
+            "++model.image_size=512",
+            "++model.memory_attention.num_layers=2",
+            "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
+            "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]",
+        ],
+        "MedSAM2_random.pt",
+        12,
+        (5, 9),
+    ),
+}
+VARIANT = sys.argv[2] if len(sys.argv) > 2 else "sam2.1_hiera_t"
+OVERRIDES, CHECKPOINT, FRAMES, PROMPT_FRAMES = VARIANTS[VARIANT]
 
 # Image-mode prompt sets: (points, labels, box, multimask_output).
 IMAGE_PROMPTS = [
@@ -107,16 +129,19 @@ def main() -> None:
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
-    model = build_sam2(CONFIG, ckpt_path=None, device="cpu")
+    model = build_sam2(CONFIG, ckpt_path=None, device="cpu", hydra_overrides_extra=OVERRIDES)
     randomise(model, gen)
     model.eval()
-    ckpt = os.path.join(out, "sam2.1_hiera_tiny_random.pt")
+    ckpt = os.path.join(out, CHECKPOINT)
     torch.save({"model": model.state_dict()}, ckpt + ".tmp")
 
     ref = {}
     # --- image mode ---
     predictor = SAM2ImagePredictor(model)
-    image = slice_image(9)
+    # The image predictor hard-codes the feature sizes of a 1024-pixel input.
+    size = model.image_size
+    predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
+    image = slice_image(PROMPT_FRAMES[0])
     ref["image"] = torch.from_numpy(image)
     with torch.no_grad():
         predictor.set_image(rgb(image))
@@ -139,7 +164,7 @@ def main() -> None:
 
     # --- propagation through a volume ---
     misc.get_connected_components = connected_components
-    video = build_sam2_video_predictor(CONFIG, ckpt_path=None, device="cpu")
+    video = build_sam2_video_predictor(CONFIG, ckpt_path=None, device="cpu", hydra_overrides_extra=OVERRIDES)
     video.load_state_dict(model.state_dict())
     video.eval()
     slices = [slice_image(k) for k in range(FRAMES)]
@@ -147,9 +172,10 @@ def main() -> None:
     ref["volume"] = torch.from_numpy(np.stack(slices))
     ref["volume.frames"] = frames
     video_module.load_video_frames = lambda **_: (frames, H, W)
+    first, second = PROMPT_FRAMES
     video_prompts = {
-        9: (np.array([[110, 100], [125, 100], [30, 30]], np.float32), np.array([1, 1, 0], np.int32), np.array([70, 65, 155, 135], np.float32)),
-        15: (None, None, np.array([85, 70, 175, 130], np.float32)),
+        first: (np.array([[110, 100], [125, 100], [30, 30]], np.float32), np.array([1, 1, 0], np.int32), np.array([70, 65, 155, 135], np.float32)),
+        second: (None, None, np.array([85, 70, 175, 130], np.float32)),
     }
     with torch.inference_mode():
         state = video.init_state(video_path="frames-in-memory")
