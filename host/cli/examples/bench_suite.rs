@@ -204,11 +204,11 @@ struct BenchSlices {
 }
 
 impl clisc_sam2::Frames for BenchSlices {
-    fn len(&self) -> usize {
+    fn frame_count(&self) -> usize {
         self.slices.len()
     }
-    fn input(&self, k: usize) -> Tensor {
-        clisc_sam2::predictor::input_tensor(&self.slices[k], 240, 240, 1024)
+    fn input(&self, k: usize) -> Result<Tensor, clisc_sdk::PluginError> {
+        clisc_sam2::transforms::input_tensor(&self.slices[k], 240, 240, 1024)
     }
     fn frame_hw(&self) -> (usize, usize) {
         (240, 240)
@@ -220,7 +220,7 @@ impl clisc_sam2::Frames for BenchSlices {
 /// through the others (the video predictor: 8 image encodings, 7 tracked
 /// frames with memory attention and memory encoding), reported per slice.
 fn sam2(weights: &Path, iters: usize, device: Device) -> Timings {
-    let model = clisc_sam2::Sam2::load(weights, 1024, device).expect("SAM 2 weights");
+    let model = clisc_sam2::Sam2::load(weights, Some(1024), device).expect("SAM 2 weights");
     let slices: Vec<Vec<u8>> = (0..8)
         .map(|k| {
             (0..240 * 240 * 3)
@@ -234,10 +234,10 @@ fn sam2(weights: &Path, iters: usize, device: Device) -> Timings {
         ..Default::default()
     };
     let predictor = clisc_sam2::Sam2Predictor { model };
-    let _ = predictor.embed(&frames.slices[0], 240, 240); // warm-up
+    let _ = predictor.embed(&frames.slices[0], 240, 240).expect("embed"); // warm-up
     let mut t = Timings::new();
     time(&mut t, "encode", iters, || {
-        let e = predictor.embed(&frames.slices[0], 240, 240);
+        let e = predictor.embed(&frames.slices[0], 240, 240).expect("embed");
         let _ = e.image_embed().sum(Kind::Float).double_value(&[]);
         sync(device);
     });

@@ -63,15 +63,19 @@ pub(crate) fn segment_case(
                 segmenter.segment_volume(input, prompts),
                 &format!("segmenting {}", case.id()),
             )?;
-            if v.grid.shape != input.image.grid.shape {
+            let grid = input.image.grid;
+            if v.grid.shape != grid.shape || v.data.len() != grid.len() {
                 bail!(
-                    "segmenter returned a {:?} volume for case {} of {:?} voxels",
+                    "segmenter returned a {:?} volume of {} voxels for case {} of {:?} ({} voxels)",
                     v.grid.shape,
+                    v.data.len(),
                     case.id(),
-                    input.image.grid.shape
+                    grid.shape,
+                    grid.len()
                 );
             }
-            v
+            // The case's geometry, whatever the plugin wrote.
+            LabelVolume { grid, data: v.data }
         }
     };
     for (v, &b) in volume.data.iter_mut().zip(input.brain_mask.data.iter()) {

@@ -7,8 +7,10 @@
 //! memory-attention depth and the SAM 2.0 / 2.1 differences are visible in
 //! the tensors; the attention heads, the global-attention blocks and the
 //! window sizes are not, so they come from the official config the trunk
-//! matches. The image size leaves no trace in the weights: it is 1024 for
-//! Meta's checkpoints and 512 for MedSAM2's, and is given by the caller.
+//! matches. The image size leaves no trace in the weights: the official
+//! size is 1024 for Meta's checkpoints and 512 for MedSAM2's, which is
+//! the one official config with two memory-attention layers (Meta's have
+//! four); a caller may also give it.
 
 use clisc_nn::WeightFile;
 use clisc_sdk::PluginError;
@@ -56,54 +58,55 @@ impl HieraConfig {
     }
 }
 
-/// The official trunks: (config name, embed_dim, stages, heads, global
-/// attention blocks, window spec, background position grid).
-type OfficialTrunk = (
-    &'static str,
-    i64,
-    [i64; 4],
-    i64,
-    [i64; 3],
-    [i64; 4],
-    (i64, i64),
-);
+/// An official trunk and the config values its weights do not show.
+struct OfficialTrunk {
+    /// Config name (`hiera_t`, ...).
+    name: &'static str,
+    embed_dim: i64,
+    stages: [i64; 4],
+    num_heads: i64,
+    global_att_blocks: [i64; 3],
+    window_spec: [i64; 4],
+    pos_embed_size: (i64, i64),
+}
+
 const OFFICIAL_TRUNKS: [OfficialTrunk; 4] = [
-    (
-        "hiera_t",
-        96,
-        [1, 2, 7, 2],
-        1,
-        [5, 7, 9],
-        [8, 4, 14, 7],
-        (7, 7),
-    ),
-    (
-        "hiera_s",
-        96,
-        [1, 2, 11, 2],
-        1,
-        [7, 10, 13],
-        [8, 4, 14, 7],
-        (7, 7),
-    ),
-    (
-        "hiera_b+",
-        112,
-        [2, 3, 16, 3],
-        2,
-        [12, 16, 20],
-        [8, 4, 14, 7],
-        (14, 14),
-    ),
-    (
-        "hiera_l",
-        144,
-        [2, 6, 36, 4],
-        2,
-        [23, 33, 43],
-        [8, 4, 16, 8],
-        (7, 7),
-    ),
+    OfficialTrunk {
+        name: "hiera_t",
+        embed_dim: 96,
+        stages: [1, 2, 7, 2],
+        num_heads: 1,
+        global_att_blocks: [5, 7, 9],
+        window_spec: [8, 4, 14, 7],
+        pos_embed_size: (7, 7),
+    },
+    OfficialTrunk {
+        name: "hiera_s",
+        embed_dim: 96,
+        stages: [1, 2, 11, 2],
+        num_heads: 1,
+        global_att_blocks: [7, 10, 13],
+        window_spec: [8, 4, 14, 7],
+        pos_embed_size: (7, 7),
+    },
+    OfficialTrunk {
+        name: "hiera_b+",
+        embed_dim: 112,
+        stages: [2, 3, 16, 3],
+        num_heads: 2,
+        global_att_blocks: [12, 16, 20],
+        window_spec: [8, 4, 14, 7],
+        pos_embed_size: (14, 14),
+    },
+    OfficialTrunk {
+        name: "hiera_l",
+        embed_dim: 144,
+        stages: [2, 6, 36, 4],
+        num_heads: 2,
+        global_att_blocks: [23, 33, 43],
+        window_spec: [8, 4, 16, 8],
+        pos_embed_size: (7, 7),
+    },
 ];
 
 /// Which release's temporal encoding of object pointers the checkpoint
@@ -149,20 +152,20 @@ impl Sam2Config {
     /// The official config of trunk `name` (`hiera_t`, `hiera_s`,
     /// `hiera_b+`, `hiera_l`) for SAM 2.1 at `image_size`.
     pub fn official(name: &str, image_size: i64) -> Option<Self> {
-        let t = OFFICIAL_TRUNKS.iter().find(|t| t.0 == name)?;
+        let t = OFFICIAL_TRUNKS.iter().find(|t| t.name == name)?;
         Some(Self::from_trunk(t, image_size, 4, Release::Sam2_1))
     }
 
     fn from_trunk(t: &OfficialTrunk, image_size: i64, layers: i64, release: Release) -> Self {
         Self {
-            trunk_name: t.0,
+            trunk_name: t.name,
             hiera: HieraConfig {
-                embed_dim: t.1,
-                num_heads: t.3,
-                stages: t.2.to_vec(),
-                global_att_blocks: t.4.to_vec(),
-                window_spec: t.5.to_vec(),
-                pos_embed_size: t.6,
+                embed_dim: t.embed_dim,
+                num_heads: t.num_heads,
+                stages: t.stages.to_vec(),
+                global_att_blocks: t.global_att_blocks.to_vec(),
+                window_spec: t.window_spec.to_vec(),
+                pos_embed_size: t.pos_embed_size,
             },
             image_size,
             memory_attention_layers: layers,
@@ -187,8 +190,10 @@ impl Sam2Config {
     }
 
     /// Infers the model from the tensors of a checkpoint (names without
-    /// the `model.` wrapper), for an input of `image_size` pixels.
-    pub fn infer(weights: &WeightFile, image_size: i64) -> Result<Self, PluginError> {
+    /// the `model.` wrapper), for an input of `image_size` pixels (`None`:
+    /// the official size, 512 with two memory-attention layers as MedSAM2,
+    /// else 1024).
+    pub fn infer(weights: &WeightFile, image_size: Option<i64>) -> Result<Self, PluginError> {
         let path = weights.path().display().to_string();
         let patch = weights
             .get("image_encoder.trunk.patch_embed.proj.weight")
@@ -202,14 +207,14 @@ impl Sam2Config {
         let stages = stage_lengths(weights);
         let trunk = OFFICIAL_TRUNKS
             .iter()
-            .find(|t| t.1 == embed_dim && t.2.as_slice() == stages.as_slice())
+            .find(|t| t.embed_dim == embed_dim && t.stages.as_slice() == stages.as_slice())
             .ok_or_else(|| {
                 PluginError::weights(format!(
                     "{path}: Hiera trunk with width {embed_dim} and blocks per stage {stages:?} \
                      matches no official config (expected one of {})",
                     OFFICIAL_TRUNKS
                         .iter()
-                        .map(|t| format!("{} {}/{:?}", t.0, t.1, t.2))
+                        .map(|t| format!("{} {}/{:?}", t.name, t.embed_dim, t.stages))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
@@ -225,11 +230,13 @@ impl Sam2Config {
         } else {
             Release::Sam2
         };
+        let image_size = image_size.unwrap_or(if layers == 2 { 512 } else { 1024 });
         if image_size % (BACKBONE_STRIDE * 2) != 0 || image_size <= 0 {
             return Err(PluginError::config(format!(
-                "image_size {image_size} must be a positive multiple of {}",
+                "sam2: image_size = {image_size} for {path}: expected a positive multiple of {} (1024 for Meta's checkpoints, 512 for MedSAM2), or 0 for the official size",
                 BACKBONE_STRIDE * 2
-            )));
+            ))
+            .about_setting("image_size"));
         }
         Ok(Self::from_trunk(trunk, image_size, layers, release))
     }

@@ -29,13 +29,18 @@ pub fn fill_holes(logits: &Tensor, max_area: usize) -> Tensor {
         .to_device(device)
 }
 
+/// A logit `<= 0`, as the official code tests it (NaN is not background).
+fn is_background(logit: f32) -> bool {
+    logit <= 0.0
+}
+
 /// Fills the small background components of one row-major map in place.
 fn fill_map(map: &mut [f32], h: usize, w: usize, max_area: usize) {
     let mut seen = vec![false; h * w];
     let mut stack = vec![];
     let mut component = vec![];
     for start in 0..h * w {
-        if seen[start] || map[start] > 0.0 {
+        if seen[start] || !is_background(map[start]) {
             continue;
         }
         seen[start] = true;
@@ -51,7 +56,7 @@ fn fill_map(map: &mut [f32], h: usize, w: usize, max_area: usize) {
                         continue;
                     }
                     let q = ny as usize * w + nx as usize;
-                    if !seen[q] && map[q] <= 0.0 {
+                    if !seen[q] && is_background(map[q]) {
                         seen[q] = true;
                         stack.push(q);
                     }
@@ -72,9 +77,8 @@ mod tests {
 
     #[test]
     fn fills_small_8_connected_holes_only() {
-        // 6 x 6 foreground with a diagonal 2-pixel hole (one component
-        // under 8-connectivity), a 9-pixel hole (too big) and background
-        // around the border.
+        // 12 x 12 foreground with a diagonal 2-pixel hole (one component
+        // under 8-connectivity) and a 9-pixel hole (too big to fill).
         let mut map = vec![1.0f32; 12 * 12];
         let mut set = |y: usize, x: usize, v: f32| map[y * 12 + x] = v;
         set(2, 2, -1.0);

@@ -9,19 +9,21 @@
 //! video), and the `sam2` promptable segmenter ([`plugin`]).
 
 pub mod config;
-pub mod hiera;
-pub mod holes;
-pub mod image_encoder;
-pub mod mask_decoder;
-pub mod memory_attention;
-pub mod memory_encoder;
+mod hiera;
+mod holes;
+mod image_encoder;
+mod mask_decoder;
+mod memory_attention;
+mod memory_encoder;
 pub mod model;
 pub mod plugin;
 pub mod predictor;
 pub mod propagation;
+pub mod transforms;
 
 pub use config::Sam2Config;
 pub use model::Sam2;
 pub use plugin::{Sam2Plugin, Sam2Segmenter};
-pub use predictor::{Prompt, Sam2Predictor};
+pub use predictor::Sam2Predictor;
 pub use propagation::{Frames, Propagation};
+pub use transforms::Prompt;

@@ -13,11 +13,11 @@ use tch::{Device, Kind, Tensor};
 const ROPE_THETA: f64 = 10000.0;
 const FEEDFORWARD: i64 = 2048;
 
-/// The cosines and sines of 2D axial rotary encoding for a square grid
-/// of `n` tokens (row-major) and `dim` channels: `(n, dim / 2)` each
-/// (`compute_axial_cis`: the first half of the rotated pairs turn with
-/// the column, the second half with the row).
-fn axial_rotation(dim: i64, n: i64, device: Device) -> (Tensor, Tensor) {
+/// The 2D axial rotary encoding of a square grid of `n` tokens
+/// (row-major) over `dim` channels: `(n, dim / 2)` unit complex numbers
+/// (`compute_axial_cis`: the first half of the rotated pairs turn with the
+/// column, the second half with the row).
+fn axial_rotation(dim: i64, n: i64, device: Device) -> Tensor {
     let side = (n as f64).sqrt() as i64;
     let opts = (Kind::Float, device);
     let freqs = Tensor::arange_start_step(0, dim, 4, opts).narrow(0, 0, dim / 4) / dim as f64;
@@ -29,26 +29,26 @@ fn axial_rotation(dim: i64, n: i64, device: Device) -> (Tensor, Tensor) {
     let t_x = t.remainder(side as f64);
     let t_y = t.floor_divide_scalar(side as f64);
     let angles = Tensor::cat(&[t_x.outer(&freqs), t_y.outer(&freqs)], -1);
-    (angles.cos(), angles.sin())
+    Tensor::polar(&angles.ones_like(), &angles)
 }
 
 /// Rotates consecutive channel pairs of `x` `(B, heads, N, dim)` by the
-/// angles of `(cos, sin)` `(N', dim / 2)`, where `N` is a multiple of
-/// `N'` (keys of several memories repeat the grid's angles).
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+/// complex rotations `(N', dim / 2)`, where `N` is a multiple of `N'`
+/// (the keys of several memories repeat the grid's rotations)
+/// (`apply_rotary_enc`).
+fn rotate(x: &Tensor, rotation: &Tensor) -> Tensor {
     let size = x.size();
-    let (n, d) = (size[2], size[3]);
-    let repeat = n / cos.size()[0];
-    let (cos, sin) = if repeat > 1 {
-        (cos.repeat([repeat, 1]), sin.repeat([repeat, 1]))
+    let n = size[2];
+    let repeat = n / rotation.size()[0];
+    let rotation = if repeat > 1 {
+        rotation.repeat([repeat, 1])
     } else {
-        (cos.shallow_clone(), sin.shallow_clone())
+        rotation.shallow_clone()
     };
-    let pairs = x.reshape([size[0], size[1], n, d / 2, 2]);
-    let (re, im) = (pairs.select(-1, 0), pairs.select(-1, 1));
-    let out_re = &re * &cos - &im * &sin;
-    let out_im = &re * &sin + &im * &cos;
-    Tensor::stack(&[out_re, out_im], -1).reshape([size[0], size[1], n, d])
+    let pairs = x
+        .reshape([size[0], size[1], n, size[3] / 2, 2])
+        .view_as_complex();
+    (pairs * rotation).view_as_real().flatten(3, 4)
 }
 
 /// Single-head attention with rotary encoding of queries and of all keys
@@ -72,25 +72,32 @@ impl RoPEAttention {
         }
     }
 
-    /// `q`: `(B, Nq, C)`, `k`/`v`: `(B, Nk, C_kv)` -> `(B, Nq, C)`.
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, num_k_exclude_rope: i64) -> Tensor {
+    /// `q`: `(B, Nq, C)`, `k`/`v`: `(B, Nk, C_kv)` -> `(B, Nq, C)`;
+    /// `rotation`: [`axial_rotation`] of the queries' grid.
+    fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        rotation: &Tensor,
+        num_k_exclude_rope: i64,
+    ) -> Tensor {
         // One head: (B, N, C) -> (B, 1, N, C).
         let q = self.q_proj.forward(q).unsqueeze(1);
         let k = self.k_proj.forward(k).unsqueeze(1);
         let v = self.v_proj.forward(v).unsqueeze(1);
-        let (cos, sin) = axial_rotation(HIDDEN_DIM, q.size()[2], q.device());
-        let q = rotate(&q, &cos, &sin);
+        let q = rotate(&q, rotation);
         let num_k_rope = k.size()[2] - num_k_exclude_rope;
         let k = if num_k_exclude_rope > 0 {
             Tensor::cat(
                 &[
-                    rotate(&k.narrow(2, 0, num_k_rope), &cos, &sin),
+                    rotate(&k.narrow(2, 0, num_k_rope), rotation),
                     k.narrow(2, num_k_rope, num_k_exclude_rope),
                 ],
                 2,
             )
         } else {
-            rotate(&k, &cos, &sin)
+            rotate(&k, rotation)
         };
         let out = Tensor::scaled_dot_product_attention::<Tensor>(
             &q, &k, &v, None, 0.0, false, None, false,
@@ -127,15 +134,22 @@ impl MemoryAttentionLayer {
         }
     }
 
-    fn forward(&self, tgt: &Tensor, memory: &Tensor, pos: &Tensor, num_obj_ptrs: i64) -> Tensor {
+    fn forward(
+        &self,
+        tgt: &Tensor,
+        memory: &Tensor,
+        pos: &Tensor,
+        rotation: &Tensor,
+        num_obj_ptrs: i64,
+    ) -> Tensor {
         let t = tgt.apply(&self.norm1);
-        let tgt = tgt + self.self_attn.forward(&t, &t, &t, 0);
+        let tgt = tgt + self.self_attn.forward(&t, &t, &t, rotation, 0);
         let t = tgt.apply(&self.norm2);
         let keys = memory + pos;
         let tgt = &tgt
             + self
                 .cross_attn_image
-                .forward(&t, &keys, memory, num_obj_ptrs);
+                .forward(&t, &keys, memory, rotation, num_obj_ptrs);
         let t = tgt.apply(&self.norm3);
         let ff = self.linear2.forward(&self.linear1.forward(&t).relu());
         tgt + ff
@@ -174,8 +188,9 @@ impl MemoryAttention {
         num_obj_ptrs: i64,
     ) -> Tensor {
         let mut out = current + current_pos * 0.1;
+        let rotation = axial_rotation(HIDDEN_DIM, current.size()[1], current.device());
         for layer in &self.layers {
-            out = layer.forward(&out, memory, memory_pos, num_obj_ptrs);
+            out = layer.forward(&out, memory, memory_pos, &rotation, num_obj_ptrs);
         }
         out.apply(&self.norm)
     }

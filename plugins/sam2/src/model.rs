@@ -26,7 +26,7 @@ pub const PIXEL_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// What the SAM heads give for one frame (`_forward_sam_heads`).
 #[derive(Debug)]
-pub struct HeadOutput {
+pub(crate) struct HeadOutput {
     /// The chosen mask's low-resolution logits `(B, 1, S/4, S/4)`
     /// (`NO_OBJ_SCORE` everywhere when the object is judged absent).
     pub low_res: Tensor,
@@ -111,8 +111,9 @@ impl Sam2 {
     /// Loads an official checkpoint (`sam2.1_hiera_*.pt`, `sam2_hiera_*.pt`,
     /// `MedSAM2_latest.pt`: `torch.save({"model": state_dict})`; a bare
     /// state dict or a `.safetensors` export also load) for inputs of
-    /// `image_size` pixels; the architecture is inferred from the tensors.
-    pub fn load(path: &Path, image_size: i64, device: Device) -> Result<Self, PluginError> {
+    /// `image_size` pixels (`None`: the official size, see
+    /// [`Sam2Config::infer`]); the architecture is inferred from the tensors.
+    pub fn load(path: &Path, image_size: Option<i64>, device: Device) -> Result<Self, PluginError> {
         let mut weights = WeightFile::open(path)?;
         if weights
             .get("model.image_encoder.trunk.patch_embed.proj.weight")
@@ -139,7 +140,7 @@ impl Sam2 {
 
     /// Image features of a normalised `(1, 3, S, S)` input (`forward_image`
     /// and `_prepare_backbone_features`).
-    pub fn forward_image(&self, input: &Tensor) -> BackboneFeatures {
+    pub(crate) fn forward_image(&self, input: &Tensor) -> BackboneFeatures {
         let mut levels = self.image_encoder.forward(input);
         let vision = levels.pop().expect("three levels");
         let s1 = levels.pop().expect("three levels");
@@ -157,21 +158,21 @@ impl Sam2 {
 
     /// The features an unconditioned frame (an image, or a video's first
     /// prompted frame) gives the heads: `vision + no_mem_embed`.
-    pub fn without_memory(&self, vision: &Tensor) -> Tensor {
+    pub(crate) fn without_memory(&self, vision: &Tensor) -> Tensor {
         vision + self.no_mem_embed.view([1, -1, 1, 1])
     }
 
     /// Sparse and dense prompt embeddings of points `(B, N, 2)` in the
     /// model's frame with labels `(B, N)` (1 / 0 clicks, 2 / 3 box corners,
     /// -1 padding).
-    pub fn embed_prompts(&self, coords: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+    pub(crate) fn embed_prompts(&self, coords: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
         let points = PointPrompts { coords, labels };
         self.prompt_encoder.forward(Some(points), None, None)
     }
 
     /// The mask decoder on prompt embeddings (image mode: no occlusion
     /// handling, see [`Sam2::sam_heads`] for frames).
-    pub fn decode(
+    pub(crate) fn decode(
         &self,
         image: &Tensor,
         high_res: &[Tensor; 2],
@@ -189,7 +190,7 @@ impl Sam2 {
     /// chosen when several are returned, and the object pointer is the
     /// projected output token (or the learned "no object" pointer).
     /// Without points a single padding point is sent.
-    pub fn sam_heads(
+    pub(crate) fn sam_heads(
         &self,
         pix_feat: &Tensor,
         high_res: &[Tensor; 2],
@@ -242,7 +243,7 @@ impl Sam2 {
     /// mask is binarised (`binarize`, masks from clicks) or put through a
     /// sigmoid, scaled by 20 and shifted by -10; absent objects add the
     /// learned "no object" embedding (SAM 2.1).
-    pub fn encode_memory(
+    pub(crate) fn encode_memory(
         &self,
         vision: &Tensor,
         high_res_masks: &Tensor,
@@ -267,7 +268,7 @@ impl Sam2 {
     /// Temporal position encoding of a memory `t_pos` frames back
     /// (0 = conditioning frame): `maskmem_tpos_enc[num_maskmem - t_pos - 1]`,
     /// `(1, 1, 64)`.
-    pub fn memory_time_encoding(&self, t_pos: i64) -> Tensor {
+    pub(crate) fn memory_time_encoding(&self, t_pos: i64) -> Tensor {
         self.maskmem_tpos_enc
             .select(0, self.config.num_maskmem - t_pos - 1)
             .view([1, 1, MEM_DIM])
@@ -276,7 +277,7 @@ impl Sam2 {
     /// Position encoding of object pointers at temporal offsets
     /// `offsets` (`get_1d_sine_pe(offsets / max_offset)` projected to 64
     /// channels; zeros for SAM 2.0, which has none): `(N, 64)`.
-    pub fn pointer_time_encoding(&self, offsets: &[i64], max_offset: i64) -> Tensor {
+    pub(crate) fn pointer_time_encoding(&self, offsets: &[i64], max_offset: i64) -> Tensor {
         let device = self.device();
         let n = offsets.len() as i64;
         let Some(proj) = &self.obj_ptr_tpos_proj else {
@@ -296,13 +297,13 @@ impl Sam2 {
 
     /// Whether object pointers carry the sign of their temporal offset
     /// (SAM 2.1) or its absolute value (SAM 2.0).
-    pub fn signed_pointer_offsets(&self) -> bool {
+    pub(crate) fn signed_pointer_offsets(&self) -> bool {
         self.config.release == Release::Sam2_1
     }
 
     /// Conditions a frame's stride-16 features `(1, 256, h, w)` on its
     /// memory `(1, M, 64)` (object pointers last), `(_prepare_memory_conditioned_features)`.
-    pub fn attend_memory(
+    pub(crate) fn attend_memory(
         &self,
         vision: &Tensor,
         vision_pos: &Tensor,

@@ -8,11 +8,11 @@
 //! to 8 bits and histogram equalisation; `"minmax"`: no equalisation),
 //! grey replicated to RGB, then go through SAM 2's own transform.
 
-use crate::predictor::{input_tensor, Prompt, Sam2Predictor};
+use crate::predictor::Sam2Predictor;
 use crate::propagation::{Frames, Propagation};
+use crate::transforms::{input_tensor, Prompt};
 use crate::Sam2;
 use abi_stable::std_types::{RResult, RSlice, RVec};
-use clisc_imaging::intensity::{equalize_histogram, minmax_to_u8};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PromptableSegmenter, SliceImage, VolumePromptableSegmenter};
 use clisc_sdk::{
@@ -20,7 +20,6 @@ use clisc_sdk::{
     PromptSet, StageKind, StageObject,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
 use tch::Tensor;
 
 /// Plugin registration of the `sam2` stage.
@@ -42,7 +41,7 @@ impl Plugin for Sam2Plugin {
             ConfigField::integer(
                 "image_size",
                 0,
-                "side of the model input in pixels; 0 = the checkpoint's official size: 512 for a file named MedSAM2*, 1024 otherwise",
+                "side of the model input in pixels; 0 = the checkpoint's official size: 512 for MedSAM2 (recognised by its two memory-attention layers), 1024 for Meta's",
             ),
             ConfigField::choice(
                 "preprocess",
@@ -64,7 +63,7 @@ impl Plugin for Sam2Plugin {
             ConfigField::bool(
                 "multimask",
                 false,
-                "per-slice mode: predict 3 masks per prompt set and keep the one with the best predicted IoU",
+                "per-slice mode only: predict 3 masks per prompt set and keep the one with the best predicted IoU (propagation decides as the official video predictor does)",
             ),
             ConfigField::integer(
                 "fill_hole_area",
@@ -83,9 +82,17 @@ impl Plugin for Sam2Plugin {
             tch::set_num_threads(ctx.threads as i32);
         }
         let image_size = match settings.i64("image_size")? {
-            0 => official_image_size(&weights),
-            n => n,
+            0 => None,
+            n => Some(n),
         };
+        let propagate = settings.bool("propagate")?;
+        let multimask = settings.bool("multimask")?;
+        if propagate && multimask {
+            return Err(PluginError::config(
+                "sam2: `multimask` applies to per-slice segmentation; with `propagate = true` the video predictor's own rule decides (leave `multimask` out)",
+            )
+            .about_setting("multimask"));
+        }
         let model = Sam2::load(&weights, image_size, device)?;
         ctx.progress.log(
             format!(
@@ -100,29 +107,15 @@ impl Plugin for Sam2Plugin {
         let stage = Sam2Segmenter {
             predictor: Sam2Predictor { model },
             equalize: settings.str("preprocess")? == "clisc",
-            multimask: settings.bool("multimask")?,
+            multimask,
             largest_box_only: settings.str("conditioning")? == "largest-box",
             fill_hole_area: settings.usize("fill_hole_area")?,
         };
-        Ok(if settings.bool("propagate")? {
+        Ok(if propagate {
             StageObject::volume_promptable_segmenter(stage)
         } else {
             StageObject::promptable_segmenter(stage)
         })
-    }
-}
-
-/// The input size of the official config a checkpoint was trained with:
-/// MedSAM2 (`MedSAM2_*.pt`) works at 512 pixels, Meta's at 1024.
-pub fn official_image_size(weights: &Path) -> i64 {
-    let name = weights
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if name.starts_with("medsam2") {
-        512
-    } else {
-        1024
     }
 }
 
@@ -136,21 +129,15 @@ pub struct Sam2Segmenter {
 }
 
 impl Sam2Segmenter {
-    /// A slice as 8-bit RGB (interleaved).
+    /// A slice as 8-bit RGB (interleaved): `sam`'s slice preparation, with
+    /// or without histogram equalisation.
     fn rgb(&self, image: &Image2d) -> Result<Vec<u8>, PluginError> {
-        if image.channels != 1 {
-            return Err(PluginError::input(format!(
-                "sam2: expected a one-channel slice, got {} channels",
-                image.channels
-            )));
-        }
-        let grey = minmax_to_u8(&image.data);
-        let grey = if self.equalize {
-            equalize_histogram(&grey)
+        if self.equalize {
+            clisc_sam::slice_to_rgb(image)
         } else {
-            grey
-        };
-        Ok(grey.iter().flat_map(|&g| [g, g, g]).collect())
+            let grey = clisc_sam::slice_to_grey(image)?;
+            Ok(grey.iter().flat_map(|&g| [g, g, g]).collect())
+        }
     }
 
     /// One mask per prompt set on one slice (empty sets give empty masks).
@@ -165,13 +152,15 @@ impl Sam2Segmenter {
             return Ok(masks);
         }
         let rgb = self.rgb(&slice.image)?;
-        let embedding = self.predictor.embed(&rgb, h as usize, w as usize);
+        let embedding = self.predictor.embed(&rgb, w as usize, h as usize)?;
         for (mask, set) in masks.iter_mut().zip(sets) {
             let prompt = to_prompt(set);
             if prompt.num_points() == 0 {
                 continue;
             }
-            let out = self.predictor.predict(&embedding, &prompt, self.multimask);
+            let out = self
+                .predictor
+                .predict(&embedding, &prompt, self.multimask)?;
             let best = out.iou.argmax(0, false).int64_value(&[]);
             mask.data = binary(&out.logits.get(best));
         }
@@ -189,6 +178,13 @@ impl Sam2Segmenter {
         let mut conditioning = prompts_by_slice(prompts.sets.as_slice());
         if self.largest_box_only {
             conditioning = largest_box(conditioning);
+            if conditioning.iter().any(|(_, p)| p.bbox.is_none()) {
+                return Err(PluginError::config(format!(
+                    "sam2: conditioning = \"largest-box\" but no prompt set of case {} has a box",
+                    case.id
+                ))
+                .about_setting("conditioning"));
+            }
         }
         if conditioning.is_empty() {
             return Ok(volume);
@@ -246,8 +242,10 @@ fn to_prompt(set: &PromptSet) -> Prompt {
     }
 }
 
-/// One prompt per prompted slice, in slice order: several sets on one
-/// slice are merged (the box around their boxes, all their points).
+/// One prompt per prompted slice, in slice order. Propagation tracks one
+/// object, so several sets on one slice are merged into it (the box around
+/// their boxes, all their points); prompts for separate objects (e.g.
+/// `box-points` with `per_component`) become one object spanning them.
 fn prompts_by_slice(sets: &[PromptSet]) -> Vec<(usize, Prompt)> {
     let mut by_slice: BTreeMap<usize, Prompt> = BTreeMap::new();
     for set in sets {
@@ -298,12 +296,12 @@ struct CaseFrames {
 }
 
 impl Frames for CaseFrames {
-    fn len(&self) -> usize {
+    fn frame_count(&self) -> usize {
         self.slices.len()
     }
 
-    fn input(&self, k: usize) -> Tensor {
-        input_tensor(&self.slices[k], self.hw.0, self.hw.1, self.size)
+    fn input(&self, k: usize) -> Result<Tensor, PluginError> {
+        input_tensor(&self.slices[k], self.hw.1, self.hw.0, self.size)
     }
 
     fn frame_hw(&self) -> (usize, usize) {
@@ -374,14 +372,5 @@ mod tests {
         let largest = largest_box(merged);
         assert_eq!(largest.len(), 1);
         assert_eq!(largest[0].0, 4);
-    }
-
-    #[test]
-    fn medsam2_files_work_at_512_pixels() {
-        assert_eq!(official_image_size(Path::new("w/MedSAM2_latest.pt")), 512);
-        assert_eq!(
-            official_image_size(Path::new("w/sam2.1_hiera_tiny.pt")),
-            1024
-        );
     }
 }

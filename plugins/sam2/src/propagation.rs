@@ -10,17 +10,19 @@
 //!
 //! Details kept from the official code: conditioning frames are encoded
 //! into memory from their (hole-filled) low-resolution mask upsampled and
-//! binarised; tracked frames from their sigmoid mask; memories are stored
+//! binarised (here right after they are segmented, while their features
+//! are at hand; the official code re-encodes the image when propagation
+//! starts, with the same result for one object); tracked frames from their sigmoid mask; memories are stored
 //! in bfloat16; object pointers of conditioning frames are only used by
 //! frames after them in the direction of travel; holes of up to
 //! `fill_hole_area` pixels are filled in every stored mask.
 
-use crate::config::{MAX_OBJ_PTRS, MEM_DIM};
+use crate::config::{HIDDEN_DIM, MAX_OBJ_PTRS, MEM_DIM};
 use crate::holes::fill_holes;
 use crate::image_encoder::BackboneFeatures;
 use crate::memory_encoder::Memory;
 use crate::model::Sam2;
-use crate::predictor::Prompt;
+use crate::transforms::Prompt;
 use clisc_sdk::PluginError;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -36,19 +38,15 @@ struct FrameState {
     /// Low-resolution logits `(1, 1, S/4, S/4)` after hole filling.
     pred_masks: Tensor,
     obj_ptr: Tensor,
-    object_score_logits: Tensor,
 }
 
 /// A volume's frames: the model input of frame `k` `(1, 3, S, S)`.
 pub trait Frames {
     /// Number of frames.
-    fn len(&self) -> usize;
-    /// Whether there are none.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The normalised model input of frame `k`.
-    fn input(&self, k: usize) -> Tensor;
+    fn frame_count(&self) -> usize;
+    /// The normalised model input of frame `k` (see
+    /// [`crate::transforms::input_tensor`]).
+    fn input(&self, k: usize) -> Result<Tensor, PluginError>;
     /// Height and width of the original frames.
     fn frame_hw(&self) -> (usize, usize);
 }
@@ -112,7 +110,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
     /// forward and backward tracking from the first prompted frame.
     pub fn run(mut self, prompts: &[(usize, Prompt)]) -> Result<PropagatedMasks, PluginError> {
         let _guard = tch::no_grad_guard();
-        let n = self.frames.len();
+        let n = self.frames.frame_count();
         let mut logits: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         let mut sequence = vec![];
         for (k, prompt) in prompts {
@@ -137,13 +135,18 @@ impl<'a, F: Frames> Propagation<'a, F> {
                 "sam2: propagation needs at least one prompted slice",
             ));
         };
-        self.encode_prompted_memories();
+        // Backward tracking from slice 0 does nothing (as the official code).
+        let backward: Vec<usize> = if start > 0 {
+            (0..=start).rev().collect()
+        } else {
+            vec![]
+        };
         for (pass, order) in [
-            (Pass::Forward, (start..n).collect::<Vec<_>>()),
-            (Pass::Backward, (0..=start).rev().collect()),
+            (Pass::Forward, (start..n).collect()),
+            (Pass::Backward, backward),
         ] {
             for k in order {
-                let out = self.track(k, pass == Pass::Backward);
+                let out = self.track(k, pass == Pass::Backward)?;
                 logits[k] = Some(out.shallow_clone());
                 sequence.push((pass, k, out));
             }
@@ -158,12 +161,12 @@ impl<'a, F: Frames> Propagation<'a, F> {
     }
 
     /// Features of frame `k` (recomputed unless it was the last one).
-    fn features(&mut self, k: usize) -> &BackboneFeatures {
+    fn features(&mut self, k: usize) -> Result<&BackboneFeatures, PluginError> {
         if self.cached.as_ref().map(|(c, _)| *c) != Some(k) {
-            let input = self.frames.input(k).to_device(self.model.device());
+            let input = self.frames.input(k)?.to_device(self.model.device());
             self.cached = Some((k, self.model.forward_image(&input)));
         }
-        &self.cached.as_ref().expect("cached").1
+        Ok(&self.cached.as_ref().expect("cached").1)
     }
 
     /// Logits at the frames' size.
@@ -175,7 +178,9 @@ impl<'a, F: Frames> Propagation<'a, F> {
     }
 
     /// A prompted frame on its own (`add_new_points_or_box` on a frame not
-    /// tracked yet): no memory, multimask output only for a single click.
+    /// tracked yet): no memory, multimask output only for a single click;
+    /// then its memory from the stored mask, upsampled and binarised
+    /// (`propagate_in_video_preflight`).
     fn segment_prompted(&mut self, k: usize, prompt: &Prompt) -> Result<FrameState, PluginError> {
         if prompt.num_points() == 0 {
             return Err(PluginError::input(format!(
@@ -184,11 +189,11 @@ impl<'a, F: Frames> Propagation<'a, F> {
         }
         let model = self.model;
         let device = model.device();
-        let (coords, labels) = prompt.to_model_frame(self.frames.frame_hw(), model.image_size());
+        let (coords, labels) = prompt.to_model_frame(self.frames.frame_hw(), model.image_size())?;
         let (coords, labels) = (coords.to_device(device), labels.to_device(device));
         let multimask = prompt.num_points() <= 1;
         let fill = self.fill_hole_area;
-        let feats = self.features(k);
+        let feats = self.features(k)?;
         let pix_feat = model.without_memory(&feats.vision);
         let heads = model.sam_heads(
             &pix_feat,
@@ -196,45 +201,27 @@ impl<'a, F: Frames> Propagation<'a, F> {
             Some((&coords, &labels)),
             multimask,
         );
+        let pred_masks = fill_holes(&heads.low_res, fill);
+        let s = model.image_size();
+        let upsampled = pred_masks.upsample_bilinear2d([s, s], false, None, None);
+        let memory =
+            model.encode_memory(&feats.vision, &upsampled, &heads.object_score_logits, true);
         Ok(FrameState {
-            memory: None,
-            pred_masks: fill_holes(&heads.low_res, fill),
+            memory: Some(stored(memory)),
+            pred_masks,
             obj_ptr: heads.obj_ptr,
-            object_score_logits: heads.object_score_logits,
         })
     }
 
-    /// Memories of the prompted frames (`propagate_in_video_preflight`),
-    /// from their stored masks, upsampled and binarised.
-    fn encode_prompted_memories(&mut self) {
-        let model = self.model;
-        let s = model.image_size();
-        for i in 0..self.cond.len() {
-            let k = self.cond[i].0;
-            let (masks, scores) = {
-                let state = &self.cond[i].1;
-                (
-                    state
-                        .pred_masks
-                        .upsample_bilinear2d([s, s], false, None, None),
-                    state.object_score_logits.shallow_clone(),
-                )
-            };
-            let vision = self.features(k).vision.shallow_clone();
-            let memory = model.encode_memory(&vision, &masks, &scores, true);
-            self.cond[i].1.memory = Some(stored(memory));
-        }
-    }
-
     /// Tracks frame `k` (or returns a conditioning frame's own mask).
-    fn track(&mut self, k: usize, reverse: bool) -> Tensor {
+    fn track(&mut self, k: usize, reverse: bool) -> Result<Tensor, PluginError> {
         if let Some((_, state)) = self.cond.iter().find(|(c, _)| *c == k) {
-            return self.video_res(&state.pred_masks);
+            return Ok(self.video_res(&state.pred_masks));
         }
         let model = self.model;
         let (memory, memory_pos, num_ptr_tokens) = self.memory_bank(k, reverse);
         let fill = self.fill_hole_area;
-        let feats = self.features(k);
+        let feats = self.features(k)?;
         let pix_feat = model.attend_memory(
             &feats.vision,
             &feats.vision_pos,
@@ -254,11 +241,10 @@ impl<'a, F: Frames> Propagation<'a, F> {
             memory: Some(stored(memory)),
             pred_masks: fill_holes(&heads.low_res, fill),
             obj_ptr: heads.obj_ptr,
-            object_score_logits: heads.object_score_logits,
         };
         let out = self.video_res(&state.pred_masks);
         self.non_cond.insert(k, state);
-        out
+        Ok(out)
     }
 
     /// The memory frame `k` attends to (`_prepare_memory_conditioned_features`):
@@ -269,7 +255,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         let num_maskmem = model.config.num_maskmem;
         let step = |d: i64| -> Option<usize> {
             let t = if reverse { k as i64 + d } else { k as i64 - d };
-            (t >= 0 && (t as usize) < self.frames.len()).then_some(t as usize)
+            (t >= 0 && (t as usize) < self.frames.frame_count()).then_some(t as usize)
         };
         let mut tokens = vec![];
         let mut positions = vec![];
@@ -290,7 +276,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         }
         // Object pointers: conditioning frames not ahead of `k`, then the
         // tracked frames behind it, nearest first.
-        let max_ptrs = (self.frames.len() as i64).min(MAX_OBJ_PTRS);
+        let max_ptrs = (self.frames.frame_count() as i64).min(MAX_OBJ_PTRS);
         let sign = if reverse { -1 } else { 1 };
         let mut offsets = vec![];
         let mut ptrs = vec![];
@@ -316,7 +302,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         let mut num_ptr_tokens = 0;
         if !ptrs.is_empty() {
             let n = ptrs.len() as i64;
-            let split = crate::config::HIDDEN_DIM / MEM_DIM;
+            let split = HIDDEN_DIM / MEM_DIM;
             // Each 256-wide pointer becomes 4 tokens of 64.
             let ptr_tokens = Tensor::cat(&ptrs, 0).reshape([1, n * split, MEM_DIM]);
             let ptr_pos = model

@@ -21,9 +21,8 @@
 //! prompted on slices 5 and 9.
 
 use clisc_nn::WeightFile;
-use clisc_sam2::plugin::official_image_size;
-use clisc_sam2::predictor::input_tensor;
 use clisc_sam2::propagation::Pass;
+use clisc_sam2::transforms::input_tensor;
 use clisc_sam2::{Frames, Prompt, Propagation, Sam2, Sam2Predictor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,10 +91,10 @@ impl Variant {
         WeightFile::open(&self.dir().join("reference.pt")).unwrap()
     }
 
-    /// The checkpoint at the input size its name implies (as the plugin).
+    /// The checkpoint at its official input size (as the plugin by default).
     fn model(&self) -> Sam2 {
         let path = self.dir().join(self.checkpoint);
-        let model = Sam2::load(&path, official_image_size(&path), Device::Cpu).unwrap();
+        let model = Sam2::load(&path, None, Device::Cpu).unwrap();
         assert_eq!(model.config.variant(), self.variant);
         model
     }
@@ -149,11 +148,11 @@ fn check_image_mode(v: &Variant) {
     let predictor = Sam2Predictor { model: v.model() };
     let size = predictor.model.image_size();
     let (rgb, h, w) = u8_image(r.require("image").unwrap());
-    let input = input_tensor(&rgb, h, w, size);
+    let input = input_tensor(&rgb, w, h, size).unwrap();
     let d = max_abs_diff(&input.squeeze_dim(0), r.require("image.input").unwrap());
     assert!(d <= 1e-5, "model input differs by {d}");
 
-    let embedding = predictor.embed(&rgb, h, w);
+    let embedding = predictor.embed(&rgb, w, h).unwrap();
     for (name, ours) in [
         ("image.embed", embedding.image_embed()),
         ("image.high_res_0", &embedding.high_res()[0]),
@@ -169,7 +168,9 @@ fn check_image_mode(v: &Variant) {
             .unwrap()
             .int64_value(&[0])
             == 1;
-        let out = predictor.predict(&embedding, &prompt(&r, &key), multimask);
+        let out = predictor
+            .predict(&embedding, &prompt(&r, &key), multimask)
+            .unwrap();
         assert_logits(
             &format!("{key} low-res"),
             &out.low_res,
@@ -203,11 +204,11 @@ struct Volume {
 }
 
 impl Frames for Volume {
-    fn len(&self) -> usize {
+    fn frame_count(&self) -> usize {
         self.slices.len()
     }
-    fn input(&self, k: usize) -> Tensor {
-        input_tensor(&self.slices[k], self.hw.0, self.hw.1, self.size)
+    fn input(&self, k: usize) -> Result<Tensor, clisc_sdk::PluginError> {
+        input_tensor(&self.slices[k], self.hw.1, self.hw.0, self.size)
     }
     fn frame_hw(&self) -> (usize, usize) {
         self.hw

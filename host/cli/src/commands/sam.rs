@@ -55,8 +55,8 @@ pub struct SamArgs {
     #[arg(long)]
     pub multimask: bool,
     /// Propagate from the prompted slice through the whole volume (sets
-    /// the plugin's `propagate` setting; `sam2`); the output is a NIfTI
-    /// volume.
+    /// the plugin's `propagate` setting: `--plugin sam2`); the output is a
+    /// NIfTI volume, restricted to the brain as in a pipeline.
     #[arg(long)]
     pub propagate: bool,
     /// Output mask: `.png`, `.nii` or `.nii.gz`.
@@ -188,10 +188,23 @@ fn propagate(
         sets: prompts.to_vec().into(),
     };
     let t = std::time::Instant::now();
-    let cropped = match segmenter.segment_volume(&image.prepared.input, &case_prompts) {
+    let input = &image.prepared.input;
+    let mut cropped = match segmenter.segment_volume(input, &case_prompts) {
         RResult::ROk(m) => m,
         RResult::RErr(e) => bail!("plugin `{}`: {e}", args.plugin),
     };
+    if cropped.data.len() != input.brain_mask.data.len() {
+        bail!(
+            "plugin `{}` returned {} voxels for a volume of {}",
+            args.plugin,
+            cropped.data.len(),
+            input.brain_mask.data.len()
+        );
+    }
+    // As in a pipeline: nothing outside the brain (non-zero voxels).
+    for (v, &b) in cropped.data.iter_mut().zip(input.brain_mask.data.iter()) {
+        *v &= u8::from(b != 0);
+    }
     tracing::info!("propagated in {:.2}s", t.elapsed().as_secs_f64());
     let full = image
         .crop()
