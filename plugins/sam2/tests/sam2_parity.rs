@@ -16,9 +16,12 @@
 //!   them.
 //!
 //! The same checks run on MedSAM2's architecture (`sam2.1_hiera_t512`: 512
-//! pixels, two memory-attention layers; the checkpoint named as MedSAM2's
-//! so that its input size is found from the name) over a 12-slice volume
-//! prompted on slices 5 and 9.
+//! pixels, two memory-attention layers, from which the loader infers that
+//! input size) over a 12-slice volume prompted on slices 5 and 9; on SAM 2
+//! (July 2024) tiny at 256 pixels, one click on slice 0 and a box on slice
+//! 6 of 10; and on SAM 2.1 base+ at 256 pixels whose prompted slices lose
+//! the object (no-object pointers and memories) while the tracked ones keep
+//! it.
 
 use clisc_nn::WeightFile;
 use clisc_sam2::propagation::Pass;
@@ -39,25 +42,50 @@ struct Variant {
     /// Cache folder under `parity/`.
     cache: &'static str,
     checkpoint: &'static str,
+    /// The input size (`None`: the official size, as the plugin's default).
+    image_size: Option<i64>,
     /// The name the loader must infer.
     variant: &'static str,
-    prompted: [usize; 2],
+    /// Prompted slices, the first one starting the tracking.
+    prompted: &'static [usize],
 }
 
 const SAM2_1_TINY: Variant = Variant {
     name: "sam2.1_hiera_t",
     cache: "sam2/v1",
     checkpoint: "sam2.1_hiera_tiny_random.pt",
+    image_size: None,
     variant: "sam2.1_hiera_t",
-    prompted: [9, 15],
+    prompted: &[9, 15],
 };
 
 const MEDSAM2: Variant = Variant {
     name: "medsam2",
     cache: "sam2/medsam2-v1",
     checkpoint: "MedSAM2_random.pt",
+    image_size: None,
     variant: "sam2.1_hiera_t512",
-    prompted: [5, 9],
+    prompted: &[5, 9],
+};
+
+/// SAM 2 (July 2024) at 256 px, one click on slice 0.
+const SAM2_TINY_256: Variant = Variant {
+    name: "sam2_hiera_t",
+    cache: "sam2/sam2-hiera-t-256-v1",
+    checkpoint: "sam2_hiera_tiny_random.pt",
+    image_size: Some(256),
+    variant: "sam2_hiera_t256",
+    prompted: &[0, 6],
+};
+
+/// SAM 2.1 base+ at 256 px; the prompted slices lose the object.
+const SAM2_1_BASE_PLUS_256: Variant = Variant {
+    name: "sam2.1_hiera_b+",
+    cache: "sam2/b-plus-256-v1",
+    checkpoint: "sam2.1_hiera_base_plus_random.pt",
+    image_size: Some(256),
+    variant: "sam2.1_hiera_b+256",
+    prompted: &[3, 7],
 };
 
 impl Variant {
@@ -91,10 +119,9 @@ impl Variant {
         WeightFile::open(&self.dir().join("reference.pt")).unwrap()
     }
 
-    /// The checkpoint at its official input size (as the plugin by default).
     fn model(&self) -> Sam2 {
         let path = self.dir().join(self.checkpoint);
-        let model = Sam2::load(&path, None, Device::Cpu).unwrap();
+        let model = Sam2::load(&path, self.image_size, Device::Cpu).unwrap();
         assert_eq!(model.config.variant(), self.variant);
         model
     }
@@ -229,7 +256,11 @@ fn check_propagation(v: &Variant) {
     }
     let size = model.image_size();
     let frames = Volume { slices, hw, size };
-    let prompts = v.prompted.map(|k| (k, prompt(&r, &format!("cond{k}"))));
+    let prompts: Vec<(usize, Prompt)> = v
+        .prompted
+        .iter()
+        .map(|&k| (k, prompt(&r, &format!("cond{k}"))))
+        .collect();
     let masks = Propagation::new(&model, &frames).run(&prompts).unwrap();
     let mut checked = 0;
     for (pass, k, logits) in &masks.sequence {
@@ -241,10 +272,12 @@ fn check_propagation(v: &Variant) {
         assert_logits(&key, logits, r.require(&key).unwrap());
         checked += 1;
     }
-    // 2 prompted frames, forward from the first to the last slice,
-    // backward from it to slice 0 (SAM 2.1 tiny: 11 and 10).
+    // The prompted frames, forward from the first to the last slice,
+    // backward from it to slice 0 unless it is slice 0 (SAM 2.1 tiny: 2,
+    // 11 and 10).
     let first = v.prompted[0];
-    assert_eq!(checked, 2 + (n as usize - first) + (first + 1));
+    let backward = if first > 0 { first + 1 } else { 0 };
+    assert_eq!(checked, v.prompted.len() + (n as usize - first) + backward);
     assert_eq!(masks.logits.len(), n as usize);
 }
 
@@ -256,4 +289,16 @@ fn propagation_matches_the_official_video_predictor() {
 #[test]
 fn medsam2_propagation_matches_the_official_video_predictor() {
     check_propagation(&MEDSAM2);
+}
+
+#[test]
+fn sam2_july_2024_from_one_click_on_slice_0_matches_the_official_code() {
+    check_image_mode(&SAM2_TINY_256);
+    check_propagation(&SAM2_TINY_256);
+}
+
+#[test]
+fn base_plus_with_lost_objects_matches_the_official_code() {
+    check_image_mode(&SAM2_1_BASE_PLUS_256);
+    check_propagation(&SAM2_1_BASE_PLUS_256);
 }

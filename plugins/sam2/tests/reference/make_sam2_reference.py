@@ -24,7 +24,14 @@ pixels with two memory-attention layers), built from the package's tiny
 config with those three overrides, saved as `MedSAM2_random.pt`; the
 volume has 12 slices prompted on 5 and 9.
 
-Usage: python make_sam2_reference.py OUT_DIR [sam2.1_hiera_t | medsam2]
+Two more variants run at 256 pixels (any multiple of 32 works; small
+inputs keep the reference quick): `sam2_hiera_t`, the July 2024 SAM 2
+(no temporal encoding of object pointers, no "no object" memory), prompted
+with one click on slice 0; `sam2.1_hiera_b+`, the base+ trunk (two heads,
+another background embedding) with its occlusion head biased so that the
+prompted slices lose the object and the tracked ones keep it.
+
+Usage: python make_sam2_reference.py OUT_DIR [sam2.1_hiera_t | medsam2 | sam2_hiera_t | sam2.1_hiera_b+]
 """
 
 import os
@@ -40,26 +47,55 @@ from sam2.build_sam import build_sam2, build_sam2_video_predictor
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 SEED = 20250412
-CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 H, W = 200, 240
-# Per variant: hydra overrides of the tiny config, checkpoint name, slices,
-# prompted slices.
+BOX_AND_CLICKS = ([[110, 100], [125, 100], [30, 30]], [1, 1, 0], [70, 65, 155, 135])
+BOX_ONLY = (None, None, [85, 70, 175, 130])
+ONE_CLICK = ([[112, 98]], [1], None)
+
+
+def small(size):
+    """Overrides for a smaller input (RoPE grids follow the input)."""
+    grid = size // 16
+    return [
+        f"++model.image_size={size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]",
+    ]
+
+
+# Per variant: config inside the package, hydra overrides, checkpoint name,
+# slices, prompts per slice (the first prompted slice starts the tracking),
+# bias of the occlusion head's output.
 VARIANTS = {
-    "sam2.1_hiera_t": ([], "sam2.1_hiera_tiny_random.pt", 20, (9, 15)),
-    "medsam2": (
-        [
-            "++model.image_size=512",
-            "++model.memory_attention.num_layers=2",
-            "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
-            "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]",
-        ],
-        "MedSAM2_random.pt",
-        12,
-        (5, 9),
-    ),
+    "sam2.1_hiera_t": dict(
+        config="configs/sam2.1/sam2.1_hiera_t.yaml", overrides=[],
+        checkpoint="sam2.1_hiera_tiny_random.pt", frames=20,
+        prompts={9: BOX_AND_CLICKS, 15: BOX_ONLY}, obj_bias=1.0),
+    # MedSAM2 (sam2.1_hiera_t512.yaml): 512 px, two memory-attention layers.
+    "medsam2": dict(
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        overrides=small(512) + ["++model.memory_attention.num_layers=2"],
+        checkpoint="MedSAM2_random.pt", frames=12,
+        prompts={5: BOX_AND_CLICKS, 9: BOX_ONLY}, obj_bias=1.0),
+    # SAM 2 (July 2024) at 256 px: no pointer time encoding, no "no object"
+    # memory embedding; a single click on the first slice (multimask on a
+    # conditioning frame, no backward pass).
+    "sam2_hiera_t": dict(
+        config="configs/sam2/sam2_hiera_t.yaml", overrides=small(256),
+        checkpoint="sam2_hiera_tiny_random.pt", frames=10,
+        prompts={0: ONE_CLICK, 6: BOX_ONLY}, obj_bias=1.0),
+    # SAM 2.1 base+ at 256 px (two heads, 14 x 14 background embedding);
+    # the occlusion head biased so that the prompted slices lose the
+    # object (no-object pointer and memory) and the tracked ones keep it.
+    "sam2.1_hiera_b+": dict(
+        config="configs/sam2.1/sam2.1_hiera_b+.yaml", overrides=small(256),
+        checkpoint="sam2.1_hiera_base_plus_random.pt", frames=10,
+        prompts={3: BOX_AND_CLICKS, 7: BOX_ONLY}, obj_bias=-0.1),
 }
-VARIANT = sys.argv[2] if len(sys.argv) > 2 else "sam2.1_hiera_t"
-OVERRIDES, CHECKPOINT, FRAMES, PROMPT_FRAMES = VARIANTS[VARIANT]
+VARIANT = VARIANTS[sys.argv[2] if len(sys.argv) > 2 else "sam2.1_hiera_t"]
+CONFIG, OVERRIDES = VARIANT["config"], VARIANT["overrides"]
+CHECKPOINT, FRAMES = VARIANT["checkpoint"], VARIANT["frames"]
+PROMPT_FRAMES = tuple(VARIANT["prompts"])
 
 # Image-mode prompt sets: (points, labels, box, multimask_output).
 IMAGE_PROMPTS = [
@@ -69,7 +105,7 @@ IMAGE_PROMPTS = [
 ]
 
 
-def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
+def randomise(model: torch.nn.Module, gen: torch.Generator, obj_bias: float) -> None:
     """Parameters the official init leaves constant (biases, norms,
     positional embeddings, layer scales) get small random values, which
     would otherwise hide wiring mistakes; the rest keep the official
@@ -89,7 +125,7 @@ def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
         # With random weights the occlusion head says "no object" on every
         # frame, which would blank every propagated mask (NO_OBJ_SCORE):
         # bias it towards "object present".
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(obj_bias)
 
 
 def slice_image(k: int) -> np.ndarray:
@@ -130,7 +166,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
     model = build_sam2(CONFIG, ckpt_path=None, device="cpu", hydra_overrides_extra=OVERRIDES)
-    randomise(model, gen)
+    randomise(model, gen, VARIANT["obj_bias"])
     model.eval()
     ckpt = os.path.join(out, CHECKPOINT)
     torch.save({"model": model.state_dict()}, ckpt + ".tmp")
@@ -172,10 +208,10 @@ def main() -> None:
     ref["volume"] = torch.from_numpy(np.stack(slices))
     ref["volume.frames"] = frames
     video_module.load_video_frames = lambda **_: (frames, H, W)
-    first, second = PROMPT_FRAMES
+    as_array = lambda v, t: None if v is None else np.array(v, t)  # noqa: E731
     video_prompts = {
-        first: (np.array([[110, 100], [125, 100], [30, 30]], np.float32), np.array([1, 1, 0], np.int32), np.array([70, 65, 155, 135], np.float32)),
-        second: (None, None, np.array([85, 70, 175, 130], np.float32)),
+        k: (as_array(p, np.float32), as_array(l, np.int32), as_array(b, np.float32))
+        for k, (p, l, b) in VARIANT["prompts"].items()
     }
     with torch.inference_mode():
         state = video.init_state(video_path="frames-in-memory")
@@ -183,7 +219,7 @@ def main() -> None:
             _, _, masks = video.add_new_points_or_box(state, frame_idx=k, obj_id=1, points=pts, labels=lab, box=box)
             ref[f"cond{k}.points"] = torch.from_numpy(pts if pts is not None else np.zeros((0, 2), np.float32))
             ref[f"cond{k}.labels"] = torch.from_numpy((lab if lab is not None else np.zeros(0, np.int32)).astype(np.int64))
-            ref[f"cond{k}.box"] = torch.from_numpy(box)
+            ref[f"cond{k}.box"] = torch.from_numpy(box if box is not None else np.zeros(0, np.float32))
             ref[f"cond{k}.logits"] = masks[0, 0].clone()
         for reverse in (False, True):
             tag = "backward" if reverse else "forward"
