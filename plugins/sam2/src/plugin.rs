@@ -60,6 +60,11 @@ impl Plugin for Sam2Plugin {
                 &["all", "largest-box"],
                 "with propagate: condition on every prompted slice, or only on the slice whose box is largest",
             ),
+            ConfigField::integer(
+                "max_conditioning_frames",
+                0,
+                "with propagate and conditioning = \"all\": a tracked slice attends to at most this many prompted slices, the nearest (0 = all, the official default; at least 2 otherwise)",
+            ),
             ConfigField::bool(
                 "multimask",
                 false,
@@ -93,6 +98,16 @@ impl Plugin for Sam2Plugin {
             )
             .about_setting("multimask"));
         }
+        let max_conditioning = match settings.usize("max_conditioning_frames")? {
+            0 => None,
+            1 => {
+                return Err(PluginError::config(
+                    "sam2: max_conditioning_frames = 1: expected 0 (all) or at least 2 (the nearest prompted slices before and after a tracked slice); for one prompted slice use conditioning = \"largest-box\"",
+                )
+                .about_setting("max_conditioning_frames"))
+            }
+            n => Some(n),
+        };
         let model = Sam2::load(&weights, image_size, device)?;
         ctx.progress.log(
             format!(
@@ -109,6 +124,7 @@ impl Plugin for Sam2Plugin {
             equalize: settings.str("preprocess")? == "clisc",
             multimask,
             largest_box_only: settings.str("conditioning")? == "largest-box",
+            max_conditioning,
             fill_hole_area: settings.usize("fill_hole_area")?,
         };
         Ok(if propagate {
@@ -125,6 +141,7 @@ pub struct Sam2Segmenter {
     equalize: bool,
     multimask: bool,
     largest_box_only: bool,
+    max_conditioning: Option<usize>,
     fill_hole_area: usize,
 }
 
@@ -199,6 +216,7 @@ impl Sam2Segmenter {
         };
         let propagated = Propagation::new(&self.predictor.model, &frames)
             .with_fill_hole_area(self.fill_hole_area)
+            .with_max_conditioning_frames(self.max_conditioning)
             .run(&conditioning)?;
         for (z, logits) in propagated.logits.iter().enumerate() {
             let mask = Mask2d {

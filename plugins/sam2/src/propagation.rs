@@ -30,6 +30,9 @@ use tch::{Kind, Tensor};
 /// The official video predictor's hole filling (`fill_hole_area=8`).
 pub const FILL_HOLE_AREA: usize = 8;
 
+/// Frames by index, in a given order.
+type Frameset<'a> = Vec<(usize, &'a FrameState)>;
+
 /// What is kept of a segmented frame.
 #[derive(Debug)]
 struct FrameState {
@@ -79,6 +82,8 @@ pub struct Propagation<'a, F: Frames> {
     model: &'a Sam2,
     frames: &'a F,
     fill_hole_area: usize,
+    /// Conditioning frames a tracked frame attends to at most (`None`: all).
+    max_conditioning: Option<usize>,
     /// Conditioning frames in the order they were prompted.
     cond: Vec<(usize, FrameState)>,
     non_cond: BTreeMap<usize, FrameState>,
@@ -93,10 +98,19 @@ impl<'a, F: Frames> Propagation<'a, F> {
             model,
             frames,
             fill_hole_area: FILL_HOLE_AREA,
+            max_conditioning: None,
             cond: vec![],
             non_cond: BTreeMap::new(),
             cached: None,
         }
+    }
+
+    /// Lets a tracked frame attend to at most `n` (>= 2) conditioning
+    /// frames, the nearest (`max_cond_frames_in_attn`, official default:
+    /// all); the others count as tracked frames for it.
+    pub fn with_max_conditioning_frames(mut self, n: Option<usize>) -> Self {
+        self.max_conditioning = n;
+        self
     }
 
     /// Fills holes of up to `area` low-resolution pixels (0: none) instead
@@ -247,6 +261,40 @@ impl<'a, F: Frames> Propagation<'a, F> {
         Ok(out)
     }
 
+    /// The conditioning frames frame `k` attends to, and the others
+    /// (`select_closest_cond_frames`): all of them without a cap, else the
+    /// nearest before `k`, the nearest at or after it, then the nearest of
+    /// the rest (ties in prompting order).
+    fn closest_conditioning(&self, k: usize) -> (Frameset<'_>, Frameset<'_>) {
+        let all: Frameset<'_> = self.cond.iter().map(|(t, s)| (*t, s)).collect();
+        let Some(max) = self.max_conditioning.filter(|&m| all.len() > m) else {
+            return (all, vec![]);
+        };
+        let before = all.iter().filter(|(t, _)| *t < k).map(|(t, _)| *t).max();
+        let after = all.iter().filter(|(t, _)| *t >= k).map(|(t, _)| *t).min();
+        let mut chosen: Vec<usize> = before.into_iter().chain(after).collect();
+        let mut rest: Vec<usize> = all
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !chosen.contains(t))
+            .collect();
+        rest.sort_by_key(|t| t.abs_diff(k));
+        let remaining = max.saturating_sub(chosen.len());
+        chosen.extend(rest.into_iter().take(remaining));
+        let find = |t: usize| {
+            all.iter()
+                .find(|(c, _)| *c == t)
+                .copied()
+                .expect("a conditioning frame")
+        };
+        let selected = chosen.iter().map(|&t| find(t)).collect();
+        let unselected = all
+            .into_iter()
+            .filter(|(t, _)| !chosen.contains(t))
+            .collect();
+        (selected, unselected)
+    }
+
     /// The memory frame `k` attends to (`_prepare_memory_conditioned_features`):
     /// `(1, M, 64)` tokens, their position encodings, and how many of them
     /// (the last) are object-pointer tokens.
@@ -257,6 +305,13 @@ impl<'a, F: Frames> Propagation<'a, F> {
             let t = if reverse { k as i64 + d } else { k as i64 - d };
             (t >= 0 && (t as usize) < self.frames.frame_count()).then_some(t as usize)
         };
+        let (selected, unselected) = self.closest_conditioning(k);
+        // A frame's output: tracked, or conditioning but not selected.
+        let earlier = |t: usize| -> Option<&FrameState> {
+            self.non_cond
+                .get(&t)
+                .or_else(|| unselected.iter().find(|(c, _)| *c == t).map(|(_, s)| *s))
+        };
         let mut tokens = vec![];
         let mut positions = vec![];
         let mut push = |state: &FrameState, t_pos: i64| {
@@ -266,11 +321,11 @@ impl<'a, F: Frames> Propagation<'a, F> {
                 memory.pos.flatten(2, 3).permute([0, 2, 1]) + model.memory_time_encoding(t_pos),
             );
         };
-        for (_, state) in &self.cond {
+        for (_, state) in &selected {
             push(state, 0);
         }
         for t_pos in 1..num_maskmem {
-            if let Some(state) = step(num_maskmem - t_pos).and_then(|t| self.non_cond.get(&t)) {
+            if let Some(state) = step(num_maskmem - t_pos).and_then(earlier) {
                 push(state, t_pos);
             }
         }
@@ -280,7 +335,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         let sign = if reverse { -1 } else { 1 };
         let mut offsets = vec![];
         let mut ptrs = vec![];
-        for (t, state) in &self.cond {
+        for (t, state) in &selected {
             let behind = if reverse { *t >= k } else { *t <= k };
             if behind {
                 let d = (k as i64 - *t as i64) * sign;
@@ -294,7 +349,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         }
         for t_diff in 1..max_ptrs {
             let Some(t) = step(t_diff) else { break };
-            if let Some(state) = self.non_cond.get(&t) {
+            if let Some(state) = earlier(t) {
                 offsets.push(t_diff);
                 ptrs.push(state.obj_ptr.shallow_clone());
             }

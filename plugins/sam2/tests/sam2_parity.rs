@@ -21,7 +21,9 @@
 //! (July 2024) tiny at 256 pixels, one click on slice 0 and a box on slice
 //! 6 of 10; and on SAM 2.1 base+ at 256 pixels whose prompted slices lose
 //! the object (no-object pointers and memories) while the tracked ones keep
-//! it.
+//! it; and on SAM 2.1 tiny at 256 pixels prompted on slices 2, 6 and 9 of
+//! 12, each tracked slice attending to the nearest two
+//! (`max_cond_frames_in_attn = 2`).
 
 use clisc_nn::WeightFile;
 use clisc_sam2::propagation::Pass;
@@ -48,6 +50,8 @@ struct Variant {
     variant: &'static str,
     /// Prompted slices, the first one starting the tracking.
     prompted: &'static [usize],
+    /// Conditioning frames a tracked frame attends to (`None`: all).
+    max_conditioning: Option<usize>,
 }
 
 const SAM2_1_TINY: Variant = Variant {
@@ -57,6 +61,7 @@ const SAM2_1_TINY: Variant = Variant {
     image_size: None,
     variant: "sam2.1_hiera_t",
     prompted: &[9, 15],
+    max_conditioning: None,
 };
 
 const MEDSAM2: Variant = Variant {
@@ -66,6 +71,7 @@ const MEDSAM2: Variant = Variant {
     image_size: None,
     variant: "sam2.1_hiera_t512",
     prompted: &[5, 9],
+    max_conditioning: None,
 };
 
 /// SAM 2 (July 2024) at 256 px, one click on slice 0.
@@ -76,6 +82,7 @@ const SAM2_TINY_256: Variant = Variant {
     image_size: Some(256),
     variant: "sam2_hiera_t256",
     prompted: &[0, 6],
+    max_conditioning: None,
 };
 
 /// SAM 2.1 base+ at 256 px; the prompted slices lose the object.
@@ -86,6 +93,18 @@ const SAM2_1_BASE_PLUS_256: Variant = Variant {
     image_size: Some(256),
     variant: "sam2.1_hiera_b+256",
     prompted: &[3, 7],
+    max_conditioning: None,
+};
+
+/// SAM 2.1 tiny at 256 px, three prompted slices, the nearest two attended.
+const SAM2_1_TINY_256_CAP2: Variant = Variant {
+    name: "sam2.1_hiera_t-cap2",
+    cache: "sam2/tiny-256-cap2-v1",
+    checkpoint: "sam2.1_hiera_tiny_random.pt",
+    image_size: Some(256),
+    variant: "sam2.1_hiera_t256",
+    prompted: &[2, 6, 9],
+    max_conditioning: Some(2),
 };
 
 impl Variant {
@@ -261,7 +280,10 @@ fn check_propagation(v: &Variant) {
         .iter()
         .map(|&k| (k, prompt(&r, &format!("cond{k}"))))
         .collect();
-    let masks = Propagation::new(&model, &frames).run(&prompts).unwrap();
+    let masks = Propagation::new(&model, &frames)
+        .with_max_conditioning_frames(v.max_conditioning)
+        .run(&prompts)
+        .unwrap();
     let mut checked = 0;
     for (pass, k, logits) in &masks.sequence {
         let key = match pass {
@@ -295,6 +317,11 @@ fn medsam2_propagation_matches_the_official_video_predictor() {
 fn sam2_july_2024_from_one_click_on_slice_0_matches_the_official_code() {
     check_image_mode(&SAM2_TINY_256);
     check_propagation(&SAM2_TINY_256);
+}
+
+#[test]
+fn nearest_two_of_three_prompted_slices_match_the_official_code() {
+    check_propagation(&SAM2_1_TINY_256_CAP2);
 }
 
 #[test]

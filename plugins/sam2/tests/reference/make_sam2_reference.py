@@ -31,7 +31,11 @@ with one click on slice 0; `sam2.1_hiera_b+`, the base+ trunk (two heads,
 another background embedding) with its occlusion head biased so that the
 prompted slices lose the object and the tracked ones keep it.
 
-Usage: python make_sam2_reference.py OUT_DIR [sam2.1_hiera_t | medsam2 | sam2_hiera_t | sam2.1_hiera_b+]
+`sam2.1_hiera_t-cap2`: tiny at 256 pixels, slices 2, 6 and 9 of 12
+prompted, each tracked slice attending to the nearest two
+(`max_cond_frames_in_attn=2`).
+
+Usage: python make_sam2_reference.py OUT_DIR [sam2.1_hiera_t | medsam2 | sam2_hiera_t | sam2.1_hiera_b+ | sam2.1_hiera_t-cap2]
 """
 
 import os
@@ -91,6 +95,13 @@ VARIANTS = {
         config="configs/sam2.1/sam2.1_hiera_b+.yaml", overrides=small(256),
         checkpoint="sam2.1_hiera_base_plus_random.pt", frames=10,
         prompts={3: BOX_AND_CLICKS, 7: BOX_ONLY}, obj_bias=-0.1),
+    # SAM 2.1 tiny at 256 px, three prompted slices of which a tracked one
+    # attends to the nearest two (`max_cond_frames_in_attn=2`).
+    "sam2.1_hiera_t-cap2": dict(
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        overrides=small(256) + ["++model.max_cond_frames_in_attn=2"],
+        checkpoint="sam2.1_hiera_tiny_random.pt", frames=12,
+        prompts={2: BOX_AND_CLICKS, 6: BOX_ONLY, 9: ONE_CLICK}, obj_bias=1.0),
 }
 VARIANT = VARIANTS[sys.argv[2] if len(sys.argv) > 2 else "sam2.1_hiera_t"]
 CONFIG, OVERRIDES = VARIANT["config"], VARIANT["overrides"]
