@@ -10,6 +10,14 @@ use crate::hiera::Hiera;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// The wavelengths of a transformer's sine encoding over `n` features:
+/// `10000^(2 * (i // 2) / n)` (`dim_t` in both of SAM 2's sine encodings).
+pub(crate) fn sine_wavelengths(n: i64, device: Device) -> Tensor {
+    let exponents =
+        Tensor::arange(n, (Kind::Float, device)).floor_divide_scalar(2) * 2.0 / n as f64;
+    Tensor::from(10000f32).to_device(device).pow(&exponents)
+}
+
 /// The 2D sine position encoding of DETR (`PositionEmbeddingSine`,
 /// normalised, temperature 10000): `(1, C, H, W)` for an `H x W` grid.
 pub fn sine_position_encoding(channels: i64, h: i64, w: i64, device: Device) -> Tensor {
@@ -25,8 +33,7 @@ pub fn sine_position_encoding(channels: i64, h: i64, w: i64, device: Device) -> 
         .expand([h, w], false);
     let y = &y / (h as f64 + eps) * scale;
     let x = &x / (w as f64 + eps) * scale;
-    let dim_t = Tensor::arange(half, opts).floor_divide_scalar(2) * 2.0 / half as f64;
-    let dim_t = Tensor::from(10000f32).to_device(device).pow(&dim_t);
+    let dim_t = sine_wavelengths(half, device);
     let encode = |pos: &Tensor| -> Tensor {
         let p = pos.unsqueeze(-1) / &dim_t;
         let sin = p.slice(-1, 0, None, 2).sin();

@@ -7,7 +7,9 @@
 //! the memory, multimask tracking, fixed "no object" pointer).
 
 use crate::config::{Release, Sam2Config, HIDDEN_DIM, MEM_DIM, NO_OBJ_SCORE};
-use crate::image_encoder::{sine_position_encoding, BackboneFeatures, ImageEncoder};
+use crate::image_encoder::{
+    sine_position_encoding, sine_wavelengths, BackboneFeatures, ImageEncoder,
+};
 use crate::mask_decoder::MaskDecoder;
 use crate::memory_attention::MemoryAttention;
 use crate::memory_encoder::{Memory, MemoryEncoder};
@@ -287,11 +289,7 @@ impl Sam2 {
             .to_device(device)
             .to_kind(Kind::Float)
             / max_offset as f64;
-        let half = HIDDEN_DIM / 2;
-        let dim_t =
-            Tensor::arange(half, (Kind::Float, device)).floor_divide_scalar(2) * 2.0 / half as f64;
-        let dim_t = Tensor::from(10000f32).to_device(device).pow(&dim_t);
-        let p = pos.unsqueeze(-1) / dim_t;
+        let p = pos.unsqueeze(-1) / sine_wavelengths(HIDDEN_DIM / 2, device);
         proj.forward(&Tensor::cat(&[p.sin(), p.cos()], -1))
     }
 

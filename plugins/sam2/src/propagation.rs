@@ -4,16 +4,16 @@
 //! frames; each prompted slice is a conditioning frame, segmented from its
 //! prompts alone; then masks are tracked forward from the first prompted
 //! slice to the last slice and backward from it to the first, every frame
-//! attending to the conditioning frames, to the memories of the six
-//! frames before it in the direction of travel, and to up to 16 object
-//! pointers.
+//! attending to the conditioning frames (memories and object pointers), to
+//! the memories of the six frames before it in the direction of travel, and
+//! to the object pointers of up to 15 frames before it.
 //!
 //! Details kept from the official code: conditioning frames are encoded
 //! into memory from their (hole-filled) low-resolution mask upsampled and
 //! binarised (here right after they are segmented, while their features
 //! are at hand; the official code re-encodes the image when propagation
-//! starts, with the same result for one object); tracked frames from their sigmoid mask; memories are stored
-//! in bfloat16; object pointers of conditioning frames are only used by
+//! starts, with the same result for one object); tracked frames from their
+//! sigmoid mask; memories are stored in bfloat16; object pointers of conditioning frames are only used by
 //! frames after them in the direction of travel; holes of up to
 //! `fill_hole_area` pixels are filled in every stored mask.
 
@@ -37,7 +37,7 @@ type Frameset<'a> = Vec<(usize, &'a FrameState)>;
 #[derive(Debug)]
 struct FrameState {
     /// Memory features (rounded to bfloat16) and position encoding.
-    memory: Option<Memory>,
+    memory: Memory,
     /// Low-resolution logits `(1, 1, S/4, S/4)` after hole filling.
     pred_masks: Tensor,
     obj_ptr: Tensor,
@@ -221,7 +221,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         let memory =
             model.encode_memory(&feats.vision, &upsampled, &heads.object_score_logits, true);
         Ok(FrameState {
-            memory: Some(stored(memory)),
+            memory: stored(memory),
             pred_masks,
             obj_ptr: heads.obj_ptr,
         })
@@ -252,7 +252,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
             false,
         );
         let state = FrameState {
-            memory: Some(stored(memory)),
+            memory: stored(memory),
             pred_masks: fill_holes(&heads.low_res, fill),
             obj_ptr: heads.obj_ptr,
         };
@@ -315,7 +315,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
         let mut tokens = vec![];
         let mut positions = vec![];
         let mut push = |state: &FrameState, t_pos: i64| {
-            let memory = state.memory.as_ref().expect("memory encoded");
+            let memory = &state.memory;
             tokens.push(memory.features.flatten(2, 3).permute([0, 2, 1]));
             positions.push(
                 memory.pos.flatten(2, 3).permute([0, 2, 1]) + model.memory_time_encoding(t_pos),
