@@ -2,8 +2,9 @@
 //! binary: cases are resampled to the working spacing, the network learns
 //! the training split's ground truth (`targets = "ground-truth"`), test
 //! predictions come back on each case's own grid and are scored there,
-//! the model file records the spacing and the bias correction so `clisc
-//! infer` preprocesses the same way, and a run whose stderr is not a
+//! the model file records the spacing, the bias correction and the
+//! border refinement so `clisc infer` prepares volumes and refines
+//! predictions the same way, and a run whose stderr is not a
 //! terminal logs progress lines.
 use clisc_tests::{infer_nifti, summary, write_tiny_dataset};
 use std::path::Path;
@@ -11,7 +12,9 @@ use std::process::Command;
 
 const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
-fn pipeline(spacing: &str, bias_correction: &str) -> String {
+/// A supervised pipeline with these `[dataset]` values; `extra` is more
+/// `[dataset]` lines.
+fn pipeline(spacing: &str, bias_correction: &str, extra: &str) -> String {
     format!(
         r#"
 [run]
@@ -26,6 +29,7 @@ modalities = ["flair"]
 split = {{ ratios = [4.0, 1.0, 2.0], seed = 3 }}
 spacing = {spacing}
 bias_correction = {bias_correction}
+{extra}
 
 [stages.volumetric_segmenter]
 plugin = "unet3d"
@@ -60,7 +64,12 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     // (the brain's box, a little smaller).
     write_tiny_dataset(&root.join("data"), 7, [40, 40, 24]);
     let config = root.join("pipeline.toml");
-    std::fs::write(&config, pipeline("[2.0, 2.0, 2.0]", "\"polynomial\"")).unwrap();
+    let refine = "refine_boundary_mm = 3.0";
+    std::fs::write(
+        &config,
+        pipeline("[2.0, 2.0, 2.0]", "\"polynomial\"", refine),
+    )
+    .unwrap();
     let log = run_logging_progress(&config);
 
     // Progress lines on a non-terminal stderr: every training update with
@@ -94,6 +103,7 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
     assert_eq!(s["supervised"], true);
     assert_eq!(s["working_spacing"], serde_json::json!([2.0, 2.0, 2.0]));
     assert_eq!(s["bias_correction"], "polynomial");
+    assert_eq!(s["refine_boundary_mm"], 3.0);
     // No pseudo-labelling stage ran.
     assert!(s["pseudo_masks"].as_array().unwrap().is_empty());
     assert!(!work.join("01-pseudo-labels").exists());
@@ -124,14 +134,19 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
         assert_eq!(grid_of(p), grid_of(&flair), "{}", p.display());
     }
 
-    // The model carries the spacing and the bias correction; `clisc infer`
-    // preprocesses the same way and writes on the input's grid.
+    // The model carries the spacing, the bias correction and the border
+    // refinement; `clisc infer` prepares the input and refines the
+    // prediction the same way and writes on the input's grid.
     let model = work.join("05-network-1/model.ckpt");
     let meta = clisc_inference::model_file::read_metadata(&model).unwrap();
     assert_eq!(meta.get("clisc.spacing").map(String::as_str), Some("2,2,2"));
     assert_eq!(
         meta.get("clisc.bias_correction").map(String::as_str),
         Some("polynomial")
+    );
+    assert_eq!(
+        meta.get("clisc.refine_boundary_mm").map(String::as_str),
+        Some("3")
     );
     let id = predictions[0]
         .file_name()
@@ -150,12 +165,12 @@ fn supervised_run_at_a_working_spacing_scores_and_writes_on_the_original_grid() 
 
 /// The stderr of `clisc check` on a pipeline with these `[dataset]`
 /// values, which must fail.
-fn check_fails(spacing: &str, bias_correction: &str) -> String {
+fn check_fails(spacing: &str, bias_correction: &str, extra: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     std::fs::create_dir_all(root.join("data")).unwrap();
     let config = root.join("pipeline.toml");
-    std::fs::write(&config, pipeline(spacing, bias_correction)).unwrap();
+    std::fs::write(&config, pipeline(spacing, bias_correction, extra)).unwrap();
     let out = Command::new(CLI)
         .args(["check", config.to_str().unwrap()])
         .output()
@@ -166,7 +181,7 @@ fn check_fails(spacing: &str, bias_correction: &str) -> String {
 
 #[test]
 fn a_bad_spacing_names_the_file_the_field_and_what_is_expected() {
-    let err = check_fails("[2.0, -1.0, 2.0]", "\"none\"");
+    let err = check_fails("[2.0, -1.0, 2.0]", "\"none\"", "");
     assert!(
         err.contains("pipeline.toml") && err.contains("spacing") && err.contains("\"auto\""),
         "{err}"
@@ -175,12 +190,23 @@ fn a_bad_spacing_names_the_file_the_field_and_what_is_expected() {
 
 #[test]
 fn a_bad_bias_correction_names_the_file_the_field_and_what_is_expected() {
-    let err = check_fails("\"native\"", "\"n4\"");
+    let err = check_fails("\"native\"", "\"n4\"", "");
     assert!(
         err.contains("pipeline.toml")
             && err.contains("n4")
             && err.contains("`none`")
             && err.contains("`polynomial`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_refine_boundary_names_the_file_the_field_and_what_is_expected() {
+    let err = check_fails("\"native\"", "\"none\"", "refine_boundary_mm = -2.0");
+    assert!(
+        err.contains("pipeline.toml")
+            && err.contains("refine_boundary_mm = -2.0")
+            && err.contains("positive number of millimetres"),
         "{err}"
     );
 }

@@ -6,8 +6,8 @@
 //! length, a JSON header whose `__metadata__` map holds strings, then the
 //! tensor data). A plugin's `VolumetricSegmenter::save` writes
 //! [`PLUGIN_KEY`], [`PLUGIN_VERSION_KEY`] and [`SETTINGS_KEY`]; the host
-//! adds [`SPACING_KEY`] and [`BIAS_CORRECTION_KEY`] after a pipeline
-//! trained the network. Every value is a string.
+//! adds [`SPACING_KEY`], [`BIAS_CORRECTION_KEY`] and
+//! [`REFINE_BOUNDARY_KEY`] after a pipeline trained the network. Every value is a string.
 //!
 //! A plugin whose `save` writes some other file (a TorchScript archive, a
 //! process plugin's own format) need not know any of this: the host wraps
@@ -33,6 +33,12 @@ pub const SPACING_KEY: &str = "clisc.spacing";
 /// The `[dataset] bias_correction` the training cases had (`"polynomial"`);
 /// absent means none.
 pub const BIAS_CORRECTION_KEY: &str = "clisc.bias_correction";
+
+/// The `[dataset] refine_boundary_mm` of the pipeline that trained the
+/// network: the width in millimetres of the band in which predictions are
+/// re-decided from FLAIR intensity on the input's own grid (a decimal
+/// number such as `"4"`); absent means not refined.
+pub const REFINE_BOUNDARY_KEY: &str = "clisc.refine_boundary_mm";
 
 /// The tensor of a wrapped model file that holds, byte for byte, the file
 /// the plugin's `save` wrote.

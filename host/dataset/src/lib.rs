@@ -86,6 +86,12 @@ pub struct DatasetLayout {
     pub spacing: TargetSpacing,
     /// Bias-field correction before normalisation.
     pub bias_correction: BiasCorrection,
+    /// Width in millimetres of the band around a prediction's border in
+    /// which each voxel is re-decided from the raw FLAIR on the case's own
+    /// grid ([`clisc_imaging::refine`]); `None`: predictions are only
+    /// resampled back.
+    #[serde(deserialize_with = "positive_millimetres")]
+    pub refine_boundary_mm: Option<f64>,
 }
 
 impl Default for DatasetLayout {
@@ -98,6 +104,7 @@ impl Default for DatasetLayout {
             split: SplitConfig::default(),
             spacing: TargetSpacing::Native,
             bias_correction: BiasCorrection::None,
+            refine_boundary_mm: None,
         }
     }
 }
@@ -134,6 +141,22 @@ impl BiasCorrection {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == text)
     }
+}
+
+/// Reads `refine_boundary_mm`: a positive number of millimetres.
+fn positive_millimetres<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    let mm = match &value {
+        toml::Value::Float(f) => *f,
+        toml::Value::Integer(i) => *i as f64,
+        _ => f64::NAN,
+    };
+    if mm.is_finite() && mm > 0.0 {
+        return Ok(Some(mm));
+    }
+    Err(serde::de::Error::custom(format!(
+        "refine_boundary_mm = {value}: expected a positive number of millimetres such as 4.0 (leave it out to not refine)"
+    )))
 }
 
 /// `[dataset] spacing`: the voxel size every case is resampled to before
@@ -803,6 +826,23 @@ mod tests {
             e.contains("n4") && e.contains("none") && e.contains("polynomial"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn refine_boundary_takes_positive_millimetres_only() {
+        let layout = |line: &str| {
+            let table: toml::Table = toml::from_str(&format!("root = \"x\"\n{line}")).unwrap();
+            DatasetLayout::from_table(&table).map(|l| l.refine_boundary_mm)
+        };
+        assert_eq!(layout("").unwrap(), None);
+        assert_eq!(layout("refine_boundary_mm = 4").unwrap(), Some(4.0));
+        assert_eq!(layout("refine_boundary_mm = 2.5").unwrap(), Some(2.5));
+        for bad in ["0", "-1.0", "nan", "\"4mm\""] {
+            let e = layout(&format!("refine_boundary_mm = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refine_boundary_mm"), "{bad}: {e}");
+        }
     }
 
     #[test]

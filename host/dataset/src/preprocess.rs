@@ -318,6 +318,60 @@ impl Geometry {
         })
     }
 
+    /// Labels on the crop box (such as [`Geometry::probability_to_cropped`]
+    /// gives) with their border re-decided voxel by voxel from `flair`, the
+    /// raw FLAIR of the whole original grid, within `band_mm` millimetres
+    /// ([`clisc_imaging::refine`]; the brain is the FLAIR's nonzero voxels,
+    /// as for the crop). Labels the refinement cannot judge (too thin, not
+    /// brighter than their surroundings) come back as they are, with an
+    /// info line naming case `id` and the reason.
+    pub fn refine_on_crop_box(
+        &self,
+        id: &str,
+        labels: LabelVolume,
+        flair: &[f32],
+        band_mm: f64,
+    ) -> Result<LabelVolume, PluginError> {
+        let grid = self.crop.cropped_grid();
+        if labels.grid.shape != grid.shape {
+            return Err(PluginError::input(format!(
+                "labels: grid {:?} is not the crop box {:?}",
+                labels.grid.shape, grid.shape
+            )));
+        }
+        self.crop.original.check_len(flair.len(), "flair")?;
+        if !(band_mm.is_finite() && band_mm > 0.0) {
+            return Err(PluginError::config(format!(
+                "refine_boundary_mm = {band_mm}: expected a positive number of millimetres"
+            )));
+        }
+        let flair: Vec<f32> = self
+            .crop
+            .crop_values(flair)
+            .into_iter()
+            .map(|v| if v.is_nan() { 0.0 } else { v })
+            .collect();
+        let brain: Vec<u8> = flair.iter().map(|&v| u8::from(v != 0.0)).collect();
+        let refined = clisc_imaging::refine::refine_boundary(
+            &labels.data,
+            &flair,
+            &brain,
+            grid.dims(),
+            grid.spacing,
+            band_mm,
+        );
+        match refined {
+            Ok(r) => Ok(LabelVolume {
+                grid: labels.grid,
+                data: r.mask.into(),
+            }),
+            Err(reason) => {
+                tracing::info!("case {id}: border not refined: {reason}");
+                Ok(labels)
+            }
+        }
+    }
+
     /// A prediction's probabilities on the working grid as binary labels
     /// on the whole original grid (see [`Geometry::probability_to_cropped`]).
     pub fn restore_probability(
@@ -758,6 +812,44 @@ mod tests {
         let d = clisc_imaging::overlap::dice(&back.data, &ball.data);
         assert!(d > 0.9, "round-trip Dice {d}");
         assert!(g.restore(&ball).is_err());
+    }
+
+    #[test]
+    fn the_border_is_refined_from_the_raw_flair_on_the_crop_box() {
+        // A bright 9 mm ball and a prediction of it 2 mm too small.
+        let (mut raw, ball, _) = ball_in_a_brain(9.0);
+        for (v, &b) in raw.channels[0].data.iter_mut().zip(ball.data.iter()) {
+            if b != 0 {
+                *v = 10.0;
+            }
+        }
+        let g = preprocess("c", &raw, &PreprocessOptions::default())
+            .unwrap()
+            .geometry;
+        let truth = g.crop.crop_labels(&ball).unwrap();
+        let small = ball_in_a_brain(7.0).1;
+        let predicted = g.crop.crop_labels(&small).unwrap();
+        let flair = &raw.channels[0].data;
+        let refined = g
+            .refine_on_crop_box("c", predicted.clone(), flair, 4.0)
+            .unwrap();
+        let dice = |l: &LabelVolume| clisc_imaging::overlap::dice(&l.data, &truth.data);
+        assert_eq!(refined.grid, truth.grid);
+        assert!(
+            dice(&predicted) < 0.85 && dice(&refined) > 0.99,
+            "Dice {} -> {}",
+            dice(&predicted),
+            dice(&refined)
+        );
+        // A dark FLAIR says nothing about the border: labels unchanged.
+        let flat = vec![1.0f32; flair.len()];
+        let kept = g.refine_on_crop_box("c", predicted.clone(), &flat, 4.0);
+        assert_eq!(kept.unwrap(), predicted);
+        assert!(g.refine_on_crop_box("c", ball.clone(), flair, 4.0).is_err());
+        assert!(g
+            .refine_on_crop_box("c", predicted.clone(), &flair[1..], 4.0)
+            .is_err());
+        assert!(g.refine_on_crop_box("c", predicted, flair, 0.0).is_err());
     }
 
     #[test]

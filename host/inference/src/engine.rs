@@ -4,18 +4,19 @@
 //! A model file is self-describing: its metadata names the plugin
 //! (`clisc.plugin`), the settings it was trained with (`clisc.settings`,
 //! TOML), and what the host did to the training cases before the stages
-//! saw them ([`model_file::SPACING_KEY`], [`model_file::BIAS_CORRECTION_KEY`]).
+//! saw them and to its predictions after ([`model_file::Preprocessing`]).
 //! [`Segmenter::load`] rebuilds that stage through the registry it is
 //! given (so an external plugin is found on the same plugin path as in
 //! `clisc run`), loads the weights, and [`Segmenter::segment`] repeats the
 //! training preprocessing on each new volume before putting the labels
-//! back on the volume's own grid.
+//! back on the volume's own grid (refining their border there when the
+//! training pipeline did).
 
 use crate::model_file;
+use crate::model_file::Preprocessing;
 use abi_stable::std_types::RResult;
 use anyhow::{anyhow, bail, Context};
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
-use clisc_dataset::BiasCorrection;
 use clisc_registry::standalone::{apply_overrides, StageRequest, StandaloneStage};
 use clisc_registry::Registry;
 use clisc_sdk::{LabelVolume, StageKind, StageObject, Volume};
@@ -63,10 +64,9 @@ pub struct Segmenter {
     stage: StandaloneStage,
     /// Holds the payload of a wrapped model file while the stage lives.
     _scratch: tempfile::TempDir,
-    /// The voxel size the network was trained at, when it was resampled.
-    spacing: Option<[f64; 3]>,
-    /// The bias correction the training cases had.
-    bias_correction: BiasCorrection,
+    /// How its training cases were prepared and its predictions brought
+    /// back.
+    preprocessing: Preprocessing,
 }
 
 impl Segmenter {
@@ -110,18 +110,18 @@ impl Segmenter {
         Ok(Self {
             stage,
             _scratch: scratch,
-            spacing: model_file::spacing(model)?,
-            bias_correction: model_file::bias_correction(model)?,
+            preprocessing: model_file::preprocessing(model)?,
         })
     }
 
     /// Segments one FLAIR volume (case `id`): the training preprocessing,
     /// the network's foreground probabilities, and the labels put back on
-    /// `flair`'s own grid from them, as a pipeline run does.
+    /// `flair`'s own grid from them (border refined from `flair` with the
+    /// model's `refine_boundary_mm`), as a pipeline run does.
     pub fn segment(&mut self, id: &str, flair: &Volume) -> anyhow::Result<LabelVolume> {
         let options = PreprocessOptions {
-            spacing: self.spacing,
-            bias_correction: self.bias_correction,
+            spacing: self.preprocessing.spacing,
+            bias_correction: self.preprocessing.bias_correction,
             ..PreprocessOptions::default()
         };
         let pre = preprocess(id, flair, &options).map_err(|e| anyhow!("preprocessing: {e}"))?;
@@ -132,9 +132,19 @@ impl Segmenter {
             RResult::ROk(p) => p,
             RResult::RErr(e) => bail!("predicting: {e}"),
         };
-        pre.geometry
-            .restore_probability(&probability)
-            .map_err(|e| anyhow!("returning the labels to the input grid: {e}"))
+        let back = |e| anyhow!("returning the labels to the input grid: {e}");
+        let mut on_box = pre
+            .geometry
+            .probability_to_cropped(&probability)
+            .map_err(back)?;
+        if let Some(mm) = self.preprocessing.refine_boundary_mm {
+            let flair = flair.require_channel("flair").map_err(back)?;
+            on_box = pre
+                .geometry
+                .refine_on_crop_box(id, on_box, flair, mm)
+                .map_err(back)?;
+        }
+        pre.geometry.crop.uncrop(&on_box).map_err(back)
     }
 }
 

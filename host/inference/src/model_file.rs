@@ -18,7 +18,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use clisc_sdk::model_file::{
-    BIAS_CORRECTION_KEY, PAYLOAD_TENSOR, PLUGIN_KEY, PLUGIN_VERSION_KEY, SETTINGS_KEY, SPACING_KEY,
+    BIAS_CORRECTION_KEY, PAYLOAD_TENSOR, PLUGIN_KEY, PLUGIN_VERSION_KEY, REFINE_BOUNDARY_KEY,
+    SETTINGS_KEY, SPACING_KEY,
 };
 
 /// A model file that cannot be read or rewritten, naming the file.
@@ -221,21 +222,50 @@ pub fn ensure_model_file(
     })
 }
 
-/// Records in a model file how new volumes are to be prepared for it: the
-/// working spacing it was trained at (none: each volume's own) and the
-/// bias correction of its training data.
+/// How new volumes are prepared for a network and its predictions
+/// brought back to their grid: what a model file records besides its
+/// weights, from the `[dataset]` table of the pipeline that trained it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Preprocessing {
+    /// The working spacing it was trained at (`None`: each volume's own).
+    pub spacing: Option<[f64; 3]>,
+    /// The bias correction of its training data.
+    pub bias_correction: BiasCorrection,
+    /// The band (mm) in which predictions are re-decided from the FLAIR on
+    /// the volume's own grid (`None`: not refined).
+    pub refine_boundary_mm: Option<f64>,
+}
+
+/// Records `preprocessing` in a model file (settings at their defaults
+/// are left out).
 pub fn record_preprocessing(
     path: &Path,
-    spacing: Option<[f64; 3]>,
-    bias_correction: BiasCorrection,
+    preprocessing: &Preprocessing,
 ) -> Result<(), ModelFileError> {
-    if let Some(mm) = spacing {
+    if let Some(mm) = preprocessing.spacing {
         set_metadata(path, SPACING_KEY, &spacing_text(mm))?;
     }
-    if bias_correction != BiasCorrection::None {
-        set_metadata(path, BIAS_CORRECTION_KEY, bias_correction.as_str())?;
+    if preprocessing.bias_correction != BiasCorrection::None {
+        set_metadata(
+            path,
+            BIAS_CORRECTION_KEY,
+            preprocessing.bias_correction.as_str(),
+        )?;
+    }
+    if let Some(mm) = preprocessing.refine_boundary_mm {
+        set_metadata(path, REFINE_BOUNDARY_KEY, &mm.to_string())?;
     }
     Ok(())
+}
+
+/// The preprocessing a model file records (defaults for what it leaves
+/// out).
+pub fn preprocessing(path: &Path) -> Result<Preprocessing, ModelFileError> {
+    Ok(Preprocessing {
+        spacing: spacing(path)?,
+        bias_correction: bias_correction(path)?,
+        refine_boundary_mm: refine_boundary_mm(path)?,
+    })
 }
 
 /// Where the payload of a wrapped model file lies (byte range in the
@@ -342,6 +372,28 @@ pub fn bias_correction(path: &Path) -> Result<BiasCorrection, ModelFileError> {
             )
         }),
     }
+}
+
+/// The boundary refinement band stored in a model file, if any.
+pub fn refine_boundary_mm(path: &Path) -> Result<Option<f64>, ModelFileError> {
+    let Some(text) = read_metadata(path)?.remove(REFINE_BOUNDARY_KEY) else {
+        return Ok(None);
+    };
+    parse_millimetres(&text).map(Some).ok_or_else(|| {
+        ModelFileError::new(
+            path,
+            format!("`{REFINE_BOUNDARY_KEY}` = {text:?} is not a positive number of millimetres"),
+        )
+    })
+}
+
+/// A positive number of millimetres written as a decimal (as
+/// [`REFINE_BOUNDARY_KEY`] stores it).
+pub fn parse_millimetres(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|mm| mm.is_finite() && *mm > 0.0)
 }
 
 /// `"x,y,z"`, as [`spacing`] reads it back.
@@ -454,6 +506,26 @@ mod tests {
             e.contains("model.ckpt")
                 && e.contains("clisc.bias_correction")
                 && e.contains("polynomial"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn preprocessing_round_trips_and_a_bad_band_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = model(dir.path());
+        assert_eq!(preprocessing(&path).unwrap(), Preprocessing::default());
+        let recorded = Preprocessing {
+            spacing: Some([2.5, 2.5, 2.0]),
+            bias_correction: BiasCorrection::Polynomial,
+            refine_boundary_mm: Some(4.0),
+        };
+        record_preprocessing(&path, &recorded).unwrap();
+        assert_eq!(preprocessing(&path).unwrap(), recorded);
+        set_metadata(&path, REFINE_BOUNDARY_KEY, "-1").unwrap();
+        let e = preprocessing(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("model.ckpt") && e.contains("clisc.refine_boundary_mm"),
             "{e}"
         );
     }

@@ -82,102 +82,6 @@ pub fn dice(pred: &[u8], reference: &[u8]) -> f64 {
     clisc_imaging::overlap::dice(pred, reference)
 }
 
-/// Squared-distance 1D transform (Felzenszwalb–Huttenlocher lower envelope)
-/// of `f` (0 at features, +inf elsewhere, or squared distances from a
-/// previous pass) with sample spacing `s`; result written to `out`.
-fn edt_1d(f: &[f64], s: f64, out: &mut [f64], v: &mut Vec<usize>, z: &mut Vec<f64>) {
-    let n = f.len();
-    v.clear();
-    z.clear();
-    let s2 = s * s;
-    for q in 0..n {
-        if !f[q].is_finite() {
-            continue;
-        }
-        // Parabola of q: (x - q)^2 s^2 + f[q].
-        loop {
-            match v.last() {
-                None => {
-                    v.push(q);
-                    z.push(f64::NEG_INFINITY);
-                    break;
-                }
-                Some(&p) => {
-                    let x = ((f[q] + s2 * (q * q) as f64) - (f[p] + s2 * (p * p) as f64))
-                        / (2.0 * s2 * (q - p) as f64);
-                    if x <= *z.last().expect("z follows v") {
-                        v.pop();
-                        z.pop();
-                    } else {
-                        v.push(q);
-                        z.push(x);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if v.is_empty() {
-        out.iter_mut().for_each(|o| *o = f64::INFINITY);
-        return;
-    }
-    let mut k = 0;
-    for (q, o) in out.iter_mut().enumerate() {
-        while k + 1 < v.len() && z[k + 1] < q as f64 {
-            k += 1;
-        }
-        let p = v[k];
-        let d = q as f64 - p as f64;
-        *o = d * d * s2 + f[p];
-    }
-}
-
-/// Exact squared Euclidean distance (mm²) from every voxel of a box of
-/// `dims` to the nearest `feature` voxel, with voxel `spacing`.
-pub(crate) fn squared_edt(feature: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
-    let [nx, ny, nz] = dims;
-    let mut d: Vec<f64> = feature
-        .iter()
-        .map(|&b| if b { 0.0 } else { f64::INFINITY })
-        .collect();
-    let (mut v, mut z) = (Vec::new(), Vec::new());
-    let mut line = Vec::new();
-    let mut out = Vec::new();
-    // x lines (contiguous).
-    for start in (0..d.len()).step_by(nx.max(1)) {
-        line.clear();
-        line.extend_from_slice(&d[start..start + nx]);
-        out.resize(nx, 0.0);
-        edt_1d(&line, spacing[0], &mut out, &mut v, &mut z);
-        d[start..start + nx].copy_from_slice(&out);
-    }
-    // y lines.
-    out.resize(ny, 0.0);
-    for zz in 0..nz {
-        for x in 0..nx {
-            line.clear();
-            line.extend((0..ny).map(|y| d[x + nx * (y + ny * zz)]));
-            edt_1d(&line, spacing[1], &mut out, &mut v, &mut z);
-            for y in 0..ny {
-                d[x + nx * (y + ny * zz)] = out[y];
-            }
-        }
-    }
-    // z lines.
-    out.resize(nz, 0.0);
-    for y in 0..ny {
-        for x in 0..nx {
-            line.clear();
-            line.extend((0..nz).map(|zz| d[x + nx * (y + ny * zz)]));
-            edt_1d(&line, spacing[2], &mut out, &mut v, &mut z);
-            for zz in 0..nz {
-                d[x + nx * (y + ny * zz)] = out[zz];
-            }
-        }
-    }
-    d
-}
-
 /// Surface voxels: set voxels with at least one unset (or outside) face
 /// neighbour — MedPy's `mask ^ binary_erosion(mask, 6-connectivity)`.
 fn surface(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
@@ -255,7 +159,7 @@ pub fn hd95(pred: &[u8], reference: &[u8], dims: [usize; 3], spacing: [f64; 3]) 
     let sp = surface(&extract(pred), bd);
     let sr = surface(&extract(reference), bd);
     let directed = |from: &[bool], to: &[bool]| -> Vec<f64> {
-        let dt = squared_edt(to, bd, spacing);
+        let dt = clisc_imaging::distance::squared_edt(to, bd, spacing);
         from.iter()
             .zip(&dt)
             .filter(|(&f, _)| f)

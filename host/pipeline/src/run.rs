@@ -111,7 +111,9 @@ impl<'a> Runner<'a> {
         }
         let mut summary = RunSummary::new(pipeline);
         summary.working_spacing = cases.values().find_map(|c| c.working_spacing);
-        summary.bias_correction = super::prepare::layout(pipeline)?.bias_correction;
+        let layout = super::prepare::layout(pipeline)?;
+        summary.bias_correction = layout.bias_correction;
+        summary.refine_boundary_mm = layout.refine_boundary_mm;
         let split_ids = [Split::Train, Split::Valid, Split::Test]
             .into_iter()
             .map(|s| (s, ids_in(&cases, s)))
@@ -712,16 +714,19 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Writes the working spacing and the bias correction into a saved
-    /// model, so `clisc infer` preprocesses new volumes as the network saw
-    /// its training cases. A model file that cannot take them gets a
-    /// warning.
+    /// Writes how the cases were prepared and predictions brought back
+    /// (working spacing, bias correction, boundary refinement) into a saved
+    /// model, so `clisc infer` treats new volumes as the pipeline treated
+    /// its cases. A model file that cannot take them gets a warning.
     fn record_preprocessing(&self, model: &Path) -> anyhow::Result<()> {
-        let (spacing, bias) = (self.summary.working_spacing, self.summary.bias_correction);
-        if let Err(e) = clisc_inference::model_file::record_preprocessing(model, spacing, bias) {
+        let preprocessing = clisc_inference::model_file::Preprocessing {
+            spacing: self.summary.working_spacing,
+            bias_correction: self.summary.bias_correction,
+            refine_boundary_mm: self.summary.refine_boundary_mm,
+        };
+        if let Err(e) = clisc_inference::model_file::record_preprocessing(model, &preprocessing) {
             tracing::warn!(
-                "the network was trained with working spacing {spacing:?} and bias correction {} but its model file cannot record them ({e:#}); `clisc infer` with it will not preprocess alike",
-                bias.as_str()
+                "the network's model file cannot record how its cases were prepared ({preprocessing:?}): {e:#}; `clisc infer` with it will not prepare new volumes alike"
             );
         }
         Ok(())
@@ -998,6 +1003,7 @@ impl<'a> Runner<'a> {
             std::fs::create_dir_all(&out_dir)?;
             let mut net = None;
             let mut preds = BTreeMap::new();
+            let refine = self.summary.refine_boundary_mm;
             for (i, id) in test.iter().enumerate() {
                 let path = case_file(&out_dir, id, "");
                 let case = self.case(id);
@@ -1013,7 +1019,7 @@ impl<'a> Runner<'a> {
                         net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
                     }
                     let net = net.as_mut().expect("loaded");
-                    write_prediction(net, case, &path, &working_path)?
+                    write_prediction(net, case, refine, &path, &working_path)?
                 };
                 self.factory.bars.update(
                     &format!("predict ({name})"),
@@ -1050,8 +1056,9 @@ impl<'a> Runner<'a> {
 
 /// The fingerprint of the data every step starts from: the training and
 /// test case ids (comma-separated) and, when they are not the defaults,
-/// the `[dataset] spacing` the cases are resampled to and their
-/// `bias_correction`. Shared with the Slurm planner.
+/// the `[dataset] spacing` the cases are resampled to, their
+/// `bias_correction` and the `refine_boundary_mm` of their predictions.
+/// Shared with the Slurm planner.
 pub fn data_fingerprint(pipeline: &Pipeline, train: &str, test: &str) -> String {
     let mut parts = vec![train.to_string(), test.to_string()];
     let setting = |key: &str, default: &str| {
@@ -1065,6 +1072,7 @@ pub fn data_fingerprint(pipeline: &Pipeline, train: &str, test: &str) -> String 
     };
     parts.extend(setting("spacing", "\"native\""));
     parts.extend(setting("bias_correction", "\"none\""));
+    parts.extend(setting("refine_boundary_mm", ""));
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     fingerprint(&parts)
 }
@@ -1096,11 +1104,13 @@ pub fn step_fingerprint(factory: &StageFactory<'_>, step: Step, upstream: &[&str
 /// Predicts a test case and writes the prediction twice: on the working
 /// grid to `working_path` (what the report overlays) and on the raw
 /// FLAIR's grid and header to `path` (brought back from the network's
-/// probabilities, see [`clisc_dataset::preprocess::Geometry::probability_to_cropped`]).
+/// probabilities, see [`clisc_dataset::preprocess::Geometry::probability_to_cropped`],
+/// its border refined there from the raw FLAIR with `refine_boundary_mm`).
 /// Returns it on the crop box at the original spacing, where it is scored.
 fn write_prediction(
     net: &mut VolumetricSegmenterBox,
     case: &PreparedCase,
+    refine_boundary_mm: Option<f64>,
     path: &Path,
     working_path: &Path,
 ) -> anyhow::Result<LabelVolume> {
@@ -1113,10 +1123,23 @@ fn write_prediction(
         std::fs::create_dir_all(dir)?;
     }
     io::write_labels(working_path, &probability.labels())?;
-    let on_box = case
+    let mut on_box = case
         .geometry
         .probability_to_cropped(&probability)
         .map_err(|e| anyhow!("case {id}: {e}"))?;
+    if let Some(mm) = refine_boundary_mm {
+        let raw = clisc_nifti::read(&case.flair_path)
+            .with_context(|| format!("reading {}", case.flair_path.display()))?;
+        on_box = case
+            .geometry
+            .refine_on_crop_box(id, on_box, &raw.data, mm)
+            .map_err(|e| {
+                anyhow!(
+                    "case {id}: refining the border on {}: {e}",
+                    case.flair_path.display()
+                )
+            })?;
+    }
     let original = case
         .geometry
         .crop

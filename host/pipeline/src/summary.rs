@@ -288,6 +288,10 @@ pub struct RunSummary {
     /// The `[dataset] bias_correction` the cases had.
     #[serde(default)]
     pub bias_correction: clisc_dataset::BiasCorrection,
+    /// The `[dataset] refine_boundary_mm` test predictions were refined
+    /// with on each case's own grid.
+    #[serde(default)]
+    pub refine_boundary_mm: Option<f64>,
     /// How each network step chose its checkpoint, by step name.
     #[serde(default)]
     pub model_selection: BTreeMap<String, ModelSelectionRecord>,

@@ -8,9 +8,11 @@
 
 pub mod bias;
 pub mod components;
+pub mod distance;
 pub mod intensity;
 pub mod morphology;
 pub mod overlap;
+pub mod refine;
 pub mod resample;
 
 /// Size of a volume along x, y, z.

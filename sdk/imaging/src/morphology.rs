@@ -96,6 +96,47 @@ pub fn fill_holes_2d(mask: &[u8], width: usize, height: usize) -> Vec<u8> {
     outside.iter().map(|&o| u8::from(!o)).collect()
 }
 
+/// Fills background regions of a volume not connected (face
+/// connectivity) to the volume's border: SciPy's `binary_fill_holes`
+/// in 3D.
+pub fn fill_holes_3d(mask: &[u8], dims: Dims3) -> Vec<u8> {
+    let [nx, ny, nz] = dims;
+    assert_eq!(mask.len(), nx * ny * nz, "mask does not match dims");
+    let on_border = |x: usize, y: usize, z: usize| {
+        x == 0 || y == 0 || z == 0 || x + 1 == nx || y + 1 == ny || z + 1 == nz
+    };
+    let mut outside = vec![false; mask.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    for (i, &m) in mask.iter().enumerate() {
+        if m == 0 && on_border(i % nx, (i / nx) % ny, i / (nx * ny)) {
+            outside[i] = true;
+            stack.push(i);
+        }
+    }
+    let offsets = offsets_3d(Connectivity::Face);
+    while let Some(i) = stack.pop() {
+        let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+        for d in &offsets {
+            let (xx, yy, zz) = (x as isize + d[0], y as isize + d[1], z as isize + d[2]);
+            if xx < 0
+                || yy < 0
+                || zz < 0
+                || xx >= nx as isize
+                || yy >= ny as isize
+                || zz >= nz as isize
+            {
+                continue;
+            }
+            let j = xx as usize + nx * (yy as usize + ny * zz as usize);
+            if mask[j] == 0 && !outside[j] {
+                outside[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    outside.iter().map(|&o| u8::from(!o)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +173,34 @@ mod tests {
         let f = fill_holes_2d(&m, 4, 3);
         assert_eq!(f[5], 1);
         assert_eq!(f[3], 0);
+    }
+
+    #[test]
+    fn fills_enclosed_cavities_in_3d_only() {
+        let dims = [5, 5, 5];
+        let idx = |x: usize, y: usize, z: usize| x + 5 * (y + 5 * z);
+        // A hollow 3 x 3 x 3 shell with its centre empty, and a cup open
+        // to the border at x = 4.
+        let mut m = vec![0u8; 125];
+        for z in 0..3 {
+            for y in 0..3 {
+                for x in 0..3 {
+                    m[idx(x, y, z)] = u8::from((x, y, z) != (1, 1, 1));
+                }
+            }
+        }
+        for z in 1..4 {
+            for y in 1..4 {
+                m[idx(3, y, z)] |= 1;
+            }
+        }
+        let f = fill_holes_3d(&m, dims);
+        assert_eq!(f[idx(1, 1, 1)], 1, "the enclosed centre is filled");
+        assert_eq!(f[idx(4, 2, 2)], 0, "border background stays");
+        assert_eq!(f[idx(4, 4, 4)], 0);
+        assert_eq!(
+            f.iter().map(|&v| v as usize).sum::<usize>(),
+            m.iter().map(|&v| v as usize).sum::<usize>() + 1
+        );
     }
 }

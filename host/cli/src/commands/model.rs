@@ -51,6 +51,11 @@ pub struct WrapArgs {
     /// data: `none` or `polynomial`.
     #[arg(long, default_value = "none", value_parser = parse_bias_correction)]
     pub bias_correction: BiasCorrection,
+    /// Width in mm of the band around each prediction's border that is
+    /// re-decided from the FLAIR on the volume's own grid (default: not
+    /// refined), as `[dataset] refine_boundary_mm` in a pipeline.
+    #[arg(long, value_parser = parse_millimetres)]
+    pub refine_boundary_mm: Option<f64>,
     /// The model file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -66,6 +71,11 @@ pub struct InfoArgs {
 fn parse_spacing(text: &str) -> Result<[f64; 3], String> {
     model_file::parse_spacing(text)
         .ok_or_else(|| format!("`{text}` is not three positive millimetre values x,y,z"))
+}
+
+fn parse_millimetres(text: &str) -> Result<f64, String> {
+    model_file::parse_millimetres(text)
+        .ok_or_else(|| format!("`{text}` is not a positive number of millimetres"))
 }
 
 fn parse_bias_correction(text: &str) -> Result<BiasCorrection, String> {
@@ -112,7 +122,12 @@ fn wrap(args: &WrapArgs) -> anyhow::Result<()> {
             bail!("plugin `{}` could not save the model: {e}", args.plugin);
         }
         model_file::ensure_model_file(&partial, &args.plugin, &version, &settings)?;
-        model_file::record_preprocessing(&partial, args.spacing, args.bias_correction)?;
+        let preprocessing = model_file::Preprocessing {
+            spacing: args.spacing,
+            bias_correction: args.bias_correction,
+            refine_boundary_mm: args.refine_boundary_mm,
+        };
+        model_file::record_preprocessing(&partial, &preprocessing)?;
         std::fs::rename(&partial, &args.out)
             .with_context(|| format!("writing {}", args.out.display()))
     })();
