@@ -33,6 +33,8 @@ def main():
         rows.append(("working spacing (mm)", " x ".join(f"{v:g}" for v in s["working_spacing"])))
     if s.get("bias_correction", "none") != "none":
         rows.append(("bias correction", s["bias_correction"]))
+    if s.get("refine_boundary_mm"):
+        rows.append(("border refined at the input's resolution (mm band)", f"{s['refine_boundary_mm']:g}"))
     if s.get("slice_labels"):
         k = s["slice_labels"]["kept"]
         rows.append(("slice labels, precision / recall", f"{k['precision']:.3f} / {k['recall']:.3f}"))

@@ -121,7 +121,7 @@ mod tests {
             ]
         };
         let d = squared_edt(&feature, dims, spacing);
-        for i in 0..n {
+        for (i, &found) in d.iter().enumerate() {
             let p = at(i);
             let expected = (0..n)
                 .filter(|&j| feature[j])
@@ -133,9 +133,8 @@ mod tests {
                 })
                 .fold(f64::INFINITY, f64::min);
             assert!(
-                (d[i] - expected).abs() < 1e-9,
-                "voxel {p:?}: {} vs {expected}",
-                d[i]
+                (found - expected).abs() < 1e-9,
+                "voxel {p:?}: {found} vs {expected}"
             );
         }
         assert!(squared_edt(&vec![false; n], dims, spacing)
