@@ -177,6 +177,7 @@ mod tests {
 
     #[test]
     fn layercam_matches_a_hand_computation_and_all_methods_run() {
+        let _torch_rng = crate::torch_rng_lock();
         let clf = Classifier::new(Arch::ResNet18, Device::Cpu, 7);
         let grey = Tensor::rand([3, 1, 64, 64], (Kind::Float, Device::Cpu));
         // Hand LayerCAM on the first image through autograd of the full graph.

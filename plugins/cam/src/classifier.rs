@@ -371,6 +371,7 @@ mod tests {
 
     #[test]
     fn learns_a_toy_task_and_resumes_from_checkpoint() {
+        let _torch_rng = crate::torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let data = toy_set(48, 32, 1);
         let cfg = TrainConfig {

@@ -17,3 +17,13 @@ pub mod roi;
 pub mod slices;
 
 clisc_sdk::register_builtin!(plugin::CamPlugin);
+
+/// Serialises the tests that seed or draw from libtorch's process-wide
+/// random generator (`tch::manual_seed`, weight initialisation, dropout,
+/// `Tensor::rand`): run in parallel they would draw from each other's
+/// stream, and a trained classifier would depend on the test threads.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -545,12 +545,16 @@ mod tests {
         .unwrap()
     }
 
+    /// At 128 px, the input size of the shipped configs, layer3's CAM is
+    /// 8 x 8. At the 48 px of the other tests here it is 3 x 3, coarser
+    /// than the phantom's 5 px tumour: both rounds' ROIs then missed the
+    /// tumour entirely (Dice 0), which is why this test once was ignored.
     #[test]
-    #[ignore = "known limitation, cause not established: on this 40x36 phantom (tumour radius 5 px) the AMDA round's CAM is lower on the tumour than on the rest of the brain (0.085 vs 0.224 with --test-threads=1); on clisc synth data at 224x224 AMDA improves the ROIs (bench/results/amda.txt); run with --ignored"]
     fn fits_extracts_rounds_and_localises_a_phantom_tumor() {
+        let _torch_rng = crate::torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let ctx = HostContext::for_tests(dir.path().to_str().unwrap(), 5);
-        let s = CamSettings::from_settings(&settings("")).unwrap();
+        let s = CamSettings::from_settings(&settings("input_size = 128")).unwrap();
         assert_eq!(
             (s.cam, s.target_layer, s.amda_rounds),
             (CamMethod::LayerCam, Stage::Layer3, 1)
@@ -599,9 +603,10 @@ mod tests {
                 round.roi.count_nonzero()
             );
             assert!(
-                round.roi.count_nonzero() > 0,
-                "round {} has an ROI",
-                round.name
+                dice > 0.1,
+                "round {}: the ROI ({} voxels) misses the tumour (Dice {dice:.3})",
+                round.name,
+                round.roi.count_nonzero()
             );
         }
         // The final CAM is higher on the tumor than on the rest of the brain of its slices.

@@ -306,6 +306,7 @@ mod tests {
 
     #[test]
     fn parameter_names_and_shapes_follow_torchvision() {
+        let _torch_rng = crate::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = ResNet::new(&vs.root(), Arch::ResNet18);
         let vars = vs.variables();
@@ -328,6 +329,7 @@ mod tests {
 
     #[test]
     fn stage_shapes_at_112() {
+        let _torch_rng = crate::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let net = ResNet::new(&vs.root(), Arch::ResNet18);
         let x = Tensor::rand([2, 3, 112, 112], (Kind::Float, Device::Cpu));
