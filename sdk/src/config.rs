@@ -233,8 +233,23 @@ pub fn check_value(field: &ConfigField, value: &toml::Value) -> Result<(), Strin
 pub struct FieldProblem {
     /// The key concerned.
     pub key: String,
+    /// Which kind of problem (where an error points: the key or its value).
+    pub kind: ProblemKind,
     /// What is wrong and what is expected.
     pub message: String,
+}
+
+/// What is wrong with one key of a stage's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The schema has no such key.
+    Unknown,
+    /// The value has the wrong type or is not an allowed choice.
+    BadValue,
+    /// A required key without a default is absent.
+    Missing,
+    /// Anything else (the schema itself, a null value).
+    Other,
 }
 
 /// Validates `table` against `schema` and returns it with defaults filled in.
@@ -249,6 +264,7 @@ pub fn resolve(
             let known: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
             problems.push(FieldProblem {
                 key: key.clone(),
+                kind: ProblemKind::Unknown,
                 message: format!("unknown setting `{key}` (known: {known:?})"),
             });
         }
@@ -263,6 +279,7 @@ pub fn resolve(
                 }
                 Err(message) => problems.push(FieldProblem {
                     key: name.to_string(),
+                    kind: ProblemKind::BadValue,
                     message,
                 }),
             },
@@ -274,6 +291,7 @@ pub fn resolve(
                 ROption::RNone if field.optional => {}
                 ROption::RNone => problems.push(FieldProblem {
                     key: name.to_string(),
+                    kind: ProblemKind::Missing,
                     message: match field.download_hint() {
                         Some(hint) if !hint.is_empty() => format!(
                             "missing required setting `{name}` ({}): {} (a weight file; download: {hint})",

@@ -27,7 +27,7 @@
 
 use super::weights::{describe, lexically_normal, weights_source, MissingWeights};
 use clisc_registry::{Registry, RegistryError};
-use clisc_sdk::config::resolve;
+use clisc_sdk::config::{resolve, ProblemKind};
 use clisc_sdk::{ConfigKind, StageKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -682,7 +682,7 @@ fn resolve_stage(
                         .iter()
                         .find(|(k, _)| *k.get_ref() == p.key)
                         .map(|(k, v)| {
-                            if p.message.starts_with("unknown") {
+                            if p.kind == ProblemKind::Unknown {
                                 k.span()
                             } else {
                                 v.span()

@@ -7,6 +7,7 @@
 //! artefacts ([`workdir`], [`artefacts`], [`io`]), the run lock ([`lock`]),
 //! shards of per-case steps ([`shard`]), the run summary ([`summary`]), and
 //! the stages `clisc check` starts to check what they pass on ([`probe`]).
+//! Progress is shown through `clisc-progress`.
 //! The model files a run leaves are written with `clisc-inference`, which
 //! also applies them to new volumes.
 //!
@@ -21,7 +22,6 @@ pub mod io;
 pub mod lock;
 pub mod prepare;
 pub mod probe;
-pub mod progress;
 pub mod promptable;
 pub mod run;
 pub mod selection;

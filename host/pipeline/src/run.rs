@@ -17,11 +17,11 @@ use super::workdir::{
     fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
     WorkDir,
 };
-use crate::progress::Bars;
 use abi_stable::std_types::{RResult, RSlice};
 use anyhow::{anyhow, bail, Context};
 use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
+use clisc_progress::Bars;
 use clisc_registry::Registry;
 use clisc_sdk::stage::{
     FilterCandidate, LabelledCase, PromptGeneratorBox, RoiResult, TrainingCase, ValidationCase,
@@ -1291,5 +1291,36 @@ plugin = "s3f"
         let a = step_fingerprint(&factory, Step::Roi, &["labels-a"]);
         let b = step_fingerprint(&factory, Step::Roi, &["labels-b"]);
         assert!(a != alone && a != b);
+    }
+
+    /// The data fingerprint of `PIPELINE` with `from` replaced by `to`.
+    fn data_fp(from: &str, to: &str) -> String {
+        let text = PIPELINE.replacen(from, to, 1);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let mut registry = Registry::builtin();
+        let pipeline = parse(&dir.path().join("p.toml"), &text, &mut registry).unwrap();
+        data_fingerprint(&pipeline, "a,b", "c")
+    }
+
+    #[test]
+    fn dataset_settings_that_change_the_data_change_its_fingerprint() {
+        let base = data_fp("", "");
+        let line = "modalities = [\"flair\"]";
+        let with = |extra: &str| data_fp(line, &format!("{line}\n{extra}"));
+        // Defaults written out are the same data.
+        assert_eq!(with("spacing = \"native\""), base);
+        assert_eq!(with("bias_correction = \"none\""), base);
+        for setting in [
+            "spacing = [2.5, 2.5, 2.5]",
+            "bias_correction = \"polynomial\"",
+            "refine_boundary_mm = 4.0",
+        ] {
+            assert_ne!(with(setting), base, "{setting}");
+        }
+        assert_ne!(
+            with("refine_boundary_mm = 4.0"),
+            with("refine_boundary_mm = 3.0")
+        );
     }
 }

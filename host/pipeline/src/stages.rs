@@ -2,8 +2,8 @@
 //! slot's plugin and gets the right trait object back, or a clear error.
 
 use super::config::{Pipeline, StageSlot};
-use crate::progress::Bars;
 use anyhow::{anyhow, Context};
+use clisc_progress::Bars;
 use clisc_registry::Registry;
 use clisc_sdk::stage::{
     FilterBox, PromptGeneratorBox, PseudoLabelerBox, RoiExtractorBox, VolumetricSegmenterBox,

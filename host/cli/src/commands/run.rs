@@ -3,9 +3,9 @@
 use anyhow::{anyhow, Context};
 use clap::Args;
 use clisc_pipeline::lock::{LockMode, RunLock};
-use clisc_pipeline::progress::Bars;
 use clisc_pipeline::shard::{Shard, ShardRole};
 use clisc_pipeline::{cases::Split, workdir::Step, RunOptions};
+use clisc_progress::Bars;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc run`.

@@ -7,8 +7,8 @@ use clisc_cluster::plan::{self, Plan};
 use clisc_cluster::script::{self, ScriptContext};
 use clisc_cluster::settings::SlurmSettings;
 use clisc_pipeline::config::{NetworkTargets, StageSlot};
-use clisc_pipeline::progress::Bars;
 use clisc_pipeline::stages::StageFactory;
+use clisc_progress::Bars;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -7,7 +7,7 @@
 //! process, which unblocks both threads.
 
 use super::protocol::{read_frame, Frame, ReadError, PROTOCOL, PROTOCOL_VERSION};
-use clisc_sdk::config::{ConfigField, FieldProblem};
+use clisc_sdk::config::{ConfigField, FieldProblem, ProblemKind};
 use clisc_sdk::{HostContext, PluginError, ProgressSinkBox};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
@@ -745,6 +745,7 @@ pub fn resolve_settings(
 ) -> Result<Map<String, Value>, Vec<FieldProblem>> {
     let problem = |key: &str, message: String| FieldProblem {
         key: key.to_string(),
+        kind: ProblemKind::Other,
         message,
     };
     let schema = hello

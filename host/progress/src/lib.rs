@@ -1,3 +1,5 @@
+//! # clisc progress
+//!
 //! Progress behind the SDK's [`ProgressSink`]: bars (indicatif) on a
 //! terminal, log lines otherwise.
 //!
@@ -62,7 +64,7 @@ impl Bars {
     }
 
     /// The same bars, with task names prefixed by `prefix` (the stage name).
-    pub(crate) fn scoped(&self, prefix: &str) -> Self {
+    pub fn scoped(&self, prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
             ..self.clone()
