@@ -156,6 +156,10 @@ fn truncated_and_mismatched_files_are_named() {
 fn tokenizer_matches_reference_corpus() {
     let text = std::fs::read_to_string(reference_dir().join("tokenizer.json")).unwrap();
     let corpus: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    // The corpus `make_clip_reference.py` writes: 4 prompts, 19 edge cases
+    // (punctuation, accents, CJK, emoji, HTML entities, empty and blank
+    // texts, special tokens) and 3 texts longer than the context.
+    assert_eq!(corpus.len(), 26, "the reference corpus is incomplete");
     let tok = ClipTokenizer::shared().unwrap();
     let mut mismatches = Vec::new();
     for entry in &corpus {
