@@ -161,6 +161,10 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
+    /// Names, shapes and the parameter count only. Output parity with an
+    /// independent PyTorch `unet_3D` (same weights, same input, strict
+    /// state-dict load) is checked by `tests/pytorch_parity.rs`, which also
+    /// confirms the count below from the PyTorch module.
     #[test]
     fn parameter_names_match_the_pytorch_reference() {
         let _rng = super::super::torch_rng_lock();
