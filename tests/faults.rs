@@ -5,12 +5,24 @@
 //!   finished keep outputs identical to an uninterrupted run's, no
 //!   temporary file is left behind, and after space is freed the same
 //!   command finishes with the uninterrupted run's results;
+//! * a read-only work folder (a read-only tmpfs): the run stops before any
+//!   work with an error naming the lock file and the system's reason once;
 //! * SIGKILL at seeded random moments in three steps drawn from those
 //!   `tests/resume.rs` does not cover: each killed run resumes in its work
 //!   folder and ends with the uninterrupted run's results.
 //!
-//! Mounting a tmpfs needs root (CI runs as root); without it the full-disk
-//! test says so on stderr and stops early.
+//! The full-disk and read-only tests need to mount a tmpfs. They first try
+//! `mount -t tmpfs` in the test process (works as root with
+//! `CAP_SYS_ADMIN`, as in CI). When that fails, the test binary runs that
+//! one test again inside a new user and mount namespace, `unshare --user
+//! --map-root-user --mount <test binary> --exact <test>` (util-linux;
+//! needs unprivileged user namespaces), where mounting a tmpfs is allowed
+//! without root; the mount exists only there and the test's whole body,
+//! checks included, runs there. When neither route works the test FAILS,
+//! quoting what each route tried and its error: it never passes without
+//! running its checks. `CLISC_FAULTS_NO_DIRECT_MOUNT=1` skips the direct
+//! mount so that the namespace route is exercised even as root;
+//! `CLISC_FAULTS_IN_NAMESPACE` is set by the test binary for its re-run.
 
 use clisc_tests::{
     assert_same_files, file_contents, manifest, run_to_end, safetensors, start_run,
@@ -80,7 +92,12 @@ impl Tmpfs {
     }
 
     fn resize(&self, bytes: u64) {
+        // Only the new size: without `--options-mode ignore`, mount(8)
+        // passes again the options it reads in mountinfo, and in a user
+        // namespace a tmpfs shows `uid=`/`gid=` of the outer user, which
+        // the namespace does not map (EINVAL).
         let out = Command::new("mount")
+            .args(["--options-mode", "ignore"])
             .args(["-o", &format!("remount,size={bytes}")])
             .arg(&self.0)
             .output()
@@ -97,6 +114,66 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// Set by this test binary on its re-run of a test inside a user+mount
+/// namespace.
+const IN_NAMESPACE: &str = "CLISC_FAULTS_IN_NAMESPACE";
+/// When set (non-empty), the direct mount is not tried: tests that need a
+/// tmpfs go straight to the namespace route.
+const NO_DIRECT_MOUNT: &str = "CLISC_FAULTS_NO_DIRECT_MOUNT";
+
+/// Whether test `name`, which mounts tmpfs, runs its body in this process:
+/// true when this process may mount one. Otherwise this test binary runs
+/// the test again, alone, inside a new user+mount namespace, where
+/// mounting a tmpfs needs no root, and this returns false once that run
+/// passed. Panics, with what was tried and why it failed, when neither
+/// route works or the re-run fails.
+fn mounts_here_or_reruns_in_a_namespace(name: &str) -> bool {
+    let in_namespace = std::env::var_os(IN_NAMESPACE).is_some();
+    let direct =
+        if !in_namespace && std::env::var_os(NO_DIRECT_MOUNT).is_some_and(|v| !v.is_empty()) {
+            Err(format!("not tried ({NO_DIRECT_MOUNT} is set)"))
+        } else {
+            let probe = tempfile::tempdir().unwrap();
+            Tmpfs::mount_with(&probe.path().join("probe"), "size=64k").map(drop)
+        };
+    let direct = match direct {
+        Ok(()) => return true,
+        Err(e) if in_namespace => {
+            panic!("cannot mount a tmpfs inside the user+mount namespace: {e}")
+        }
+        Err(e) => e,
+    };
+    let exe = std::env::current_exe().unwrap();
+    let tried = format!(
+        "this test needs to mount a tmpfs; tried:\n\
+         1. `mount -t tmpfs` in the test process: {}\n\
+         2. `unshare --user --map-root-user --mount {} --exact {name}` \
+         (re-run inside a user+mount namespace): ",
+        direct.trim(),
+        exe.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount"])
+        .arg(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(IN_NAMESPACE, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{tried}cannot run unshare: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{tried}{} (unshare failed, or the test failed in the namespace)\
+         \n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    eprintln!(
+        "ran in a user+mount namespace (direct mount: {}):\n{stderr}",
+        direct.trim()
+    );
+    false
 }
 
 /// The tiny dataset and one uninterrupted run of the tiny pipeline, shared
@@ -131,18 +208,18 @@ fn partial_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
+    if !mounts_here_or_reruns_in_a_namespace(
+        "full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes",
+    ) {
+        return;
+    }
     let (dir, total) = reference();
     let (root, total) = (dir.path(), *total);
 
     // Room for about half of what the run writes.
     let work = root.join("full");
-    let tmpfs = match Tmpfs::mount(&work, (total / 2).next_multiple_of(4096)) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("NOT RUN: cannot mount a tmpfs (needs root): {e}");
-            return;
-        }
-    };
+    let tmpfs = Tmpfs::mount(&work, (total / 2).next_multiple_of(4096))
+        .unwrap_or_else(|e| panic!("cannot mount a tmpfs: {e}"));
     let config = write_tiny_pipeline(root, "full");
     let log = root.join("full.log");
     let status = start_run(CLI, &config, &log).wait().unwrap();
@@ -203,20 +280,19 @@ fn full_disk_gives_a_clear_error_keeps_finished_steps_and_resumes() {
     drop(tmpfs);
 }
 
-/// A small deterministic generator (SplitMix64) for the kill moments.
 #[test]
 fn a_read_only_work_folder_fails_before_any_work_and_names_the_path() {
+    if !mounts_here_or_reruns_in_a_namespace(
+        "a_read_only_work_folder_fails_before_any_work_and_names_the_path",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write_tiny_dataset(&root.join("data"), 7, [32, 32, 16]);
     let work = root.join("read-only");
-    let _tmpfs = match Tmpfs::mount_with(&work, "ro,size=1m") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("NOT RUN: cannot mount a tmpfs (needs root): {e}");
-            return;
-        }
-    };
+    let _tmpfs = Tmpfs::mount_with(&work, "ro,size=1m")
+        .unwrap_or_else(|e| panic!("cannot mount a read-only tmpfs: {e}"));
     let config = write_tiny_pipeline(root, "read-only");
     let log = root.join("read-only.log");
     let status = start_run(CLI, &config, &log).wait().unwrap();
@@ -234,6 +310,7 @@ fn a_read_only_work_folder_fails_before_any_work_and_names_the_path() {
     assert!(!text.contains("pseudo-labels"), "{text}");
 }
 
+/// A small deterministic generator (SplitMix64) for the kill moments.
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
