@@ -68,14 +68,15 @@ fn report(root: &Path, work: &str) -> String {
 fn check_choice(summary: &serde_json::Value, step: &str, held_out: usize) {
     let r = &summary["stage_reports"][step];
     assert_eq!(r["validation_cases"], held_out as f64, "{r}");
-    assert_eq!(r["validation_evaluations"], 4.0, "{r}");
-    let at = r["selected_step"].as_f64().unwrap();
-    assert!([2.0, 4.0, 6.0, 8.0].contains(&at), "{r}");
+    let chosen = &summary["model_selection"][step]["chosen"];
+    assert_eq!(chosen["evaluations"], 4, "{chosen}");
+    let at = chosen["step"].as_u64().unwrap();
+    assert!([2, 4, 6, 8].contains(&at), "{chosen}");
     let (best, last) = (
-        r["selected_validation_dice"].as_f64().unwrap(),
-        r["last_validation_dice"].as_f64().unwrap(),
+        chosen["validation_dice"].as_f64().unwrap(),
+        chosen["last_validation_dice"].as_f64().unwrap(),
     );
-    assert!(best >= last && (0.0..=1.0).contains(&best), "{r}");
+    assert!(best >= last && (0.0..=1.0).contains(&best), "{chosen}");
 }
 
 #[test]
@@ -131,8 +132,6 @@ fn pseudo_label_holdout_trains_without_the_held_out_cases_and_stays_unsupervised
     // The default keeps the last checkpoint and says so.
     let s = run(root, "last", "");
     assert_eq!(s["model_selection"]["network-1"]["mode"], "last");
-    assert!(s["stage_reports"]["network-1"]
-        .get("selected_step")
-        .is_none());
+    assert!(s["model_selection"]["network-1"]["chosen"].is_null());
     assert!(report(root, "last").contains("last checkpoint (no held-out cases, no labels)"));
 }

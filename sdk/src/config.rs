@@ -68,6 +68,10 @@ pub struct ConfigField {
     pub choices: RVec<RString>,
     /// What the setting does, for `clisc plugins list` and docs.
     pub doc: RString,
+    /// `RSome` for a weight file ([`ConfigField::weights_file`]): where to
+    /// download it (the official URL or a sentence; may be empty). The
+    /// host checks that such files exist before a run starts.
+    pub weights_download: ROption<RString>,
 }
 
 impl ConfigField {
@@ -79,6 +83,7 @@ impl ConfigField {
             optional: false,
             choices: RVec::new(),
             doc: doc.into(),
+            weights_download: ROption::RNone,
         }
     }
     /// A boolean setting with a default.
@@ -143,53 +148,33 @@ impl ConfigField {
     /// the path and `download` in one error with every other missing file.
     pub fn weights_file(name: &str, doc: &str, download: &str) -> Self {
         let mut f = Self::required_path(name, doc);
-        f.doc = encode_download(doc, download).into();
+        f.weights_download = ROption::RSome(download.trim().into());
         f
     }
     /// A weight file that may be absent (e.g. optional pretrained weights);
     /// when it is given, it is checked like [`ConfigField::weights_file`].
     pub fn optional_weights_file(name: &str, doc: &str, download: &str) -> Self {
         let mut f = Self::optional_path(name, doc);
-        f.doc = encode_download(doc, download).into();
+        f.weights_download = ROption::RSome(download.trim().into());
         f
     }
     /// Whether this setting is a weight file declared with
     /// [`ConfigField::weights_file`] or [`ConfigField::optional_weights_file`].
     pub fn is_weights_file(&self) -> bool {
-        self.kind == ConfigKind::Path && self.doc.as_str().contains(WEIGHTS_MARKER)
+        self.kind == ConfigKind::Path && self.weights_download.is_some()
     }
     /// Where to download a weight file (empty when the plugin gave no hint);
     /// `None` for settings that are not weight files.
     pub fn download_hint(&self) -> Option<&str> {
-        if self.kind != ConfigKind::Path {
-            return None;
+        match &self.weights_download {
+            ROption::RSome(hint) if self.kind == ConfigKind::Path => Some(hint.as_str()),
+            _ => None,
         }
-        let doc = self.doc.as_str();
-        doc.rfind(WEIGHTS_MARKER)
-            .map(|i| doc[i + WEIGHTS_MARKER.len()..].trim())
     }
-    /// The documentation without the download hint of a weight file.
+    /// What the setting does.
     pub fn description(&self) -> &str {
-        let doc = self.doc.as_str();
-        match doc.rfind(WEIGHTS_MARKER) {
-            Some(i) if self.kind == ConfigKind::Path => doc[..i].trim_end(),
-            _ => doc,
-        }
+        self.doc.as_str()
     }
-}
-
-/// Marks a weight file inside [`ConfigField::doc`]: what follows it is the
-/// download hint.
-///
-/// SDK 0.1.1 added weight files without changing the layout of
-/// [`ConfigField`] (which the host checks when it loads a plugin library),
-/// so plugins built against 0.1.0 keep loading and hosts built against
-/// 0.1.0 still load newer plugins: the hint travels at the end of `doc`,
-/// where an older host simply shows it as part of the documentation.
-pub const WEIGHTS_MARKER: &str = "\nWeight file; download: ";
-
-fn encode_download(doc: &str, download: &str) -> String {
-    format!("{doc}{WEIGHTS_MARKER}{}", download.trim())
 }
 
 /// Checks one value against a field; returns a message naming the expected type.

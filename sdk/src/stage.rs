@@ -13,7 +13,7 @@ use crate::labels::SlicePseudoLabels;
 use crate::prompt::{CasePrompts, PromptSet};
 use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -147,6 +147,25 @@ pub struct NamedValue {
 pub struct StageReport {
     /// Metrics such as final loss or training accuracy.
     pub metrics: RVec<NamedValue>,
+    /// The checkpoint a network kept by model selection
+    /// ([`VolumetricSegmenter::train_with_validation`]); `RNone` when it
+    /// did not choose (it kept its last checkpoint).
+    pub selection: ROption<CheckpointChoice>,
+}
+
+/// Which checkpoint a network kept after scoring its checkpoints on the
+/// validation cases (model selection), and how they scored.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointChoice {
+    /// Training step of the kept checkpoint.
+    pub step: u64,
+    /// Its mean Dice on the validation cases.
+    pub validation_dice: f64,
+    /// The last checkpoint's mean Dice on them, when the plugin says.
+    pub last_validation_dice: ROption<f64>,
+    /// How many checkpoints were scored, when the plugin says.
+    pub evaluations: ROption<u32>,
 }
 
 impl StageReport {
@@ -228,10 +247,9 @@ pub trait VolumetricSegmenter: Send {
     fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError>;
     /// Trains like [`VolumetricSegmenter::train`] and may use `validation`
     /// to choose which of its checkpoints to keep (model selection). A
-    /// plugin that chooses says so in its report with the metrics
-    /// `selected_step` and `selected_validation_dice`; the default ignores
-    /// `validation` and keeps the last checkpoint, which the host then
-    /// reports.
+    /// plugin that chooses says so in its report's
+    /// [`StageReport::selection`]; the default ignores `validation` and
+    /// keeps the last checkpoint, which the host then reports.
     fn train_with_validation(
         &mut self,
         cases: RSlice<'_, TrainingCase>,

@@ -12,7 +12,9 @@ use super::promptable::{segment_case, PromptableStage};
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
 use super::stages::{StageFactory, StageSeed};
-use super::summary::{CaseScore, ModelSelectionRecord, RunSummary, SliceLabelStats};
+use super::summary::{
+    CaseScore, ChosenCheckpoint, ModelSelectionRecord, RunSummary, SliceLabelStats,
+};
 use super::workdir::{
     fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
     WorkDir,
@@ -51,6 +53,9 @@ struct KeptReport {
     fingerprint: String,
     /// The numbers, as in the summary's `stage_reports`.
     metrics: BTreeMap<String, f64>,
+    /// The checkpoint a network kept by model selection, if it chose.
+    #[serde(default)]
+    chosen: Option<ChosenCheckpoint>,
 }
 
 /// Converts a plugin result into an error naming the stage and case.
@@ -761,6 +766,7 @@ impl<'a> Runner<'a> {
                 mode: selection.name().into(),
                 description: selection.describe(),
                 held_out: parts.held_out.clone(),
+                chosen: None,
             },
         );
         Ok(parts)
@@ -812,17 +818,22 @@ impl<'a> Runner<'a> {
             BTreeMap::new()
         };
         let fingerprint = self.step_fp(step);
+        let record = self.summary.model_selection.get_mut(name);
         match self.summary.stage_reports.get(name) {
             Some(metrics) => {
                 let report = KeptReport {
                     fingerprint,
                     metrics: metrics.clone(),
+                    chosen: record.and_then(|r| r.chosen),
                 };
                 kept.insert(name.into(), report);
                 write_json(&path, &kept)
             }
             None => {
                 if let Some(r) = kept.remove(name).filter(|r| r.fingerprint == fingerprint) {
+                    if let Some(record) = record {
+                        record.chosen = r.chosen;
+                    }
                     self.summary.stage_reports.insert(name.into(), r.metrics);
                 }
                 Ok(())

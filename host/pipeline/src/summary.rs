@@ -266,6 +266,34 @@ pub struct ModelSelectionRecord {
     pub description: String,
     /// Cases the checkpoints were scored on (never trained on).
     pub held_out: Vec<String>,
+    /// The checkpoint the network kept, when it chose one.
+    #[serde(default)]
+    pub chosen: Option<ChosenCheckpoint>,
+}
+
+/// The checkpoint a network kept by model selection (the SDK's
+/// `CheckpointChoice`, as the summary records it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChosenCheckpoint {
+    /// Training step of the kept checkpoint.
+    pub step: u64,
+    /// Its mean Dice on the held-out cases.
+    pub validation_dice: f64,
+    /// The last checkpoint's mean Dice on them, when the plugin said.
+    pub last_validation_dice: Option<f64>,
+    /// How many checkpoints were scored, when the plugin said.
+    pub evaluations: Option<u32>,
+}
+
+impl From<clisc_sdk::stage::CheckpointChoice> for ChosenCheckpoint {
+    fn from(c: clisc_sdk::stage::CheckpointChoice) -> Self {
+        Self {
+            step: c.step,
+            validation_dice: c.validation_dice,
+            last_validation_dice: c.last_validation_dice.into_option(),
+            evaluations: c.evaluations.into_option(),
+        }
+    }
 }
 
 /// Everything the report shows.
@@ -435,31 +463,43 @@ impl RunSummary {
     /// step without a record).
     pub fn selection_outcome(&self, step: &str) -> Option<String> {
         let record = self.model_selection.get(step)?;
-        let get = |k: &str| self.stage_reports.get(step).and_then(|m| m.get(k)).copied();
-        let chosen = (get("selected_step"), get("selected_validation_dice"));
-        Some(match chosen {
-            (Some(at), Some(dice)) => format!(
-                "{}: kept step {at:.0} of {}, Dice {dice:.3} on {} held-out cases (last checkpoint {})",
+        let steps = self
+            .stage_reports
+            .get(step)
+            .and_then(|m| m.get("steps"))
+            .map_or("?".into(), |s| format!("{s:.0}"));
+        Some(match record.chosen {
+            Some(c) => format!(
+                "{}: kept step {} of {steps}, Dice {:.3} on {} held-out cases (last checkpoint {})",
                 record.mode,
-                get("steps").map_or("?".into(), |s| format!("{s:.0}")),
+                c.step,
+                c.validation_dice,
                 record.held_out.len(),
-                get("last_validation_dice").map_or("?".into(), |d| format!("{d:.3}"))
+                c.last_validation_dice
+                    .map_or("?".into(), |d| format!("{d:.3}"))
             ),
-            _ if record.mode == super::config::ModelSelection::Last.name() => {
+            None if record.mode == super::config::ModelSelection::Last.name() => {
                 "last checkpoint".into()
             }
-            _ => format!(
-                "{}: the plugin did not choose (no `selected_step` in its report), so its last checkpoint was kept",
+            None => format!(
+                "{}: the plugin did not choose (no checkpoint choice in its report), so its last checkpoint was kept",
                 record.mode
             ),
         })
     }
 
-    /// Records a training step's own numbers.
+    /// Records a training step's own numbers and, when the network
+    /// chose a checkpoint, its choice (in the step's model-selection
+    /// record).
     pub(crate) fn add_stage_report(&mut self, step: &str, report: &StageReport) {
         let entry = self.stage_reports.entry(step.into()).or_default();
         for m in report.metrics.iter() {
             entry.insert(m.name.to_string(), m.value);
+        }
+        if let (abi_stable::std_types::ROption::RSome(choice), Some(record)) =
+            (report.selection, self.model_selection.get_mut(step))
+        {
+            record.chosen = Some(choice.into());
         }
     }
 

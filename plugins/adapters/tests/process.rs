@@ -192,12 +192,13 @@ fn pure_python_volumetric_segmenter_trains_predicts_saves_and_loads() {
             .map(|m| m.value)
     };
     assert_eq!(metric("validation_cases"), Some(1.0));
-    assert_eq!(
-        metric("selected_validation_dice"),
-        Some(1.0),
-        "{:?}",
-        report.metrics
-    );
+    // The protocol's `selected_step` / `selected_validation_dice` metrics
+    // arrive as the report's typed checkpoint choice, not as metrics.
+    let abi_stable::std_types::ROption::RSome(chosen) = report.selection else {
+        panic!("no checkpoint choice in {report:?}");
+    };
+    assert_eq!((chosen.step, chosen.validation_dice), (1, 1.0));
+    assert_eq!(metric("selected_step"), None);
     let predicted = stage.predict(&case).unwrap();
     assert_eq!(predicted, tumour);
     let dir = tempfile::tempdir().unwrap();

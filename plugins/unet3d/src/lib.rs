@@ -21,9 +21,11 @@ pub mod phantom;
 pub mod selection;
 pub mod train;
 
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
-use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter};
+use clisc_sdk::stage::{
+    CaseInput, CheckpointChoice, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter,
+};
 use clisc_sdk::{
     ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProbabilityVolume, ProgressSinkBox,
     StageKind, StageObject,
@@ -167,10 +169,12 @@ impl Unet3d {
         }
         if let Some(chosen) = outcome.selection {
             report.push("validation_cases", validation.len() as f64);
-            report.push("selected_step", chosen.step as f64);
-            report.push("selected_validation_dice", chosen.dice);
-            report.push("last_validation_dice", chosen.last_dice);
-            report.push("validation_evaluations", chosen.evaluations as f64);
+            report.selection = ROption::RSome(CheckpointChoice {
+                step: chosen.step as u64,
+                validation_dice: chosen.dice,
+                last_validation_dice: ROption::RSome(chosen.last_dice),
+                evaluations: ROption::RSome(chosen.evaluations as u32),
+            });
         }
         Ok(report)
     }
@@ -573,22 +577,17 @@ mod tests {
         let cfg = config("iterations = 4\nvalidation_every = 2");
         let mut net = stage(cfg.clone(), dir.path());
         let report = net.train_selecting(&train, &validation).unwrap();
-        let metric = |r: &StageReport, name: &str| {
-            r.metrics
-                .iter()
-                .find(|m| m.name.as_str() == name)
-                .map(|m| m.value)
+        let ROption::RSome(chosen) = report.selection else {
+            panic!("no checkpoint choice in {report:?}");
         };
-        assert_eq!(metric(&report, "validation_cases"), Some(1.0));
-        assert_eq!(metric(&report, "validation_evaluations"), Some(2.0));
-        let step = metric(&report, "selected_step").unwrap();
-        assert!(step == 2.0 || step == 4.0, "{step}");
-        assert!(metric(&report, "selected_validation_dice").is_some());
+        assert_eq!(chosen.evaluations, ROption::RSome(2));
+        assert!(chosen.step == 2 || chosen.step == 4, "{chosen:?}");
+        assert!((0.0..=1.0).contains(&chosen.validation_dice));
 
         let other = tempfile::tempdir().unwrap();
         let mut plain = stage(cfg, other.path());
         let report = plain.train_cases(&train).unwrap();
-        assert_eq!(metric(&report, "selected_step"), None);
+        assert_eq!(report.selection, ROption::RNone);
     }
 
     #[test]

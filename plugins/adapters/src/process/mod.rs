@@ -40,9 +40,9 @@ use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
 use client::{settings_to_json, CallLimits, PluginProcess, ProcessSpec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
-    CaseInput, Filter, FilterCandidate, FilterDecision, LabelledCase, PromptGenerator,
-    PromptableSegmenter, PseudoLabeler, RoiExtractor, RoiResult, RoiRound, SliceImage, StageReport,
-    TrainingCase, ValidationCase, VolumetricSegmenter,
+    CaseInput, CheckpointChoice, Filter, FilterCandidate, FilterDecision, LabelledCase,
+    PromptGenerator, PromptableSegmenter, PseudoLabeler, RoiExtractor, RoiResult, RoiRound,
+    SliceImage, StageReport, TrainingCase, ValidationCase, VolumetricSegmenter,
 };
 use clisc_sdk::{
     BoxXyxy, CasePrompts, ConfigField, ConfigKind, Grid, HostContext, LabelVolume, Mask2d, Plugin,
@@ -51,6 +51,7 @@ use clisc_sdk::{
 };
 use protocol::{Buffer, Frame};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The settings shared by every process adapter.
@@ -63,6 +64,7 @@ fn process_settings() -> Vec<ConfigField> {
             optional: false,
             choices: RVec::new(),
             doc: "program and arguments of the plugin process, e.g. [\"python3\", \"plugin.py\"]".into(),
+            weights_download: ROption::RNone,
         },
         ConfigField::optional_path("working_dir", "working directory of the process (default: the current one)"),
         ConfigField::float(
@@ -339,8 +341,13 @@ fn header_array<'a>(
         .ok_or_else(|| reply_err(p, format!("no `{key}` array")))
 }
 
+/// The metrics of a training reply as a report. The protocol reports a
+/// model-selection choice as the metrics `selected_step` and
+/// `selected_validation_dice` (and, optionally, `last_validation_dice`
+/// and `validation_evaluations`); they become [`StageReport::selection`].
 fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError> {
     let mut report = StageReport::default();
+    let mut numbers = BTreeMap::new();
     if let Some(m) = frame.header.get("metrics") {
         let m = m
             .as_object()
@@ -349,8 +356,32 @@ fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError>
             let v = v
                 .as_f64()
                 .ok_or_else(|| reply_err(p, format!("metric `{k}` is not a number")))?;
-            report.push(k, v);
+            numbers.insert(k.clone(), v);
         }
+    }
+    let step = numbers.remove("selected_step");
+    let dice = numbers.remove("selected_validation_dice");
+    let last = numbers.remove("last_validation_dice");
+    let evaluations = numbers.remove("validation_evaluations");
+    match (step, dice) {
+        (Some(step), Some(dice)) if step >= 0.0 && step.fract() == 0.0 => {
+            report.selection = ROption::RSome(CheckpointChoice {
+                step: step as u64,
+                validation_dice: dice,
+                last_validation_dice: last.into(),
+                evaluations: evaluations.map(|n| n as u32).into(),
+            });
+        }
+        (None, None) => {}
+        _ => {
+            return Err(reply_err(
+                p,
+                "a model-selection choice needs both `selected_step` (a whole step number) and `selected_validation_dice`".into(),
+            ))
+        }
+    }
+    for (k, v) in numbers {
+        report.push(&k, v);
     }
     Ok(report)
 }
