@@ -45,6 +45,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/maxrss_kb" target/release/clisc run --config "$work/pipeline.toml" 2> "$work/log.txt"
 end=$(date +%s.%N)
+echo "$end - $start" | bc > "$work/wall_seconds"
 mkdir -p bench/results
 python bench/realistic/summarise.py \
     --summary "$work/run/summary.json" --cohort "$cohort" --seed "$seed" --config "$config" \
