@@ -2,7 +2,7 @@
 # All benchmarks; each writes its result under bench/results/.
 #   bench/run.sh            everything (demo, case scaling, AMDA, synth, HD95, SAM encoder, suite, DICOM node)
 #   bench/run.sh suite ARGS only the side-by-side suite (bench/suite/run.sh)
-#   bench/run.sh NAME ARGS  only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing,
+#   bench/run.sh NAME ARGS  only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing, refine_sweep,
 #                           realistic tune|test [CONFIG] [SED...], node [SOAK_SECONDS])
 set -euo pipefail
 cd "$(dirname "$0")"

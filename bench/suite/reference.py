@@ -11,6 +11,7 @@ same inputs and thread count, alternating fresh processes.
     reference.py sam WEIGHTS THREADS ITERS [cuda]     Meta's SamPredictor
     reference.py sam2 WEIGHTS THREADS ITERS [cuda]    sam2 1.1.0 image encoder + video propagation
     reference.py unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  MONAI sliding_window_inference
+    reference.py unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]  training steps, torch.optim.SGD
 
 The model tasks run on the CPU unless `cuda` is given last (then on the
 first CUDA device, each timed phase ending with torch.cuda.synchronize()).
@@ -298,11 +299,45 @@ def unet(dims, iters, features, device):
     return t
 
 
+def unet_train(patch, steps, features, batch, device):
+    """Training steps of the same network: forward in training mode
+    (dropout), cross-entropy + (1 - soft Dice of the foreground) as
+    `unet3d`'s `dice_ce`, backward, torch.optim.SGD with `unet3d`'s
+    default learning rate, momentum and weight decay, on one fixed batch;
+    the first two steps are warm-up and not reported."""
+    import torch
+
+    torch.manual_seed(0)
+    net = unet_module(features).to(device).train()
+    px, py, pz = patch
+    x = ramp((batch, 1, pz, py, px)).to(device)
+    y = (x > 1.0).long().squeeze(1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        logits = net(x)
+        ce = torch.nn.functional.cross_entropy(logits, y)
+        p = torch.softmax(logits, 1)[:, 1]
+        t = y.float()
+        dice = (2 * (p * t).sum() + 1e-5) / (p.sum() + t.sum() + 1e-5)
+        loss = ce - dice + 1.0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    t = {}
+    timed(t, "warm-up", 2, synced(step, device))
+    timed(t, "train step", steps, synced(step, device))
+    del t["warm-up"]
+    return t
+
+
 def main():
     a = sys.argv[1:]
     task = a[0] if a else ""
     device = "cuda" if a and a[-1] == "cuda" else "cpu"
-    if task in ("clip", "sam", "sam2", "unet"):
+    if task in ("clip", "sam", "sam2", "unet", "unet-train"):
         import torch
 
         torch.set_num_threads(int(a[2]))
@@ -321,6 +356,9 @@ def main():
         t = sam2(a[1], int(a[3]), device)
     elif task == "unet":
         t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")], device)
+    elif task == "unet-train":
+        t = unet_train([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")],
+                       int(a[5]), device)
     else:
         raise SystemExit(__doc__)
     print(json.dumps({"task": task, "impl": "reference", "seconds": t}))

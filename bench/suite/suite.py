@@ -264,7 +264,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, U-Net on a small volume only")
-    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,sam2,unet")
+    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,sam2,unet,unet-train")
     ap.add_argument("--devices", default="auto",
                     help="model tasks on: cpu, cuda, cpu,cuda, or auto (the CPU, and CUDA when PyTorch sees a device)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clisc-bench-suite"))
@@ -364,6 +364,14 @@ def main():
                         [PY, REF, "unet", dims, threads, "1", feats, *on(dev)],
                         MODEL_TARGET, "MONAI sliding_window_inference", "x".join(map(str, shape)),
                         rounds=2, scale=shape != FULL and not a.quick)
+
+        if want("unet-train"):
+            # The network, patch, batch and loss of configs/weight-free-brats.toml.
+            feats, patch, batch = "8,16,32,64", "48,48,32", "2"
+            compare(tag("3D U-Net training step (weight-free-brats: batch 2, Dice + CE, SGD)", dev),
+                    [rb, "unet-train", patch, threads, "10", feats, batch, *on(dev)],
+                    [PY, REF, "unet-train", patch, threads, "10", feats, batch, *on(dev)],
+                    MODEL_TARGET, "the same network in PyTorch, torch.optim.SGD", "2x1x48x48x32", rounds=2)
 
     load_after = os.getloadavg()
     write_report(a, rows, scaling, started, load_before, load_after, gpu_line(gpu, devices))

@@ -16,6 +16,8 @@
 //! bench_suite sam WEIGHTS THREADS ITERS [cuda]          SAM embed + box-prompt decode
 //! bench_suite sam2 WEIGHTS THREADS ITERS [cuda]         SAM 2.1 image encoder + 8-slice propagation
 //! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
+//! bench_suite unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]
+//!                                  3D U-Net training steps on X,Y,Z patches (the first 2 are warm-up)
 //! ```
 //!
 //! The model tasks run on the CPU unless `cuda` is given last (then on
@@ -30,9 +32,9 @@ use clisc_nifti as nifti_io;
 
 use clisc_clip::model::Clip;
 use clisc_sam::{SamPredictor, SamPrompt};
-use clisc_unet3d::config::UNetConfig;
+use clisc_unet3d::config::{Loss, UNetConfig};
 use clisc_unet3d::infer::foreground_probability;
-use clisc_unet3d::train::Model;
+use clisc_unet3d::train::{time_training_steps, Model};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -274,6 +276,31 @@ fn unet(dims: [usize; 3], iters: usize, features: Vec<i64>, device: Device) -> T
     t
 }
 
+/// Seconds of U-Net training steps (forward, Dice + cross-entropy loss as
+/// `configs/weight-free-brats.toml` trains, backward, SGD with the
+/// default momentum and weight decay) on one fixed batch of `patch`
+/// patches, through the plugin's own training step; the first two steps
+/// are warm-up and not reported.
+fn unet_train(
+    patch: [i64; 3],
+    steps: usize,
+    features: Vec<i64>,
+    batch: i64,
+    device: Device,
+) -> Timings {
+    let cfg = UNetConfig {
+        features,
+        patch_size: patch,
+        batch_size: batch as usize,
+        loss: Loss::DiceCe,
+        ..UNetConfig::default()
+    };
+    let seconds = time_training_steps(&cfg, device, batch, steps + 2);
+    let mut t = Timings::new();
+    t.insert("train step", seconds[2..].to_vec());
+    t
+}
+
 /// The deterministic input used by both sides: a ramp in [-2, 2].
 fn ramp(shape: &[i64]) -> Tensor {
     let n: i64 = shape.iter().product();
@@ -289,7 +316,7 @@ fn main() {
         "nifti" => nifti(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
         "dicom" => dicom_series(Path::new(&args[2]), arg(&args, 3)),
         "metrics" => overlap_metrics(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
-        "clip" | "sam" | "sam2" | "unet" => {
+        "clip" | "sam" | "sam2" | "unet" | "unet-train" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
             // Optional last argument: the device (`cpu`, the default, or `cuda`).
@@ -301,6 +328,16 @@ fn main() {
                 "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
                 "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
                 "sam2" => sam2(Path::new(&args[2]), arg(&args, 4), device),
+                "unet-train" => {
+                    let p: Vec<i64> = list(&args[2]);
+                    unet_train(
+                        [p[0], p[1], p[2]],
+                        arg(&args, 4),
+                        list(&args[5]),
+                        arg(&args, 6),
+                        device,
+                    )
+                }
                 _ => {
                     let d: Vec<usize> = list(&args[2]);
                     unet([d[0], d[1], d[2]], arg(&args, 4), list(&args[5]), device)

@@ -344,6 +344,61 @@ fn batch_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
     (x, y)
 }
 
+/// One SGD step on a batch: forward in training mode, loss, backward
+/// (through the fp16 loss scaler when there is one), update. Returns the
+/// loss and whether the update was taken (the scaler skips steps with
+/// non-finite gradients).
+fn training_step(
+    model: &Model,
+    opt: &mut Sgd,
+    scaler: Option<&mut LossScaler>,
+    x: &Tensor,
+    y: &Tensor,
+    lr: f64,
+) -> (Tensor, bool) {
+    let logits = model.logits(x, true);
+    let l = loss(model.cfg.loss, model.cfg.gce_q, &logits, y);
+    opt.zero_grad();
+    let take = match scaler {
+        Some(s) => s.backward(&l, opt, &model.vs),
+        None => {
+            l.backward();
+            true
+        }
+    };
+    if take {
+        opt.step(lr);
+    }
+    (l, take)
+}
+
+/// Seconds of each of `steps` training steps (the loop's own
+/// [`training_step`], without patch sampling) of a network built from
+/// `cfg` on one fixed batch of `batch` patches of `cfg.patch_size`: the
+/// training-step row of the benchmark suite (`bench/suite`), against the
+/// same network, loss and `torch.optim.SGD` in PyTorch. The first step
+/// (allocation, kernel selection) is included; callers drop warm-up steps.
+pub fn time_training_steps(cfg: &UNetConfig, device: Device, batch: i64, steps: usize) -> Vec<f64> {
+    let model = Model::new(cfg, device, 0);
+    let mut opt = Sgd::new(&model.vs, cfg.momentum, cfg.weight_decay);
+    let mut scaler = model.amp().then(LossScaler::new);
+    let [px, py, pz] = cfg.patch_size;
+    let n = batch * pz * py * px;
+    let x = (Tensor::arange(n, (Kind::Float, Device::Cpu)).remainder(4001.0) / 1000.0 - 2.0)
+        .view([batch, 1, pz, py, px])
+        .to_device(device);
+    let y = x.gt(1.0).to_kind(Kind::Int64).squeeze_dim(1);
+    (0..steps)
+        .map(|_| {
+            let start = Instant::now();
+            let (l, _) =
+                training_step(&model, &mut opt, scaler.as_mut(), &x, &y, cfg.learning_rate);
+            let _ = l.double_value(&[]); // waits for the device
+            start.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
 /// Trains `model` on `cases`, resuming from `checkpoint` when it holds a
 /// compatible, unfinished run (same training settings, data and plugin
 /// version); saves `checkpoint` every `checkpoint_every` steps and at the end.
@@ -455,19 +510,8 @@ pub fn train(
             .recv()
             .map_err(|_| PluginError::internal("unet3d: the patch thread stopped early"))?;
         let (x, y) = batch_tensors(&batch, device);
-        let logits = model.logits(&x, true);
-        let l = loss(cfg.loss, cfg.gce_q, &logits, &y);
-        opt.zero_grad();
-        let take = match scaler.as_mut() {
-            Some(s) => s.backward(&l, &mut opt, &model.vs),
-            None => {
-                l.backward();
-                true
-            }
-        };
-        if take {
-            opt.step(lr);
-        } else {
+        let (l, taken) = training_step(model, &mut opt, scaler.as_mut(), &x, &y, lr);
+        if !taken {
             skipped += 1;
         }
         let value = l.double_value(&[]);
