@@ -2,9 +2,11 @@
 //!
 //! Small, dependency-free building blocks used by the host (metrics,
 //! preprocessing) and by plugins (ROIs, prompts, pseudo-labels): connected
-//! components, binary morphology, overlap measures, intensity mappings and
-//! resampling. Volumes are x-fastest slices of `[nx, ny, nz]`; 2D images are
-//! row-major `width x height` (the conventions of `clisc-sdk`).
+//! components, binary morphology, overlap measures, intensity mappings,
+//! resampling, and a bit-exact port of Pillow's 8-bit resize ([`pillow`],
+//! for the SAM and CLIP preprocessing). Volumes are x-fastest slices of
+//! `[nx, ny, nz]`; 2D images are row-major `width x height` (the
+//! conventions of `clisc-sdk`).
 
 pub mod bias;
 pub mod components;
@@ -12,6 +14,7 @@ pub mod distance;
 pub mod intensity;
 pub mod morphology;
 pub mod overlap;
+pub mod pillow;
 pub mod refine;
 pub mod resample;
 
