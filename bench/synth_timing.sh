@@ -11,7 +11,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/clisc"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=""
 for shape in 96,96,64 128,128,80 240,240,155; do
-    stats=$( { /usr/bin/time -f "%e %M" "$bin" synth --out "$out/$shape" --cases 3 --shape "$shape" --seed 1 >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    /usr/bin/time -f "%e %M" -o "$out/time.txt" "$bin" synth --out "$out/$shape" --cases 3 --shape "$shape" --seed 1 >/dev/null 2>&1
+    stats=$(tail -1 "$out/time.txt")
     rows+="| ${shape//,/ x } | 3 | ${stats% *} | $(( ${stats#* } / 1024 )) |"$'\n'
 done
 {
