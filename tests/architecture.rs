@@ -8,6 +8,9 @@
 //!   libtorch how many GPUs there are) and, for the CLI alone,
 //!   `clisc-builtins` (which links the built-in plugins);
 //! * nothing depends on the CLI crate (`clisc`) but tests;
+//! * the shared test support (`clisc-test-harness`, `tests/harness/`)
+//!   depends on no clisc crate, and only crates under `tests/` have it as
+//!   a normal dependency (others as a dev-dependency);
 //! * no library crate of the host is over 6,000 lines, the CLI crate over
 //!   4,000 (model crates under `plugins/` are exempt: one model family
 //!   each).
@@ -136,6 +139,15 @@ fn dependencies_point_down_the_layers() {
             if dep == "clisc" && c.name != "clisc-tests" {
                 problems.push(format!("{} depends on the CLI crate `clisc`", c.name));
             }
+            if dep == "clisc-test-harness" && !c.folder.starts_with("tests") {
+                problems.push(format!(
+                    "{} depends on the test harness outside [dev-dependencies]",
+                    c.name
+                ));
+            }
+            if c.name == "clisc-test-harness" {
+                problems.push(format!("the test harness depends on {dep}"));
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -150,6 +162,7 @@ fn the_layers_exist_where_the_rules_expect_them() {
     assert_eq!(folder("clisc-sdk"), Path::new("sdk"));
     assert_eq!(folder("clisc"), Path::new("host/cli"));
     assert!(folder("clisc-pipeline").starts_with("host"));
+    assert_eq!(folder("clisc-test-harness"), Path::new("tests/harness"));
     for c in &crates {
         let top = c.folder.components().next().unwrap().as_os_str();
         assert!(

@@ -121,19 +121,6 @@ settings = {{ weights = "{weights}", multimask = {multimask} }}
     path
 }
 
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let (mut both, mut sum) = (0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        both += usize::from(x != 0 && y != 0);
-        sum += usize::from(x != 0) + usize::from(y != 0);
-    }
-    if sum == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / sum as f64
-    }
-}
-
 /// First voxel of the nonzero voxels' bounding box (x, y, z).
 fn bbox_start(values: &[f32], grid: &Grid) -> [usize; 3] {
     let mut lo = grid.dims();
@@ -384,7 +371,7 @@ fn sam_pseudo_labels_in_a_pipeline_match_meta_code() {
 
             let reference = std::fs::read(kept.join(format!("{id}.reference.u8"))).unwrap();
             assert_eq!(reference.len(), rust.data.len(), "{what}");
-            let d = dice(&rust.data, &reference);
+            let d = clisc_imaging::overlap::dice(&rust.data, &reference);
             min_dice[k] = min_dice[k].min(d);
             differ[k] += rust
                 .data

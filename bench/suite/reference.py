@@ -12,6 +12,7 @@ same inputs and thread count, alternating fresh processes.
     reference.py sam2 WEIGHTS THREADS ITERS [cuda]    sam2 1.1.0 image encoder + video propagation
     reference.py unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  MONAI sliding_window_inference
     reference.py unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]  training steps, torch.optim.SGD
+    reference.py cam-train SIZE,SLICES THREADS ITERS BATCH [cuda]  torchvision ResNet-18 training epoch
 
 The model tasks run on the CPU unless `cuda` is given last (then on the
 first CUDA device, each timed phase ending with torch.cuda.synchronize()).
@@ -333,11 +334,79 @@ def unet_train(patch, steps, features, batch, device):
     return t
 
 
+def cam_slices(size, n):
+    """The slices `bench_suite cam-train` trains on (same values)."""
+    import torch
+
+    ramp = (torch.arange(n * size * size, dtype=torch.float32) % 997.0 / 997.0).view(n, 1, size, size)
+    labels = torch.arange(n) % 3 == 0
+    c = torch.arange(size, dtype=torch.float32) - size / 2.0
+    disc = ((c.view(1, -1) ** 2 + c.view(-1, 1) ** 2) <= size * size // 25).view(1, 1, size, size)
+    bright = disc & labels.view(-1, 1, 1, 1)
+    images = torch.where(bright, torch.ones_like(ramp), ramp)
+    return images, labels.long()
+
+
+def cam_train(size, n, iters, batch, device):
+    """One training epoch of torchvision's ResNet-18 with the CAM
+    classifier's head (fc.0 Linear 512->256, ReLU, Dropout 0.5, fc.3
+    Linear 256->2), ImageNet-normalised grey slices repeated on 3
+    channels, random horizontal and vertical flips, cross-entropy weighted
+    by inverse class frequency, Adam (lr 1e-4), as clisc's `cam` trains;
+    timed with building the network and saving its state dict, as clisc
+    saves a checkpoint after every epoch."""
+    import tempfile
+
+    import torch
+    import torchvision
+    from torch import nn
+
+    images, labels = cam_slices(size, n)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).to(device)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1).to(device)
+    pos = int(labels.sum())
+    weight = torch.tensor([n / (2.0 * (n - pos)), n / (2.0 * pos)]).to(device)
+    out_dir = tempfile.mkdtemp()
+
+    def epoch():
+        torch.manual_seed(0)
+        net = torchvision.models.resnet18()
+        net.fc = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 2))
+        net = net.to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        order = torch.randperm(n)
+        correct = 0
+        for i in range(0, n, batch):
+            idx = order[i : i + batch]
+            if len(idx) < 2:
+                continue
+            grey = images[idx]
+            fh = torch.rand(len(idx)) < 0.5
+            fv = torch.rand(len(idx)) < 0.5
+            grey = torch.where(fh.view(-1, 1, 1, 1), grey.flip(3), grey)
+            grey = torch.where(fv.view(-1, 1, 1, 1), grey.flip(2), grey)
+            x = (grey.to(device).expand(-1, 3, -1, -1) - mean) / std
+            y = labels[idx].to(device)
+            logits = net(x)
+            loss = nn.functional.cross_entropy(logits, y, weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+            correct += int((logits.argmax(-1) == y).sum())
+        torch.save(net.state_dict(), os.path.join(out_dir, "classifier.pt"))
+        return correct
+
+    t = {}
+    timed(t, "train epoch", iters, synced(epoch, device))
+    return t
+
+
 def main():
     a = sys.argv[1:]
     task = a[0] if a else ""
     device = "cuda" if a and a[-1] == "cuda" else "cpu"
-    if task in ("clip", "sam", "sam2", "unet", "unet-train"):
+    if task in ("clip", "sam", "sam2", "unet", "unet-train", "cam-train"):
         import torch
 
         torch.set_num_threads(int(a[2]))
@@ -356,6 +425,9 @@ def main():
         t = sam2(a[1], int(a[3]), device)
     elif task == "unet":
         t = unet([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")], device)
+    elif task == "cam-train":
+        size, n = (int(v) for v in a[1].split(","))
+        t = cam_train(size, n, int(a[3]), int(a[4]), device)
     elif task == "unet-train":
         t = unet_train([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")],
                        int(a[5]), device)

@@ -264,7 +264,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, U-Net on a small volume only")
-    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,sam2,unet,unet-train")
+    ap.add_argument("--only", default="", help="comma-separated tasks: nifti,dicom,metrics,clip,sam,sam2,unet,unet-train,cam-train")
     ap.add_argument("--devices", default="auto",
                     help="model tasks on: cpu, cuda, cpu,cuda, or auto (the CPU, and CUDA when PyTorch sees a device)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clisc-bench-suite"))
@@ -364,6 +364,14 @@ def main():
                         [PY, REF, "unet", dims, threads, "1", feats, *on(dev)],
                         MODEL_TARGET, "MONAI sliding_window_inference", "x".join(map(str, shape)),
                         rounds=2, scale=shape != FULL and not a.quick)
+
+        if want("cam-train"):
+            # The classifier, input size and batch of configs/weight-free-brats.toml.
+            compare(tag("ResNet-18 CAM classifier, one training epoch (Adam, weighted CE, flips)", dev),
+                    [rb, "cam-train", "128,256", threads, "2", "32", *on(dev)],
+                    [PY, REF, "cam-train", "128,256", threads, "2", "32", *on(dev)],
+                    MODEL_TARGET, "torchvision ResNet-18, the same head and training", "256x1x128x128",
+                    rounds=2)
 
         if want("unet-train"):
             # The network, patch, batch and loss of configs/weight-free-brats.toml.

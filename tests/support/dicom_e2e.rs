@@ -15,13 +15,12 @@ pub const CLI: &str = env!("CARGO_BIN_EXE_clisc-cli");
 
 /// The Python interpreter of the project's venv (pydicom, highdicom, nibabel).
 pub fn python() -> String {
-    std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CLISC_PYTHON is not set: `source scripts/env.sh` first (the DICOM tests write \
-             their study with pydicom and read the SEG back with highdicom)"
-        )
-    })
+    clisc_test_harness::python(NEEDS_PYTHON)
 }
+
+/// Why the DICOM tests need `$CLISC_PYTHON`.
+const NEEDS_PYTHON: &str =
+    "the DICOM tests write their study with pydicom and read the SEG back with highdicom";
 
 /// Runs `clisc ARGS`, panicking with its output when it fails; returns stdout.
 pub fn clisc(args: &[&str]) -> String {
@@ -136,18 +135,9 @@ pub fn check_seg(seg: &Path, labels: &Path, source: &Path) -> serde_json::Value 
     last_json(&text)
 }
 
+/// Runs `$CLISC_PYTHON ARGS`; returns its stdout and stderr.
 fn run_python(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .expect("running Python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "python {args:?} failed:\n{text}");
-    text
+    clisc_test_harness::run_python(NEEDS_PYTHON, args).combined()
 }
 
 fn last_json(text: &str) -> serde_json::Value {

@@ -212,9 +212,7 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 /// with the script's stderr when it fails. `runs` names the reference code
 /// the script runs, for the message when `$CLISC_PYTHON` is not set.
 pub fn run_support_script(script: &str, args: &[&str], runs: &str) {
-    let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (this test runs {runs})")
-    });
+    let python = clisc_test_harness::python(&format!("this test runs {runs}"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("support")
         .join(script);

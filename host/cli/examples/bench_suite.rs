@@ -18,6 +18,8 @@
 //! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
 //! bench_suite unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]
 //!                                  3D U-Net training steps on X,Y,Z patches (the first 2 are warm-up)
+//! bench_suite cam-train SIZE,SLICES THREADS ITERS BATCH [cuda]
+//!                                  one ResNet-18 CAM classifier training epoch (with its set-up and checkpoint)
 //! ```
 //!
 //! The model tasks run on the CPU unless `cuda` is given last (then on
@@ -301,6 +303,64 @@ fn unet_train(
     t
 }
 
+/// The slices both sides train the CAM classifier on: `n` grey `size x
+/// size` images in [0, 1] (a ramp with a bright disc on every third
+/// slice, labelled tumour).
+fn cam_slices(size: i64, n: i64) -> (Tensor, Tensor) {
+    let ramp = (Tensor::arange(n * size * size, (Kind::Float, Device::Cpu)).remainder(997.0)
+        / 997.0)
+        .view([n, 1, size, size]);
+    let labels = (Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(3)).eq(0);
+    let c = Tensor::arange(size, (Kind::Float, Device::Cpu)) - size as f64 / 2.0;
+    let disc = (c.view([1, -1]).square() + c.view([-1, 1]).square())
+        .le((size * size / 25) as f64)
+        .view([1, 1, size, size]);
+    let bright = disc.logical_and(&labels.view([-1, 1, 1, 1]));
+    let images = ramp.where_self(&bright.logical_not(), &Tensor::ones_like(&ramp));
+    (images, labels.to_kind(Kind::Int64))
+}
+
+/// Seconds of training a ResNet-18 CAM classifier for one epoch on
+/// `slices` slices of `size` pixels, batches of `batch` (Adam, weighted
+/// cross-entropy, random flips, as `cam` trains), through the plugin's own
+/// `classifier::train`: building the network, the epoch and its
+/// checkpoint.
+fn cam_train(size: i64, slices: i64, iters: usize, batch: usize, device: Device) -> Timings {
+    use clisc_cam::classifier::{train, TrainConfig};
+    let (images, labels) = cam_slices(size, slices);
+    let data = clisc_cam::slices::SliceSet {
+        brain: Tensor::ones_like(&images),
+        images,
+        labels,
+        size: size as usize,
+    };
+    let cfg = TrainConfig {
+        arch: clisc_cam::resnet::Arch::ResNet18,
+        epochs: 1,
+        batch_size: batch,
+        lr: 1e-4,
+        lr_step: 7,
+        lr_gamma: 0.1,
+        class_weights: true,
+        flips: true,
+        pretrained: None,
+        seed: 0,
+        device,
+    };
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let progress = clisc_sdk::Silent::boxed();
+    let mut t = Timings::new();
+    let mut round = 0;
+    time(&mut t, "train epoch", iters, || {
+        round += 1;
+        let stem = dir.path().join(format!("classifier-{round}"));
+        let trained = train(&data, &cfg, &stem, "cam", &progress).expect("training");
+        std::hint::black_box(trained);
+        sync(device);
+    });
+    t
+}
+
 /// The deterministic input used by both sides: a ramp in [-2, 2].
 fn ramp(shape: &[i64]) -> Tensor {
     let n: i64 = shape.iter().product();
@@ -316,7 +376,7 @@ fn main() {
         "nifti" => nifti(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
         "dicom" => dicom_series(Path::new(&args[2]), arg(&args, 3)),
         "metrics" => overlap_metrics(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
-        "clip" | "sam" | "sam2" | "unet" | "unet-train" => {
+        "clip" | "sam" | "sam2" | "unet" | "unet-train" | "cam-train" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
             // Optional last argument: the device (`cpu`, the default, or `cuda`).
@@ -328,6 +388,10 @@ fn main() {
                 "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
                 "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
                 "sam2" => sam2(Path::new(&args[2]), arg(&args, 4), device),
+                "cam-train" => {
+                    let v: Vec<i64> = list(&args[2]);
+                    cam_train(v[0], v[1], arg(&args, 4), arg(&args, 5), device)
+                }
                 "unet-train" => {
                     let p: Vec<i64> = list(&args[2]);
                     unet_train(

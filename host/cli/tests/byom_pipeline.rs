@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn python() -> String {
-    std::env::var("CLISC_PYTHON")
-        .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (the test exports TorchScript models with it)")
+    clisc_test_harness::python("the test exports TorchScript models with it")
 }
 
 fn repo() -> PathBuf {

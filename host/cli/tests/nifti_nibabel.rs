@@ -5,30 +5,17 @@
 //! are read by clisc with nibabel's affine and voxels.
 use clisc_sdk::{Grid, LabelVolume};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn python() -> String {
-    std::env::var("CLISC_PYTHON").expect(
-        "CLISC_PYTHON is not set: run `source scripts/env.sh` (it provides a Python with nibabel) before this test",
-    )
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/nibabel_check.py")
 }
 
+/// Runs the nibabel script with `args`; returns its stdout.
 fn run_python(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(script())
-        .args(args)
-        .output()
-        .expect("running the nibabel script");
-    assert!(
-        out.status.success(),
-        "nibabel script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    let script = script();
+    let mut all = vec![script.to_str().unwrap()];
+    all.extend_from_slice(args);
+    clisc_test_harness::run_python("it provides a Python with nibabel", &all).stdout
 }
 
 fn read_f64(path: &str) -> Vec<f64> {

@@ -18,8 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn python() -> String {
-    std::env::var("CLISC_PYTHON")
-        .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (it points at the cached Python environment)")
+    clisc_test_harness::python("it points at the cached Python environment")
 }
 
 fn repo() -> PathBuf {

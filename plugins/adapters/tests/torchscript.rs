@@ -75,16 +75,6 @@ fn synthetic_case() -> (CaseInput, LabelVolume) {
     )
 }
 
-fn dice(a: &LabelVolume, b: &LabelVolume) -> f64 {
-    let inter = a
-        .data
-        .iter()
-        .zip(b.data.iter())
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count();
-    2.0 * inter as f64 / (a.count_nonzero() + b.count_nonzero()) as f64
-}
-
 #[test]
 fn scripted_slice_classifier_labels_the_tumour_slices() {
     let settings = format!(
@@ -275,7 +265,7 @@ fn traced_volumetric_model_native_padded_and_resized() {
     else {
         panic!()
     };
-    let d = dice(&stage.predict(&case).unwrap(), &tumour);
+    let d = clisc_imaging::overlap::dice(&stage.predict(&case).unwrap().data, &tumour.data);
     assert!(d > 0.8, "dice after resizing {d}");
 }
 

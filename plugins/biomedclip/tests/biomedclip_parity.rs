@@ -18,8 +18,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use clisc_biomedclip::{
@@ -29,30 +27,22 @@ use clisc_biomedclip::{
 use clisc_clip::preprocess::preprocess_u8;
 use clisc_clip::{LabelerOptions, ZeroShotModel, PROMPT_ABNORMAL, PROMPT_NORMAL};
 use clisc_nn::{WeightFile, WeightFormat};
+use clisc_test_harness::max_abs_diff;
 use tch::{Device, Kind, Tensor};
 
 const WEIGHTS: &str = "open_clip_pytorch_model.bin";
 
 /// The reference folder, generated on first use.
-fn reference_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cache = std::env::var_os("CLISC_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/clisc"));
-        let dir = cache.join("parity").join("biomedclip-v1");
-        if !dir.join("DONE").exists() {
-            let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-                panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (the BiomedCLIP parity test needs open_clip)")
-            });
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/make_biomedclip_reference.py");
-            let t = Instant::now();
-            let status = Command::new(&python).arg(&script).arg(&dir).status().expect("cannot run $CLISC_PYTHON");
-            assert!(status.success(), "{} failed", script.display());
-            eprintln!("reference generated in {:.1}s", t.elapsed().as_secs_f64());
-        }
-        dir
-    })
+fn reference_dir() -> PathBuf {
+    clisc_test_harness::Reference {
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
+        name: "biomedclip-v1",
+        script: "tests/reference/make_biomedclip_reference.py",
+        args: &[],
+        files: &["DONE"],
+        needs: "open_clip",
+    }
+    .dir()
 }
 
 fn reference() -> HashMap<String, Tensor> {
@@ -64,12 +54,6 @@ fn reference() -> HashMap<String, Tensor> {
 
 fn json(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(reference_dir().join(name)).unwrap()).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    let a = a.to_kind(Kind::Double).to_device(Device::Cpu);
-    (a - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
 fn ids(row: &serde_json::Value) -> Vec<i64> {

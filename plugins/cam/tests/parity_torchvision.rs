@@ -10,33 +10,19 @@ use clisc_cam::classifier::{load_state_dict, load_torchvision_backbone, Classifi
 use clisc_cam::resnet::{Arch, Stage};
 use clisc_nn::weights::WeightFile;
 use std::path::PathBuf;
-use std::process::Command;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
-static GENERATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn reference_dir() -> PathBuf {
-    let _once = GENERATE.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = std::env::var("CLISC_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/clisc")
-        });
-    let dir = cache.join("parity/resnet");
-    if !dir.join("resnet50-ref.pt").is_file() {
-        let python = std::env::var("CLISC_PYTHON")
-            .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (the parity test needs torchvision)");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/make_reference.py");
-        let status = Command::new(python)
-            .arg(&script)
-            .arg(&dir)
-            .status()
-            .expect("run make_reference.py");
-        assert!(status.success(), "make_reference.py failed");
+    clisc_test_harness::Reference {
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
+        name: "resnet",
+        script: "tests/reference/make_reference.py",
+        args: &[],
+        files: &["resnet50-ref.pt"],
+        needs: "torchvision",
     }
-    dir
+    .dir()
 }
 
 fn max_rel_err(a: &Tensor, b: &Tensor) -> f64 {

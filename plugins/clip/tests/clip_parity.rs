@@ -13,8 +13,6 @@
 //! corpus; error messages for truncated and mismatched files.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use clisc_clip::preprocess::preprocess_u8;
@@ -22,25 +20,16 @@ use clisc_clip::{Clip, ClipTokenizer, CONTEXT_LENGTH};
 use clisc_nn::{WeightFile, WeightFormat};
 use tch::{Device, Kind, Tensor};
 
-fn reference_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cache = std::env::var("CLISC_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME is not set")).join(".cache/clisc"));
-        let dir = cache.join("parity").join("clip-v1");
-        if !dir.join("DONE").exists() {
-            let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-                panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (the CLIP parity test needs the reference code)")
-            });
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/make_clip_reference.py");
-            let t = Instant::now();
-            let status = Command::new(&python).arg(&script).arg(&dir).status().expect("cannot run $CLISC_PYTHON");
-            assert!(status.success(), "{} failed", script.display());
-            eprintln!("reference generated in {:.1}s", t.elapsed().as_secs_f64());
-        }
-        dir
-    })
+fn reference_dir() -> PathBuf {
+    clisc_test_harness::Reference {
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
+        name: "clip-v1",
+        script: "tests/reference/make_clip_reference.py",
+        args: &[],
+        files: &["DONE"],
+        needs: "the CLIP reference code",
+    }
+    .dir()
 }
 
 fn reference() -> std::collections::HashMap<String, Tensor> {

@@ -15,35 +15,26 @@
 //! * the whole plugin on the original slice (its own resize included):
 //!   masks equal on at least 99.5% of the pixels.
 
-mod common;
-
 use abi_stable::std_types::ROption;
 use clisc_nn::WeightFile;
 use clisc_sam::spline_resize::medsam_resize;
 use clisc_sam::{Recipe, SamPredictor, SamPrompt, SamSegmenter};
 use clisc_sdk::stage::SliceImage;
 use clisc_sdk::{BoxXyxy, Image2d, PromptSet};
-use common::max_abs_diff;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use clisc_test_harness::max_abs_diff;
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
-fn reference_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::parity_cache("medsam/v1");
-        if !(dir.join("reference.pt").exists() && dir.join("medsam_vit_b_random.pth").exists()) {
-            let python = std::env::var("CLISC_PYTHON").expect(
-                "CLISC_PYTHON is not set: `source scripts/env.sh` first (segment-anything and scikit-image)",
-            );
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/reference/make_medsam_reference.py");
-            let status = Command::new(python).arg(&script).arg(&dir).status().unwrap();
-            assert!(status.success(), "{} failed: {status}", script.display());
-        }
-        dir
-    })
+fn reference_dir() -> PathBuf {
+    clisc_test_harness::Reference {
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
+        name: "medsam/v1",
+        script: "tests/reference/make_medsam_reference.py",
+        args: &[],
+        files: &["reference.pt", "medsam_vit_b_random.pth"],
+        needs: "segment-anything and scikit-image",
+    }
+    .dir()
 }
 
 fn bytes(t: &Tensor) -> Vec<u8> {

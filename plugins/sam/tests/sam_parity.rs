@@ -7,42 +7,25 @@
 //! `${CLISC_CACHE_DIR:-~/.cache/clisc}/parity/sam/v1/` and reused after.
 //! The image embedding is computed once per test process and shared.
 
-mod common;
-
 use clisc_nn::WeightFile;
 use clisc_sam::{ImageEmbedding, Sam, SamOutput, SamPredictor, SamPrompt};
-use common::max_abs_diff;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use clisc_test_harness::max_abs_diff;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-const VERSION: &str = "v1";
-
-fn cache_dir() -> PathBuf {
-    common::parity_cache("sam").join(VERSION)
-}
-
 /// Generates the reference files if they are not there yet.
 fn reference_dir() -> PathBuf {
-    static GENERATED: OnceLock<PathBuf> = OnceLock::new();
-    GENERATED
-        .get_or_init(|| {
-            let dir = cache_dir();
-            if !(dir.join("reference.pt").exists() && dir.join("sam_vit_b_random.pth").exists()) {
-                let python = std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-                    panic!("CLISC_PYTHON is not set: `source scripts/env.sh` first (the SAM parity test needs Meta's segment-anything to generate {})", dir.display())
-                });
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/make_sam_reference.py");
-                let t = Instant::now();
-                let status = Command::new(&python).arg(&script).arg(&dir).status().expect("running the reference generator");
-                assert!(status.success(), "{} {} failed: {status}", python, script.display());
-                eprintln!("generated SAM reference in {:.1}s", t.elapsed().as_secs_f64());
-            }
-            dir
-        })
-        .clone()
+    clisc_test_harness::Reference {
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
+        name: "sam/v1",
+        script: "tests/reference/make_sam_reference.py",
+        args: &[],
+        files: &["reference.pt", "sam_vit_b_random.pth"],
+        needs: "Meta's segment-anything",
+    }
+    .dir()
 }
 
 struct Fixture {
@@ -76,10 +59,6 @@ fn fixture() -> &'static Mutex<Fixture> {
             size: (h, w),
         })
     })
-}
-
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    clisc_imaging::overlap::dice(a, b)
 }
 
 #[test]
@@ -141,7 +120,7 @@ fn check_output(k: usize, out: &SamOutput, reference: &WeightFile) -> (f64, f64,
     for (j, m) in out.masks.iter().enumerate() {
         let r: Vec<u8> =
             Vec::<u8>::try_from(masks.get(j as i64).to_kind(Kind::Uint8).view([-1])).unwrap();
-        min_dice = min_dice.min(dice(m, &r));
+        min_dice = min_dice.min(clisc_imaging::overlap::dice(m, &r));
     }
     (d_low, d_iou, min_dice)
 }

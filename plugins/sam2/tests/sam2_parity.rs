@@ -29,9 +29,8 @@ use clisc_nn::WeightFile;
 use clisc_sam2::propagation::Pass;
 use clisc_sam2::transforms::input_tensor;
 use clisc_sam2::{Frames, Prompt, Propagation, Sam2, Sam2Predictor};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use clisc_test_harness::max_abs_diff;
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 const LOGIT_TOLERANCE: f64 = 1e-3;
@@ -110,28 +109,15 @@ const SAM2_1_TINY_256_CAP2: Variant = Variant {
 impl Variant {
     /// The reference folder, generated on first use.
     fn dir(&self) -> PathBuf {
-        static LOCK: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let base = std::env::var_os("CLISC_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/clisc")
-            });
-        let dir = base.join("parity").join(self.cache);
-        if !(dir.join("reference.pt").exists() && dir.join(self.checkpoint).exists()) {
-            let python = std::env::var("CLISC_PYTHON")
-                .expect("CLISC_PYTHON is not set: `source scripts/env.sh` first (sam2 1.1.0)");
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/reference/make_sam2_reference.py");
-            let status = Command::new(python)
-                .arg(&script)
-                .arg(&dir)
-                .arg(self.name)
-                .status()
-                .unwrap();
-            assert!(status.success(), "{} failed: {status}", script.display());
+        clisc_test_harness::Reference {
+            crate_dir: env!("CARGO_MANIFEST_DIR"),
+            name: self.cache,
+            script: "tests/reference/make_sam2_reference.py",
+            args: &[self.name],
+            files: &["reference.pt", self.checkpoint],
+            needs: "sam2 1.1.0",
         }
-        dir
+        .dir()
     }
 
     fn reference(&self) -> WeightFile {
@@ -144,14 +130,6 @@ impl Variant {
         assert_eq!(model.config.variant(), self.variant);
         model
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
 }
 
 /// Asserts logits within [`LOGIT_TOLERANCE`] and masks equal away from 0.

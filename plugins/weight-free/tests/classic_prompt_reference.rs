@@ -562,12 +562,10 @@ fn set_json(p: &PromptSet) -> String {
 }
 
 fn python() -> String {
-    std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CLISC_PYTHON is not set: `source scripts/env.sh` first (this test compares classic-prompt \
-             with its NumPy/SciPy reference, tests/reference/classic_prompt_reference.py)"
-        )
-    })
+    clisc_test_harness::python(
+        "this test compares classic-prompt with its NumPy/SciPy reference, \
+         tests/reference/classic_prompt_reference.py",
+    )
 }
 
 /// Runs the reference on `manifest`, writing into `out`.

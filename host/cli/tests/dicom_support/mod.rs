@@ -10,12 +10,9 @@ use std::sync::OnceLock;
 
 /// The Python interpreter of the project's venv (`source scripts/env.sh`).
 pub fn python() -> String {
-    std::env::var("CLISC_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CLISC_PYTHON is not set: `source scripts/env.sh` first (the DICOM tests write their \
-             test series with pydicom and read DICOM SEG back with highdicom)"
-        )
-    })
+    clisc_test_harness::python(
+        "the DICOM tests write their test series with pydicom and read DICOM SEG back with highdicom",
+    )
 }
 
 /// Runs an external tool, panicking with its output when it fails.
