@@ -21,6 +21,41 @@ use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
+/// What makes a `torch.save` file unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum TorchFileError {
+    /// The file or a member of its archive cannot be read.
+    #[error("{0}")]
+    Io(String),
+    /// Not a `torch.save` zip archive, or one of an unsupported kind.
+    #[error("{0}")]
+    Format(String),
+    /// The pickle stream is malformed or uses an unsupported construct.
+    #[error("{0}")]
+    Pickle(String),
+    /// A tensor whose storage does not hold what its metadata says.
+    #[error("tensor `{name}`: {message}")]
+    Tensor {
+        /// The tensor's state-dict name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The pickle machine's own messages.
+impl From<String> for TorchFileError {
+    fn from(message: String) -> Self {
+        TorchFileError::Pickle(message)
+    }
+}
+
+impl From<&str> for TorchFileError {
+    fn from(message: &str) -> Self {
+        TorchFileError::Pickle(message.to_string())
+    }
+}
+
 use tch::{Kind, Tensor};
 
 type Ptr = Rc<RefCell<Val>>;
@@ -89,81 +124,90 @@ struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TorchFileError> {
         if self.pos + n > self.data.len() {
-            return Err(format!(
+            return Err(TorchFileError::Pickle(format!(
                 "pickle ends early at byte {} (needed {n} more bytes)",
                 self.pos
-            ));
+            )));
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, TorchFileError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, TorchFileError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, TorchFileError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, TorchFileError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, TorchFileError> {
         let start = self.pos;
         while self.pos < self.data.len() && self.data[self.pos] != b'\n' {
             self.pos += 1;
         }
         if self.pos >= self.data.len() {
-            return Err("pickle ends inside a GLOBAL name".into());
+            return Err(TorchFileError::Pickle(
+                "pickle ends inside a GLOBAL name".into(),
+            ));
         }
         let s = String::from_utf8_lossy(&self.data[start..self.pos]).into_owned();
         self.pos += 1;
         Ok(s)
     }
-    fn utf8(&mut self, n: usize) -> Result<String, String> {
+    fn utf8(&mut self, n: usize) -> Result<String, TorchFileError> {
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| format!("invalid UTF-8 string in pickle before byte {}", self.pos))
+        String::from_utf8(b.to_vec()).map_err(|_| {
+            TorchFileError::Pickle(format!(
+                "invalid UTF-8 string in pickle before byte {}",
+                self.pos
+            ))
+        })
     }
-    fn pop(&mut self) -> Result<Ptr, String> {
-        self.stack
-            .pop()
-            .ok_or_else(|| format!("pickle stack underflow at byte {}", self.pos))
+    fn pop(&mut self) -> Result<Ptr, TorchFileError> {
+        self.stack.pop().ok_or_else(|| {
+            TorchFileError::Pickle(format!("pickle stack underflow at byte {}", self.pos))
+        })
     }
-    fn top(&self) -> Result<Ptr, String> {
-        self.stack
-            .last()
-            .cloned()
-            .ok_or_else(|| format!("pickle stack empty at byte {}", self.pos))
+    fn top(&self) -> Result<Ptr, TorchFileError> {
+        self.stack.last().cloned().ok_or_else(|| {
+            TorchFileError::Pickle(format!("pickle stack empty at byte {}", self.pos))
+        })
     }
     /// Pops everything down to (and including) the last MARK.
-    fn pop_mark(&mut self) -> Result<Vec<Ptr>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Ptr>, TorchFileError> {
         let mark = self
             .stack
             .iter()
             .rposition(|v| matches!(*v.borrow(), Val::Mark))
-            .ok_or_else(|| format!("pickle MARK missing at byte {}", self.pos))?;
+            .ok_or_else(|| {
+                TorchFileError::Pickle(format!("pickle MARK missing at byte {}", self.pos))
+            })?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
         Ok(items)
     }
-    fn memo_get(&self, key: u32) -> Result<Ptr, String> {
-        self.memo
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| format!("pickle memo key {key} unknown at byte {}", self.pos))
+    fn memo_get(&self, key: u32) -> Result<Ptr, TorchFileError> {
+        self.memo.get(&key).cloned().ok_or_else(|| {
+            TorchFileError::Pickle(format!(
+                "pickle memo key {key} unknown at byte {}",
+                self.pos
+            ))
+        })
     }
 
-    fn run(&mut self) -> Result<Ptr, String> {
+    fn run(&mut self) -> Result<Ptr, TorchFileError> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -186,7 +230,7 @@ impl<'a> Machine<'a> {
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     if self.stack.len() < n {
-                        return Err(format!("pickle stack underflow at byte {at}"));
+                        return Err(TorchFileError::Pickle(format!("pickle stack underflow at byte {at}")));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(ptr(Val::Tuple(items)));
@@ -271,7 +315,7 @@ impl<'a> Machine<'a> {
                     let n = if op == 0x8a { self.u8()? as usize } else { self.u32()? as usize };
                     let b = self.take(n)?;
                     if n > 8 {
-                        return Err(format!("pickle integer of {n} bytes at byte {at} is too large"));
+                        return Err(TorchFileError::Pickle(format!("pickle integer of {n} bytes at byte {at} is too large")));
                     }
                     let mut v: i64 = 0;
                     for (i, &byte) in b.iter().enumerate() {
@@ -300,19 +344,19 @@ impl<'a> Machine<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (Val::Str(m), Val::Str(n)) = (&*module.borrow(), &*name.borrow()) else {
-                        return Err(format!("pickle STACK_GLOBAL without names at byte {at}"));
+                        return Err(TorchFileError::Pickle(format!("pickle STACK_GLOBAL without names at byte {at}")));
                     };
                     self.stack.push(ptr(Val::Global(m.clone(), n.clone())));
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    let v = persistent_load(&pid.borrow()).map_err(|e| format!("{e} (byte {at})"))?;
+                    let v = persistent_load(&pid.borrow()).map_err(|e| TorchFileError::Pickle(format!("{e} (byte {at})")))?;
                     self.stack.push(ptr(v));
                 }
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let v = reduce(&callable.borrow(), &args.borrow()).map_err(|e| format!("{e} (byte {at})"))?;
+                    let v = reduce(&callable.borrow(), &args.borrow()).map_err(|e| TorchFileError::Pickle(format!("{e} (byte {at})")))?;
                     self.stack.push(ptr(v));
                 }
                 b'b' => {
@@ -366,9 +410,9 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => return self.pop(),
                 other => {
-                    return Err(format!(
+                    return Err(TorchFileError::Pickle(format!(
                         "unsupported pickle opcode 0x{other:02x} at byte {at} (not a torch.save state dict?)"
-                    ))
+                    )))
                 }
             }
         }
@@ -376,44 +420,57 @@ impl<'a> Machine<'a> {
 }
 
 /// `('storage', torch.HalfStorage, '0', 'cpu', numel)` -> a storage reference.
-fn persistent_load(pid: &Val) -> Result<Val, String> {
+fn persistent_load(pid: &Val) -> Result<Val, TorchFileError> {
     let Val::Tuple(items) = pid else {
-        return Err("persistent id is not a tuple".into());
+        return Err(TorchFileError::Pickle(
+            "persistent id is not a tuple".into(),
+        ));
     };
     let items: Vec<_> = items.iter().map(|p| p.borrow()).collect();
     match items.as_slice() {
         [tag, class, key, ..] if matches!(&**tag, Val::Str(s) if s == "storage") => {
             let kind = match &**class {
-                Val::Global(_, name) => storage_kind(name)
-                    .ok_or_else(|| format!("unsupported storage type `{name}`"))?,
-                _ => return Err("storage without a storage type".into()),
+                Val::Global(_, name) => storage_kind(name).ok_or_else(|| {
+                    TorchFileError::Pickle(format!("unsupported storage type `{name}`"))
+                })?,
+                _ => {
+                    return Err(TorchFileError::Pickle(
+                        "storage without a storage type".into(),
+                    ))
+                }
             };
             let key = match &**key {
                 Val::Str(s) => s.clone(),
                 Val::Int(i) => i.to_string(),
-                _ => return Err("storage without a key".into()),
+                _ => return Err(TorchFileError::Pickle("storage without a key".into())),
             };
             Ok(Val::Storage { key, kind })
         }
-        _ => Err("unsupported persistent id (expected a ('storage', ...) tuple)".into()),
+        _ => Err(TorchFileError::Pickle(
+            "unsupported persistent id (expected a ('storage', ...) tuple)".into(),
+        )),
     }
 }
 
-fn int_tuple(v: &Val, what: &str) -> Result<Vec<i64>, String> {
+fn int_tuple(v: &Val, what: &str) -> Result<Vec<i64>, TorchFileError> {
     match v {
         Val::Tuple(items) | Val::List(items) => items
             .iter()
             .map(|p| match &*p.borrow() {
                 Val::Int(i) => Ok(*i),
-                _ => Err(format!("tensor {what} holds a non-integer")),
+                _ => Err(TorchFileError::Pickle(format!(
+                    "tensor {what} holds a non-integer"
+                ))),
             })
             .collect(),
-        _ => Err(format!("tensor {what} is not a tuple")),
+        _ => Err(TorchFileError::Pickle(format!(
+            "tensor {what} is not a tuple"
+        ))),
     }
 }
 
 /// Applies the few callables `torch.save` state dicts use.
-fn reduce(callable: &Val, args: &Val) -> Result<Val, String> {
+fn reduce(callable: &Val, args: &Val) -> Result<Val, TorchFileError> {
     let Val::Global(module, name) = callable else {
         return Ok(Val::Object("<call of a non-global>".into()));
     };
@@ -425,15 +482,25 @@ fn reduce(callable: &Val, args: &Val) -> Result<Val, String> {
         ("collections", "OrderedDict") => Ok(Val::Dict(Vec::new())),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             if args.len() < 4 {
-                return Err("_rebuild_tensor with too few arguments".into());
+                return Err(TorchFileError::Pickle(
+                    "_rebuild_tensor with too few arguments".into(),
+                ));
             }
             let (storage_key, kind) = match &*args[0].borrow() {
                 Val::Storage { key, kind } => (key.clone(), *kind),
-                _ => return Err("_rebuild_tensor without a storage".into()),
+                _ => {
+                    return Err(TorchFileError::Pickle(
+                        "_rebuild_tensor without a storage".into(),
+                    ))
+                }
             };
             let offset = match &*args[1].borrow() {
                 Val::Int(i) => *i,
-                _ => return Err("_rebuild_tensor with a non-integer offset".into()),
+                _ => {
+                    return Err(TorchFileError::Pickle(
+                        "_rebuild_tensor with a non-integer offset".into(),
+                    ))
+                }
             };
             let size = int_tuple(&args[2].borrow(), "size")?;
             let stride = int_tuple(&args[3].borrow(), "stride")?;
@@ -451,7 +518,9 @@ fn reduce(callable: &Val, args: &Val) -> Result<Val, String> {
             let b = first.borrow();
             match &*b {
                 Val::Tensor(spec) => Ok(Val::Tensor(spec.clone())),
-                _ => Err("_rebuild_parameter without a tensor".into()),
+                _ => Err(TorchFileError::Pickle(
+                    "_rebuild_parameter without a tensor".into(),
+                )),
             }
         }
         _ => Ok(Val::Object(format!("{module}.{name}"))),
@@ -486,32 +555,38 @@ fn flatten(v: &Val, prefix: &str, out: &mut Vec<(String, TensorSpec)>) {
 }
 
 /// Reads a zip-format `torch.save` file into `(name, tensor)` pairs on the
-/// CPU, keeping each tensor's dtype. Errors are plain strings; the caller
-/// adds the file name.
-pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut zip =
-        zip::ZipArchive::new(file).map_err(|e| format!("not a readable zip archive: {e}"))?;
+/// CPU, keeping each tensor's dtype. The caller adds the file name to
+/// errors.
+pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, TorchFileError> {
+    let io = |what: &str, e: &dyn std::fmt::Display| TorchFileError::Io(format!("{what}: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| io("cannot open", &e))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| TorchFileError::Format(format!("not a readable zip archive: {e}")))?;
     let pkl_name = (0..zip.len())
         .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
-        .ok_or("zip archive has no `<archive>/data.pkl` (not a torch.save file)")?;
+        .ok_or_else(|| {
+            TorchFileError::Format(
+                "zip archive has no `<archive>/data.pkl` (not a torch.save file)".into(),
+            )
+        })?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
     if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut s = String::new();
-        f.read_to_string(&mut s).map_err(|e| e.to_string())?;
+        f.read_to_string(&mut s)
+            .map_err(|e| io("reading `byteorder`", &e))?;
         if s.trim() != "little" {
-            return Err(format!(
+            return Err(TorchFileError::Format(format!(
                 "byte order `{}` is not supported (only little-endian)",
                 s.trim()
-            ));
+            )));
         }
     }
     let mut pkl = Vec::new();
     zip.by_name(&pkl_name)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| io(&pkl_name, &e))?
         .read_to_end(&mut pkl)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| io(&pkl_name, &e))?;
     let mut machine = Machine {
         data: &pkl,
         pos: 0,
@@ -528,19 +603,21 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
         if !storages.contains_key(&spec.storage_key) {
             let entry = format!("{prefix}data/{}", spec.storage_key);
             let mut bytes = Vec::new();
+            let storage_err = |e: &dyn std::fmt::Display| TorchFileError::Tensor {
+                name: name.clone(),
+                message: format!("storage `{entry}`: {e}"),
+            };
             zip.by_name(&entry)
-                .map_err(|e| format!("storage `{entry}` of tensor `{name}`: {e}"))?
+                .map_err(|e| storage_err(&e))?
                 .read_to_end(&mut bytes)
-                .map_err(|e| format!("storage `{entry}` of tensor `{name}`: {e}"))?;
+                .map_err(|e| storage_err(&e))?;
             let elem = spec.kind.elt_size_in_bytes();
             if bytes.len() % elem != 0 {
-                return Err(format!(
-                    "storage `{entry}` of tensor `{name}` has a partial element"
-                ));
+                return Err(storage_err(&"a partial element"));
             }
             let storage =
                 Tensor::f_from_data_size(&bytes, &[(bytes.len() / elem) as i64], spec.kind)
-                    .map_err(|e| format!("tensor `{name}`: {e}"))?;
+                    .map_err(|e| storage_err(&e))?;
             storages.insert(spec.storage_key.clone(), storage);
         }
         let storage = &storages[&spec.storage_key];
@@ -553,15 +630,21 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
                 .map(|(&n, &s)| if n == 0 { 0 } else { (n - 1) * s })
                 .sum::<i64>();
         if spec.size.iter().all(|&n| n > 0) && (spec.offset < 0 || last >= numel) {
-            return Err(format!(
-                "tensor `{name}` (shape {:?}) reaches element {last} of a storage of {numel} elements (truncated file?)",
-                spec.size
-            ));
+            return Err(TorchFileError::Tensor {
+                name,
+                message: format!(
+                    "shape {:?} reaches element {last} of a storage of {numel} elements (truncated file?)",
+                    spec.size
+                ),
+            });
         }
         let t = storage
             .f_as_strided(&spec.size, &spec.stride, Some(spec.offset))
             .and_then(|t| t.f_contiguous())
-            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+            .map_err(|e| TorchFileError::Tensor {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
         out.push((name, t));
     }
     Ok(out)
