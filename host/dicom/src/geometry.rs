@@ -110,22 +110,42 @@ fn unit(a: [f64; 3]) -> Option<[f64; 3]> {
     (n > 0.5 && n.is_finite()).then(|| a.map(|v| v / n))
 }
 
+/// Why a set of slices is not a volume.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotAVolume {
+    /// The series has no image slice.
+    #[error("no slices")]
+    NoSlices,
+    /// ImageOrientationPatient is not two unit vectors.
+    #[error("ImageOrientationPatient {0:?} is not two unit vectors")]
+    NotUnitVectors([f64; 6]),
+    /// The row and column cosines are not orthogonal.
+    #[error("ImageOrientationPatient {0:?}: row and column cosines are not orthogonal")]
+    NotOrthogonal([f64; 6]),
+    /// The two cosines are parallel: no normal.
+    #[error("ImageOrientationPatient {0:?} is degenerate")]
+    Degenerate([f64; 6]),
+    /// Several slices at one position (4D or repeated acquisitions).
+    #[error("{shared} of {slices} slices share a position with another slice (a 4D or repeated acquisition in one series?)")]
+    SharedPositions {
+        /// Slices at an already occupied position.
+        shared: usize,
+        /// Slices in the series.
+        slices: usize,
+    },
+}
+
 /// Row cosine, column cosine and normal (all unit, LPS) of an orientation.
-pub fn directions(orientation: &[f64; 6]) -> Result<[[f64; 3]; 3], String> {
+pub fn directions(orientation: &[f64; 6]) -> Result<[[f64; 3]; 3], NotAVolume> {
     let r = unit([orientation[0], orientation[1], orientation[2]]);
     let c = unit([orientation[3], orientation[4], orientation[5]]);
     let (Some(r), Some(c)) = (r, c) else {
-        return Err(format!(
-            "ImageOrientationPatient {orientation:?} is not two unit vectors"
-        ));
+        return Err(NotAVolume::NotUnitVectors(*orientation));
     };
     if dot(&r, &c).abs() > 1e-2 {
-        return Err(format!(
-            "ImageOrientationPatient {orientation:?}: row and column cosines are not orthogonal"
-        ));
+        return Err(NotAVolume::NotOrthogonal(*orientation));
     }
-    let n = unit(cross(&r, &c))
-        .ok_or_else(|| format!("ImageOrientationPatient {orientation:?} is degenerate"))?;
+    let n = unit(cross(&r, &c)).ok_or(NotAVolume::Degenerate(*orientation))?;
     Ok([r, c, n])
 }
 
@@ -138,8 +158,8 @@ pub fn along(slice: &SliceHeader, n: &[f64; 3]) -> f64 {
 /// which make the stack invalid anyway, by InstanceNumber) and measures the
 /// volume. Errors explain why the slices are not a volume (no slices,
 /// several at one position, bad orientation).
-pub(crate) fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, String> {
-    let first = slices.first().ok_or("no slices")?;
+pub(crate) fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeometry, NotAVolume> {
+    let first = slices.first().ok_or(NotAVolume::NoSlices)?;
     let [r, c, n] = directions(&first.orientation)?;
     slices.sort_by(|a, b| {
         along(a, &n)
@@ -157,10 +177,7 @@ pub(crate) fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeome
         .collect();
     let shared = gaps.iter().filter(|&&g| g.abs() < 1e-3).count();
     if shared > 0 {
-        return Err(format!(
-            "{} of {nz} slices share a position with another slice (a 4D or repeated acquisition in one series?)",
-            shared
-        ));
+        return Err(NotAVolume::SharedPositions { shared, slices: nz });
     }
     let mut warnings = Vec::new();
     let zcol = if nz == 1 {
@@ -376,7 +393,14 @@ mod tests {
             .map(|i| slice([0.0, 0.0, (i / 2) as f64], AXIAL, i))
             .collect();
         let err = sort_and_measure(&mut s).unwrap_err();
-        assert!(err.contains("share a position"), "{err}");
+        assert_eq!(
+            err,
+            NotAVolume::SharedPositions {
+                shared: 2,
+                slices: 4
+            }
+        );
+        assert!(err.to_string().contains("share a position"), "{err}");
     }
 
     #[test]

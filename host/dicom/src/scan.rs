@@ -141,7 +141,7 @@ pub struct Series {
     /// The slices, sorted by position along the slice normal.
     pub slices: Vec<SliceHeader>,
     /// The volume geometry, or why the slices do not form a volume.
-    pub geometry: Result<SeriesGeometry, String>,
+    pub geometry: Result<SeriesGeometry, geometry::NotAVolume>,
 }
 
 impl Series {
@@ -168,9 +168,9 @@ impl Series {
                 message: "is a localizer; localizers are never stacked into volumes".into(),
             });
         }
-        self.geometry.as_ref().map_err(|m| DicomError::Series {
+        self.geometry.as_ref().map_err(|why| DicomError::Series {
             series: self.label(),
-            message: m.clone(),
+            message: why.to_string(),
         })
     }
 }
