@@ -3,7 +3,8 @@
 #   bench/run.sh            everything (demo, case scaling, AMDA, synth, HD95, SAM encoder, suite, DICOM node)
 #   bench/run.sh suite ARGS only the side-by-side suite (bench/suite/run.sh)
 #   bench/run.sh NAME ARGS  only bench/NAME.sh (demo, case_scaling, amda, synth_timing, hd95_timing, refine_sweep,
-#                           realistic tune|test [CONFIG] [SED...], node [SOAK_SECONDS])
+#                           realistic tune|test [CONFIG] [SED...], node [SOAK_SECONDS],
+#                           gpu [--device cpu] [--quick]: parity and speed on one GPU, bench/results/gpu.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = suite ]; then

@@ -11,8 +11,16 @@ same inputs and thread count, alternating fresh processes.
     reference.py sam WEIGHTS THREADS ITERS [cuda]     Meta's SamPredictor
     reference.py sam2 WEIGHTS THREADS ITERS [cuda]    sam2 1.1.0 image encoder + video propagation
     reference.py unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  MONAI sliding_window_inference
-    reference.py unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]  training steps, torch.optim.SGD
+    reference.py unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH fp32|amp [cuda]
+                                               training steps, torch.optim.SGD (amp: fp16 autocast + GradScaler)
     reference.py cam-train SIZE,SLICES THREADS ITERS BATCH [cuda]  torchvision ResNet-18 training epoch
+
+Parity tasks (`bench/gpu/gpu.py`): the outputs, not the seconds, of the
+official code on the inputs of the clisc side, written as safetensors:
+
+    reference.py sam-parity WEIGHTS THREADS OUT.safetensors [cuda]   embedding, low_res, iou
+    reference.py clip-parity WEIGHTS THREADS OUT.safetensors BATCH [cuda]   features
+    reference.py unet-parity F1,F2,.. THREADS CASE_DIR [cuda]   CASE_DIR/reference.safetensors: logits
 
 The model tasks run on the CPU unless `cuda` is given last (then on the
 first CUDA device, each timed phase ending with torch.cuda.synchronize()).
@@ -300,13 +308,21 @@ def unet(dims, iters, features, device):
     return t
 
 
-def unet_train(patch, steps, features, batch, device):
+def unet_train(patch, steps, features, batch, precision, device):
     """Training steps of the same network: forward in training mode
     (dropout), cross-entropy + (1 - soft Dice of the foreground) as
     `unet3d`'s `dice_ce`, backward, torch.optim.SGD with `unet3d`'s
     default learning rate, momentum and weight decay, on one fixed batch;
-    the first two steps are warm-up and not reported."""
+    the first two steps are warm-up and not reported. With `amp` (CUDA
+    only) the forward runs under fp16 autocast, the loss in fp32 on the
+    float logits, and a GradScaler scales the loss, as `unet3d` does with
+    `mixed_precision`."""
     import torch
+
+    amp = precision == "amp"
+    if amp and device != "cuda":
+        raise SystemExit("unet-train: amp needs cuda")
+    scaler = torch.amp.GradScaler("cuda") if amp else None
 
     torch.manual_seed(0)
     net = unet_module(features).to(device).train()
@@ -316,15 +332,22 @@ def unet_train(patch, steps, features, batch, device):
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step():
-        logits = net(x)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            logits = net(x)
+        logits = logits.float()
         ce = torch.nn.functional.cross_entropy(logits, y)
         p = torch.softmax(logits, 1)[:, 1]
         t = y.float()
         dice = (2 * (p * t).sum() + 1e-5) / (p.sum() + t.sum() + 1e-5)
         loss = ce - dice + 1.0
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return loss.item()
 
     t = {}
@@ -402,15 +425,81 @@ def cam_train(size, n, iters, batch, device):
     return t
 
 
+def sam_parity(weights, out, device):
+    """The `sam` task's slice and box through Meta's SamPredictor: the image
+    embedding and the three low-resolution mask logits and IoU scores."""
+    import torch
+    from safetensors.torch import save_file
+    from segment_anything import SamPredictor, sam_model_registry
+
+    predictor = SamPredictor(sam_model_registry["vit_b"](checkpoint=weights).eval().to(device))
+    w = h = 240
+    rgb = ((np.arange(w * h * 3) * 7) % 251).astype(np.uint8).reshape(h, w, 3)
+    with torch.no_grad():
+        predictor.set_image(rgb)
+        _, iou, low_res = predictor.predict(box=np.array([60.0, 70.0, 150.0, 170.0]), multimask_output=True)
+        save_file({"embedding": predictor.features.float().cpu().contiguous(),
+                   "low_res": torch.from_numpy(low_res).float().contiguous(),
+                   "iou": torch.from_numpy(iou).float().contiguous()}, out)
+
+
+def clip_parity(weights, out, batch, device):
+    """OpenAI CLIP's image features of the `clip` task's ramp batch."""
+    import torch
+    from clip.model import build_model
+    from safetensors.torch import save_file
+
+    model = build_model(torch.load(weights, map_location="cpu")).float().eval().to(device)
+    with torch.no_grad():
+        features = model.encode_image(ramp((batch, 3, 224, 224)).to(device))
+    save_file({"features": features.float().cpu().contiguous()}, out)
+
+
+def unet_parity(case_dir, device):
+    """The eval-mode logits of the plain-PyTorch U-Net of the parity test
+    (`plugins/unet3d/tests/reference/unet_reference.py`) with the weights
+    and input the clisc side saved in `case_dir`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "unet3d",
+                                    "tests", "reference"))
+    from unet_reference import UNet3D
+
+    cfg = json.load(open(os.path.join(case_dir, "config.json")))
+    net = UNet3D(cfg["in_channels"], cfg["classes"], cfg["features"])
+    net.load_state_dict(load_file(os.path.join(case_dir, "weights.safetensors")), strict=True)
+    net = net.eval().to(device)
+    x = load_file(os.path.join(case_dir, "input.safetensors"))["input"].to(device)
+    with torch.no_grad():
+        logits = net(x)
+    save_file({"logits": logits.float().cpu().contiguous()}, os.path.join(case_dir, "reference.safetensors"))
+
+
+def parity(a, device):
+    """The parity tasks; they print no timings."""
+    task = a[0]
+    if task == "sam-parity":
+        sam_parity(a[1], a[3], device)
+    elif task == "clip-parity":
+        clip_parity(a[1], a[3], int(a[4]), device)
+    else:
+        unet_parity(a[3], device)
+    print(json.dumps({"task": task, "impl": "reference", "written": True}))
+
+
 def main():
     a = sys.argv[1:]
     task = a[0] if a else ""
     device = "cuda" if a and a[-1] == "cuda" else "cpu"
-    if task in ("clip", "sam", "sam2", "unet", "unet-train", "cam-train"):
+    if task in ("clip", "sam", "sam2", "unet", "unet-train", "cam-train", "sam-parity", "clip-parity", "unet-parity"):
         import torch
 
         torch.set_num_threads(int(a[2]))
         torch.set_num_interop_threads(1)
+    if task in ("sam-parity", "clip-parity", "unet-parity"):
+        parity(a, device)
+        return
     if task == "nifti":
         t = nifti(a[1], a[2], a[3], int(a[4]))
     elif task == "dicom":
@@ -430,7 +519,7 @@ def main():
         t = cam_train(size, n, int(a[3]), int(a[4]), device)
     elif task == "unet-train":
         t = unet_train([int(v) for v in a[1].split(",")], int(a[3]), [int(v) for v in a[4].split(",")],
-                       int(a[5]), device)
+                       int(a[5]), a[6], device)
     else:
         raise SystemExit(__doc__)
     print(json.dumps({"task": task, "impl": "reference", "seconds": t}))

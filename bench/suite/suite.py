@@ -377,8 +377,8 @@ def main():
             # The network, patch, batch and loss of configs/weight-free-brats.toml.
             feats, patch, batch = "8,16,32,64", "48,48,32", "2"
             compare(tag("3D U-Net training step (weight-free-brats: batch 2, Dice + CE, SGD)", dev),
-                    [rb, "unet-train", patch, threads, "10", feats, batch, *on(dev)],
-                    [PY, REF, "unet-train", patch, threads, "10", feats, batch, *on(dev)],
+                    [rb, "unet-train", patch, threads, "10", feats, batch, "fp32", *on(dev)],
+                    [PY, REF, "unet-train", patch, threads, "10", feats, batch, "fp32", *on(dev)],
                     MODEL_TARGET, "the same network in PyTorch, torch.optim.SGD", "2x1x48x48x32", rounds=2)
 
     load_after = os.getloadavg()

@@ -16,10 +16,21 @@
 //! bench_suite sam WEIGHTS THREADS ITERS [cuda]          SAM embed + box-prompt decode
 //! bench_suite sam2 WEIGHTS THREADS ITERS [cuda]         SAM 2.1 image encoder + 8-slice propagation
 //! bench_suite unet X,Y,Z THREADS ITERS F1,F2,.. [cuda]  3D U-Net sliding-window inference
-//! bench_suite unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH [cuda]
-//!                                  3D U-Net training steps on X,Y,Z patches (the first 2 are warm-up)
+//! bench_suite unet-train X,Y,Z THREADS STEPS F1,F2,.. BATCH fp32|amp [cuda]
+//!                                  3D U-Net training steps on X,Y,Z patches (the first 2 are warm-up;
+//!                                  amp: fp16 autocast with loss scaling, CUDA only)
 //! bench_suite cam-train SIZE,SLICES THREADS ITERS BATCH [cuda]
 //!                                  one ResNet-18 CAM classifier training epoch (with its set-up and checkpoint)
+//! ```
+//!
+//! Parity tasks (`bench/gpu/gpu.py`) write outputs instead of timings, for
+//! comparison with the official code's on the same device:
+//!
+//! ```text
+//! bench_suite sam-parity WEIGHTS THREADS OUT.safetensors [cuda]          embedding, low_res, iou
+//! bench_suite clip-parity WEIGHTS THREADS OUT.safetensors BATCH [cuda]   features
+//! bench_suite unet-parity F1,F2,.. THREADS CASE_DIR [cuda]
+//!                                  seeded network and input saved to CASE_DIR, logits to clisc.safetensors
 //! ```
 //!
 //! The model tasks run on the CPU unless `cuda` is given last (then on
@@ -172,11 +183,9 @@ fn clip(weights: &Path, iters: usize, batch: i64, device: Device) -> Timings {
     t
 }
 
-/// SAM on one 240x240 RGB slice: image embedding (resize, normalise,
-/// encoder) and the decoding of one box prompt with three masks (prompt
-/// encoder, mask decoder, upscaling to the slice).
-fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
-    let predictor = SamPredictor::load(weights, device).expect("SAM weights");
+/// The SAM tasks' input (both sides): a deterministic 240x240 RGB slice
+/// and one box prompt.
+fn sam_slice_and_box() -> (Vec<u8>, usize, usize, SamPrompt) {
     let (w, h) = (240usize, 240usize);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7) % 251) as u8).collect();
     let prompt = SamPrompt {
@@ -184,6 +193,15 @@ fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
         bbox: Some([60.0, 70.0, 150.0, 170.0]),
         mask_input: None,
     };
+    (rgb, w, h, prompt)
+}
+
+/// SAM on one 240x240 RGB slice: image embedding (resize, normalise,
+/// encoder) and the decoding of one box prompt with three masks (prompt
+/// encoder, mask decoder, upscaling to the slice).
+fn sam(weights: &Path, iters: usize, device: Device) -> Timings {
+    let predictor = SamPredictor::load(weights, device).expect("SAM weights");
+    let (rgb, w, h, prompt) = sam_slice_and_box();
     let mut t = Timings::new();
     let mut embedding = predictor.embed(&rgb, w, h).expect("embed"); // warm-up
     let _ = predictor.predict(&embedding, std::slice::from_ref(&prompt), true);
@@ -278,23 +296,95 @@ fn unet(dims: [usize; 3], iters: usize, features: Vec<i64>, device: Device) -> T
     t
 }
 
+/// The `sam` task's slice and box: image embedding, the three low-resolution
+/// mask logits and their IoU predictions, written to `out`.
+fn sam_parity(weights: &Path, out: &Path, device: Device) {
+    let predictor = SamPredictor::load(weights, device).expect("SAM weights");
+    let (rgb, w, h, prompt) = sam_slice_and_box();
+    let embedding = predictor.embed(&rgb, w, h).expect("embed");
+    let decoded = predictor
+        .predict(&embedding, std::slice::from_ref(&prompt), true)
+        .expect("predict");
+    let iou = Tensor::from_slice(&decoded[0].iou);
+    let cpu = |t: &Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+    Tensor::write_safetensors(
+        &[
+            ("embedding", &cpu(&embedding.features)),
+            ("low_res", &cpu(&decoded[0].low_res)),
+            ("iou", &iou),
+        ],
+        out,
+    )
+    .expect("write SAM outputs");
+}
+
+/// CLIP image features of the `clip` task's ramp batch, written to `out`.
+fn clip_parity(weights: &Path, out: &Path, batch: i64, device: Device) {
+    let model = Clip::load(weights, device).expect("CLIP weights");
+    let x = ramp(&[batch, 3, 224, 224]).to_device(device);
+    let features = tch::no_grad(|| model.encode_image(&x))
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
+    Tensor::write_safetensors(&[("features", &features)], out).expect("write CLIP features");
+}
+
+/// A seeded U-Net with `features` (saved with the plugin's own checkpoint
+/// writer), a seeded 64^3 input and `config.json` in `dir`, as the U-Net
+/// parity test prepares them; the eval-mode logits on `device` go to
+/// `dir/clisc.safetensors`.
+fn unet_parity(features: Vec<i64>, dir: &Path, device: Device) {
+    use clisc_unet3d::checkpoint::{self, CheckpointMeta};
+    std::fs::create_dir_all(dir).expect("case folder");
+    let cfg = UNetConfig {
+        features: features.clone(),
+        ..UNetConfig::default()
+    };
+    let model = Model::new(&cfg, device, 7);
+    tch::manual_seed(1007);
+    let x = Tensor::randn([1, 1, 64, 64, 64], (Kind::Float, Device::Cpu));
+    let meta = CheckpointMeta {
+        plugin_version: "bench".into(),
+        config: cfg,
+        step: 0,
+        total_steps: 0,
+        data_key: String::new(),
+        loss: 0.0,
+    };
+    checkpoint::save(&model.vs, &meta, &dir.join("weights.safetensors")).expect("save weights");
+    Tensor::write_safetensors(&[("input", &x)], dir.join("input.safetensors")).expect("input");
+    let config = format!("{{\"in_channels\": 1, \"classes\": 2, \"features\": {features:?}}}");
+    std::fs::write(dir.join("config.json"), config).expect("config.json");
+    let logits = tch::no_grad(|| model.net.forward_t(&x.to_device(device), false))
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
+    Tensor::write_safetensors(&[("logits", &logits)], dir.join("clisc.safetensors"))
+        .expect("write logits");
+}
+
 /// Seconds of U-Net training steps (forward, Dice + cross-entropy loss as
 /// `configs/weight-free-brats.toml` trains, backward, SGD with the
 /// default momentum and weight decay) on one fixed batch of `patch`
 /// patches, through the plugin's own training step; the first two steps
-/// are warm-up and not reported.
+/// are warm-up and not reported. `amp`: fp16 autocast with loss scaling
+/// (the plugin's `mixed_precision`, which needs CUDA).
 fn unet_train(
     patch: [i64; 3],
     steps: usize,
     features: Vec<i64>,
     batch: i64,
+    amp: bool,
     device: Device,
 ) -> Timings {
+    if amp && !device.is_cuda() {
+        eprintln!("unet-train: amp needs cuda");
+        usage();
+    }
     let cfg = UNetConfig {
         features,
         patch_size: patch,
         batch_size: batch as usize,
         loss: Loss::DiceCe,
+        mixed_precision: amp,
         ..UNetConfig::default()
     };
     let seconds = time_training_steps(&cfg, device, batch, steps + 2);
@@ -361,6 +451,12 @@ fn cam_train(size: i64, slices: i64, iters: usize, batch: usize, device: Device)
     t
 }
 
+/// Runs a parity task, which writes outputs rather than timings: no phases.
+fn parity(write: impl FnOnce()) -> Timings {
+    write();
+    Timings::new()
+}
+
 /// The deterministic input used by both sides: a ramp in [-2, 2].
 fn ramp(shape: &[i64]) -> Tensor {
     let n: i64 = shape.iter().product();
@@ -376,7 +472,8 @@ fn main() {
         "nifti" => nifti(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
         "dicom" => dicom_series(Path::new(&args[2]), arg(&args, 3)),
         "metrics" => overlap_metrics(Path::new(&args[2]), Path::new(&args[3]), arg(&args, 4)),
-        "clip" | "sam" | "sam2" | "unet" | "unet-train" | "cam-train" => {
+        "clip" | "sam" | "sam2" | "unet" | "unet-train" | "cam-train" | "sam-parity"
+        | "clip-parity" | "unet-parity" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
             // Optional last argument: the device (`cpu`, the default, or `cuda`).
@@ -388,6 +485,20 @@ fn main() {
                 "clip" => clip(Path::new(&args[2]), arg(&args, 4), arg(&args, 5), device),
                 "sam" => sam(Path::new(&args[2]), arg(&args, 4), device),
                 "sam2" => sam2(Path::new(&args[2]), arg(&args, 4), device),
+                "sam-parity" => {
+                    parity(|| sam_parity(Path::new(&args[2]), Path::new(&args[4]), device))
+                }
+                "clip-parity" => parity(|| {
+                    clip_parity(
+                        Path::new(&args[2]),
+                        Path::new(&args[4]),
+                        arg(&args, 5),
+                        device,
+                    )
+                }),
+                "unet-parity" => {
+                    parity(|| unet_parity(list(&args[2]), Path::new(&args[4]), device))
+                }
                 "cam-train" => {
                     let v: Vec<i64> = list(&args[2]);
                     cam_train(v[0], v[1], arg(&args, 4), arg(&args, 5), device)
@@ -399,6 +510,11 @@ fn main() {
                         arg(&args, 4),
                         list(&args[5]),
                         arg(&args, 6),
+                        match args.get(7).map(String::as_str) {
+                            Some("fp32") => false,
+                            Some("amp") => true,
+                            _ => usage(),
+                        },
                         device,
                     )
                 }
