@@ -329,11 +329,14 @@ impl Settings {
         })
     }
     fn get(&self, key: &str) -> Result<&toml::Value, PluginError> {
-        self.table.get(key).ok_or_else(|| {
-            PluginError::config(format!("{}: setting `{key}` is missing", self.plugin))
-        })
+        self.table.get(key).ok_or_else(|| self.missing(key))
     }
-    fn wrong(&self, key: &str, what: &str) -> PluginError {
+    /// The error for a required setting that is absent.
+    pub(crate) fn missing(&self, key: &str) -> PluginError {
+        PluginError::config(format!("{}: setting `{key}` is missing", self.plugin))
+    }
+    /// The error for a setting whose value is not `what`.
+    pub(crate) fn wrong(&self, key: &str, what: &str) -> PluginError {
         PluginError::config(format!("{}: setting `{key}` must be {what}", self.plugin))
     }
     /// A boolean.

@@ -30,6 +30,7 @@
 
 pub mod config;
 pub mod data;
+pub mod declare;
 pub mod error;
 pub mod labels;
 pub mod model_file;

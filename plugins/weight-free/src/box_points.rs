@@ -24,10 +24,11 @@ use clisc_imaging::components::label_2d;
 use clisc_imaging::overlap::bbox_2d;
 use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{CaseInput, PromptGenerator};
 use clisc_sdk::{
-    BoxXyxy, CasePrompts, ConfigField, HostContext, LabelVolume, Plugin, PluginError, PromptPoint,
-    PromptSet, StageKind, StageObject,
+    plugin_settings, BoxXyxy, CasePrompts, ConfigField, HostContext, LabelVolume, Plugin,
+    PluginError, PromptPoint, PromptSet, StageKind, StageObject,
 };
 
 /// Plugin registration of [`BoxPoints`].
@@ -41,15 +42,7 @@ impl Plugin for BoxPointsPlugin {
         "ROI bounding box (dilated) + bright ROI pixels as positive points + box corners as negatives (CLISC)";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::integer("box_dilation", 10, "pixels added around the ROI's bounding box (clipped to the image)"),
-            ConfigField::integer("positive_points", 5, "positive points per prompt set"),
-            ConfigField::integer("negative_points", 4, "negative points per prompt set (box corners, 0..=4)"),
-            ConfigField::float("intensity_fraction", 0.6, "positives come from ROI pixels above this fraction of the ROI's intensity range"),
-            ConfigField::choice("point_selection", "reference", &["reference", "spread"], "`reference`: first, n/3, n/2, 2n/3, last in row-major order; `spread`: farthest-point sampling"),
-            ConfigField::bool("per_component", false, "one prompt set per connected ROI component on a slice instead of one per slice"),
-            ConfigField::bool("use_box", true, "include the box prompt"),
-        ]
+        BoxPoints::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -68,55 +61,46 @@ pub enum Selection {
     Spread,
 }
 
-/// The generator with its settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BoxPoints {
-    /// Box dilation in pixels.
-    pub box_dilation: usize,
-    /// Positive points per set.
-    pub positive_points: usize,
-    /// Negative points per set (at most 4).
-    pub negative_points: usize,
-    /// Intensity fraction for candidates.
-    pub intensity_fraction: f32,
-    /// Point selection rule.
-    pub selection: Selection,
-    /// One set per component.
-    pub per_component: bool,
-    /// Whether to emit the box.
-    pub use_box: bool,
+impl FromSetting for Selection {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "spread" => Selection::Spread,
+            _ => Selection::Reference,
+        })
+    }
+}
+
+plugin_settings! {
+    /// The generator with its settings.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BoxPoints {
+        /// pixels added around the ROI's bounding box (clipped to the image)
+        pub box_dilation: usize = integer(10),
+        /// positive points per prompt set
+        pub positive_points: usize = integer(5),
+        /// negative points per prompt set (box corners, 0..=4)
+        pub negative_points: usize = integer(4),
+        /// positives come from ROI pixels above this fraction of the ROI's intensity range
+        pub intensity_fraction: f32 = float(0.6),
+        /// `reference`: first, n/3, n/2, 2n/3, last in row-major order; `spread`: farthest-point sampling
+        pub point_selection: Selection = choice("reference", &["reference", "spread"]),
+        /// one prompt set per connected ROI component on a slice instead of one per slice
+        pub per_component: bool = bool(false),
+        /// include the box prompt
+        pub use_box: bool = bool(true),
+    }
 }
 
 impl Default for BoxPoints {
     fn default() -> Self {
-        Self {
-            box_dilation: 10,
-            positive_points: 5,
-            negative_points: 4,
-            intensity_fraction: 0.6,
-            selection: Selection::Reference,
-            per_component: false,
-            use_box: true,
-        }
+        Self::defaults().expect("box-points declares a default for every setting")
     }
 }
 
 impl BoxPoints {
     /// Reads and checks the settings.
     pub fn from_settings(s: &Settings) -> Result<Self, PluginError> {
-        let out = Self {
-            box_dilation: s.usize("box_dilation")?,
-            positive_points: s.usize("positive_points")?,
-            negative_points: s.usize("negative_points")?,
-            intensity_fraction: s.f64("intensity_fraction")? as f32,
-            selection: if s.str("point_selection")? == "spread" {
-                Selection::Spread
-            } else {
-                Selection::Reference
-            },
-            per_component: s.bool("per_component")?,
-            use_box: s.bool("use_box")?,
-        };
+        let out = Self::read(s)?;
         if out.negative_points > 4 {
             return Err(PluginError::config(format!(
                 "box-points: `negative_points` must be 0..=4 (the box corners), found {}",
@@ -167,7 +151,7 @@ impl BoxPoints {
         if candidates.is_empty() {
             candidates = pixels;
         }
-        let picks = match self.selection {
+        let picks = match self.point_selection {
             Selection::Reference => reference_indices(candidates.len(), self.positive_points),
             Selection::Spread => farthest_points(&candidates, width, self.positive_points),
         };
@@ -389,7 +373,7 @@ mod tests {
     fn spread_points_are_distinct_and_inside_the_roi() {
         let (case, roi) = case_with_roi();
         let gen = BoxPoints {
-            selection: Selection::Spread,
+            point_selection: Selection::Spread,
             intensity_fraction: 0.0,
             negative_points: 2,
             ..Default::default()
@@ -474,7 +458,9 @@ mod tests {
             .message
             .contains("negative_points"));
         assert_eq!(
-            parse("point_selection = \"spread\"").unwrap().selection,
+            parse("point_selection = \"spread\"")
+                .unwrap()
+                .point_selection,
             Selection::Spread
         );
     }

@@ -63,8 +63,8 @@ use clisc_imaging::morphology::fill_holes_2d;
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
-    ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet, StageKind,
-    StageObject,
+    plugin_settings, ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet,
+    StageKind, StageObject,
 };
 
 /// Plugin registration of [`ClassicPrompt`].
@@ -78,44 +78,11 @@ impl Plugin for ClassicPromptPlugin {
         "Weight-free promptable segmenter: seeded region growing inside the box from the positive points";
 
     fn settings() -> Vec<ConfigField> {
-        let d = ClassicPrompt::default();
-        vec![
-            ConfigField::float(
-                "alpha",
-                d.alpha as f64,
-                "threshold position between the background (0) and the positive points' level (1)",
-            ),
-            ConfigField::integer("box_margin", d.box_margin as i64, "pixels the box is dilated by before growing"),
-            ConfigField::integer(
-                "no_box_margin",
-                d.no_box_margin as i64,
-                "without a box: pixels around the positive points' bounding box that may be grown into",
-            ),
-            ConfigField::float(
-                "background_quantile",
-                d.background_quantile as f64,
-                "quantile of the box's border ring (tissue only) taken as the background level (0.5 = median)",
-            ),
-            ConfigField::float(
-                "border_alpha",
-                d.border_alpha as f64,
-                "pixels next to the grown mask (one pixel deep, inside the region) join it above this threshold position; values at or above `alpha` change nothing",
-            ),
-            ConfigField::bool("smooth", d.smooth, "3x3 mean smoothing of the slice before thresholding"),
-            ConfigField::bool("fill_holes", d.fill_holes, "fill holes of the grown mask"),
-        ]
+        ClassicPrompt::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let seg = ClassicPrompt {
-            alpha: settings.f64("alpha")? as f32,
-            box_margin: settings.usize("box_margin")?,
-            no_box_margin: settings.usize("no_box_margin")?,
-            background_quantile: settings.f64("background_quantile")? as f32,
-            border_alpha: settings.f64("border_alpha")? as f32,
-            smooth: settings.bool("smooth")?,
-            fill_holes: settings.bool("fill_holes")?,
-        };
+        let seg = ClassicPrompt::read(&settings)?;
         if !(0.0..=1.0).contains(&seg.background_quantile) {
             return Err(PluginError::config(format!(
                 "classic-prompt: `background_quantile` must be in [0, 1], found {}",
@@ -133,37 +100,31 @@ impl Plugin for ClassicPromptPlugin {
     }
 }
 
-/// The segmenter and its settings (see the plugin schema).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassicPrompt {
-    /// Threshold between background (0) and foreground (1) levels.
-    pub alpha: f32,
-    /// Box dilation in pixels.
-    pub box_margin: usize,
-    /// Growth margin around the points when there is no box.
-    pub no_box_margin: usize,
-    /// Quantile of the border ring's tissue values used as background level.
-    pub background_quantile: f32,
-    /// Threshold position of the one-pixel border added to the grown mask
-    /// (at or above `alpha`: none).
-    pub border_alpha: f32,
-    /// 3x3 mean smoothing first.
-    pub smooth: bool,
-    /// Fill holes of the result.
-    pub fill_holes: bool,
+plugin_settings! {
+    /// The segmenter and its settings.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ClassicPrompt {
+        /// threshold position between the background (0) and the positive points' level (1)
+        pub alpha: f32 = float(0.5),
+        /// pixels the box is dilated by before growing
+        pub box_margin: usize = integer(2),
+        /// without a box: pixels around the positive points' bounding box that may be grown into
+        pub no_box_margin: usize = integer(30),
+        /// quantile of the box's border ring (tissue only) taken as the background level (0.5 = median)
+        pub background_quantile: f32 = float(0.75),
+        /// pixels next to the grown mask (one pixel deep, inside the region) join it above this
+        /// threshold position; values at or above `alpha` change nothing
+        pub border_alpha: f32 = float(1.0),
+        /// 3x3 mean smoothing of the slice before thresholding
+        pub smooth: bool = bool(true),
+        /// fill holes of the grown mask
+        pub fill_holes: bool = bool(true),
+    }
 }
 
 impl Default for ClassicPrompt {
     fn default() -> Self {
-        Self {
-            alpha: 0.5,
-            box_margin: 2,
-            no_box_margin: 30,
-            background_quantile: 0.75,
-            border_alpha: 1.0,
-            smooth: true,
-            fill_holes: true,
-        }
+        Self::defaults().expect("classic-prompt declares a default for every setting")
     }
 }
 

@@ -33,8 +33,8 @@ use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler};
 use clisc_sdk::{
-    ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels, StageKind,
-    StageObject,
+    plugin_settings, ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels,
+    StageKind, StageObject,
 };
 
 /// Plugin registration of [`FlairIntensity`].
@@ -48,45 +48,15 @@ impl Plugin for FlairIntensityPlugin {
         "Weight-free slice labels from FLAIR hyperintensity (robust statistics of the brain)";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::float(
-                "k",
-                1.5,
-                "hyperintense = more than k robust SDs (1.4826 MAD) above the brain median",
-            ),
-            ConfigField::float(
-                "min_component_fraction",
-                0.1,
-                "drop hyperintense 3D components smaller than this fraction of the largest",
-            ),
-            ConfigField::float(
-                "half_area",
-                40.0,
-                "hyperintense slice area (pixels) at which P(tumor) = 0.5",
-            ),
-            ConfigField::float(
-                "threshold",
-                0.6,
-                "keep a slice when its label probability is at least this",
-            ),
-            ConfigField::integer(
-                "min_brain_pixels",
-                200,
-                "slices with less brain than this are labelled 0 and not kept",
-            ),
-        ]
-        .into_iter()
-        .chain(Smoothing::schema(false))
-        .collect()
+        FlairIntensitySettings::schema()
+            .into_iter()
+            .chain(Smoothing::schema(false))
+            .collect()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
         let labeler = FlairIntensity {
-            k: settings.f64("k")? as f32,
-            min_component_fraction: settings.f64("min_component_fraction")?,
-            half_area: settings.f64("half_area")?,
-            threshold: settings.f64("threshold")? as f32,
-            min_brain_pixels: settings.usize("min_brain_pixels")?,
+            settings: FlairIntensitySettings::read(&settings)?,
             smoothing: Smoothing::from_settings(&settings)?,
         };
         labeler.validate()?;
@@ -94,35 +64,44 @@ impl Plugin for FlairIntensityPlugin {
     }
 }
 
-/// The labeler with its settings (see the plugin's schema for meanings).
+plugin_settings! {
+    /// The settings of `flair-intensity` (the smoothing's are [`Smoothing::schema`]).
+    #[derive(Debug, Clone)]
+    pub struct FlairIntensitySettings {
+        /// hyperintense = more than k robust SDs (1.4826 MAD) above the brain median
+        pub k: f32 = float(1.5),
+        /// drop hyperintense 3D components smaller than this fraction of the largest
+        pub min_component_fraction: f64 = float(0.1),
+        /// hyperintense slice area (pixels) at which P(tumor) = 0.5
+        pub half_area: f64 = float(40.0),
+        /// keep a slice when its label probability is at least this
+        pub threshold: f32 = float(0.6),
+        /// slices with less brain than this are labelled 0 and not kept
+        pub min_brain_pixels: usize = integer(200),
+    }
+}
+
+/// The labeler with its settings.
 #[derive(Debug, Clone)]
 pub struct FlairIntensity {
-    /// Robust-SD threshold for hyperintensity.
-    pub k: f32,
-    /// Components below this fraction of the largest are noise.
-    pub min_component_fraction: f64,
-    /// Slice area (pixels) where the tumor probability is one half.
-    pub half_area: f64,
-    /// Confidence needed to keep a slice.
-    pub threshold: f32,
-    /// Minimum brain area for a slice to be labelled at all.
-    pub min_brain_pixels: usize,
+    /// What the schema declares.
+    pub settings: FlairIntensitySettings,
     /// Neighbour-majority smoothing of the kept labels along z (as CLIP's).
     pub smoothing: Option<Smoothing>,
 }
 
 impl FlairIntensity {
     fn validate(&self) -> Result<(), PluginError> {
-        if self.half_area.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if self.settings.half_area.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(PluginError::config(format!(
                 "flair-intensity: `half_area` must be > 0, found {}",
-                self.half_area
+                self.settings.half_area
             )));
         }
-        if !(0.5..=1.0).contains(&self.threshold) {
+        if !(0.5..=1.0).contains(&self.settings.threshold) {
             return Err(PluginError::config(format!(
                 "flair-intensity: `threshold` must be in [0.5, 1], found {}",
-                self.threshold
+                self.settings.threshold
             )));
         }
         Ok(())
@@ -147,7 +126,7 @@ impl FlairIntensity {
             *v = (*v - median).abs();
         }
         let mad = percentile(&mut values, 50.0).max(1e-6) * 1.4826;
-        let cut = median + self.k * mad;
+        let cut = median + self.settings.k * mad;
         let raw: Vec<u8> = flair
             .iter()
             .zip(brain.iter())
@@ -159,7 +138,7 @@ impl FlairIntensity {
             &opened,
             dims,
             Connectivity::Full,
-            self.min_component_fraction,
+            self.settings.min_component_fraction,
         ))
     }
 
@@ -176,7 +155,7 @@ impl FlairIntensity {
             .enumerate()
             .map(|(z, (m, b))| {
                 let brain_area = b.iter().filter(|&&v| v != 0).count();
-                if brain_area < self.min_brain_pixels {
+                if brain_area < self.settings.min_brain_pixels {
                     return SliceLabel {
                         index: z as u32,
                         label: 0,
@@ -186,15 +165,16 @@ impl FlairIntensity {
                 }
                 let area = m.iter().filter(|&&v| v != 0).count() as f64;
                 // Hill function: 0 at no area, 1/2 at `half_area`, -> 1 for large areas.
-                let p_tumor =
-                    (area * area / (area * area + self.half_area * self.half_area)) as f32;
+                let p_tumor = (area * area
+                    / (area * area + self.settings.half_area * self.settings.half_area))
+                    as f32;
                 let label = u8::from(p_tumor >= 0.5);
                 let probability = if label == 1 { p_tumor } else { 1.0 - p_tumor };
                 SliceLabel {
                     index: z as u32,
                     label,
                     probability,
-                    kept: probability >= self.threshold,
+                    kept: probability >= self.settings.threshold,
                 }
             })
             .collect::<Vec<_>>();
@@ -255,11 +235,10 @@ mod tests {
 
     fn labeler() -> FlairIntensity {
         FlairIntensity {
-            k: 3.0,
-            min_component_fraction: 0.1,
-            half_area: 40.0,
-            threshold: 0.6,
-            min_brain_pixels: 200,
+            settings: FlairIntensitySettings {
+                k: 3.0,
+                ..FlairIntensitySettings::defaults().unwrap()
+            },
             smoothing: None,
         }
     }
@@ -310,10 +289,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_settings() {
-        let bad = FlairIntensity {
-            threshold: 0.3,
-            ..labeler()
-        };
+        let mut bad = labeler();
+        bad.settings.threshold = 0.3;
         assert!(bad.validate().unwrap_err().message.contains("threshold"));
     }
 }

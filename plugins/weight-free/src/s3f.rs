@@ -36,9 +36,11 @@ use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{Filter, FilterCandidate, FilterDecision};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Plugin, PluginError, StageKind, StageObject,
+    plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError, StageKind,
+    StageObject,
 };
 
 /// How two masks are compared.
@@ -93,43 +95,38 @@ impl Plugin for S3fPlugin {
         "Self-learning filter: rank cases by agreement of the network prediction with the re-prompted segmenter, keep the top fraction";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::choice(
-                "similarity",
-                "dice",
-                &["dice", "iou"],
-                "agreement measure between prediction and re-prompted mask",
-            ),
-            ConfigField::float(
-                "keep_fraction",
-                0.8,
-                "fraction of cases kept, ceil(fraction * n) (paper: 0.8)",
-            ),
-            ConfigField::integer(
-                "min_keep",
-                1,
-                "keep at least this many cases (when there are that many)",
-            ),
-            ConfigField::integer(
-                "size_strata",
-                1,
-                "rank within this many groups of cases by pseudo-label size, keeping the top fraction of each (1 = one global ranking, the paper)",
-            ),
-        ]
+        S3fSettings::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let similarity = match settings.str("similarity")? {
+        let s = S3fSettings::read(&settings)?;
+        let filter =
+            S3f::new(s.similarity, s.keep_fraction, s.min_keep)?.with_size_strata(s.size_strata)?;
+        Ok(StageObject::filter(filter))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `s3f`, as declared (checked by [`S3f::new`]).
+    struct S3fSettings {
+        /// agreement measure between prediction and re-prompted mask
+        similarity: Similarity = choice("dice", &["dice", "iou"]),
+        /// fraction of cases kept, ceil(fraction * n) (paper: 0.8)
+        keep_fraction: f64 = float(0.8),
+        /// keep at least this many cases (when there are that many)
+        min_keep: usize = integer(1),
+        /// rank within this many groups of cases by pseudo-label size, keeping the top fraction
+        /// of each (1 = one global ranking, the paper)
+        size_strata: usize = integer(1),
+    }
+}
+
+impl FromSetting for Similarity {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
             "iou" => Similarity::Iou,
             _ => Similarity::Dice,
-        };
-        let filter = S3f::new(
-            similarity,
-            settings.f64("keep_fraction")?,
-            settings.usize("min_keep")?,
-        )?
-        .with_size_strata(settings.usize("size_strata")?)?;
-        Ok(StageObject::filter(filter))
+        })
     }
 }
 

@@ -1,0 +1,348 @@
+//! Declaring a plugin's settings once: [`plugin_settings!`](crate::plugin_settings).
+//!
+//! A plugin's settings used to be written three times: the schema (name,
+//! kind, default, description), the struct that holds them, and a
+//! key-by-key reader. The macro takes one declaration per setting, a doc
+//! comment, a typed field and its schema kind with the default, and
+//! generates all three, so a setting cannot be in the schema and missing
+//! from the struct, read under another key, or documented differently in
+//! `clisc plugins list` and the code:
+//!
+//! ```
+//! use clisc_sdk::plugin_settings;
+//! use std::path::PathBuf;
+//!
+//! plugin_settings! {
+//!     /// The settings of a thresholding labeler.
+//!     #[derive(Debug, Clone, PartialEq)]
+//!     pub struct ThresholdSettings {
+//!         /// Keep a slice when its probability is at least this.
+//!         pub threshold: f32 = float(0.6),
+//!         /// Slices with less brain than this (pixels) are not labelled.
+//!         pub min_brain_pixels: usize = integer(200),
+//!         /// Intensity statistic.
+//!         pub statistic: String = choice("median", &["median", "mean"]),
+//!         /// A file of per-case thresholds; absent = the same for all.
+//!         pub table: Option<PathBuf> = optional_path,
+//!     }
+//! }
+//!
+//! let schema = ThresholdSettings::schema();
+//! assert_eq!(schema[0].name.as_str(), "threshold");
+//! assert_eq!(schema[0].doc.as_str(), "Keep a slice when its probability is at least this.");
+//! let settings = clisc_sdk::config::Settings::parse("example", "", &schema).unwrap();
+//! let read = ThresholdSettings::read(&settings).unwrap();
+//! assert_eq!((read.threshold, read.min_brain_pixels, read.table), (0.6, 200, None));
+//! ```
+//!
+//! The schema kind is the name of a [`ConfigField`](crate::ConfigField)
+//! constructor, with the constructor's arguments between the setting's
+//! name and its description: `float(0.6)`, `integer(200)`, `bool(true)`,
+//! `string("x")`, `choice("a", &["a", "b"])`, `float_list(&[1.0])`,
+//! `string_list(&["a"])`, `table`, `required_path`, `optional_path`,
+//! `weights_file("download hint")`, `optional_weights_file("hint")`. The
+//! field's type says how the resolved value is read ([`FromSetting`]);
+//! the plugin's own types (enums of choices, parsed strings) implement it.
+//! Checks across settings (ranges, one setting against another) stay in
+//! the plugin, after [`read`](crate::plugin_settings).
+
+use crate::config::Settings;
+use crate::error::PluginError;
+use std::path::PathBuf;
+
+/// A type a resolved setting can be read into (the field types of
+/// [`plugin_settings!`](crate::plugin_settings)).
+pub trait FromSetting: Sized {
+    /// Reads setting `key`; an error names the plugin, the key and what was expected.
+    fn from_setting(settings: &Settings, key: &str) -> Result<Self, PluginError>;
+}
+
+impl FromSetting for bool {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.bool(key)
+    }
+}
+
+impl FromSetting for f64 {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.f64(key)
+    }
+}
+
+impl FromSetting for f32 {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(s.f64(key)? as f32)
+    }
+}
+
+impl FromSetting for i64 {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.i64(key)
+    }
+}
+
+impl FromSetting for usize {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.usize(key)
+    }
+}
+
+impl FromSetting for String {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.str(key).map(str::to_string)
+    }
+}
+
+impl FromSetting for Option<PathBuf> {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.path(key)
+    }
+}
+
+impl FromSetting for PathBuf {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.path(key)?.ok_or_else(|| s.missing(key))
+    }
+}
+
+impl FromSetting for Vec<f64> {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.f64_list(key)
+    }
+}
+
+impl FromSetting for Vec<String> {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.str_list(key)
+    }
+}
+
+impl FromSetting for toml::Table {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        s.table(key)
+    }
+}
+
+/// Whole numbers written as a float list (`[64, 64, 32]`; a schema
+/// `float_list`), e.g. sizes and channel counts.
+impl FromSetting for Vec<i64> {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        let values = s.f64_list(key)?;
+        values
+            .iter()
+            .map(|&v| {
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(v as i64)
+                } else {
+                    Err(s.wrong(key, &format!("an array of whole numbers, found {values:?}")))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Exactly `N` whole numbers (a size along x, y, z).
+impl<const N: usize> FromSetting for [i64; N] {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        let values = Vec::<i64>::from_setting(s, key)?;
+        let found = values.len();
+        values.try_into().map_err(|_| {
+            s.wrong(
+                key,
+                &format!("an array of {N} whole numbers, found {found}"),
+            )
+        })
+    }
+}
+
+/// The schema description of a setting: its doc comment's lines, trimmed
+/// and joined with spaces.
+#[doc(hidden)]
+pub fn doc_text(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Declares a plugin's settings once: the struct, its schema and its
+/// reader (see the [module docs](crate::declare)).
+///
+/// Every field needs a doc comment (the setting's description in the
+/// schema, in `clisc plugins list` and in the struct's docs) and takes no
+/// other attribute; the struct takes any (derives, docs).
+#[macro_export]
+macro_rules! plugin_settings {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                $fvis:vis $field:ident : $ty:ty = $kind:ident $( ( $($arg:expr),* $(,)? ) )?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        $vis struct $name {
+            $(
+                $(#[doc = $doc])+
+                $fvis $field: $ty,
+            )*
+        }
+
+        impl $name {
+            /// The settings schema: key, kind, default and description of
+            /// every field, in declaration order.
+            pub fn schema() -> ::std::vec::Vec<$crate::ConfigField> {
+                ::std::vec![$(
+                    $crate::__setting_field!(
+                        ::std::stringify!($field),
+                        &$crate::declare::doc_text(&[$($doc),+]),
+                        $kind $( ( $($arg),* ) )?
+                    )
+                ),*]
+            }
+
+            /// The declared defaults; an error when a setting has none
+            /// (a required path).
+            pub fn defaults() -> ::std::result::Result<Self, $crate::PluginError> {
+                Self::read(&$crate::config::Settings::parse(
+                    ::std::stringify!($name),
+                    "",
+                    &Self::schema(),
+                )?)
+            }
+
+            /// Reads every field from resolved settings (defaults already
+            /// filled in by the host or [`Settings::parse`]).
+            ///
+            /// [`Settings::parse`]: $crate::config::Settings::parse
+            pub fn read(
+                settings: &$crate::config::Settings,
+            ) -> ::std::result::Result<Self, $crate::PluginError> {
+                ::std::result::Result::Ok(Self {
+                    $(
+                        $field: <$ty as $crate::declare::FromSetting>::from_setting(
+                            settings,
+                            ::std::stringify!($field),
+                        )?,
+                    )*
+                })
+            }
+        }
+    };
+}
+
+/// One schema entry of [`plugin_settings!`]: the [`ConfigField`](crate::ConfigField)
+/// constructor `kind` with the key first and the description last (the
+/// weight-file constructors take their download hint after it).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __setting_field {
+    ($key:expr, $doc:expr, weights_file($hint:expr)) => {
+        $crate::ConfigField::weights_file($key, $doc, $hint)
+    };
+    ($key:expr, $doc:expr, optional_weights_file($hint:expr)) => {
+        $crate::ConfigField::optional_weights_file($key, $doc, $hint)
+    };
+    ($key:expr, $doc:expr, $kind:ident ( $($arg:expr),* )) => {
+        $crate::ConfigField::$kind($key, $($arg,)* $doc)
+    };
+    ($key:expr, $doc:expr, $kind:ident) => {
+        $crate::ConfigField::$kind($key, $doc)
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use crate::{ConfigKind, ErrorKind};
+    use std::path::PathBuf;
+
+    crate::plugin_settings! {
+        /// Every kind once.
+        #[derive(Debug, Clone, PartialEq)]
+        struct Example {
+            /// A flag.
+            flag: bool = bool(true),
+            /// A count, written
+            /// over two lines.
+            count: usize = integer(3),
+            /// A ratio.
+            ratio: f32 = float(0.25),
+            /// A method.
+            method: String = choice("a", &["a", "b"]),
+            /// Sizes.
+            size: [i64; 3] = float_list(&[8.0, 8.0, 4.0]),
+            /// Scales.
+            scales: Vec<f64> = float_list(&[0.5]),
+            /// Names.
+            names: Vec<String> = string_list(&["x"]),
+            /// Extra options.
+            extra: toml::Table = table,
+            /// The weights.
+            weights: PathBuf = weights_file("https://example.org/w.pth"),
+            /// A cache folder.
+            cache: Option<PathBuf> = optional_path,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Example, crate::PluginError> {
+        Example::read(&Settings::parse("example", text, &Example::schema())?)
+    }
+
+    #[test]
+    fn the_schema_follows_the_declaration() {
+        let schema = Example::schema();
+        let names: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "flag", "count", "ratio", "method", "size", "scales", "names", "extra", "weights",
+                "cache"
+            ]
+        );
+        assert_eq!(schema[1].kind, ConfigKind::Integer);
+        assert_eq!(schema[1].doc.as_str(), "A count, written over two lines.");
+        assert_eq!(schema[3].choices.len(), 2);
+        assert_eq!(schema[4].kind, ConfigKind::FloatList);
+        assert_eq!(schema[8].download_hint(), Some("https://example.org/w.pth"));
+        assert_eq!(schema[8].description(), "The weights.");
+        assert!(schema[9].optional);
+    }
+
+    #[test]
+    fn reads_defaults_and_given_values_into_the_fields() {
+        let e = parse("weights = \"w.pth\"").unwrap();
+        assert!(e.flag);
+        assert_eq!((e.count, e.ratio, e.method.as_str()), (3, 0.25, "a"));
+        assert_eq!(
+            (e.size, e.scales, e.names),
+            ([8, 8, 4], vec![0.5], vec!["x".into()])
+        );
+        assert!(e.extra.is_empty());
+        assert_eq!((e.weights, e.cache), (PathBuf::from("w.pth"), None));
+        let e = parse("weights = \"w\"\ncount = 5\nsize = [16, 16, 8]\ncache = \"c\"").unwrap();
+        assert_eq!((e.count, e.size), (5, [16, 16, 8]));
+        assert_eq!(e.cache, Some(PathBuf::from("c")));
+    }
+
+    #[test]
+    fn wrong_values_name_the_plugin_and_the_key() {
+        let err = parse("weights = \"w\"\nsize = [16, 16]").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert!(err.message.contains("example") && err.message.contains("`size`"));
+        assert!(err.message.contains("3 whole numbers"), "{}", err.message);
+        let err = parse("weights = \"w\"\nsize = [16, 16, 8.5]").unwrap_err();
+        assert!(err.message.contains("whole numbers"), "{}", err.message);
+        let err = parse("weights = \"w\"\ncount = -1").unwrap_err();
+        assert!(err.message.contains("`count`"), "{}", err.message);
+        assert!(parse("").is_err(), "the weights file is required");
+        assert!(
+            Example::defaults().is_err(),
+            "no default for the weights file"
+        );
+    }
+}
