@@ -57,70 +57,29 @@ pub trait FromSetting: Sized {
     fn from_setting(settings: &Settings, key: &str) -> Result<Self, PluginError>;
 }
 
-impl FromSetting for bool {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.bool(key)
-    }
+/// `FromSetting` for types that one getter of [`Settings`] reads.
+macro_rules! read_with {
+    ($($ty:ty => $read:expr),* $(,)?) => {$(
+        impl FromSetting for $ty {
+            fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+                $read(s, key)
+            }
+        }
+    )*};
 }
 
-impl FromSetting for f64 {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.f64(key)
-    }
-}
-
-impl FromSetting for f32 {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(s.f64(key)? as f32)
-    }
-}
-
-impl FromSetting for i64 {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.i64(key)
-    }
-}
-
-impl FromSetting for usize {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.usize(key)
-    }
-}
-
-impl FromSetting for String {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.str(key).map(str::to_string)
-    }
-}
-
-impl FromSetting for Option<PathBuf> {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.path(key)
-    }
-}
-
-impl FromSetting for PathBuf {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.path(key)?.ok_or_else(|| s.missing(key))
-    }
-}
-
-impl FromSetting for Vec<f64> {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.f64_list(key)
-    }
-}
-
-impl FromSetting for Vec<String> {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.str_list(key)
-    }
-}
-
-impl FromSetting for toml::Table {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        s.table(key)
-    }
+read_with! {
+    bool => Settings::bool,
+    f64 => Settings::f64,
+    f32 => |s: &Settings, key| s.f64(key).map(|v| v as f32),
+    i64 => Settings::i64,
+    usize => Settings::usize,
+    String => |s: &Settings, key| s.str(key).map(str::to_string),
+    Option<PathBuf> => Settings::path,
+    PathBuf => |s: &Settings, key| s.path(key)?.ok_or_else(|| s.missing(key)),
+    Vec<f64> => Settings::f64_list,
+    Vec<String> => Settings::str_list,
+    toml::Table => Settings::table,
 }
 
 /// Whole numbers written as a float list (`[64, 64, 32]`; a schema
