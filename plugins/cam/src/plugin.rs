@@ -21,10 +21,11 @@ use crate::roi::roi_from_cam;
 use crate::slices::{kept_slices, prepare_slice, SliceSet};
 use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{CaseInput, LabelledCase, RoiExtractor, RoiResult, RoiRound, StageReport};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProgressSinkBox, SlicePseudoLabels,
-    StageKind, StageObject, Volume,
+    plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError, ProgressSinkBox,
+    SlicePseudoLabels, StageKind, StageObject, Volume,
 };
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -40,33 +41,7 @@ impl Plugin for CamPlugin {
         "ResNet slice classifier + LayerCAM/Grad-CAM/CAM with adaptive masking (AMDA) and unsupervised 3D ROIs";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::choice("arch", "resnet18", &["resnet18", "resnet34", "resnet50"], "classifier backbone (CLISC: resnet50)"),
-            ConfigField::optional_weights_file(
-                "pretrained",
-                "torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch",
-                "torchvision's ImageNet weights, e.g. ResNet-50: https://download.pytorch.org/models/resnet50-11ad3fa6.pth (resnet18-f37072fd.pth, resnet34-b627a593.pth likewise)",
-            ),
-            ConfigField::integer("input_size", 224, "slices are resized to input_size x input_size (CLISC: 224)"),
-            ConfigField::integer("epochs", 5, "training epochs per classifier"),
-            ConfigField::integer("batch_size", 16, "training mini-batch size (CLISC: 8)"),
-            ConfigField::float("lr", 1e-4, "Adam learning rate (CLISC: 1e-4)"),
-            ConfigField::integer("lr_step", 7, "StepLR period in epochs (CLISC: 7)"),
-            ConfigField::float("lr_gamma", 0.1, "StepLR factor (CLISC: 0.1)"),
-            ConfigField::bool("class_weights", true, "weight the cross-entropy by inverse class frequency"),
-            ConfigField::bool("flips", true, "random horizontal/vertical flips while training"),
-            ConfigField::choice("cam", "layercam", &["layercam", "gradcam", "cam"], "activation map method"),
-            ConfigField::choice("target_layer", "layer3", &["layer1", "layer2", "layer3", "layer4"], "layer hooked by LayerCAM / Grad-CAM (plain CAM always uses layer4)"),
-            ConfigField::integer("cam_batch_size", 32, "slices per CAM batch"),
-            ConfigField::integer("amda_rounds", 1, "adaptive-masking rounds (0 = CAM of the first classifier only)"),
-            ConfigField::float("amda_ratio", 0.8, "hide pixels with CAM > min + ratio * (max - min) inside the ROI box"),
-            ConfigField::bool("amda_mask_negatives", true, "give negative slices random masks of comparable size"),
-            ConfigField::string("threshold", "0.5", "CAM threshold for ROIs: a number in [0, 1) or \"otsu\" (Otsu of the brain's CAM values)"),
-            ConfigField::float("min_component_fraction", 1.0 / 3.0, "keep 3D ROI components of at least this fraction of the largest"),
-            ConfigField::bool("gate_negative_slices", true, "zero the CAM on slices the pseudo-labeler labelled negative and kept"),
-            ConfigField::bool("gate_classifier", true, "zero the CAM on slices the round's classifier calls normal (P(tumor) < 0.5)"),
-            ConfigField::integer("min_brain_pixels", 100, "slices with fewer brain pixels get no CAM"),
-        ]
+        CamSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -77,79 +52,85 @@ impl Plugin for CamPlugin {
     }
 }
 
-/// The resolved settings of the `cam` plugin.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CamSettings {
-    /// Backbone.
-    pub arch: Arch,
-    /// Optional torchvision weights.
-    pub pretrained: Option<PathBuf>,
-    /// Square input side.
-    pub input_size: usize,
-    /// Epochs per classifier.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Adam learning rate.
-    pub lr: f64,
-    /// StepLR period.
-    pub lr_step: usize,
-    /// StepLR factor.
-    pub lr_gamma: f64,
-    /// Inverse-frequency class weights.
-    pub class_weights: bool,
-    /// Flip augmentation.
-    pub flips: bool,
-    /// CAM method.
-    pub cam: CamMethod,
-    /// Hooked layer.
-    pub target_layer: Stage,
-    /// CAM batch size.
-    pub cam_batch_size: usize,
-    /// AMDA rounds.
-    pub amda_rounds: usize,
-    /// AMDA hiding ratio.
-    pub amda_ratio: f32,
-    /// Random masks on negatives.
-    pub amda_mask_negatives: bool,
-    /// ROI threshold.
-    pub threshold: Threshold,
-    /// Component filter.
-    pub min_component_fraction: f64,
-    /// Pseudo-label gate.
-    pub gate_negative_slices: bool,
-    /// Classifier gate.
-    pub gate_classifier: bool,
-    /// Minimum brain pixels for a slice to get a CAM.
-    pub min_brain_pixels: usize,
+plugin_settings! {
+    /// The resolved settings of the `cam` plugin.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CamSettings {
+        /// classifier backbone (CLISC: resnet50)
+        pub arch: Arch = choice("resnet18", &["resnet18", "resnet34", "resnet50"]),
+        /// torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch
+        pub pretrained: Option<PathBuf> = optional_weights_file(
+            "torchvision's ImageNet weights, e.g. ResNet-50: https://download.pytorch.org/models/resnet50-11ad3fa6.pth (resnet18-f37072fd.pth, resnet34-b627a593.pth likewise)"
+        ),
+        /// slices are resized to input_size x input_size (CLISC: 224)
+        pub input_size: usize = integer(224),
+        /// training epochs per classifier
+        pub epochs: usize = integer(5),
+        /// training mini-batch size (CLISC: 8)
+        pub batch_size: usize = integer(16),
+        /// Adam learning rate (CLISC: 1e-4)
+        pub lr: f64 = float(1e-4),
+        /// StepLR period in epochs (CLISC: 7)
+        pub lr_step: usize = integer(7),
+        /// StepLR factor (CLISC: 0.1)
+        pub lr_gamma: f64 = float(0.1),
+        /// weight the cross-entropy by inverse class frequency
+        pub class_weights: bool = bool(true),
+        /// random horizontal/vertical flips while training
+        pub flips: bool = bool(true),
+        /// activation map method
+        pub cam: CamMethod = choice("layercam", &["layercam", "gradcam", "cam"]),
+        /// layer hooked by LayerCAM / Grad-CAM (plain CAM always uses layer4)
+        pub target_layer: Stage = choice("layer3", &["layer1", "layer2", "layer3", "layer4"]),
+        /// slices per CAM batch
+        pub cam_batch_size: usize = integer(32),
+        /// adaptive-masking rounds (0 = CAM of the first classifier only)
+        pub amda_rounds: usize = integer(1),
+        /// hide pixels with CAM > min + ratio * (max - min) inside the ROI box
+        pub amda_ratio: f32 = float(0.8),
+        /// give negative slices random masks of comparable size
+        pub amda_mask_negatives: bool = bool(true),
+        /// CAM threshold for ROIs: a number in [0, 1) or "otsu" (Otsu of the brain's CAM values)
+        pub threshold: Threshold = string("0.5"),
+        /// keep 3D ROI components of at least this fraction of the largest
+        pub min_component_fraction: f64 = float(1.0 / 3.0),
+        /// zero the CAM on slices the pseudo-labeler labelled negative and kept
+        pub gate_negative_slices: bool = bool(true),
+        /// zero the CAM on slices the round's classifier calls normal (P(tumor) < 0.5)
+        pub gate_classifier: bool = bool(true),
+        /// slices with fewer brain pixels get no CAM
+        pub min_brain_pixels: usize = integer(100),
+    }
+}
+
+impl FromSetting for Arch {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Arch::parse(s.str(key)?)
+    }
+}
+
+impl FromSetting for CamMethod {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        CamMethod::parse(s.str(key)?)
+    }
+}
+
+impl FromSetting for Stage {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Stage::parse_layer(s.str(key)?)
+    }
+}
+
+impl FromSetting for Threshold {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Threshold::parse(s.str(key)?)
+    }
 }
 
 impl CamSettings {
     /// Reads and checks the settings.
     pub fn from_settings(s: &Settings) -> Result<Self, PluginError> {
-        let out = Self {
-            arch: Arch::parse(s.str("arch")?)?,
-            pretrained: s.path("pretrained")?,
-            input_size: s.usize("input_size")?,
-            epochs: s.usize("epochs")?,
-            batch_size: s.usize("batch_size")?,
-            lr: s.f64("lr")?,
-            lr_step: s.usize("lr_step")?,
-            lr_gamma: s.f64("lr_gamma")?,
-            class_weights: s.bool("class_weights")?,
-            flips: s.bool("flips")?,
-            cam: CamMethod::parse(s.str("cam")?)?,
-            target_layer: Stage::parse_layer(s.str("target_layer")?)?,
-            cam_batch_size: s.usize("cam_batch_size")?,
-            amda_rounds: s.usize("amda_rounds")?,
-            amda_ratio: s.f64("amda_ratio")? as f32,
-            amda_mask_negatives: s.bool("amda_mask_negatives")?,
-            threshold: Threshold::parse(s.str("threshold")?)?,
-            min_component_fraction: s.f64("min_component_fraction")?,
-            gate_negative_slices: s.bool("gate_negative_slices")?,
-            gate_classifier: s.bool("gate_classifier")?,
-            min_brain_pixels: s.usize("min_brain_pixels")?,
-        };
+        let out = Self::read(s)?;
         if out.input_size < 32 {
             return Err(PluginError::config(format!(
                 "cam: `input_size` must be at least 32, found {}",

@@ -53,7 +53,7 @@ fn main() {
         ..Default::default()
     };
     let cfg = config::UNetConfig::from_settings(
-        &Settings::parse("unet3d", &text, &config::schema()).unwrap(),
+        &Settings::parse("unet3d", &text, &config::UNetConfig::schema()).unwrap(),
     )
     .unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@
 //! [`KEY_SETTINGS`].
 
 use super::config::UNetConfig;
+use clisc_sdk::config::Settings;
 use clisc_sdk::PluginError;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -89,6 +90,17 @@ fn to_bytes(t: &Tensor) -> Result<Bytes, PluginError> {
 /// Writes the variables of `vs` and `meta` to `path` (overwriting it).
 pub fn save(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), PluginError> {
     save_with_state(vs, &HashMap::new(), meta, path)
+}
+
+/// The config stored in a checkpoint, read through the schema as a
+/// pipeline's settings are: keys added to the plugin after the file was
+/// written get their defaults, and the values are validated.
+fn stored_config(settings: &str) -> Result<UNetConfig, PluginError> {
+    UNetConfig::from_settings(&Settings::parse(
+        super::NAME,
+        settings,
+        &UNetConfig::schema(),
+    )?)
 }
 
 /// [`save`] plus training state tensors, stored under their names
@@ -188,9 +200,12 @@ pub fn read(path: &Path) -> Result<Checkpoint, PluginError> {
         )));
     }
     let settings = get(KEY_SETTINGS)?;
-    let config: UNetConfig = toml::from_str(&settings)
-        .map_err(|e| bad(format!("settings in `{KEY_SETTINGS}` are not valid: {e}")))?;
-    config.validate().map_err(|e| bad(e.message.to_string()))?;
+    let config = stored_config(&settings).map_err(|e| {
+        bad(format!(
+            "settings in `{KEY_SETTINGS}` are not valid: {}",
+            e.message
+        ))
+    })?;
     let num = |k: &str| -> Result<usize, PluginError> {
         get(k)?
             .parse()
@@ -263,4 +278,35 @@ pub fn load_into(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_settings_round_trip_and_older_files_get_new_keys_defaults() {
+        let cfg = UNetConfig {
+            features: vec![8, 16, 32],
+            patch_size: [32, 32, 16],
+            mirroring: crate::config::Mirroring::Axial,
+            ..UNetConfig::default()
+        };
+        assert_eq!(stored_config(&cfg.to_settings_toml()).unwrap(), cfg);
+        // A file written before the intensity augmentation and mirroring existed.
+        let older: String = cfg
+            .to_settings_toml()
+            .lines()
+            .filter(|l| !l.starts_with("intensity_") && !l.starts_with("mirroring"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let read = stored_config(&older).unwrap();
+        assert_eq!(read.mirroring, crate::config::Mirroring::Off);
+        assert_eq!(
+            (read.intensity_scale, read.features),
+            (0.0, vec![8, 16, 32])
+        );
+        let bad = stored_config("features = [8, 16, 32]\npatch_size = [30, 30, 30]");
+        assert!(bad.unwrap_err().message.contains("multiples of 4"));
+    }
 }

@@ -5,7 +5,8 @@
 //! `clisc infer` can rebuild the stage) and to JSON.
 
 use clisc_sdk::config::Settings;
-use clisc_sdk::{ConfigField, PluginError};
+use clisc_sdk::declare::FromSetting;
+use clisc_sdk::{plugin_settings, PluginError};
 use serde::{Deserialize, Serialize};
 
 /// Training loss.
@@ -55,225 +56,105 @@ impl Mirroring {
     }
 }
 
-/// Every setting of `unet3d`, typed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UNetConfig {
-    /// Channels per level; the last entry is the bottleneck. Depth = len - 1 poolings.
-    pub features: Vec<i64>,
-    /// Dropout probability after the bottleneck and before the final conv.
-    pub dropout: f64,
-    /// Training patch and inference window, voxels along x, y, z.
-    pub patch_size: [i64; 3],
-    /// Patches per SGD step.
-    pub batch_size: usize,
-    /// SGD steps (ignored when `epochs` > 0).
-    pub iterations: usize,
-    /// When > 0: `epochs * ceil(cases / batch_size)` steps.
-    pub epochs: usize,
-    /// Initial SGD learning rate.
-    pub learning_rate: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// SGD weight decay.
-    pub weight_decay: f64,
-    /// Exponent of the poly learning-rate decay.
-    pub poly_power: f64,
-    /// Training loss.
-    pub loss: Loss,
-    /// `q` of the generalised cross-entropy.
-    pub gce_q: f64,
-    /// Probability that a patch is centred on a target voxel.
-    pub foreground_fraction: f64,
-    /// Random flips along x, y and z.
-    pub flips: bool,
-    /// Random 90-degree rotations in the axial plane.
-    pub rotations: bool,
-    /// Random gain of brain intensities in `[1 - s, 1 + s]` (0 = off).
-    #[serde(default)]
-    pub intensity_scale: f64,
-    /// Random offset of brain intensities in `[-s, s]`, z-score units (0 = off).
-    #[serde(default)]
-    pub intensity_shift: f64,
-    /// Random linear field over a patch, up to this many z-score units at its faces (0 = off).
-    #[serde(default)]
-    pub intensity_ramp: f64,
-    /// Mixed precision (fp16 autocast with loss scaling) when on CUDA.
-    pub mixed_precision: bool,
-    /// Save a resumable checkpoint every this many steps.
-    pub checkpoint_every: usize,
-    /// Score the network on the held-out cases every this many steps (and
-    /// at the end) when the host passes any for model selection.
-    pub validation_every: usize,
-    /// Whole-case prediction mode.
-    pub inference: InferenceMode,
-    /// Fraction of overlap between neighbouring windows (sliding mode).
-    pub overlap: f64,
-    /// Windows per forward pass (sliding mode).
-    pub window_batch: usize,
-    /// Cube side of the resize mode.
-    pub resize_size: i64,
-    /// Keep only the largest 3D connected component of predictions.
-    pub largest_component: bool,
-    /// Test-time mirroring of each window.
-    #[serde(default)]
-    pub mirroring: Mirroring,
+plugin_settings! {
+    /// Every setting of `unet3d`, typed; the field names are the setting keys.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct UNetConfig {
+        /// channels per level, last = bottleneck (paper: [16, 32, 64, 128, 256]); depth follows the list
+        pub features: Vec<i64> = float_list(&[16.0, 32.0, 64.0, 128.0, 256.0]),
+        /// dropout after the bottleneck and before the final 1x1x1 conv (paper: 0.3)
+        pub dropout: f64 = float(0.3),
+        /// training patch = inference window, voxels [x, y, z] (paper: 128^3); multiples of 2^(levels-1)
+        pub patch_size: [i64; 3] = float_list(&[64.0, 64.0, 64.0]),
+        /// patches per SGD step (paper: 2)
+        pub batch_size: usize = integer(2),
+        /// SGD steps (used when `epochs` = 0)
+        pub iterations: usize = integer(1000),
+        /// when > 0, train epochs * ceil(cases / batch_size) steps instead of `iterations`
+        pub epochs: usize = integer(0),
+        /// initial SGD learning rate (paper: 0.01)
+        pub learning_rate: f64 = float(0.01),
+        /// SGD momentum (paper: 0.9)
+        pub momentum: f64 = float(0.9),
+        /// SGD weight decay (paper: 1e-4)
+        pub weight_decay: f64 = float(1e-4),
+        /// poly decay lr = lr0 * (1 - step/steps)^power (paper: 0.9)
+        pub poly_power: f64 = float(0.9),
+        /// cross-entropy (paper), CE + soft Dice, or generalised CE
+        pub loss: Loss = choice("ce", &["ce", "dice_ce", "gce"]),
+        /// q of the generalised cross-entropy (0 < q <= 1)
+        pub gce_q: f64 = float(0.7),
+        /// probability that a patch is centred on a target voxel (0 = uniform random crops as the paper)
+        pub foreground_fraction: f64 = float(0.33),
+        /// random flips along x, y and z
+        pub flips: bool = bool(true),
+        /// random 90-degree rotations in the axial plane (180 only if x and y patch sizes differ)
+        pub rotations: bool = bool(true),
+        /// random gain of brain intensities in [1 - s, 1 + s] per patch (0 = off, as the paper)
+        pub intensity_scale: f64 = float(0.0),
+        /// random offset of brain intensities in [-s, s] z-score units per patch (0 = off)
+        pub intensity_shift: f64 = float(0.0),
+        /// random linear field over a patch, up to this many z-score units at its faces (0 = off)
+        pub intensity_ramp: f64 = float(0.0),
+        /// fp16 autocast with loss scaling on CUDA (ignored on the CPU)
+        pub mixed_precision: bool = bool(true),
+        /// steps between resumable checkpoints in the work dir
+        pub checkpoint_every: usize = integer(100),
+        /// steps between scores on the held-out cases when the pipeline asks for model selection
+        /// (the best-scoring weights are kept)
+        pub validation_every: usize = integer(100),
+        /// sliding: Gaussian-weighted windows at native resolution; resize: the reference code's
+        /// whole volume resized to resize_size^3
+        pub inference: InferenceMode = choice("sliding", &["sliding", "resize"]),
+        /// overlap of neighbouring windows in sliding mode, in [0, 1)
+        pub overlap: f64 = float(0.5),
+        /// windows per forward pass in sliding mode
+        pub window_batch: usize = integer(2),
+        /// cube side of the resize mode (paper: 128)
+        pub resize_size: i64 = integer(128),
+        /// keep only the largest 3D connected component of each prediction
+        pub largest_component: bool = bool(false),
+        /// test-time mirroring: average each window's prediction over its flips along x and y
+        /// (axial: 4 passes) or x, y and z (all: 8 passes); off in the paper
+        pub mirroring: Mirroring = choice("off", &["off", "axial", "all"]),
+    }
 }
 
 impl Default for UNetConfig {
     fn default() -> Self {
-        Self {
-            features: vec![16, 32, 64, 128, 256],
-            dropout: 0.3,
-            patch_size: [64, 64, 64],
-            batch_size: 2,
-            iterations: 1000,
-            epochs: 0,
-            learning_rate: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            poly_power: 0.9,
-            loss: Loss::Ce,
-            gce_q: 0.7,
-            foreground_fraction: 0.33,
-            flips: true,
-            rotations: true,
-            intensity_scale: 0.0,
-            intensity_shift: 0.0,
-            intensity_ramp: 0.0,
-            mixed_precision: true,
-            checkpoint_every: 100,
-            validation_every: 100,
-            inference: InferenceMode::Sliding,
-            overlap: 0.5,
-            window_batch: 2,
-            resize_size: 128,
-            largest_component: false,
-            mirroring: Mirroring::Off,
-        }
+        Self::defaults().expect("unet3d declares a default for every setting")
     }
 }
 
-/// The settings schema of `unet3d`, defaults from [`UNetConfig::default`].
-pub fn schema() -> Vec<ConfigField> {
-    let d = UNetConfig::default();
-    let f: Vec<f64> = d.features.iter().map(|&v| v as f64).collect();
-    let p: Vec<f64> = d.patch_size.iter().map(|&v| v as f64).collect();
-    vec![
-        ConfigField::float_list("features", &f, "channels per level, last = bottleneck (paper: [16, 32, 64, 128, 256]); depth follows the list"),
-        ConfigField::float("dropout", d.dropout, "dropout after the bottleneck and before the final 1x1x1 conv (paper: 0.3)"),
-        ConfigField::float_list("patch_size", &p, "training patch = inference window, voxels [x, y, z] (paper: 128^3); multiples of 2^(levels-1)"),
-        ConfigField::integer("batch_size", d.batch_size as i64, "patches per SGD step (paper: 2)"),
-        ConfigField::integer("iterations", d.iterations as i64, "SGD steps (used when `epochs` = 0)"),
-        ConfigField::integer("epochs", d.epochs as i64, "when > 0, train epochs * ceil(cases / batch_size) steps instead of `iterations`"),
-        ConfigField::float("learning_rate", d.learning_rate, "initial SGD learning rate (paper: 0.01)"),
-        ConfigField::float("momentum", d.momentum, "SGD momentum (paper: 0.9)"),
-        ConfigField::float("weight_decay", d.weight_decay, "SGD weight decay (paper: 1e-4)"),
-        ConfigField::float("poly_power", d.poly_power, "poly decay lr = lr0 * (1 - step/steps)^power (paper: 0.9)"),
-        ConfigField::choice("loss", "ce", &["ce", "dice_ce", "gce"], "cross-entropy (paper), CE + soft Dice, or generalised CE"),
-        ConfigField::float("gce_q", d.gce_q, "q of the generalised cross-entropy (0 < q <= 1)"),
-        ConfigField::float(
-            "foreground_fraction",
-            d.foreground_fraction,
-            "probability that a patch is centred on a target voxel (0 = uniform random crops as the paper)",
-        ),
-        ConfigField::bool("flips", d.flips, "random flips along x, y and z"),
-        ConfigField::bool("rotations", d.rotations, "random 90-degree rotations in the axial plane (180 only if x and y patch sizes differ)"),
-        ConfigField::float("intensity_scale", d.intensity_scale, "random gain of brain intensities in [1 - s, 1 + s] per patch (0 = off, as the paper)"),
-        ConfigField::float("intensity_shift", d.intensity_shift, "random offset of brain intensities in [-s, s] z-score units per patch (0 = off)"),
-        ConfigField::float("intensity_ramp", d.intensity_ramp, "random linear field over a patch, up to this many z-score units at its faces (0 = off)"),
-        ConfigField::bool("mixed_precision", d.mixed_precision, "fp16 autocast with loss scaling on CUDA (ignored on the CPU)"),
-        ConfigField::integer("checkpoint_every", d.checkpoint_every as i64, "steps between resumable checkpoints in the work dir"),
-        ConfigField::integer("validation_every", d.validation_every as i64, "steps between scores on the held-out cases when the pipeline asks for model selection (the best-scoring weights are kept)"),
-        ConfigField::choice(
-            "inference",
-            "sliding",
-            &["sliding", "resize"],
-            "sliding: Gaussian-weighted windows at native resolution; resize: the reference code's whole volume resized to resize_size^3",
-        ),
-        ConfigField::float("overlap", d.overlap, "overlap of neighbouring windows in sliding mode, in [0, 1)"),
-        ConfigField::integer("window_batch", d.window_batch as i64, "windows per forward pass in sliding mode"),
-        ConfigField::integer("resize_size", d.resize_size, "cube side of the resize mode (paper: 128)"),
-        ConfigField::bool("largest_component", d.largest_component, "keep only the largest 3D connected component of each prediction"),
-        ConfigField::choice(
-            "mirroring",
-            "off",
-            &["off", "axial", "all"],
-            "test-time mirroring: average each window's prediction over its flips along x and y (axial: 4 passes) or x, y and z (all: 8 passes); off in the paper",
-        ),
-    ]
+/// Reads a choice setting whose values are the enum's serde names.
+fn choice<T: for<'de> Deserialize<'de>>(s: &Settings, key: &str) -> Result<T, PluginError> {
+    let text = s.str(key)?;
+    T::deserialize(toml::Value::from(text))
+        .map_err(|e| PluginError::config(format!("unet3d: `{key}` = {text:?}: {e}")))
 }
 
-fn int_list<const N: usize>(key: &str, values: Vec<f64>) -> Result<Vec<i64>, PluginError> {
-    let bad = || {
-        PluginError::config(format!(
-            "unet3d: `{key}` must hold positive integers, found {values:?}"
-        ))
-    };
-    if N > 0 && values.len() != N {
-        return Err(PluginError::config(format!(
-            "unet3d: `{key}` must have {N} entries, found {}",
-            values.len()
-        )));
+impl FromSetting for Loss {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        choice(s, key)
     }
-    values
-        .iter()
-        .map(|&v| {
-            if v >= 1.0 && v.fract() == 0.0 {
-                Ok(v as i64)
-            } else {
-                Err(bad())
-            }
-        })
-        .collect()
+}
+
+impl FromSetting for InferenceMode {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        choice(s, key)
+    }
+}
+
+impl FromSetting for Mirroring {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        choice(s, key)
+    }
 }
 
 impl UNetConfig {
     /// Reads and validates the resolved settings.
     pub fn from_settings(s: &Settings) -> Result<Self, PluginError> {
-        let features = int_list::<0>("features", s.f64_list("features")?)?;
-        let patch = int_list::<3>("patch_size", s.f64_list("patch_size")?)?;
-        let loss = match s.str("loss")? {
-            "ce" => Loss::Ce,
-            "dice_ce" => Loss::DiceCe,
-            _ => Loss::Gce,
-        };
-        let inference = match s.str("inference")? {
-            "resize" => InferenceMode::Resize,
-            _ => InferenceMode::Sliding,
-        };
-        let cfg = Self {
-            features,
-            dropout: s.f64("dropout")?,
-            patch_size: [patch[0], patch[1], patch[2]],
-            batch_size: s.usize("batch_size")?,
-            iterations: s.usize("iterations")?,
-            epochs: s.usize("epochs")?,
-            learning_rate: s.f64("learning_rate")?,
-            momentum: s.f64("momentum")?,
-            weight_decay: s.f64("weight_decay")?,
-            poly_power: s.f64("poly_power")?,
-            loss,
-            gce_q: s.f64("gce_q")?,
-            foreground_fraction: s.f64("foreground_fraction")?,
-            flips: s.bool("flips")?,
-            rotations: s.bool("rotations")?,
-            intensity_scale: s.f64("intensity_scale")?,
-            intensity_shift: s.f64("intensity_shift")?,
-            intensity_ramp: s.f64("intensity_ramp")?,
-            mixed_precision: s.bool("mixed_precision")?,
-            checkpoint_every: s.usize("checkpoint_every")?,
-            validation_every: s.usize("validation_every")?,
-            inference,
-            overlap: s.f64("overlap")?,
-            window_batch: s.usize("window_batch")?,
-            resize_size: s.i64("resize_size")?,
-            largest_component: s.bool("largest_component")?,
-            mirroring: match s.str("mirroring")? {
-                "axial" => Mirroring::Axial,
-                "all" => Mirroring::All,
-                _ => Mirroring::Off,
-            },
-        };
+        let cfg = Self::read(s)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -414,7 +295,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<UNetConfig, PluginError> {
-        UNetConfig::from_settings(&Settings::parse("unet3d", text, &schema())?)
+        UNetConfig::from_settings(&Settings::parse("unet3d", text, &UNetConfig::schema())?)
     }
 
     #[test]
@@ -434,11 +315,15 @@ mod tests {
         assert!(parse("features = [8.5, 16]")
             .unwrap_err()
             .message
-            .contains("positive integers"));
+            .contains("whole numbers"));
+        assert!(parse("features = [0, 16]")
+            .unwrap_err()
+            .message
+            .contains("positive entries"));
         assert!(parse("patch_size = [64, 64]")
             .unwrap_err()
             .message
-            .contains("3 entries"));
+            .contains("3 whole numbers"));
         assert!(parse("overlap = 1.0")
             .unwrap_err()
             .message

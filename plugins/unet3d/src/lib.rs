@@ -55,7 +55,7 @@ impl Plugin for Unet3dPlugin {
         "3D U-Net of CLISC (tch): patch training on pseudo-labels, Gaussian sliding-window inference, resumable checkpoints";
 
     fn settings() -> Vec<ConfigField> {
-        config::schema()
+        UNetConfig::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
@@ -304,7 +304,7 @@ mod tests {
             "patch_size = [32, 32, 16]\n"
         };
         let text = format!("features = [4, 8, 16]\n{patch}batch_size = 2\n{extra}");
-        UNetConfig::from_settings(&Settings::parse(NAME, &text, &config::schema()).unwrap())
+        UNetConfig::from_settings(&Settings::parse(NAME, &text, &UNetConfig::schema()).unwrap())
             .unwrap()
     }
 
@@ -396,7 +396,7 @@ mod tests {
         // The stored settings are a valid settings table for the plugin.
         let text = ck.meta.config.to_settings_toml();
         assert!(
-            Settings::parse(NAME, &text, &config::schema()).is_ok(),
+            Settings::parse(NAME, &text, &UNetConfig::schema()).is_ok(),
             "{text}"
         );
 

@@ -267,7 +267,7 @@ mod tests {
     /// (`foreground` true) or none.
     fn constant_model(foreground: bool) -> Model {
         let text = "features = [4, 8]\npatch_size = [16, 16, 16]";
-        let schema = crate::config::schema();
+        let schema = crate::config::UNetConfig::schema();
         let cfg =
             UNetConfig::from_settings(&Settings::parse("unet3d", text, &schema).unwrap()).unwrap();
         let model = Model::new(&cfg, Device::Cpu, 1);

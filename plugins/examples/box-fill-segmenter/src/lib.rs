@@ -15,8 +15,8 @@ use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
-    export_plugins, ConfigField, HostContext, Mask2d, Plugin, PluginError, PromptSet, StageKind,
-    StageObject,
+    export_plugins, plugin_settings, ConfigField, HostContext, Mask2d, Plugin, PluginError,
+    PromptSet, StageKind, StageObject,
 };
 use std::collections::VecDeque;
 
@@ -31,25 +31,25 @@ impl Plugin for BoxFillPlugin {
         "Example external plugin: bright connected region inside the prompt box, holes filled";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::float(
-                "k",
-                0.5,
-                "foreground threshold in standard deviations above the box's mean",
-            ),
-            ConfigField::integer(
-                "point_margin",
-                5,
-                "half-size in pixels of the box built around points when no box is given",
-            ),
-        ]
+        BoxFillSettings::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
+        let s = BoxFillSettings::read(&settings)?;
         Ok(StageObject::promptable_segmenter(BoxFill {
-            k: settings.f64("k")? as f32,
-            point_margin: settings.i64("point_margin")?.max(0) as f32,
+            k: s.k,
+            point_margin: s.point_margin.max(0) as f32,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The settings, each declared once (schema, field, reader).
+    struct BoxFillSettings {
+        /// foreground threshold in standard deviations above the box's mean
+        k: f32 = float(0.5),
+        /// half-size in pixels of the box built around points when no box is given
+        point_margin: i64 = integer(5),
     }
 }
 

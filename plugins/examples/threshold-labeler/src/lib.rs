@@ -11,8 +11,8 @@ use abi_stable::std_types::{RResult, RVec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler};
 use clisc_sdk::{
-    export_plugins, ConfigField, HostContext, Plugin, PluginError, SliceLabel, SlicePseudoLabels,
-    StageKind, StageObject,
+    export_plugins, plugin_settings, ConfigField, HostContext, Plugin, PluginError, SliceLabel,
+    SlicePseudoLabels, StageKind, StageObject,
 };
 
 /// The plugin type: identity and constructor.
@@ -26,39 +26,26 @@ impl Plugin for ThresholdLabelerPlugin {
         "Example external plugin: slice is tumor when its bright-pixel fraction exceeds a threshold";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::float(
-                "k",
-                2.5,
-                "brightness threshold in brain standard deviations above the mean",
-            ),
-            ConfigField::float(
-                "min_fraction",
-                0.01,
-                "fraction of the slice's brain pixels that must be bright",
-            ),
-            ConfigField::integer(
-                "panic_on_slice",
-                -1,
-                "test hook: panic when labelling this slice (-1 = never)",
-            ),
-        ]
+        ThresholdLabeler::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
-        Ok(StageObject::pseudo_labeler(ThresholdLabeler {
-            k: settings.f64("k")? as f32,
-            min_fraction: settings.f64("min_fraction")?,
-            panic_on_slice: settings.i64("panic_on_slice")?,
-        }))
+        Ok(StageObject::pseudo_labeler(ThresholdLabeler::read(
+            &settings,
+        )?))
     }
 }
 
-/// The stage itself.
-pub struct ThresholdLabeler {
-    k: f32,
-    min_fraction: f64,
-    panic_on_slice: i64,
+plugin_settings! {
+    /// The stage itself: each setting declared once (schema, field, reader).
+    pub struct ThresholdLabeler {
+        /// brightness threshold in brain standard deviations above the mean
+        k: f32 = float(2.5),
+        /// fraction of the slice's brain pixels that must be bright
+        min_fraction: f64 = float(0.01),
+        /// test hook: panic when labelling this slice (-1 = never)
+        panic_on_slice: i64 = integer(-1),
+    }
 }
 
 impl PseudoLabeler for ThresholdLabeler {

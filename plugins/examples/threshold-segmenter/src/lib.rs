@@ -19,8 +19,8 @@ use clisc_sdk::config::Settings;
 use clisc_sdk::model_file::{PLUGIN_KEY, PLUGIN_VERSION_KEY, SETTINGS_KEY};
 use clisc_sdk::stage::{CaseInput, StageReport, TrainingCase, VolumetricSegmenter};
 use clisc_sdk::{
-    export_plugins, ConfigField, HostContext, LabelVolume, Plugin, PluginError, StageKind,
-    StageObject,
+    export_plugins, plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError,
+    StageKind, StageObject,
 };
 
 /// Metadata key of the learned threshold.
@@ -37,15 +37,11 @@ impl Plugin for ThresholdSegmenterPlugin {
         "Example external plugin: learns one FLAIR threshold from the training targets";
 
     fn settings() -> Vec<ConfigField> {
-        vec![ConfigField::float(
-            "step",
-            0.1,
-            "spacing of the thresholds tried, in z-score units (from 0 to 4)",
-        )]
+        ThresholdSettings::schema()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let step = settings.f64("step")?;
+        let step = ThresholdSettings::read(&settings)?.step;
         if !(step > 0.0 && step <= 4.0) {
             return Err(PluginError::config(format!(
                 "example-threshold-segmenter: `step` must lie in (0, 4], found {step}"
@@ -55,6 +51,14 @@ impl Plugin for ThresholdSegmenterPlugin {
             step,
             threshold: None,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The setting, declared once (schema, field, reader).
+    struct ThresholdSettings {
+        /// spacing of the thresholds tried, in z-score units (from 0 to 4)
+        step: f64 = float(0.1),
     }
 }
 
