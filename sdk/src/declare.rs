@@ -43,6 +43,10 @@
 //! `weights_file("download hint")`, `optional_weights_file("hint")`. The
 //! field's type says how the resolved value is read ([`FromSetting`]);
 //! the plugin's own types (enums of choices, parsed strings) implement it.
+//! A field can also hold a group of settings that several plugins share:
+//! `group(SCHEMA, READ)` adds the entries `SCHEMA` to the schema and fills
+//! the field with `READ(&settings)` (the field's doc comment then only
+//! documents the struct).
 //! Checks across settings (ranges, one setting against another) stay in
 //! the plugin, after [`read`](crate::plugin_settings).
 
@@ -155,13 +159,15 @@ macro_rules! plugin_settings {
             /// The settings schema: key, kind, default and description of
             /// every field, in declaration order.
             pub fn schema() -> ::std::vec::Vec<$crate::ConfigField> {
-                ::std::vec![$(
-                    $crate::__setting_field!(
+                let mut fields = ::std::vec::Vec::new();
+                $(
+                    fields.extend($crate::__setting_fields!(
                         ::std::stringify!($field),
                         &$crate::declare::doc_text(&[$($doc),+]),
                         $kind $( ( $($arg),* ) )?
-                    )
-                ),*]
+                    ));
+                )*
+                fields
             }
 
             /// The declared defaults; an error when a setting has none
@@ -183,9 +189,11 @@ macro_rules! plugin_settings {
             ) -> ::std::result::Result<Self, $crate::PluginError> {
                 ::std::result::Result::Ok(Self {
                     $(
-                        $field: <$ty as $crate::declare::FromSetting>::from_setting(
+                        $field: $crate::__setting_read!(
                             settings,
                             ::std::stringify!($field),
+                            $ty,
+                            $kind $( ( $($arg),* ) )?
                         )?,
                     )*
                 })
@@ -194,23 +202,40 @@ macro_rules! plugin_settings {
     };
 }
 
-/// One schema entry of [`plugin_settings!`]: the [`ConfigField`](crate::ConfigField)
-/// constructor `kind` with the key first and the description last (the
-/// weight-file constructors take their download hint after it).
+/// The schema entries of one field of [`plugin_settings!`]: the
+/// [`ConfigField`](crate::ConfigField) constructor `kind` with the key
+/// first and the description last (the weight-file constructors take their
+/// download hint after it), or a group's own schema.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __setting_field {
+macro_rules! __setting_fields {
+    ($key:expr, $doc:expr, group($schema:expr, $read:expr)) => {
+        $schema
+    };
     ($key:expr, $doc:expr, weights_file($hint:expr)) => {
-        $crate::ConfigField::weights_file($key, $doc, $hint)
+        [$crate::ConfigField::weights_file($key, $doc, $hint)]
     };
     ($key:expr, $doc:expr, optional_weights_file($hint:expr)) => {
-        $crate::ConfigField::optional_weights_file($key, $doc, $hint)
+        [$crate::ConfigField::optional_weights_file($key, $doc, $hint)]
     };
     ($key:expr, $doc:expr, $kind:ident ( $($arg:expr),* )) => {
-        $crate::ConfigField::$kind($key, $($arg,)* $doc)
+        [$crate::ConfigField::$kind($key, $($arg,)* $doc)]
     };
     ($key:expr, $doc:expr, $kind:ident) => {
-        $crate::ConfigField::$kind($key, $doc)
+        [$crate::ConfigField::$kind($key, $doc)]
+    };
+}
+
+/// How one field of [`plugin_settings!`] is read: through its type's
+/// [`FromSetting`], or a group's reader.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __setting_read {
+    ($settings:expr, $key:expr, $ty:ty, group($schema:expr, $read:expr)) => {
+        $read($settings)
+    };
+    ($settings:expr, $key:expr, $ty:ty, $($kind:tt)*) => {
+        <$ty as $crate::declare::FromSetting>::from_setting($settings, $key)
     };
 }
 
@@ -245,7 +270,20 @@ mod tests {
             weights: PathBuf = weights_file("https://example.org/w.pth"),
             /// A cache folder.
             cache: Option<PathBuf> = optional_path,
+            /// Two shared settings.
+            shared: (bool, i64) = group(shared_schema(), read_shared),
         }
+    }
+
+    fn shared_schema() -> Vec<crate::ConfigField> {
+        vec![
+            crate::ConfigField::bool("shared_on", false, "a switch"),
+            crate::ConfigField::integer("shared_size", 2, "a size"),
+        ]
+    }
+
+    fn read_shared(s: &Settings) -> Result<(bool, i64), crate::PluginError> {
+        Ok((s.bool("shared_on")?, s.i64("shared_size")?))
     }
 
     fn parse(text: &str) -> Result<Example, crate::PluginError> {
@@ -259,8 +297,18 @@ mod tests {
         assert_eq!(
             names,
             [
-                "flag", "count", "ratio", "method", "size", "scales", "names", "extra", "weights",
-                "cache"
+                "flag",
+                "count",
+                "ratio",
+                "method",
+                "size",
+                "scales",
+                "names",
+                "extra",
+                "weights",
+                "cache",
+                "shared_on",
+                "shared_size"
             ]
         );
         assert_eq!(schema[1].kind, ConfigKind::Integer);
@@ -286,6 +334,16 @@ mod tests {
         let e = parse("weights = \"w\"\ncount = 5\nsize = [16, 16, 8]\ncache = \"c\"").unwrap();
         assert_eq!((e.count, e.size), (5, [16, 16, 8]));
         assert_eq!(e.cache, Some(PathBuf::from("c")));
+        assert_eq!(e.shared, (false, 2));
+        assert!(
+            parse(
+                "weights = \"w\"
+shared_on = true"
+            )
+            .unwrap()
+            .shared
+            .0
+        );
     }
 
     #[test]

@@ -44,9 +44,11 @@ pub mod vision;
 
 use std::path::{Path, PathBuf};
 
-use clisc_clip::{labeler_settings, LabelerOptions, SliceLabeler, ZeroShotModel};
+use clisc_clip::{LabelerOptions, SliceLabeler, ZeroShotModel};
 use clisc_sdk::config::Settings;
-use clisc_sdk::{ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject};
+use clisc_sdk::{
+    plugin_settings, ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject,
+};
 use tch::Tensor;
 
 pub use model::{BiomedClip, BiomedClipConfig};
@@ -132,30 +134,17 @@ impl Plugin for BiomedClipPlugin {
         "Zero-shot slice labels from BiomedCLIP (ViT-B/16 + PubMedBERT, open_clip files) with normal/abnormal prompts";
 
     fn settings() -> Vec<ConfigField> {
-        let mut fields = vec![
-            ConfigField::weights_file(
-                "weights",
-                "BiomedCLIP weights: open_clip_pytorch_model.bin as published (torch.save state dict; safetensors also read)",
-                &format!("Microsoft's BiomedCLIP page (file open_clip_pytorch_model.bin): {DOWNLOAD_PAGE}"),
-            ),
-            ConfigField::optional_weights_file(
-                "vocab",
-                "PubMedBERT's WordPiece vocabulary (vocab.txt); default: vocab.txt next to `weights`",
-                &format!("Microsoft's BiomedCLIP page (file vocab.txt): {DOWNLOAD_PAGE}"),
-            ),
-        ];
-        fields.extend(labeler_settings());
-        fields
+        BiomedClipSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let weights = settings
-            .path("weights")?
-            .ok_or_else(|| PluginError::config("biomedclip: `weights` is required"))?;
-        let given = settings.path("vocab")?;
+        let BiomedClipSettings {
+            weights,
+            vocab: given,
+            labeler: options,
+        } = BiomedClipSettings::read(&settings)?;
         let defaulted = given.is_none();
         let vocab = vocab_path(&weights, given);
-        let options = LabelerOptions::from_settings(&settings, Self::NAME)?;
         if !vocab.is_file() {
             let why = if defaulted {
                 "`vocab` is not set, so it is looked for next to `weights`"
@@ -180,6 +169,26 @@ impl Plugin for BiomedClipPlugin {
         Ok(StageObject::pseudo_labeler(BiomedClipLabeler::new(
             model, options,
         )?))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `biomedclip`: the model files, then the labeler's.
+    struct BiomedClipSettings {
+        /// BiomedCLIP weights: open_clip_pytorch_model.bin as published (torch.save state dict;
+        /// safetensors also read)
+        weights: PathBuf = weights_file(&format!(
+            "Microsoft's BiomedCLIP page (file open_clip_pytorch_model.bin): {DOWNLOAD_PAGE}"
+        )),
+        /// PubMedBERT's WordPiece vocabulary (vocab.txt); default: vocab.txt next to `weights`
+        vocab: Option<PathBuf> = optional_weights_file(&format!(
+            "Microsoft's BiomedCLIP page (file vocab.txt): {DOWNLOAD_PAGE}"
+        )),
+        /// Prompts, ensemble rule, threshold, batch size and smoothing.
+        labeler: LabelerOptions = group(
+            LabelerOptions::schema(),
+            |s: &Settings| LabelerOptions::from_settings(s, BiomedClipPlugin::NAME)
+        ),
     }
 }
 

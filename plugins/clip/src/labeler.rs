@@ -4,15 +4,16 @@
 //! A model plugs in through [`ZeroShotModel`]: an image encoder, a text
 //! encoder with its own tokenizer, and scaled-cosine logits. Everything
 //! else is the same for all of them and lives here once: the settings
-//! ([`labeler_settings`], [`LabelerOptions::from_settings`]), the prompt
+//! ([`LabelerOptions::schema`], [`LabelerOptions::from_settings`]), the prompt
 //! ensembles, the slice -> 8-bit image -> CLIP transform path
 //! ([`crate::preprocess`]) and the thresholding and smoothing of the
 //! labels (see the crate docs for the method).
 
 use abi_stable::std_types::{RResult, RVec};
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler};
-use clisc_sdk::{ConfigField, PluginError, SliceLabel, SlicePseudoLabels};
+use clisc_sdk::{plugin_settings, PluginError, SliceLabel, SlicePseudoLabels};
 use clisc_weight_free::smoothing::Smoothing;
 use tch::{Kind, Tensor};
 
@@ -52,83 +53,48 @@ pub enum Ensemble {
     Probability,
 }
 
-/// The labelling settings every zero-shot plugin declares after its model
-/// files: prompts, ensemble rule, threshold, batch size and smoothing.
-pub fn labeler_settings() -> Vec<ConfigField> {
-    vec![
-        ConfigField::string_list(
-            "prompts_normal",
-            &[PROMPT_NORMAL],
-            "prompts describing a slice without tumor",
-        ),
-        ConfigField::string_list(
-            "prompts_abnormal",
-            &[PROMPT_ABNORMAL],
-            "prompts describing a slice with tumor",
-        ),
-        ConfigField::choice(
-            "ensemble",
-            "embedding",
-            &["embedding", "probability"],
-            "several prompts per class: average their text embeddings, or sum their probabilities",
-        ),
-        ConfigField::float(
-            "threshold",
-            0.6,
-            "keep a slice when its label probability is at least this",
-        ),
-        ConfigField::integer("batch_size", 32, "slices per image-encoder batch"),
-    ]
-    .into_iter()
-    .chain(Smoothing::schema(true))
-    .collect()
+impl FromSetting for Ensemble {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "probability" => Ensemble::Probability,
+            _ => Ensemble::Embedding,
+        })
+    }
 }
 
-/// Settings of the labeler (see [`labeler_settings`]).
-#[derive(Debug, Clone)]
-pub struct LabelerOptions {
-    /// Prompts of class 0.
-    pub prompts_normal: Vec<String>,
-    /// Prompts of class 1.
-    pub prompts_abnormal: Vec<String>,
-    /// Ensemble rule.
-    pub ensemble: Ensemble,
-    /// Confidence needed to keep a slice.
-    pub threshold: f32,
-    /// Slices per forward pass.
-    pub batch_size: usize,
-    /// Smoothing parameters, `None` = off.
-    pub smoothing: Option<Smoothing>,
+plugin_settings! {
+    /// The labelling settings every zero-shot plugin declares after its
+    /// model files: prompts, ensemble rule, threshold, batch size and
+    /// smoothing.
+    #[derive(Debug, Clone)]
+    pub struct LabelerOptions {
+        /// prompts describing a slice without tumor
+        pub prompts_normal: Vec<String> = string_list(&[PROMPT_NORMAL]),
+        /// prompts describing a slice with tumor
+        pub prompts_abnormal: Vec<String> = string_list(&[PROMPT_ABNORMAL]),
+        /// several prompts per class: average their text embeddings, or sum their probabilities
+        pub ensemble: Ensemble = choice("embedding", &["embedding", "probability"]),
+        /// keep a slice when its label probability is at least this
+        pub threshold: f32 = float(0.6),
+        /// slices per image-encoder batch
+        pub batch_size: usize = integer(32),
+        /// Neighbour-majority smoothing of the kept labels along z, on by
+        /// default as in the reference code (`None` = off).
+        pub smoothing: Option<Smoothing> = group(Smoothing::schema(true), Smoothing::from_settings),
+    }
 }
 
 impl Default for LabelerOptions {
     /// The paper's setup.
     fn default() -> Self {
-        LabelerOptions {
-            prompts_normal: vec![PROMPT_NORMAL.into()],
-            prompts_abnormal: vec![PROMPT_ABNORMAL.into()],
-            ensemble: Ensemble::Embedding,
-            threshold: 0.6,
-            batch_size: 32,
-            smoothing: Some(Smoothing::default()),
-        }
+        Self::defaults().expect("the labeler declares a default for every setting")
     }
 }
 
 impl LabelerOptions {
-    /// Reads the [`labeler_settings`] of plugin `plugin` and checks them.
+    /// Reads the [`LabelerOptions::schema`] settings of plugin `plugin` and checks them.
     pub fn from_settings(settings: &Settings, plugin: &str) -> Result<LabelerOptions, PluginError> {
-        let options = LabelerOptions {
-            prompts_normal: settings.str_list("prompts_normal")?,
-            prompts_abnormal: settings.str_list("prompts_abnormal")?,
-            ensemble: match settings.str("ensemble")? {
-                "probability" => Ensemble::Probability,
-                _ => Ensemble::Embedding,
-            },
-            threshold: settings.f64("threshold")? as f32,
-            batch_size: settings.usize("batch_size")?,
-            smoothing: Smoothing::from_settings(settings)?,
-        };
+        let options = Self::read(settings)?;
         options.validate(plugin)?;
         Ok(options)
     }

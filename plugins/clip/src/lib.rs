@@ -35,12 +35,14 @@ pub mod tokenizer;
 mod html_tables;
 
 use clisc_sdk::config::Settings;
-use clisc_sdk::{ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject};
+use clisc_sdk::{
+    plugin_settings, ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject,
+};
+use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
 pub use labeler::{
-    labeler_settings, Ensemble, LabelerOptions, SliceLabeler, ZeroShotModel, PROMPT_ABNORMAL,
-    PROMPT_NORMAL,
+    Ensemble, LabelerOptions, SliceLabeler, ZeroShotModel, PROMPT_ABNORMAL, PROMPT_NORMAL,
 };
 pub use model::{Clip, ClipConfig};
 pub use tokenizer::{ClipTokenizer, CONTEXT_LENGTH};
@@ -59,21 +61,12 @@ impl Plugin for ClipPlugin {
         "Zero-shot slice labels from OpenAI CLIP (ViT-B/32 in the paper) with normal/abnormal prompts";
 
     fn settings() -> Vec<ConfigField> {
-        let mut fields = vec![ConfigField::weights_file(
-            "weights",
-            "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-32.pt, ...), torch.save state dict or safetensors",
-            "OpenAI CLIP release (ViT-B/32, CLISC's choice): https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-        )];
-        fields.extend(labeler_settings());
-        fields
+        ClipSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let weights = settings
-            .path("weights")?
-            .ok_or_else(|| PluginError::config("clip: `weights` is required"))?;
+        let ClipSettings { weights, labeler } = ClipSettings::read(&settings)?;
         let device = clisc_nn::resolve_device(&ctx.device)?;
-        let options = LabelerOptions::from_settings(&settings, Self::NAME)?;
         ctx.progress.log(
             format!("clip: loading {} on {:?}", weights.display(), device)
                 .as_str()
@@ -81,8 +74,24 @@ impl Plugin for ClipPlugin {
         );
         let model = Clip::load(&weights, device)?;
         Ok(StageObject::pseudo_labeler(ClipLabeler::new(
-            model, options,
+            model, labeler,
         )?))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `clip`: the weights, then the labeler's.
+    struct ClipSettings {
+        /// CLIP checkpoint: OpenAI TorchScript archive (ViT-B-32.pt, ...), torch.save state dict
+        /// or safetensors
+        weights: PathBuf = weights_file(
+            "OpenAI CLIP release (ViT-B/32, CLISC's choice): https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt"
+        ),
+        /// Prompts, ensemble rule, threshold, batch size and smoothing.
+        labeler: LabelerOptions = group(
+            LabelerOptions::schema(),
+            |s: &Settings| LabelerOptions::from_settings(s, ClipPlugin::NAME)
+        ),
     }
 }
 

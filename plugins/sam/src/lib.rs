@@ -19,10 +19,11 @@ pub mod spline_resize;
 use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_imaging::intensity::{equalize_histogram, minmax_to_u8};
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
-    ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet, StageKind,
-    StageObject,
+    plugin_settings, ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet,
+    StageKind, StageObject,
 };
 pub use model::{Sam, SamConfig};
 pub use predictor::{ImageEmbedding, Recipe, SamOutput, SamPredictor, SamPrompt};
@@ -83,31 +84,16 @@ impl Plugin for SamPlugin {
         "Segment Anything (official ViT-B/L/H checkpoints, or MedSAM's with preprocess = \"medsam\") on 8-bit slices";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::weights_file(
-                "weights",
-                "SAM checkpoint as downloaded (sam_vit_b_01ec64.pth etc.) or a .safetensors export",
-                "Meta's Segment Anything release (ViT-B, CLISC's choice): https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-            ),
-            ConfigField::bool("multimask", false, "predict 3 masks per prompt set and keep the one with the best predicted IoU"),
-            ConfigField::choice(
-                "preprocess",
-                "clisc",
-                &["clisc", "medsam"],
-                "clisc: the paper's 8-bit + histogram-equalised slice through Meta's SamPredictor; medsam: MedSAM's inference recipe (8-bit slice, no equalisation, cubic resize to 1024 x 1024, [0, 1], sigmoid > 0.5) for medsam_vit_b.pth",
-            ),
-            ConfigField::bool(
-                "cache_embeddings",
-                false,
-                "store each slice's image embedding (4 MiB) in the stage's work dir and reuse it on later calls",
-            ),
-        ]
+        SamSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let weights = settings
-            .path("weights")?
-            .ok_or_else(|| PluginError::config("sam: `weights` is required"))?;
+        let SamSettings {
+            weights,
+            multimask,
+            preprocess: recipe,
+            cache_embeddings,
+        } = SamSettings::read(&settings)?;
         let device = clisc_nn::resolve_device(ctx.device.as_str())?;
         if ctx.threads > 0 {
             tch::set_num_threads(ctx.threads as i32);
@@ -123,20 +109,43 @@ impl Plugin for SamPlugin {
             .as_str()
             .into(),
         );
-        let cache_dir = settings
-            .bool("cache_embeddings")?
-            .then(|| PathBuf::from(ctx.work_dir.as_str()).join("sam-embeddings"));
-        let recipe = match settings.str("preprocess")? {
-            "medsam" => Recipe::MedSam,
-            _ => Recipe::Sam,
-        };
+        let cache_dir =
+            cache_embeddings.then(|| PathBuf::from(ctx.work_dir.as_str()).join("sam-embeddings"));
         Ok(StageObject::promptable_segmenter(SamSegmenter {
             weights_key: weights_fingerprint(&weights),
             predictor,
-            multimask: settings.bool("multimask")?,
+            multimask,
             cache_dir,
             recipe,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `sam`, each declared once.
+    struct SamSettings {
+        /// SAM checkpoint as downloaded (sam_vit_b_01ec64.pth etc.) or a .safetensors export
+        weights: PathBuf = weights_file(
+            "Meta's Segment Anything release (ViT-B, CLISC's choice): https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+        ),
+        /// predict 3 masks per prompt set and keep the one with the best predicted IoU
+        multimask: bool = bool(false),
+        /// clisc: the paper's 8-bit + histogram-equalised slice through Meta's SamPredictor;
+        /// medsam: MedSAM's inference recipe (8-bit slice, no equalisation, cubic resize to
+        /// 1024 x 1024, [0, 1], sigmoid > 0.5) for medsam_vit_b.pth
+        preprocess: Recipe = choice("clisc", &["clisc", "medsam"]),
+        /// store each slice's image embedding (4 MiB) in the stage's work dir and reuse it on
+        /// later calls
+        cache_embeddings: bool = bool(false),
+    }
+}
+
+impl FromSetting for Recipe {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "medsam" => Recipe::MedSam,
+            _ => Recipe::Sam,
+        })
     }
 }
 

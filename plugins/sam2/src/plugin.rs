@@ -16,10 +16,11 @@ use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PromptableSegmenter, SliceImage, VolumePromptableSegmenter};
 use clisc_sdk::{
-    CasePrompts, ConfigField, HostContext, Image2d, LabelVolume, Mask2d, Plugin, PluginError,
-    PromptSet, StageKind, StageObject,
+    plugin_settings, CasePrompts, ConfigField, HostContext, Image2d, LabelVolume, Mask2d, Plugin,
+    PluginError, PromptSet, StageKind, StageObject,
 };
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use tch::Tensor;
 
 /// Plugin registration of the `sam2` stage.
@@ -32,73 +33,27 @@ impl Plugin for Sam2Plugin {
     const DESCRIPTION: &'static str = "SAM 2 / SAM 2.1 or MedSAM2 (official checkpoints) per slice, or propagated through the volume from the prompted slices (propagate = true)";
 
     fn settings() -> Vec<ConfigField> {
-        vec![
-            ConfigField::weights_file(
-                "weights",
-                "SAM 2 checkpoint as downloaded: sam2.1_hiera_{tiny,small,base_plus,large}.pt, sam2_hiera_*.pt or MedSAM2_latest.pt (or a .safetensors export)",
-                "Meta's SAM 2.1 release (Hiera tiny; small, base_plus and large alongside): https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
-            ),
-            ConfigField::integer(
-                "image_size",
-                0,
-                "side of the model input in pixels; 0 = the checkpoint's official size: 512 for MedSAM2 (recognised by its two memory-attention layers), 1024 for Meta's",
-            ),
-            ConfigField::choice(
-                "preprocess",
-                "clisc",
-                &["clisc", "minmax"],
-                "clisc: min-max to 8 bits and histogram equalisation (the paper's slice preparation for SAM); minmax: min-max to 8 bits only",
-            ),
-            ConfigField::bool(
-                "propagate",
-                false,
-                "segment the whole volume: the prompted slices are conditioning frames and the masks propagate to every other slice (SAM 2's video predictor)",
-            ),
-            ConfigField::choice(
-                "conditioning",
-                "all",
-                &["all", "largest-box"],
-                "with propagate: condition on every prompted slice, or only on the slice whose box is largest",
-            ),
-            ConfigField::integer(
-                "max_conditioning_frames",
-                0,
-                "with propagate and conditioning = \"all\": a tracked slice attends to at most this many prompted slices, the nearest (0 = all, the official default; at least 2 otherwise)",
-            ),
-            ConfigField::bool(
-                "multimask",
-                false,
-                "per-slice mode only: predict 3 masks per prompt set and keep the one with the best predicted IoU (propagation decides as the official video predictor does)",
-            ),
-            ConfigField::integer(
-                "fill_hole_area",
-                crate::propagation::FILL_HOLE_AREA as i64,
-                "with propagate: holes of up to this many pixels of the low-resolution masks are filled (the official video predictor's 8; 0 = off)",
-            ),
-        ]
+        Sam2Settings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let weights = settings
-            .path("weights")?
-            .ok_or_else(|| PluginError::config("sam2: `weights` is required"))?;
+        let s = Sam2Settings::read(&settings)?;
         let device = clisc_nn::resolve_device(ctx.device.as_str())?;
         if ctx.threads > 0 {
             tch::set_num_threads(ctx.threads as i32);
         }
-        let image_size = match settings.i64("image_size")? {
+        let image_size = match s.image_size {
             0 => None,
             n => Some(n),
         };
-        let propagate = settings.bool("propagate")?;
-        let multimask = settings.bool("multimask")?;
+        let (propagate, multimask) = (s.propagate, s.multimask);
         if propagate && multimask {
             return Err(PluginError::config(
                 "sam2: `multimask` applies to per-slice segmentation; with `propagate = true` the video predictor's own rule decides (leave `multimask` out)",
             )
             .about_setting("multimask"));
         }
-        let max_conditioning = match settings.usize("max_conditioning_frames")? {
+        let max_conditioning = match s.max_conditioning_frames {
             0 => None,
             1 => {
                 return Err(PluginError::config(
@@ -108,11 +63,11 @@ impl Plugin for Sam2Plugin {
             }
             n => Some(n),
         };
-        let model = Sam2::load(&weights, image_size, device)?;
+        let model = Sam2::load(&s.weights, image_size, device)?;
         ctx.progress.log(
             format!(
                 "sam2: loaded {} ({}) on {:?}",
-                weights.display(),
+                s.weights.display(),
                 model.config.variant(),
                 device
             )
@@ -121,17 +76,49 @@ impl Plugin for Sam2Plugin {
         );
         let stage = Sam2Segmenter {
             predictor: Sam2Predictor { model },
-            equalize: settings.str("preprocess")? == "clisc",
+            equalize: s.preprocess == "clisc",
             multimask,
-            largest_box_only: settings.str("conditioning")? == "largest-box",
+            largest_box_only: s.conditioning == "largest-box",
             max_conditioning,
-            fill_hole_area: settings.usize("fill_hole_area")?,
+            fill_hole_area: s.fill_hole_area,
         };
         Ok(if propagate {
             StageObject::volume_promptable_segmenter(stage)
         } else {
             StageObject::promptable_segmenter(stage)
         })
+    }
+}
+
+plugin_settings! {
+    /// The settings of `sam2`, each declared once.
+    struct Sam2Settings {
+        /// SAM 2 checkpoint as downloaded: sam2.1_hiera_{tiny,small,base_plus,large}.pt,
+        /// sam2_hiera_*.pt or MedSAM2_latest.pt (or a .safetensors export)
+        weights: PathBuf = weights_file(
+            "Meta's SAM 2.1 release (Hiera tiny; small, base_plus and large alongside): https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+        ),
+        /// side of the model input in pixels; 0 = the checkpoint's official size: 512 for MedSAM2
+        /// (recognised by its two memory-attention layers), 1024 for Meta's
+        image_size: i64 = integer(0),
+        /// clisc: min-max to 8 bits and histogram equalisation (the paper's slice preparation for
+        /// SAM); minmax: min-max to 8 bits only
+        preprocess: String = choice("clisc", &["clisc", "minmax"]),
+        /// segment the whole volume: the prompted slices are conditioning frames and the masks
+        /// propagate to every other slice (SAM 2's video predictor)
+        propagate: bool = bool(false),
+        /// with propagate: condition on every prompted slice, or only on the slice whose box is
+        /// largest
+        conditioning: String = choice("all", &["all", "largest-box"]),
+        /// with propagate and conditioning = "all": a tracked slice attends to at most this many
+        /// prompted slices, the nearest (0 = all, the official default; at least 2 otherwise)
+        max_conditioning_frames: usize = integer(0),
+        /// per-slice mode only: predict 3 masks per prompt set and keep the one with the best
+        /// predicted IoU (propagation decides as the official video predictor does)
+        multimask: bool = bool(false),
+        /// with propagate: holes of up to this many pixels of the low-resolution masks are filled
+        /// (the official video predictor's 8; 0 = off)
+        fill_hole_area: usize = integer(crate::propagation::FILL_HOLE_AREA as i64),
     }
 }
 

@@ -3,7 +3,8 @@
 //! probability of "tumour".
 
 use clisc_sdk::config::Settings;
-use clisc_sdk::{ConfigField, PluginError};
+use clisc_sdk::declare::FromSetting;
+use clisc_sdk::{plugin_settings, PluginError};
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
@@ -40,39 +41,53 @@ pub enum OutputKind {
     Mask,
 }
 
-/// The settings every TorchScript adapter shares.
-pub fn common_settings() -> Vec<ConfigField> {
-    vec![
-        ConfigField::weights_file(
-            "model",
-            "the TorchScript file (torch.jit.script / torch.jit.trace + .save)",
-            "your own model exported with torch.jit.script or torch.jit.trace and .save (docs/plugins-torchscript.md)",
+impl FromSetting for Normalization {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "none" => Normalization::None,
+            "minmax" => Normalization::MinMax,
+            "zscore" => Normalization::ZScore,
+            "uint8" => Normalization::Uint8,
+            _ => Normalization::ImageNet,
+        })
+    }
+}
+
+impl FromSetting for OutputKind {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "logits" => OutputKind::Logits,
+            "probabilities" => OutputKind::Probabilities,
+            _ => OutputKind::Mask,
+        })
+    }
+}
+
+plugin_settings! {
+    /// The settings every TorchScript adapter shares (a `group` of each
+    /// adapter's settings).
+    pub struct ContractSettings {
+        /// the TorchScript file (torch.jit.script / torch.jit.trace + .save)
+        pub model: PathBuf = weights_file(
+            "your own model exported with torch.jit.script or torch.jit.trace and .save (docs/plugins-torchscript.md)"
         ),
-        ConfigField::string("channel", "flair", "the image channel fed to the model"),
-        ConfigField::integer(
-            "input_channels",
-            1,
-            "channels the model expects; the grey image is repeated (3 for RGB-pretrained backbones)",
-        ),
-        ConfigField::choice(
-            "normalization",
-            "none",
-            &["none", "minmax", "zscore", "imagenet", "uint8"],
-            "intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1], zscore, imagenet (minmax then ImageNet mean/std, 3 channels), uint8 (minmax to the integers 0..255, as SAM-family models expect)",
-        ),
-        ConfigField::choice(
-            "output",
-            "logits",
-            &["logits", "probabilities", "mask"],
-            "what the model returns: logits (sigmoid for 1 channel, softmax otherwise), probabilities, or a 0/1 mask",
-        ),
-        ConfigField::integer(
-            "class_index",
-            1,
-            "the tumour's class/channel when the output has several channels (ignored for one channel)",
-        ),
-        ConfigField::float("threshold", 0.5, "tumour when its probability is at least this"),
-    ]
+        /// the image channel fed to the model
+        pub channel: String = string("flair"),
+        /// channels the model expects; the grey image is repeated (3 for RGB-pretrained backbones)
+        pub input_channels: i64 = integer(1),
+        /// intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1],
+        /// zscore, imagenet (minmax then ImageNet mean/std, 3 channels), uint8 (minmax to the
+        /// integers 0..255, as SAM-family models expect)
+        pub normalization: Normalization = choice("none", &["none", "minmax", "zscore", "imagenet", "uint8"]),
+        /// what the model returns: logits (sigmoid for 1 channel, softmax otherwise),
+        /// probabilities, or a 0/1 mask
+        pub output: OutputKind = choice("logits", &["logits", "probabilities", "mask"]),
+        /// the tumour's class/channel when the output has several channels (ignored for one
+        /// channel)
+        pub class_index: i64 = integer(1),
+        /// tumour when its probability is at least this
+        pub threshold: f64 = float(0.5),
+    }
 }
 
 /// The parsed common contract plus the loaded model.
@@ -100,51 +115,43 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// Reads the common settings and loads the model on the context's device.
-    pub fn from_settings(
+    /// Checks the common settings and loads the model on the context's device.
+    pub fn load(
         plugin: &'static str,
-        settings: &Settings,
+        settings: ContractSettings,
         device_spec: &str,
     ) -> Result<Self, PluginError> {
         let device = clisc_nn::resolve_device(device_spec)?;
-        let model_path = settings
-            .path("model")?
-            .ok_or_else(|| PluginError::config(format!("{plugin}: setting `model` is missing")))?;
+        let ContractSettings {
+            model: model_path,
+            channel,
+            input_channels,
+            normalization,
+            output,
+            class_index,
+            threshold,
+        } = settings;
         let module = load_module(plugin, &model_path, device)?;
-        let input_channels = settings.i64("input_channels")?;
         if input_channels < 1 {
             return Err(PluginError::config(format!(
                 "{plugin}: `input_channels` must be at least 1, found {input_channels}"
             )));
         }
-        let normalization = match settings.str("normalization")? {
-            "none" => Normalization::None,
-            "minmax" => Normalization::MinMax,
-            "zscore" => Normalization::ZScore,
-            "uint8" => Normalization::Uint8,
-            _ => Normalization::ImageNet,
-        };
         if normalization == Normalization::ImageNet && input_channels != 3 {
             return Err(PluginError::config(format!(
                 "{plugin}: normalization = \"imagenet\" needs input_channels = 3, found {input_channels}"
             )));
         }
-        let output = match settings.str("output")? {
-            "logits" => OutputKind::Logits,
-            "probabilities" => OutputKind::Probabilities,
-            _ => OutputKind::Mask,
-        };
-        let threshold = settings.f64("threshold")?;
         Ok(Self {
             plugin,
             model_path,
             module,
             device,
-            channel: settings.str("channel")?.to_string(),
+            channel,
             input_channels,
             normalization,
             output,
-            class_index: settings.i64("class_index")?,
+            class_index,
             threshold,
         })
     }

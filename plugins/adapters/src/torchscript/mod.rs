@@ -23,10 +23,10 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler, StageReport, TrainingCase, VolumetricSegmenter};
 use clisc_sdk::{
-    ConfigField, HostContext, LabelVolume, Plugin, PluginError, SliceLabel, SlicePseudoLabels,
-    StageKind, StageObject,
+    plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError, SliceLabel,
+    SlicePseudoLabels, StageKind, StageObject,
 };
-use contract::{common_settings, load_module, Contract, OutputKind};
+use contract::{load_module, Contract, ContractSettings, OutputKind};
 use tch::{Kind, Tensor};
 
 fn tensor_err(plugin: &str, e: tch::TchError) -> PluginError {
@@ -46,32 +46,31 @@ impl Plugin for TorchScriptLabelerPlugin {
         "Any TorchScript slice classifier as a pseudo-labeler; input/output contract declared in TOML";
 
     fn settings() -> Vec<ConfigField> {
-        let mut s = common_settings();
-        s.extend([
-            ConfigField::integer(
-                "input_size",
-                0,
-                "side of the square input the model expects (0 = native slice size)",
-            ),
-            ConfigField::integer("batch_size", 16, "slices per forward pass"),
-            ConfigField::float(
-                "keep_confidence",
-                0.0,
-                "a slice is kept for training when the probability of its label is at least this",
-            ),
-        ]);
-        s
+        LabelerSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
-        let batch_size = settings.usize("batch_size")?.max(1);
+        let s = LabelerSettings::read(&settings)?;
         Ok(StageObject::pseudo_labeler(TorchScriptLabeler {
-            contract,
-            input_size: settings.i64("input_size")?,
-            batch_size,
-            keep_confidence: settings.f64("keep_confidence")? as f32,
+            contract: Contract::load(Self::NAME, s.contract, ctx.device.as_str())?,
+            input_size: s.input_size,
+            batch_size: s.batch_size.max(1),
+            keep_confidence: s.keep_confidence,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `torchscript-pseudo-labeler`.
+    struct LabelerSettings {
+        /// The model contract.
+        contract: ContractSettings = group(ContractSettings::schema(), ContractSettings::read),
+        /// side of the square input the model expects (0 = native slice size)
+        input_size: i64 = integer(0),
+        /// slices per forward pass
+        batch_size: usize = integer(16),
+        /// a slice is kept for training when the probability of its label is at least this
+        keep_confidence: f32 = float(0.0),
     }
 }
 
@@ -166,25 +165,13 @@ impl Plugin for TorchScriptVolumetricPlugin {
         "Any pretrained TorchScript 3D segmenter (inference only: `train` keeps the exported weights)";
 
     fn settings() -> Vec<ConfigField> {
-        let mut s = common_settings();
-        s.extend([
-            ConfigField::float_list(
-                "input_shape",
-                &[],
-                "[D, H, W] the model expects (volume resized trilinearly); empty = native size",
-            ),
-            ConfigField::integer(
-                "pad_multiple",
-                1,
-                "with a native-size input, zero-pad D, H, W up to a multiple of this (e.g. 16 for a 4-level U-Net)",
-            ),
-        ]);
-        s
+        VolumetricSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
-        let shape = settings.f64_list("input_shape")?;
+        let s = VolumetricSettings::read(&settings)?;
+        let contract = Contract::load(Self::NAME, s.contract, ctx.device.as_str())?;
+        let shape = s.input_shape;
         let input_shape = match shape.as_slice() {
             [] => None,
             [d, h, w] if [d, h, w].iter().all(|v| **v >= 1.0 && v.fract() == 0.0) => Some([*d as i64, *h as i64, *w as i64]),
@@ -195,7 +182,7 @@ impl Plugin for TorchScriptVolumetricPlugin {
                 )))
             }
         };
-        let pad_multiple = settings.i64("pad_multiple")?;
+        let pad_multiple = s.pad_multiple;
         if pad_multiple < 1 {
             return Err(PluginError::config(format!(
                 "{}: `pad_multiple` must be at least 1, found {pad_multiple}",
@@ -207,6 +194,19 @@ impl Plugin for TorchScriptVolumetricPlugin {
             input_shape,
             pad_multiple,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `torchscript-volumetric-segmenter`.
+    struct VolumetricSettings {
+        /// The model contract.
+        contract: ContractSettings = group(ContractSettings::schema(), ContractSettings::read),
+        /// [D, H, W] the model expects (volume resized trilinearly); empty = native size
+        input_shape: Vec<f64> = float_list(&[]),
+        /// with a native-size input, zero-pad D, H, W up to a multiple of this (e.g. 16 for a
+        /// 4-level U-Net)
+        pad_multiple: i64 = integer(1),
     }
 }
 

@@ -14,13 +14,15 @@
 //! W']`, `[1, H', W']` or `[H', W']`) is resized back to the slice as
 //! scores, then turned into the tumour probability and thresholded.
 
-use super::contract::{common_settings, Contract, OutputKind};
+use super::contract::{Contract, ContractSettings, OutputKind};
 use super::tensor_err;
 use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;
+use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
-    ConfigField, HostContext, Mask2d, Plugin, PluginError, PromptSet, StageKind, StageObject,
+    plugin_settings, ConfigField, HostContext, Mask2d, Plugin, PluginError, PromptSet, StageKind,
+    StageObject,
 };
 use tch::{Kind, Tensor};
 
@@ -35,34 +37,14 @@ impl Plugin for TorchScriptPromptablePlugin {
         "Any TorchScript promptable 2D segmenter (box/points as tensors, as prompt channels, or SAM-style embed + decode); contract in TOML";
 
     fn settings() -> Vec<ConfigField> {
-        let mut s = common_settings();
-        s.extend([
-            ConfigField::integer("input_size", 0, "side of the square input the model expects (0 = native slice size)"),
-            ConfigField::bool(
-                "keep_aspect",
-                false,
-                "scale the slice's longer side to input_size and keep its aspect (the model pads, as SAM does); the output is cropped to the scaled slice before it is resized back",
-            ),
-            ConfigField::choice(
-                "prompt_encoding",
-                "box-points",
-                &["box-points", "prompt-channels", "embed-decode"],
-                "box-points: forward(image, box [1,4], points [1,N,3]); prompt-channels: forward(image with 2 extra channels: box mask, point map); embed-decode: embed(image) once per slice, decode(embedding, box [1,4], points [1,N,2], labels [1,N]) per prompt set",
-            ),
-            ConfigField::integer("point_radius", 2, "prompt-channels: radius in model pixels of the disc drawn per point"),
-        ]);
-        s
+        PromptableSettings::schema()
     }
 
     fn create(settings: Settings, ctx: &HostContext) -> Result<StageObject, PluginError> {
-        let contract = Contract::from_settings(Self::NAME, &settings, ctx.device.as_str())?;
-        let encoding = match settings.str("prompt_encoding")? {
-            "prompt-channels" => PromptEncoding::PromptChannels,
-            "embed-decode" => PromptEncoding::EmbedDecode,
-            _ => PromptEncoding::BoxPoints,
-        };
-        let input_size = settings.i64("input_size")?;
-        let keep_aspect = settings.bool("keep_aspect")?;
+        let s = PromptableSettings::read(&settings)?;
+        let contract = Contract::load(Self::NAME, s.contract, ctx.device.as_str())?;
+        let (input_size, encoding) = (s.input_size, s.prompt_encoding);
+        let keep_aspect = s.keep_aspect;
         if keep_aspect && input_size <= 0 {
             return Err(PluginError::config(format!(
                 "{}: `keep_aspect = true` needs a positive `input_size`, found {input_size}",
@@ -75,8 +57,40 @@ impl Plugin for TorchScriptPromptablePlugin {
             input_size,
             keep_aspect,
             encoding,
-            point_radius: settings.i64("point_radius")?,
+            point_radius: s.point_radius,
         }))
+    }
+}
+
+plugin_settings! {
+    /// The settings of `torchscript-promptable-segmenter`.
+    struct PromptableSettings {
+        /// The model contract.
+        contract: ContractSettings = group(ContractSettings::schema(), ContractSettings::read),
+        /// side of the square input the model expects (0 = native slice size)
+        input_size: i64 = integer(0),
+        /// scale the slice's longer side to input_size and keep its aspect (the model pads, as SAM
+        /// does); the output is cropped to the scaled slice before it is resized back
+        keep_aspect: bool = bool(false),
+        /// box-points: forward(image, box [1,4], points [1,N,3]); prompt-channels: forward(image
+        /// with 2 extra channels: box mask, point map); embed-decode: embed(image) once per
+        /// slice, decode(embedding, box [1,4], points [1,N,2], labels [1,N]) per prompt set
+        prompt_encoding: PromptEncoding = choice(
+            "box-points",
+            &["box-points", "prompt-channels", "embed-decode"]
+        ),
+        /// prompt-channels: radius in model pixels of the disc drawn per point
+        point_radius: i64 = integer(2),
+    }
+}
+
+impl FromSetting for PromptEncoding {
+    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
+        Ok(match s.str(key)? {
+            "prompt-channels" => PromptEncoding::PromptChannels,
+            "embed-decode" => PromptEncoding::EmbedDecode,
+            _ => PromptEncoding::BoxPoints,
+        })
     }
 }
 
