@@ -323,30 +323,16 @@ pub struct RawDataset {
     pub rest: toml::Table,
 }
 
-/// One resolved stage: plugin name and complete settings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One resolved stage: plugin name, complete settings and the host's
+/// options for its slot.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageSpec {
     /// Plugin name.
     pub plugin: String,
     /// Settings with defaults filled in and paths made absolute.
     pub settings: toml::Table,
-    /// Host post-processing of the promptable segmenter's stacked 3D
-    /// pseudo-labels: keep only this many largest 3D components (all when
-    /// `None`). Only `[stages.promptable_segmenter]` accepts it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_largest_components: Option<usize>,
-    /// Which checkpoint of the network to keep; only
-    /// `[stages.volumetric_segmenter]` accepts anything but the default.
-    #[serde(skip_serializing_if = "ModelSelection::is_last")]
-    pub model_selection: ModelSelection,
-    /// The final network's targets for the kept cases; only
-    /// `[stages.filter]` accepts anything but the default.
-    #[serde(skip_serializing_if = "RetrainTargets::is_default")]
-    pub retrain_on: RetrainTargets,
-    /// What the network learns from; only `[stages.volumetric_segmenter]`
-    /// accepts anything but the default.
-    #[serde(skip_serializing_if = "NetworkTargets::is_default")]
-    pub targets: NetworkTargets,
+    /// What the host does around this stage, typed by its slot.
+    pub host: HostOptions,
 }
 
 impl StageSpec {
@@ -355,31 +341,115 @@ impl StageSpec {
     /// them, for the resolved pipeline ([`Pipeline::to_toml`]) and for the
     /// steps' fingerprints.
     pub fn host_options(&self) -> toml::Table {
+        self.host.to_table()
+    }
+}
+
+/// The host's options of a stage, next to `plugin` in its table: each
+/// slot has its own (or none), so an option cannot be set on a stage it
+/// does not apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum HostOptions {
+    /// The slot takes no host option.
+    #[default]
+    None,
+    /// `[stages.promptable_segmenter]`.
+    PromptableSegmenter {
+        /// Post-processing of the stacked 3D pseudo-labels: keep only this
+        /// many largest 3D components (all when `None`).
+        keep_largest_components: Option<usize>,
+    },
+    /// `[stages.volumetric_segmenter]`.
+    VolumetricSegmenter {
+        /// Which checkpoint of the network to keep.
+        model_selection: ModelSelection,
+        /// What the network learns from.
+        targets: NetworkTargets,
+    },
+    /// `[stages.filter]`.
+    Filter {
+        /// The final network's targets for the kept cases.
+        retrain_on: RetrainTargets,
+    },
+}
+
+impl HostOptions {
+    /// `keep_largest_components` of a promptable segmenter (else `None`).
+    pub fn keep_largest_components(&self) -> Option<usize> {
+        match self {
+            Self::PromptableSegmenter {
+                keep_largest_components,
+            } => *keep_largest_components,
+            _ => None,
+        }
+    }
+
+    /// `model_selection` of a volumetric segmenter (else the default).
+    pub fn model_selection(&self) -> ModelSelection {
+        match self {
+            Self::VolumetricSegmenter {
+                model_selection, ..
+            } => *model_selection,
+            _ => ModelSelection::default(),
+        }
+    }
+
+    /// `targets` of a volumetric segmenter (else the default).
+    pub fn targets(&self) -> NetworkTargets {
+        match self {
+            Self::VolumetricSegmenter { targets, .. } => *targets,
+            _ => NetworkTargets::default(),
+        }
+    }
+
+    /// `retrain_on` of a filter (else the default).
+    pub fn retrain_on(&self) -> RetrainTargets {
+        match self {
+            Self::Filter { retrain_on } => *retrain_on,
+            _ => RetrainTargets::default(),
+        }
+    }
+
+    /// The options as a pipeline file writes them, defaults left out.
+    fn to_table(self) -> toml::Table {
         let mut t = toml::Table::new();
-        if let Some(n) = self.keep_largest_components {
-            t.insert("keep_largest_components".into(), (n as i64).into());
-        }
-        if !self.model_selection.is_last() {
-            t.insert("model_selection".into(), self.model_selection.name().into());
-        }
-        if let ModelSelection::PseudoLabelHoldout { fraction } = self.model_selection {
-            t.insert("holdout_fraction".into(), fraction.into());
-        }
-        if !self.retrain_on.is_default() {
-            t.insert("retrain_on".into(), self.retrain_on.name().into());
-        }
-        if !self.targets.is_default() {
-            t.insert("targets".into(), self.targets.name().into());
+        match self {
+            Self::None => {}
+            Self::PromptableSegmenter {
+                keep_largest_components,
+            } => {
+                if let Some(n) = keep_largest_components {
+                    t.insert("keep_largest_components".into(), (n as i64).into());
+                }
+            }
+            Self::VolumetricSegmenter {
+                model_selection,
+                targets,
+            } => {
+                if !model_selection.is_last() {
+                    t.insert("model_selection".into(), model_selection.name().into());
+                }
+                if let ModelSelection::PseudoLabelHoldout { fraction } = model_selection {
+                    t.insert("holdout_fraction".into(), fraction.into());
+                }
+                if !targets.is_default() {
+                    t.insert("targets".into(), targets.name().into());
+                }
+            }
+            Self::Filter { retrain_on } => {
+                if !retrain_on.is_default() {
+                    t.insert("retrain_on".into(), retrain_on.name().into());
+                }
+            }
         }
         t
     }
 }
 
-/// A validated pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A validated pipeline ([`Pipeline::to_toml`] writes it back).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     /// The file it came from.
-    #[serde(skip)]
     pub source: PathBuf,
     /// Run settings.
     pub run: RunSettings,
@@ -578,7 +648,7 @@ pub fn parse(path: &Path, text: &str, registry: &mut Registry) -> Result<Pipelin
     // stage before it (any that are given are not run).
     let supervised = stages
         .get(&StageSlot::VolumetricSegmenter)
-        .is_some_and(|s| s.targets == NetworkTargets::GroundTruth);
+        .is_some_and(|s| s.host.targets() == NetworkTargets::GroundTruth);
     let chain = [
         StageSlot::PseudoLabeler,
         StageSlot::RoiExtractor,
@@ -718,42 +788,68 @@ fn resolve_stage(
             }
         }
     }
-    let keep_largest_components = match &raw.keep_largest_components {
-        None => None,
-        Some(v) if slot != StageSlot::PromptableSegmenter => {
-            return Err(vec![pos.error(
-                Some(v.span()),
-                format!(
-                    "[stages.{}] `keep_largest_components` applies to `[stages.promptable_segmenter]` only (it post-processes the stacked pseudo-labels)",
-                    slot.key()
-                ),
-            )]);
-        }
-        Some(v) if *v.get_ref() < 1 => {
-            return Err(vec![pos.error(
-                Some(v.span()),
-                format!(
-                    "[stages.promptable_segmenter] `keep_largest_components` must be an integer >= 1 (leave it out to keep every component), found {}",
-                    v.get_ref()
-                ),
-            )]);
-        }
-        Some(v) => Some(*v.get_ref() as usize),
-    };
-    let model_selection = model_selection(slot, raw, pos)?;
-    let retrain_on = retrain_on(slot, raw, pos)?;
-    let targets = network_targets(slot, raw, pos)?;
+    let host = host_options(slot, raw, pos)?;
     Ok((
         StageSpec {
             plugin: name.clone(),
             settings: resolved,
-            keep_largest_components,
-            model_selection,
-            retrain_on,
-            targets,
+            host,
         },
         missing,
     ))
+}
+
+/// The host options of a stage table, typed by its slot; an option given
+/// to a slot it does not apply to is an error at its position.
+fn host_options(
+    slot: StageSlot,
+    raw: &RawStage,
+    pos: &Positions,
+) -> Result<HostOptions, Vec<ConfigError>> {
+    let keep_largest_components = keep_largest_components(slot, raw, pos)?;
+    let model_selection = model_selection(slot, raw, pos)?;
+    let retrain_on = retrain_on(slot, raw, pos)?;
+    let targets = network_targets(slot, raw, pos)?;
+    Ok(match slot {
+        StageSlot::PromptableSegmenter => HostOptions::PromptableSegmenter {
+            keep_largest_components,
+        },
+        StageSlot::VolumetricSegmenter => HostOptions::VolumetricSegmenter {
+            model_selection,
+            targets,
+        },
+        StageSlot::Filter => HostOptions::Filter { retrain_on },
+        StageSlot::PseudoLabeler
+        | StageSlot::RoiExtractor
+        | StageSlot::PromptGenerator
+        | StageSlot::RepromptGenerator => HostOptions::None,
+    })
+}
+
+/// `keep_largest_components` of a stage table (`[stages.promptable_segmenter]` only).
+fn keep_largest_components(
+    slot: StageSlot,
+    raw: &RawStage,
+    pos: &Positions,
+) -> Result<Option<usize>, Vec<ConfigError>> {
+    match &raw.keep_largest_components {
+        None => Ok(None),
+        Some(v) if slot != StageSlot::PromptableSegmenter => Err(vec![pos.error(
+            Some(v.span()),
+            format!(
+                "[stages.{}] `keep_largest_components` applies to `[stages.promptable_segmenter]` only (it post-processes the stacked pseudo-labels)",
+                slot.key()
+            ),
+        )]),
+        Some(v) if *v.get_ref() < 1 => Err(vec![pos.error(
+            Some(v.span()),
+            format!(
+                "[stages.promptable_segmenter] `keep_largest_components` must be an integer >= 1 (leave it out to keep every component), found {}",
+                v.get_ref()
+            ),
+        )]),
+        Some(v) => Ok(Some(*v.get_ref() as usize)),
+    }
 }
 
 /// `retrain_on` of a stage table (`[stages.filter]` only).
@@ -967,7 +1063,8 @@ mod tests {
         let selection = |p: &Pipeline| {
             p.stage(StageSlot::VolumetricSegmenter)
                 .unwrap()
-                .model_selection
+                .host
+                .model_selection()
         };
         let default = parsed("").unwrap();
         assert_eq!(selection(&default), ModelSelection::Last);
@@ -987,6 +1084,22 @@ mod tests {
             selection(&holdout),
             ModelSelection::PseudoLabelHoldout { fraction: 0.3 }
         );
+        // What the step fingerprints are built from: exactly the keys a
+        // pipeline file writes (work folders made before the options were
+        // typed per slot keep their fingerprints).
+        let options = holdout
+            .stage(StageSlot::VolumetricSegmenter)
+            .unwrap()
+            .host_options();
+        let expected: toml::Table =
+            toml::from_str("model_selection = \"pseudo-label-holdout\"\nholdout_fraction = 0.3")
+                .unwrap();
+        assert_eq!(options, expected);
+        assert!(default
+            .stage(StageSlot::VolumetricSegmenter)
+            .unwrap()
+            .host_options()
+            .is_empty());
         let truth = parsed("model_selection = \"ground-truth-validation\"\n").unwrap();
         assert_eq!(selection(&truth), ModelSelection::GroundTruthValidation);
         assert!(truth.to_toml().contains("ground-truth-validation"));
@@ -1028,13 +1141,13 @@ mod tests {
         let (path, text) = pipeline(dir.path(), &filter(""));
         let default = parse(&path, &text, &mut Registry::builtin()).unwrap();
         let spec = default.stage(StageSlot::Filter).unwrap();
-        assert_eq!(spec.retrain_on, RetrainTargets::Predictions);
+        assert_eq!(spec.host.retrain_on(), RetrainTargets::Predictions);
         assert!(!default.to_toml().contains("retrain_on"));
 
         let (path, text) = pipeline(dir.path(), &filter("retrain_on = \"reprompted\"\n"));
         let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
         let spec = ok.stage(StageSlot::Filter).unwrap();
-        assert_eq!(spec.retrain_on, RetrainTargets::Reprompted);
+        assert_eq!(spec.host.retrain_on(), RetrainTargets::Reprompted);
         assert!(ok.to_toml().contains("retrain_on = \"reprompted\""));
 
         let (path, text) = pipeline(dir.path(), &filter("retrain_on = \"sam\"\n"));
@@ -1080,7 +1193,7 @@ mod tests {
 
         let ok = parsed(&format!("{net}targets = \"ground-truth\"\n")).unwrap();
         let spec = ok.stage(StageSlot::VolumetricSegmenter).unwrap();
-        assert_eq!(spec.targets, NetworkTargets::GroundTruth);
+        assert_eq!(spec.host.targets(), NetworkTargets::GroundTruth);
         assert!(ok.to_toml().contains("targets = \"ground-truth\""));
         let default = parsed(&format!("{net}targets = \"pseudo-labels\"\n")).unwrap_err();
         assert!(default.to_string().contains("missing stage"), "{default}");
@@ -1113,13 +1226,11 @@ mod tests {
         let (path, text) = pipeline(dir.path(), &format!("{chain}keep_largest_components = 2\n"));
         let ok = parse(&path, &text, &mut Registry::builtin()).unwrap();
         let spec = ok.stage(StageSlot::PromptableSegmenter).unwrap();
-        assert_eq!(spec.keep_largest_components, Some(2));
+        assert_eq!(spec.host.keep_largest_components(), Some(2));
         assert!(ok.to_toml().contains("keep_largest_components = 2"));
         assert_eq!(
-            ok.stage(StageSlot::PseudoLabeler)
-                .unwrap()
-                .keep_largest_components,
-            None
+            ok.stage(StageSlot::PseudoLabeler).unwrap().host,
+            HostOptions::None
         );
 
         let (path, text) = pipeline(dir.path(), &format!("{chain}keep_largest_components = 0\n"));

@@ -332,7 +332,7 @@ impl<'a> Runner<'a> {
         self.factory
             .pipeline
             .stage(StageSlot::VolumetricSegmenter)
-            .is_some_and(|s| s.targets == NetworkTargets::GroundTruth)
+            .is_some_and(|s| s.host.targets() == NetworkTargets::GroundTruth)
     }
 
     /// The supervised baseline: the volumetric segmenter learns the
@@ -399,7 +399,7 @@ impl<'a> Runner<'a> {
         self.factory
             .pipeline
             .stage(StageSlot::PromptableSegmenter)
-            .and_then(|s| s.keep_largest_components)
+            .and_then(|s| s.host.keep_largest_components())
     }
 
     /// What the final network trains on for the cases the filter keeps.
@@ -407,7 +407,7 @@ impl<'a> Runner<'a> {
         self.factory
             .pipeline
             .stage(StageSlot::Filter)
-            .map(|s| s.retrain_on)
+            .map(|s| s.host.retrain_on())
             .unwrap_or_default()
     }
 
@@ -742,7 +742,7 @@ impl<'a> Runner<'a> {
         self.factory
             .pipeline
             .stage(StageSlot::VolumetricSegmenter)
-            .map(|s| s.model_selection)
+            .map(|s| s.host.model_selection())
             .unwrap_or_default()
     }
 

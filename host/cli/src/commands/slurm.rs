@@ -47,7 +47,7 @@ fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
     let pipeline = clisc_pipeline::load(&config, &mut registry)?;
     let supervised = pipeline
         .stage(StageSlot::VolumetricSegmenter)
-        .is_some_and(|s| s.targets == NetworkTargets::GroundTruth);
+        .is_some_and(|s| s.host.targets() == NetworkTargets::GroundTruth);
     if supervised {
         bail!(
             "{}: [stages.volumetric_segmenter] targets = \"ground-truth\" (the supervised baseline) is one network job with no per-case stage to shard; run it with `clisc run` (inside a single Slurm job if needed)",
