@@ -64,11 +64,13 @@ SAM_SLICES_PER_S, WHOLE_CASE_S, RATIO = 50.0, 1.0, 1.0
 
 
 class DevicePeak:
-    """Polls nvidia-smi while a process runs; the peak per-process used
-    memory (MiB) of the compute processes on the device."""
+    """Polls nvidia-smi while process `pid` runs; `peak` is the largest
+    used memory (MiB) nvidia-smi reported for that process, None when it
+    never listed it (some containers hide per-process figures)."""
 
-    def __init__(self):
-        self.peak = 0.0
+    def __init__(self, pid):
+        self.pid = str(pid)
+        self.peak = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -79,8 +81,8 @@ class DevicePeak:
                 out = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
                 for line in out.splitlines():
                     parts = [p.strip() for p in line.split(",")]
-                    if len(parts) == 2 and parts[1].replace(".", "", 1).isdigit():
-                        self.peak = max(self.peak, float(parts[1]))
+                    if len(parts) == 2 and parts[0] == self.pid and parts[1].replace(".", "", 1).isdigit():
+                        self.peak = max(self.peak or 0.0, float(parts[1]))
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self._stop.wait(0.05)
@@ -95,25 +97,35 @@ class DevicePeak:
 
 
 def run_side(cmd, device):
-    """One fresh process; (wall s, peak memory MiB, stdout). Memory is the
-    device's on CUDA, resident memory on the CPU."""
-    if device == "cuda":
-        with DevicePeak() as peak:
-            wall, _, out = suite.measure(cmd)
-        return wall, peak.peak, out
-    return suite.measure(cmd)
+    """One fresh process; (wall s, peak memory MiB or None, stdout). Memory
+    is the process's device memory on CUDA, its resident memory on the CPU."""
+    if device != "cuda":
+        return suite.measure(cmd)
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        with DevicePeak(p.pid) as peak:
+            p.wait()
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{stderr[-3000:]}")
+    return wall, peak.peak, stdout
 
 
 def timed_pair(name, clisc_cmd, ref_cmd, device, rounds):
     """Alternating rounds of both sides; per phase the medians and the peak memory."""
     seconds = {"clisc": {}, "ref": {}}
-    memory = {"clisc": 0.0, "ref": 0.0}
+    memory = {"clisc": None, "ref": None}
     for r in range(rounds):
         for side in (("clisc", "ref") if r % 2 == 0 else ("ref", "clisc")):
             _, mem, out = run_side(clisc_cmd if side == "clisc" else ref_cmd, device)
             for phase, values in suite.timings_of(out).items():
                 seconds[side].setdefault(phase, []).extend(values)
-            memory[side] = max(memory[side], mem)
+            if mem is not None:
+                memory[side] = max(memory[side] or 0.0, mem)
     rows = []
     for phase in seconds["clisc"]:
         c, f = suite.med(seconds["clisc"][phase]), suite.med(seconds["ref"][phase])
@@ -223,6 +235,11 @@ def headline(rows, device):
     ]
 
 
+def mib(value):
+    """A memory figure, or n/a when none was sampled."""
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def report(a, device, gpu, parity_rows, speed_rows, started):
     now = datetime.datetime.now(datetime.timezone.utc)
     mem = "peak device memory (nvidia-smi, per process, MiB)" if device == "cuda" else "peak RSS (MiB)"
@@ -251,7 +268,7 @@ def report(a, device, gpu, parity_rows, speed_rows, started):
     for r in speed_rows:
         text.append(f"| {r['task']} | {r['phase']} | {r['clisc']:.4g} | {r['ref']:.4g} | {r['ratio']:.3f}"
                     f" | <= {RATIO:.1f} | {'yes' if r['ratio'] <= RATIO else '**no**'}"
-                    f" | {r['mem']['clisc']:.0f} / {r['mem']['ref']:.0f} |")
+                    f" | {mib(r['mem']['clisc'])} / {mib(r['mem']['ref'])} |")
     text += ["", "## Throughput", ""] + headline(speed_rows, device) + [""]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

@@ -541,13 +541,17 @@ mod tests {
     /// steps, called every slice normal, so the classifier gate zeroed
     /// every CAM); with the larger lesion below, 0.15 / 0.00 here. ROI
     /// accuracy is measured where it means something, on whole cohorts
-    /// (`bench/realistic.sh`, `host/cli/examples/cam_amda_dice.rs`).
+    /// (`bench/realistic.sh`, `host/cli/examples/cam_amda_dice.rs`). What
+    /// is asserted instead holds on any machine: with the classifier gate
+    /// off (it is what zeroed every CAM above), every round's CAM is
+    /// non-zero on the lesion's slices and its ROI is not empty.
     #[test]
     fn fits_and_extracts_every_round_within_the_gates() {
         let _torch_rng = crate::torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let ctx = HostContext::for_tests(dir.path().to_str().unwrap(), 5);
-        let s = CamSettings::from_settings(&settings("input_size = 128")).unwrap();
+        let s = CamSettings::from_settings(&settings("input_size = 128\ngate_classifier = false"))
+            .unwrap();
         assert_eq!(
             (s.cam, s.target_layer, s.amda_rounds),
             (CamMethod::LayerCam, Stage::Layer3, 1)
@@ -589,6 +593,20 @@ mod tests {
                     assert!(v >= 0.5);
                 }
             }
+            let on_lesion_slices = cam.iter().enumerate().any(|(i, &v)| {
+                let z = i / (40 * 36);
+                labels.slices[z].label == 1 && v > 0.0
+            });
+            assert!(
+                on_lesion_slices,
+                "round {}: no CAM on the lesion's slices",
+                round.name
+            );
+            assert!(
+                round.roi.count_nonzero() > 0,
+                "round {}: empty ROI",
+                round.name
+            );
             // For information (see the doc comment): where the ROI landed.
             println!(
                 "round {}: ROI {} voxels, Dice {:.3}",

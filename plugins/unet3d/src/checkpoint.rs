@@ -94,13 +94,16 @@ pub fn save(vs: &VarStore, meta: &CheckpointMeta, path: &Path) -> Result<(), Plu
 
 /// The config stored in a checkpoint, read through the schema as a
 /// pipeline's settings are: keys added to the plugin after the file was
-/// written get their defaults, and the values are validated.
+/// written get their defaults, keys this version does not know (written
+/// by a newer clisc, or since removed) are left out, and the values are
+/// validated.
 fn stored_config(settings: &str) -> Result<UNetConfig, PluginError> {
-    UNetConfig::from_settings(&Settings::parse(
-        super::NAME,
-        settings,
-        &UNetConfig::schema(),
-    )?)
+    let schema = UNetConfig::schema();
+    let mut table: toml::Table = toml::from_str(settings)
+        .map_err(|e| PluginError::config(format!("{}: not TOML: {e}", super::NAME)))?;
+    table.retain(|key, _| schema.iter().any(|f| f.name.as_str() == key));
+    let known = toml::to_string(&table).expect("a TOML table serialises");
+    UNetConfig::from_settings(&Settings::parse(super::NAME, &known, &schema)?)
 }
 
 /// [`save`] plus training state tensors, stored under their names
@@ -301,6 +304,9 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let read = stored_config(&older).unwrap();
+        // And one from a newer clisc with a key this version does not know.
+        let newer = format!("{}future_setting = 3\n", cfg.to_settings_toml());
+        assert_eq!(stored_config(&newer).unwrap(), cfg);
         assert_eq!(read.mirroring, crate::config::Mirroring::Off);
         assert_eq!(
             (read.intensity_scale, read.features),
