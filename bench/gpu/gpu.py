@@ -101,18 +101,14 @@ def run_side(cmd, device):
     is the process's device memory on CUDA, its resident memory on the CPU."""
     if device != "cuda":
         return suite.measure(cmd)
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        with DevicePeak(p.pid) as peak:
-            p.wait()
-        wall = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{stderr[-3000:]}")
-    return wall, peak.peak, stdout
+    peaks = []
+
+    def poll(pid):
+        peaks.append(DevicePeak(pid))
+        return peaks[-1]
+
+    wall, _, stdout = suite.measure(cmd, watch=poll)
+    return wall, peaks[0].peak, stdout
 
 
 def timed_pair(name, clisc_cmd, ref_cmd, device, rounds):

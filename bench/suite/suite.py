@@ -21,6 +21,7 @@ synchronisation).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -52,12 +53,15 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def measure(cmd):
-    """Runs cmd as a fresh process; returns (wall seconds, peak RSS in MiB, stdout)."""
+def measure(cmd, watch=None):
+    """Runs cmd as a fresh process; returns (wall seconds, peak RSS in MiB, stdout).
+    `watch`, when given, is called with the child's PID and its result
+    used as a context manager around the wait (e.g. a device-memory poller)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(p.pid, 0)
+        with watch(p.pid) if watch else contextlib.nullcontext():
+            _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - start
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
