@@ -3,7 +3,8 @@
 # device against the official code, the U-Net training step with and
 # without mixed precision, SAM slices per second, whole-case 3D inference
 # and peak device memory, side by side with PyTorch (bench/gpu/gpu.py).
-# Writes bench/results/gpu.md; exits 1 when a parity check fails.
+# Writes bench/results/gpu.md; exits 1 when a parity check
+# or a process fails (the other tasks still run and are reported).
 #
 #   bench/gpu.sh                      on the first CUDA device (under 8 minutes on one GPU)
 #   bench/gpu.sh --device cpu --quick the CI form: small inputs on the CPU, so nothing rots

@@ -6,7 +6,8 @@ code's outputs on CUDA, how fast are the U-Net training step (with and
 without mixed precision), SAM and whole-case 3D inference against the
 same work in PyTorch on the same device, and how much device memory each
 side takes. It writes a Markdown report (default `bench/results/gpu.md`)
-and exits 1 when a parity check fails.
+and exits 1 when a parity check fails or a process fails (a failed task is
+listed in the report and the other tasks still run).
 
     python bench/gpu/gpu.py --rust-bin PATH [--device cuda|cpu] [--quick]
         [--threads 2] [--rounds 2] [--work DIR] [--out FILE]
@@ -144,7 +145,20 @@ def load(path):
     return load_file(path)
 
 
-def parity(a, work, device):
+def attempt(label, failures, task):
+    """Runs one check or timed task; a process that fails is recorded in
+    `failures` (label, the end of its error) and the next task still
+    runs, so one broken path does not lose the other figures."""
+    try:
+        return task()
+    except (RuntimeError, subprocess.CalledProcessError, SystemExit) as e:
+        detail = getattr(e, "stderr", None) or str(e)
+        failures.append((label, detail.strip()[-1500:]))
+        print(f"  FAILED {label}:\n{detail[-1500:]}", flush=True)
+        return None
+
+
+def parity(a, work, device, failures):
     """Both sides' outputs of SAM, CLIP and the U-Net on `device`; one
     row per compared output."""
     rb, threads, dev = a.rust_bin, str(a.threads), ([] if device == "cpu" else [device])
@@ -155,80 +169,93 @@ def parity(a, work, device):
         rows.append(dict(model=model, output=output, diff=diff, tol=tol, ok=diff <= tol))
         print(f"  parity {model} / {output}: {diff:.3e} (tolerance {tol:.0e})", flush=True)
 
-    sam_w = suite.weights("sam")
-    c, r = os.path.join(work, "sam-clisc.safetensors"), os.path.join(work, "sam-official.safetensors")
-    suite.sh([rb, "sam-parity", sam_w, threads, c, *dev])
-    suite.sh([PY, REF, "sam-parity", sam_w, threads, r, *dev])
-    c, r = load(c), load(r)
-    row("SAM ViT-B", "image embedding", max_abs_diff(c["embedding"], r["embedding"]))
-    row("SAM ViT-B", "low-res mask logits (box, 3 masks)", max_abs_diff(c["low_res"], r["low_res"]))
-    row("SAM ViT-B", "IoU predictions", max_abs_diff(c["iou"], r["iou"]))
+    def sam():
+        sam_w = suite.weights("sam")
+        c, r = os.path.join(work, "sam-clisc.safetensors"), os.path.join(work, "sam-official.safetensors")
+        suite.sh([rb, "sam-parity", sam_w, threads, c, *dev])
+        suite.sh([PY, REF, "sam-parity", sam_w, threads, r, *dev])
+        c, r = load(c), load(r)
+        row("SAM ViT-B", "image embedding", max_abs_diff(c["embedding"], r["embedding"]))
+        row("SAM ViT-B", "low-res mask logits (box, 3 masks)", max_abs_diff(c["low_res"], r["low_res"]))
+        row("SAM ViT-B", "IoU predictions", max_abs_diff(c["iou"], r["iou"]))
 
-    clip_w = suite.weights("clip")
-    batch = "2" if a.quick else "8"
-    c, r = os.path.join(work, "clip-clisc.safetensors"), os.path.join(work, "clip-official.safetensors")
-    suite.sh([rb, "clip-parity", clip_w, threads, c, batch, *dev])
-    suite.sh([PY, REF, "clip-parity", clip_w, threads, r, batch, *dev])
-    c, r = load(c)["features"], load(r)["features"]
-    import numpy as np
+    def clip():
+        import numpy as np
 
-    row("CLIP ViT-B/32", "image features (relative to the largest)",
-        max_abs_diff(c, r) / float(np.max(np.abs(r))))
+        clip_w = suite.weights("clip")
+        batch = "2" if a.quick else "8"
+        c, r = os.path.join(work, "clip-clisc.safetensors"), os.path.join(work, "clip-official.safetensors")
+        suite.sh([rb, "clip-parity", clip_w, threads, c, batch, *dev])
+        suite.sh([PY, REF, "clip-parity", clip_w, threads, r, batch, *dev])
+        c, r = load(c)["features"], load(r)["features"]
+        row("CLIP ViT-B/32", "image features (relative to the largest)",
+            max_abs_diff(c, r) / float(np.max(np.abs(r))))
 
-    case = os.path.join(work, "unet-parity")
-    feats = "8,16,32,64" if a.quick else "16,32,64,128,256"
-    suite.sh([rb, "unet-parity", feats, threads, case, *dev])
-    suite.sh([PY, REF, "unet-parity", feats, threads, case, *dev])
-    row("3D U-Net", "logits", max_abs_diff(load(os.path.join(case, "clisc.safetensors"))["logits"],
-                                          load(os.path.join(case, "reference.safetensors"))["logits"]))
+    def unet():
+        case = os.path.join(work, "unet-parity")
+        feats = "8,16,32,64" if a.quick else "16,32,64,128,256"
+        suite.sh([rb, "unet-parity", feats, threads, case, *dev])
+        suite.sh([PY, REF, "unet-parity", feats, threads, case, *dev])
+        row("3D U-Net", "logits", max_abs_diff(load(os.path.join(case, "clisc.safetensors"))["logits"],
+                                              load(os.path.join(case, "reference.safetensors"))["logits"]))
+
+    for label, check in (("SAM ViT-B parity", sam), ("CLIP ViT-B/32 parity", clip), ("3D U-Net parity", unet)):
+        attempt(label, failures, check)
     return rows
 
 
-def speed(a, device):
+def speed(a, device, failures):
     """The timed rows: U-Net training step (fp32; fp16 autocast on CUDA),
     SAM slices, whole-case 3D inference, CLIP batch."""
     rb, threads, dev = a.rust_bin, str(a.threads), ([] if device == "cpu" else [device])
     rounds = 1 if a.quick else a.rounds
     rows = []
+
+    def timed(name, clisc_cmd, ref_cmd):
+        rows.extend(attempt(name, failures, lambda: timed_pair(name, clisc_cmd, ref_cmd, device, rounds)) or [])
+
     # configs/weight-free-brats.toml's network, patch and batch.
     feats, patch, batch, steps = "8,16,32,64", "48,48,32", "2", ("3" if a.quick else "20")
     for precision in (["fp32"] if device == "cpu" else ["fp32", "amp"]):
-        rows += timed_pair(f"3D U-Net training step, batch 2 of 48x48x32 ({precision})",
-                           [rb, "unet-train", patch, threads, steps, feats, batch, precision, *dev],
-                           [PY, REF, "unet-train", patch, threads, steps, feats, batch, precision, *dev],
-                           device, rounds)
+        timed(f"3D U-Net training step, batch 2 of 48x48x32 ({precision})",
+              [rb, "unet-train", patch, threads, steps, feats, batch, precision, *dev],
+              [PY, REF, "unet-train", patch, threads, steps, feats, batch, precision, *dev])
     sam_w = suite.weights("sam")
     iters = "1" if a.quick else "10"
-    rows += timed_pair("SAM ViT-B, one 240x240 slice (box prompt)", [rb, "sam", sam_w, threads, iters, *dev],
-                       [PY, REF, "sam", sam_w, threads, iters, *dev], device, rounds)
+    timed("SAM ViT-B, one 240x240 slice (box prompt)", [rb, "sam", sam_w, threads, iters, *dev],
+          [PY, REF, "sam", sam_w, threads, iters, *dev])
     # The paper's network (feature_scale 4) over a whole BraTS case.
     dims, feats = ("96,96,64", "8,16,32,64") if a.quick else ("240,240,155", "16,32,64,128,256")
-    rows += timed_pair(f"3D U-Net sliding-window inference, whole case {dims.replace(',', 'x')}",
-                       [rb, "unet", dims, threads, "1" if a.quick else "3", feats, *dev],
-                       [PY, REF, "unet", dims, threads, "1" if a.quick else "3", feats, *dev], device, rounds)
+    timed(f"3D U-Net sliding-window inference, whole case {dims.replace(',', 'x')}",
+          [rb, "unet", dims, threads, "1" if a.quick else "3", feats, *dev],
+          [PY, REF, "unet", dims, threads, "1" if a.quick else "3", feats, *dev])
     clip_w = suite.weights("clip")
     batch = "2" if a.quick else "16"
-    rows += timed_pair(f"CLIP ViT-B/32 image encoder, batch {batch}",
-                       [rb, "clip", clip_w, threads, iters, batch, *dev],
-                       [PY, REF, "clip", clip_w, threads, iters, batch, *dev], device, rounds)
+    timed(f"CLIP ViT-B/32 image encoder, batch {batch}",
+          [rb, "clip", clip_w, threads, iters, batch, *dev],
+          [PY, REF, "clip", clip_w, threads, iters, batch, *dev])
     return rows
 
 
 def headline(rows, device):
     """SAM slices per second and whole-case seconds against the GPU targets."""
     sam = {r["phase"]: r for r in rows if r["task"].startswith("SAM")}
-    whole = next(r for r in rows if r["task"].startswith("3D U-Net sliding"))
-    per_slice = {side: sam["embed"][side] + sam["decode"][side] for side in ("clisc", "ref")}
+    whole = next((r for r in rows if r["task"].startswith("3D U-Net sliding")), None)
     on_gpu = device == "cuda"
     verdict = lambda ok: ("yes" if ok else "**no**") if on_gpu else "n/a (CPU)"  # noqa: E731
-    return [
+    lines = [
         "| figure | clisc | reference | target (H100/H200-class GPU) | met? |",
         "|---|---|---|---|---|",
-        f"| SAM slices per second (embed + decode) | {1 / per_slice['clisc']:.2f} | {1 / per_slice['ref']:.2f}"
-        f" | > {SAM_SLICES_PER_S:.0f} | {verdict(1 / per_slice['clisc'] > SAM_SLICES_PER_S)} |",
-        f"| {whole['task']} (s) | {whole['clisc']:.3f} | {whole['ref']:.3f} | < {WHOLE_CASE_S:.0f} s"
-        f" | {verdict(whole['clisc'] < WHOLE_CASE_S)} |",
     ]
+    if "embed" in sam and "decode" in sam:
+        per_slice = {side: sam["embed"][side] + sam["decode"][side] for side in ("clisc", "ref")}
+        lines.append(f"| SAM slices per second (embed + decode) | {1 / per_slice['clisc']:.2f}"
+                     f" | {1 / per_slice['ref']:.2f} | > {SAM_SLICES_PER_S:.0f}"
+                     f" | {verdict(1 / per_slice['clisc'] > SAM_SLICES_PER_S)} |")
+    if whole:
+        lines.append(f"| {whole['task']} (s) | {whole['clisc']:.3f} | {whole['ref']:.3f} | < {WHOLE_CASE_S:.0f} s"
+                     f" | {verdict(whole['clisc'] < WHOLE_CASE_S)} |")
+    return lines
 
 
 def mib(value):
@@ -236,7 +263,7 @@ def mib(value):
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def report(a, device, gpu, parity_rows, speed_rows, started):
+def report(a, device, gpu, parity_rows, speed_rows, failures, started):
     now = datetime.datetime.now(datetime.timezone.utc)
     mem = "peak device memory (nvidia-smi, per process, MiB)" if device == "cuda" else "peak RSS (MiB)"
     cmd = f"bench/gpu.sh --device {device}" + (" --quick" if a.quick else "")
@@ -266,6 +293,10 @@ def report(a, device, gpu, parity_rows, speed_rows, started):
                     f" | <= {RATIO:.1f} | {'yes' if r['ratio'] <= RATIO else '**no**'}"
                     f" | {mib(r['mem']['clisc'])} / {mib(r['mem']['ref'])} |")
     text += ["", "## Throughput", ""] + headline(speed_rows, device) + [""]
+    if failures:
+        text += ["## Failed (no figure)", ""]
+        for label, detail in failures:
+            text += [f"- {label}:", "", "  ```", *("  " + ln for ln in detail.splitlines()[-15:]), "  ```", ""]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(text))
@@ -291,14 +322,16 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     t = time.perf_counter()
     print(f"parity on {a.device}", flush=True)
-    parity_rows = parity(a, a.work, a.device)
+    failures = []
+    parity_rows = parity(a, a.work, a.device, failures)
     print(f"speed on {a.device}", flush=True)
-    speed_rows = speed(a, a.device)
-    report(a, a.device, gpu, parity_rows, speed_rows, started)
+    speed_rows = speed(a, a.device, failures)
+    report(a, a.device, gpu, parity_rows, speed_rows, failures, started)
     print(f"bench/gpu.sh: {time.perf_counter() - t:.0f} s", flush=True)
     failed = [f"{r['model']} / {r['output']}: {r['diff']:.3e} > {r['tol']:.0e}" for r in parity_rows if not r["ok"]]
+    failed += [f"{label}: the process failed" for label, _ in failures]
     if failed:
-        print("parity FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
+        print("FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
         sys.exit(1)
 
 

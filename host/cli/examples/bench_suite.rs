@@ -476,9 +476,10 @@ fn main() {
         | "clip-parity" | "unet-parity" => {
             tch::set_num_threads(arg(&args, 3));
             tch::set_num_interop_threads(1);
-            // Optional last argument: the device (`cpu`, the default, or `cuda`).
+            // Optional last argument: the device (`cpu`, the default, or `cuda`),
+            // resolved as the plugins resolve it.
             let device = match args.last().map(String::as_str) {
-                Some("cuda") => Device::Cuda(0),
+                Some("cuda") => clisc_nn::resolve_device("cuda").expect("a CUDA device"),
                 _ => Device::Cpu,
             };
             match task.as_str() {

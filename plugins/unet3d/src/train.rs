@@ -263,10 +263,11 @@ impl LossScaler {
             .map(|v| v.grad())
             .filter(|g| g.defined())
             .collect();
+        // One reduction and one read back for all gradients: reading each
+        // gradient's flag would wait for the device once per parameter.
         let finite = tch::no_grad(|| {
-            grads
-                .iter()
-                .all(|g| g.isfinite().all().int64_value(&[]) != 0)
+            let flags: Vec<Tensor> = grads.iter().map(|g| g.isfinite().all()).collect();
+            flags.is_empty() || Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
         });
         if finite {
             tch::no_grad(|| {
