@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 struct Crate {
     name: String,
     folder: PathBuf,
+    /// Workspace crates it depends on (not dev-dependencies).
     depends_on: Vec<String>,
+    /// Other crates it depends on (not dev-dependencies).
+    external: Vec<String>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -68,19 +71,18 @@ fn workspace_crates() -> Vec<Crate> {
                 .strip_prefix(&root)
                 .unwrap()
                 .to_path_buf();
-            let depends_on = p["dependencies"]
+            let (depends_on, external) = p["dependencies"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|d| d["kind"].as_str() != Some("dev"))
-                .map(|d| d["name"].as_str().unwrap())
-                .filter(|n| names.contains(n))
-                .map(str::to_string)
-                .collect();
+                .map(|d| d["name"].as_str().unwrap().to_string())
+                .partition(|n| names.contains(&n.as_str()));
             Crate {
                 name: p["name"].as_str().unwrap().to_string(),
                 folder,
                 depends_on,
+                external,
             }
         })
         .collect()
@@ -185,6 +187,23 @@ fn dependencies_point_down_the_layers() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Libraries return typed errors (`thiserror`) that callers can match on;
+/// `anyhow` is for the CLI, which only prints them.
+#[test]
+fn only_the_cli_uses_anyhow() {
+    let users: Vec<String> = workspace_crates()
+        .into_iter()
+        .filter(|c| c.external.iter().any(|d| d == "anyhow"))
+        .filter(|c| c.name != "clisc" && !c.folder.starts_with("tests"))
+        .map(|c| format!("{} ({})", c.name, c.folder.display()))
+        .collect();
+    assert!(
+        users.is_empty(),
+        "library crates depending on anyhow (give them a thiserror type): {}",
+        users.join(", ")
+    );
+}
+
 #[test]
 fn the_layers_exist_where_the_rules_expect_them() {
     // The rules above are only as good as the folders they read: a crate
@@ -240,7 +259,7 @@ fn non_model_crates_stay_small() {
                 && !MODEL_CRATES.contains(&c.name.as_str())
         })
         .collect();
-    // host (13), sdk and imaging, nn, adapters, weight-free.
+    // host (14), sdk and imaging, nn, adapters, weight-free.
     assert!(checked.len() >= 18, "only {} crates checked", checked.len());
     for c in checked {
         let limit = if c.name == "clisc" { 4000 } else { 6000 };

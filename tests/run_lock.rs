@@ -26,7 +26,7 @@ fn signal(pid: u32, name: &str) {
 
 /// Waits until the lock file of `work` names process `pid`.
 fn wait_for_holder(work: &Path, pid: u32) {
-    let lock = work.join(clisc_pipeline::lock::LOCK_FILE);
+    let lock = work.join(clisc_workdir::lock::LOCK_FILE);
     let wanted = format!("clisc run: process {pid} ");
     let start = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&wanted)) {

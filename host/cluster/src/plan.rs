@@ -7,7 +7,7 @@ use clisc_pipeline::config::{Pipeline, StageSlot};
 use clisc_pipeline::run::{data_fingerprint, step_fingerprint};
 use clisc_pipeline::shard::{self, Shard};
 use clisc_pipeline::stages::StageFactory;
-use clisc_pipeline::workdir::{Manifest, Step, StepStatus, WorkDir};
+use clisc_workdir::{Manifest, Step, StepStatus, WorkDir};
 use std::collections::BTreeMap;
 
 /// How a job runs.

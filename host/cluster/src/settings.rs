@@ -26,8 +26,8 @@
 //! fingerprint, so changing it never invalidates cached results.
 
 use clisc_pipeline::config::{ConfigError, ConfigErrors};
-use clisc_pipeline::workdir::Step;
 use clisc_pipeline::Pipeline;
+use clisc_workdir::Step;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;

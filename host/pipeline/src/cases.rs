@@ -2,6 +2,7 @@
 //! truth on the same (working) grid when the dataset has it, and what is
 //! needed to write results back in the original grid.
 
+use crate::error::WithContext;
 use clisc_dataset::preprocess::Geometry;
 use clisc_sdk::stage::CaseInput;
 use clisc_sdk::LabelVolume;
@@ -45,10 +46,10 @@ impl PreparedCase {
     }
 
     /// Labels on the working grid back on the case's original grid.
-    pub fn restore(&self, labels: &LabelVolume) -> anyhow::Result<LabelVolume> {
+    pub fn restore(&self, labels: &LabelVolume) -> crate::error::Result<LabelVolume> {
         self.geometry
             .restore(labels)
-            .map_err(|e| anyhow::anyhow!("case {}: {e}", self.id()))
+            .with_context(|| format!("case {}", self.id()))
     }
 }
 

@@ -1,21 +1,21 @@
 //! Reading and writing the runner's volume artefacts (NIfTI in the work
 //! folder), atomically.
 
-use super::workdir::temporary_sibling;
-use anyhow::Context;
+use crate::error::{invalid, WithContext};
 use clisc_sdk::stage::{RoiResult, RoiRound};
 use clisc_sdk::{LabelVolume, Volume};
+use clisc_workdir::temporary_sibling;
 use std::path::Path;
 
 /// Reads a label volume written by [`write_labels`].
-pub fn read_labels(path: &Path) -> anyhow::Result<LabelVolume> {
+pub fn read_labels(path: &Path) -> crate::error::Result<LabelVolume> {
     Ok(clisc_nifti::read_labels(path)
         .with_context(|| format!("reading {}", path.display()))?
         .0)
 }
 
 /// Writes a label volume on its own grid, atomically.
-pub fn write_labels(path: &Path, labels: &LabelVolume) -> anyhow::Result<()> {
+pub fn write_labels(path: &Path, labels: &LabelVolume) -> crate::error::Result<()> {
     atomically(path, |tmp| {
         Ok(clisc_nifti::write_labels(tmp, labels, None)?)
     })
@@ -27,7 +27,7 @@ pub(crate) fn write_labels_like(
     path: &Path,
     labels: &LabelVolume,
     like: &Path,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let reference = clisc_nifti::read(like)
         .with_context(|| format!("reading reference header {}", like.display()))?
         .info;
@@ -42,8 +42,8 @@ pub(crate) fn write_labels_like(
 /// temporary file is removed and the error names `path`.
 pub fn atomically(
     path: &Path,
-    write: impl FnOnce(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    write: impl FnOnce(&Path) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the folder of {}", path.display()))?;
@@ -51,7 +51,7 @@ pub fn atomically(
     let tmp = temporary_sibling(path);
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", path.display())));
+        return Err(e).with_context(|| format!("writing {}", path.display()));
     }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
@@ -60,14 +60,14 @@ pub fn atomically(
 /// Writes every round of an ROI result: `<case>.<round>.cam.nii.gz`,
 /// `<case>.<round>.roi.nii.gz`, then `<case>.rounds.json` (last, so its
 /// presence means the case is complete).
-pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> anyhow::Result<()> {
+pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> crate::error::Result<()> {
     let mut names = Vec::new();
     for round in result.rounds.iter() {
         let name = round.name.to_string();
         let cam = round
             .cam
             .require_channel("cam")
-            .map_err(|e| anyhow::anyhow!("case {case} round {name}: {e}"))?;
+            .with_context(|| format!("case {case} round {name}"))?;
         let cam_path = dir.join(format!("{case}.{name}.cam.nii.gz"));
         atomically(&cam_path, |tmp| {
             Ok(clisc_nifti::write_f32(tmp, &round.cam.grid, cam, None)?)
@@ -75,17 +75,21 @@ pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> anyhow::R
         write_labels(&dir.join(format!("{case}.{name}.roi.nii.gz")), &round.roi)?;
         names.push(name);
     }
-    let bytes = serde_json::to_vec_pretty(&names)?;
-    super::workdir::write_atomic(&dir.join(format!("{case}.rounds.json")), &bytes)?;
+    let list = dir.join(format!("{case}.rounds.json"));
+    let bytes =
+        serde_json::to_vec_pretty(&names).with_context(|| format!("writing {}", list.display()))?;
+    clisc_workdir::write_atomic(&list, &bytes)
+        .with_context(|| format!("writing {}", list.display()))?;
     Ok(())
 }
 
 /// Reads back what [`write_roi_result`] wrote.
-pub fn read_roi_result(dir: &Path, case: &str) -> anyhow::Result<RoiResult> {
+pub fn read_roi_result(dir: &Path, case: &str) -> crate::error::Result<RoiResult> {
     let list = dir.join(format!("{case}.rounds.json"));
     let names: Vec<String> = serde_json::from_slice(
         &std::fs::read(&list).with_context(|| format!("reading {}", list.display()))?,
-    )?;
+    )
+    .with_context(|| format!("parsing {}", list.display()))?;
     let mut rounds = Vec::new();
     for name in names {
         let cam_path = dir.join(format!("{case}.{name}.cam.nii.gz"));
@@ -113,7 +117,7 @@ pub fn read_roi_result(dir: &Path, case: &str) -> anyhow::Result<RoiResult> {
 pub fn evaluate(
     cases: &super::cases::Cases,
     predictions: &std::collections::BTreeMap<String, LabelVolume>,
-) -> anyhow::Result<Vec<super::summary::CaseScore>> {
+) -> crate::error::Result<Vec<super::summary::CaseScore>> {
     use clisc_metrics::{evaluate_case, Region};
     let mut scores = Vec::new();
     for (id, pred) in predictions {
@@ -123,7 +127,7 @@ pub fn evaluate(
         let Some(labels) = case.labels.as_ref() else {
             continue;
         };
-        let m = evaluate_case(id, pred, labels).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let m = evaluate_case(id, pred, labels).map_err(|e| invalid(format!("{e}")))?;
         let wt = m.regions[&Region::WholeTumour];
         let mut extra = std::collections::BTreeMap::new();
         extra.insert("sensitivity".to_string(), wt.sensitivity);
@@ -152,7 +156,7 @@ pub(crate) fn write_scores(
     dir: &Path,
     name: &str,
     scores: &[super::summary::CaseScore],
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let mut csv = String::from("case,dice,hd95_mm,sensitivity,specificity\n");
     for s in scores {
         let hd = s
@@ -173,10 +177,13 @@ pub(crate) fn write_scores(
             get("specificity")
         );
     }
-    super::workdir::write_atomic(&dir.join(format!("{name}.csv")), csv.as_bytes())?;
-    super::workdir::write_atomic(
-        &dir.join(format!("{name}.json")),
-        &serde_json::to_vec_pretty(scores)?,
-    )?;
+    let csv_path = dir.join(format!("{name}.csv"));
+    clisc_workdir::write_atomic(&csv_path, csv.as_bytes())
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let json_path = dir.join(format!("{name}.json"));
+    let json = serde_json::to_vec_pretty(scores)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    clisc_workdir::write_atomic(&json_path, &json)
+        .with_context(|| format!("writing {}", json_path.display()))?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! Everything between a pipeline file and a finished run: the file's
 //! settings ([`config`]), the cases prepared for the stages ([`prepare`],
 //! [`cases`]), the runner that drives the stages through the traits of
-//! `clisc-sdk` ([`run`], [`stages`]) and its work folder of cached
-//! artefacts ([`workdir`], [`artefacts`], [`io`]), the run lock ([`lock`]),
-//! shards of per-case steps ([`shard`]), the run summary ([`summary`]), and
+//! `clisc-sdk` ([`run`], [`stages`]) and the artefacts it caches in the
+//! work folder of `clisc-workdir` ([`artefacts`], [`io`]), its errors
+//! ([`error`]), shards of per-case steps ([`shard`]), the run summary ([`summary`]), and
 //! the stages `clisc check` starts to check what they pass on ([`probe`]).
 //! Progress is shown through `clisc-progress`.
 //! The model files a run leaves are written with `clisc-inference`, which
@@ -18,8 +18,8 @@
 pub mod artefacts;
 pub mod cases;
 pub mod config;
+pub mod error;
 pub mod io;
-pub mod lock;
 pub mod prepare;
 pub mod probe;
 pub mod promptable;
@@ -29,9 +29,9 @@ pub mod shard;
 pub mod stages;
 pub mod summary;
 pub mod weights;
-pub mod workdir;
 
 pub use config::{load, Pipeline, StageSlot, StageSpec};
+pub use error::PipelineError;
 pub use run::{RunOptions, Runner};
 pub use summary::RunSummary;
 

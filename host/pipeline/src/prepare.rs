@@ -2,7 +2,7 @@
 
 use super::cases::{Cases, PreparedCase, Split};
 use super::config::Pipeline;
-use anyhow::{anyhow, bail, Context};
+use crate::error::{invalid, WithContext};
 use clisc_dataset::preprocess::{preprocess, PreprocessOptions};
 use clisc_dataset::splits::Splits;
 use clisc_dataset::{Dataset, DatasetLayout, TargetSpacing};
@@ -12,17 +12,20 @@ use std::path::Path;
 /// Opens the dataset, writes the split to `<output>/splits.csv`, and
 /// preprocesses every case of the split (FLAIR, CLISC preprocessing at the
 /// `[dataset] spacing`).
-pub fn prepare_cases(pipeline: &Pipeline) -> anyhow::Result<Cases> {
+pub fn prepare_cases(pipeline: &Pipeline) -> crate::error::Result<Cases> {
     let (dataset, splits) = open_dataset(pipeline)?;
-    std::fs::create_dir_all(&pipeline.run.output)?;
-    clisc_dataset::splits::write_csv(&pipeline.run.output.join("splits.csv"), &splits)?;
+    std::fs::create_dir_all(&pipeline.run.output)
+        .with_context(|| format!("creating work folder {}", pipeline.run.output.display()))?;
+    let csv = pipeline.run.output.join("splits.csv");
+    clisc_dataset::splits::write_csv(&csv, &splits)
+        .with_context(|| format!("writing {}", csv.display()))?;
     prepare(pipeline, &dataset, &splits, &|_| true)
 }
 
 /// The split of the pipeline's dataset (every case id and its split),
 /// without reading any image: what the Slurm planner and a shard need to
 /// know which cases exist.
-pub fn dataset_splits(pipeline: &Pipeline) -> anyhow::Result<Splits> {
+pub fn dataset_splits(pipeline: &Pipeline) -> crate::error::Result<Splits> {
     Ok(open_dataset(pipeline)?.1)
 }
 
@@ -32,19 +35,19 @@ pub fn dataset_splits(pipeline: &Pipeline) -> anyhow::Result<Splits> {
 pub fn prepare_selected(
     pipeline: &Pipeline,
     keep: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<(Cases, Splits)> {
+) -> crate::error::Result<(Cases, Splits)> {
     let (dataset, splits) = open_dataset(pipeline)?;
     let cases = prepare(pipeline, &dataset, &splits, keep)?;
     Ok((cases, splits))
 }
 
 /// The pipeline's `[dataset]` table as a layout, errors naming the file.
-pub(crate) fn layout(pipeline: &Pipeline) -> anyhow::Result<DatasetLayout> {
+pub(crate) fn layout(pipeline: &Pipeline) -> crate::error::Result<DatasetLayout> {
     DatasetLayout::from_table(&pipeline.dataset.rest)
         .with_context(|| format!("{}: [dataset]", pipeline.source.display()))
 }
 
-fn open_dataset(pipeline: &Pipeline) -> anyhow::Result<(Dataset, Splits)> {
+fn open_dataset(pipeline: &Pipeline) -> crate::error::Result<(Dataset, Splits)> {
     let layout = layout(pipeline)?;
     let root = Path::new(&pipeline.dataset.root);
     let dataset = Dataset::open(root, &layout)?;
@@ -60,7 +63,7 @@ fn prepare(
     dataset: &Dataset,
     splits: &Splits,
     keep: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<Cases> {
+) -> crate::error::Result<Cases> {
     let root = Path::new(&pipeline.dataset.root);
     let layout = layout(pipeline)?;
     let spacing = working_spacing(layout.spacing, dataset, splits)?;
@@ -76,18 +79,21 @@ fn prepare(
     let mut cases = Cases::new();
     for (id, split) in splits.iter().filter(|(id, _)| keep(id)) {
         let (id, split) = (id.clone(), *split);
-        let files = dataset
-            .case(&id)
-            .ok_or_else(|| anyhow!("split names case {id}, which is not in {}", root.display()))?;
+        let files = dataset.case(&id).ok_or_else(|| {
+            invalid(format!(
+                "split names case {id}, which is not in {}",
+                root.display()
+            ))
+        })?;
         let (raw, _) = files.load_image(&["flair"])?;
-        let pre = preprocess(&id, &raw, &options).map_err(|e| anyhow!("case {id}: {e}"))?;
+        let pre = preprocess(&id, &raw, &options).with_context(|| format!("case {id}"))?;
         let geometry = pre.geometry;
         let labels = match files.load_seg()? {
             Some(seg) => Some(
                 geometry
                     .crop
                     .crop_labels(&seg)
-                    .map_err(|e| anyhow!("case {id} seg: {e}"))?,
+                    .with_context(|| format!("case {id} seg"))?,
             ),
             None => None,
         };
@@ -103,7 +109,7 @@ fn prepare(
                 geometry.to_working(&geometry.crop.uncrop(&whole)?)
             })
             .transpose()
-            .map_err(|e| anyhow!("case {id} seg: {e}"))?;
+            .with_context(|| format!("case {id} seg"))?;
         cases.insert(
             id.clone(),
             PreparedCase {
@@ -133,7 +139,7 @@ fn working_spacing(
     rule: TargetSpacing,
     dataset: &Dataset,
     splits: &Splits,
-) -> anyhow::Result<Option<[f64; 3]>> {
+) -> crate::error::Result<Option<[f64; 3]>> {
     match rule {
         TargetSpacing::Native => Ok(None),
         TargetSpacing::Mm(mm) => Ok(Some(mm)),
@@ -151,7 +157,7 @@ fn working_spacing(
                 }
             }
             if per_axis[0].is_empty() {
-                bail!("[dataset] spacing = \"auto\": the training split has no case to take the median spacing of");
+                return Err(invalid("[dataset] spacing = \"auto\": the training split has no case to take the median spacing of"));
             }
             Ok(Some(per_axis.map(|mut v| {
                 v.sort_by(f64::total_cmp);

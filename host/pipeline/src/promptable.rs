@@ -8,8 +8,8 @@ use super::run::plugin;
 use super::stages::{StageFactory, StageSeed};
 use crate::cases::PreparedCase;
 use crate::config::StageSlot;
+use crate::error::{invalid, WithContext};
 use abi_stable::std_types::RSlice;
-use anyhow::{anyhow, bail};
 use clisc_imaging::components::keep_largest_n;
 use clisc_imaging::Connectivity;
 use clisc_sdk::stage::{PromptableSegmenterBox, SliceImage, VolumePromptableSegmenterBox};
@@ -32,16 +32,16 @@ impl StageFactory<'_> {
         slot: StageSlot,
         work_dir: &Path,
         seed: StageSeed,
-    ) -> anyhow::Result<PromptableStage> {
+    ) -> crate::error::Result<PromptableStage> {
         match self.create(slot, work_dir, seed)? {
             StageObject::PromptableSegmenter(s) => Ok(PromptableStage::Slices(s)),
             StageObject::VolumePromptableSegmenter(s) => Ok(PromptableStage::Volume(s)),
-            other => Err(anyhow!(
+            other => Err(invalid(format!(
                 "plugin of [stages.{}] returned a {} instead of a {}",
                 slot.key(),
                 other.kind(),
                 slot.kind()
-            )),
+            ))),
         }
     }
 }
@@ -54,7 +54,7 @@ pub(crate) fn segment_case(
     case: &PreparedCase,
     prompts: &CasePrompts,
     keep_largest: Option<usize>,
-) -> anyhow::Result<LabelVolume> {
+) -> crate::error::Result<LabelVolume> {
     let input = &case.input;
     let mut volume = match stage {
         PromptableStage::Slices(segmenter) => segment_slices(segmenter, case, prompts)?,
@@ -65,14 +65,14 @@ pub(crate) fn segment_case(
             )?;
             let grid = input.image.grid;
             if v.grid.shape != grid.shape || v.data.len() != grid.len() {
-                bail!(
+                return Err(invalid(format!(
                     "segmenter returned a {:?} volume of {} voxels for case {} of {:?} ({} voxels)",
                     v.grid.shape,
                     v.data.len(),
                     case.id(),
                     grid.shape,
                     grid.len()
-                );
+                )));
             }
             // The case's geometry, whatever the plugin wrote.
             LabelVolume { grid, data: v.data }
@@ -96,7 +96,7 @@ fn segment_slices(
     segmenter: &mut PromptableSegmenterBox,
     case: &PreparedCase,
     prompts: &CasePrompts,
-) -> anyhow::Result<LabelVolume> {
+) -> crate::error::Result<LabelVolume> {
     let input = &case.input;
     let mut volume = LabelVolume::zeros(input.image.grid);
     let mut by_slice: BTreeMap<u32, Vec<clisc_sdk::PromptSet>> = BTreeMap::new();
@@ -107,7 +107,7 @@ fn segment_slices(
         let image = input
             .image
             .axial_slice("flair", z as usize)
-            .map_err(|e| anyhow!("case {}: {e}", case.id()))?;
+            .with_context(|| format!("case {}", case.id()))?;
         let slice = SliceImage {
             case_id: input.id.clone(),
             index: z,
@@ -118,24 +118,21 @@ fn segment_slices(
             &format!("segmenting {} slice {z}", case.id()),
         )?;
         if masks.len() != sets.len() {
-            bail!(
+            return Err(invalid(format!(
                 "segmenter returned {} masks for {} prompt sets ({} slice {z})",
                 masks.len(),
                 sets.len(),
                 case.id()
-            );
+            )));
         }
         let mut union =
             clisc_sdk::Mask2d::zeros(input.image.grid.shape[0], input.image.grid.shape[1]);
         for m in masks.iter() {
             if m.width != union.width || m.height != union.height {
-                bail!(
+                return Err(invalid(format!(
                     "segmenter returned a {}x{} mask for a {}x{} slice",
-                    m.width,
-                    m.height,
-                    union.width,
-                    union.height
-                );
+                    m.width, m.height, union.width, union.height
+                )));
             }
             for (u, &v) in union.data.iter_mut().zip(m.data.iter()) {
                 *u |= u8::from(v != 0);
@@ -143,7 +140,7 @@ fn segment_slices(
         }
         volume
             .set_axial_slice(z as usize, &union)
-            .map_err(|e| anyhow!("{e}"))?;
+            .with_context(|| format!("case {} slice {z}", case.id()))?;
     }
     Ok(volume)
 }

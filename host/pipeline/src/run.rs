@@ -15,12 +15,8 @@ use super::stages::{StageFactory, StageSeed};
 use super::summary::{
     CaseScore, ChosenCheckpoint, ModelSelectionRecord, RunSummary, SliceLabelStats,
 };
-use super::workdir::{
-    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
-    WorkDir,
-};
+use crate::error::{invalid, WithContext};
 use abi_stable::std_types::{RResult, RSlice};
-use anyhow::{anyhow, bail, Context};
 use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
 use clisc_progress::Bars;
@@ -30,6 +26,10 @@ use clisc_sdk::stage::{
     VolumetricSegmenterBox,
 };
 use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
+use clisc_workdir::{
+    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
+    WorkDir,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,8 +59,8 @@ struct KeptReport {
 }
 
 /// Converts a plugin result into an error naming the stage and case.
-pub(crate) fn plugin<T>(r: RResult<T, PluginError>, what: &str) -> anyhow::Result<T> {
-    r.into_result().map_err(|e| anyhow!("{what}: {e}"))
+pub(crate) fn plugin<T>(r: RResult<T, PluginError>, what: &str) -> crate::error::Result<T> {
+    r.into_result().with_context(|| what)
 }
 
 /// A run in progress.
@@ -85,13 +85,13 @@ impl<'a> Runner<'a> {
         cases: Cases,
         bars: Bars,
         options: RunOptions,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::error::Result<Self> {
         if options.shard.is_some() && !options.only.is_some_and(shard::is_per_case) {
             let names: Vec<&str> = shard::PER_CASE.iter().map(|s| s.name()).collect();
-            bail!(
+            return Err(invalid(format!(
                 "sharding needs --only with a per-case step ({})",
                 names.join(", ")
-            );
+            )));
         }
         let work = WorkDir::open(&pipeline.run.output)
             .with_context(|| format!("creating work folder {}", pipeline.run.output.display()))?;
@@ -108,7 +108,7 @@ impl<'a> Runner<'a> {
                 .sources
                 .iter()
                 .map(|p| FileRecord::of(p).with_context(|| format!("hashing {}", p.display())))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<crate::error::Result<Vec<_>>>()?;
             let split = case.split.as_str().to_string();
             manifest
                 .inputs
@@ -169,7 +169,7 @@ impl<'a> Runner<'a> {
 
     /// Decides whether `step` must run, clearing stale artefacts; returns
     /// its folder, or `None` when the step is not part of this run.
-    fn begin(&mut self, step: Step, fp: &str) -> anyhow::Result<Option<PathBuf>> {
+    fn begin(&mut self, step: Step, fp: &str) -> crate::error::Result<Option<PathBuf>> {
         let record = self.manifest.steps.get(step.name()).cloned();
         let cached = record
             .as_ref()
@@ -177,11 +177,11 @@ impl<'a> Runner<'a> {
         let forced = match (self.options.only, self.options.from) {
             (Some(only), _) => {
                 if step < only && !cached {
-                    bail!(
+                    return Err(invalid(format!(
                         "--only {}: step `{}` has no valid cached results; run without --only first",
                         only.name(),
                         step.name()
-                    );
+                    )));
                 }
                 if step > only {
                     return Ok(None);
@@ -196,9 +196,14 @@ impl<'a> Runner<'a> {
         // here (each shard clears only its own stale cases).
         let sharded = self.options.shard.is_some() && self.options.only == Some(step);
         if (forced || stale) && !sharded {
-            self.work.clear_step(step)?;
+            self.work
+                .clear_step(step)
+                .with_context(|| format!("clearing step {}", step.folder()))?;
         }
-        let dir = self.work.step_dir(step)?;
+        let dir = self
+            .work
+            .step_dir(step)
+            .with_context(|| format!("creating step folder {}", step.folder()))?;
         if sharded {
             let two_networks = self.factory.pipeline.stage(StageSlot::Filter).is_some();
             let split = shard::split_of(step);
@@ -225,15 +230,25 @@ impl<'a> Runner<'a> {
         );
         // Shards run at the same time: none of them writes the manifest.
         if !self.is_part() {
-            self.work.write_manifest(&self.manifest)?;
+            self.work
+                .write_manifest(&self.manifest)
+                .with_context(|| "writing the work folder's manifest")?;
         }
         Ok(Some(dir))
     }
 
-    fn finish(&mut self, step: Step, plugins: Vec<String>, started: Instant) -> anyhow::Result<()> {
+    fn finish(
+        &mut self,
+        step: Step,
+        plugins: Vec<String>,
+        started: Instant,
+    ) -> crate::error::Result<()> {
         if let Some(ShardRole::Part(part)) = self.options.shard {
             if self.options.only == Some(step) {
-                let dir = self.work.step_dir(step)?;
+                let dir = self
+                    .work
+                    .step_dir(step)
+                    .with_context(|| format!("creating step folder {}", step.folder()))?;
                 let ids = self.ids(shard::split_of(step));
                 shard::finish_part(step, &dir, &self.step_fp(step), part, &ids)?;
             }
@@ -248,7 +263,9 @@ impl<'a> Runner<'a> {
             r.finished_at = chrono::Utc::now().to_rfc3339();
             self.summary.timings.insert(step.name().into(), r.seconds);
         }
-        self.work.write_manifest(&self.manifest)?;
+        self.work
+            .write_manifest(&self.manifest)
+            .with_context(|| "writing the work folder's manifest")?;
         Ok(())
     }
 
@@ -267,13 +284,15 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs every step; returns the summary (also written to `summary.json`).
-    pub fn run(&mut self) -> anyhow::Result<()> {
+    pub fn run(&mut self) -> crate::error::Result<()> {
         let (train, test) = (
             &self.split_ids[&Split::Train],
             &self.split_ids[&Split::Test],
         );
         if train.is_empty() {
-            bail!("the training split is empty: nothing to learn from");
+            return Err(invalid(
+                "the training split is empty: nothing to learn from",
+            ));
         }
         let data_fp = data_fingerprint(self.factory.pipeline, &train.join(","), &test.join(","));
         if self.supervised() {
@@ -338,7 +357,7 @@ impl<'a> Runner<'a> {
     /// The supervised baseline: the volumetric segmenter learns the
     /// training cases' whole-tumour ground truth (on the working grid); no
     /// pseudo-labelling stage and no filter run.
-    fn run_supervised(&mut self, data_fp: &str) -> anyhow::Result<()> {
+    fn run_supervised(&mut self, data_fp: &str) -> crate::error::Result<()> {
         self.summary.supervised = true;
         let mut targets = BTreeMap::new();
         let mut unlabelled = Vec::new();
@@ -354,10 +373,10 @@ impl<'a> Runner<'a> {
             }
         }
         if !unlabelled.is_empty() {
-            bail!(
+            return Err(invalid(format!(
                 "[stages.volumetric_segmenter] targets = \"ground-truth\" needs a segmentation for every training case; none for: {}",
                 unlabelled.join(", ")
-            );
+            )));
         }
         let upstream = [fingerprint(&[data_fp, "ground-truth"])];
         let Some(net) = self.network(Step::Network1, &targets, &upstream)? else {
@@ -377,12 +396,12 @@ impl<'a> Runner<'a> {
         present
     }
 
-    fn stop(&mut self) -> anyhow::Result<()> {
+    fn stop(&mut self) -> crate::error::Result<()> {
         if self.is_part() {
             return Ok(()); // the merge writes the summary
         }
-        let bytes = serde_json::to_vec_pretty(&self.summary)?;
-        write_atomic(&self.work.root().join("summary.json"), &bytes)?;
+        let summary = self.work.root().join("summary.json");
+        write_json(&summary, &self.summary)?;
         Ok(())
     }
 
@@ -418,7 +437,7 @@ impl<'a> Runner<'a> {
     fn pseudo_labels(
         &mut self,
         data_fp: &str,
-    ) -> anyhow::Result<Option<BTreeMap<String, SlicePseudoLabels>>> {
+    ) -> crate::error::Result<Option<BTreeMap<String, SlicePseudoLabels>>> {
         let started = Instant::now();
         let fp = self.fp(Step::PseudoLabels, &[data_fp]);
         let Some(dir) = self.begin(Step::PseudoLabels, &fp)? else {
@@ -466,7 +485,7 @@ impl<'a> Runner<'a> {
         &mut self,
         fp: &str,
         labels: &BTreeMap<String, SlicePseudoLabels>,
-    ) -> anyhow::Result<Option<BTreeMap<String, RoiResult>>> {
+    ) -> crate::error::Result<Option<BTreeMap<String, RoiResult>>> {
         let started = Instant::now();
         let Some(dir) = self.begin(Step::Roi, fp)? else {
             return Ok(None);
@@ -523,7 +542,7 @@ impl<'a> Runner<'a> {
     fn prompts(
         &mut self,
         rois: &BTreeMap<String, RoiResult>,
-    ) -> anyhow::Result<Option<BTreeMap<String, CasePrompts>>> {
+    ) -> crate::error::Result<Option<BTreeMap<String, CasePrompts>>> {
         let started = Instant::now();
         let fp = self.fp(Step::Prompts, &[&self.step_fp(Step::Roi)]);
         let Some(dir) = self.begin(Step::Prompts, &fp)? else {
@@ -546,7 +565,7 @@ impl<'a> Runner<'a> {
                 }
                 let roi = &rois[&id]
                     .final_round()
-                    .ok_or_else(|| anyhow!("roi-extractor returned no round for {id}"))?
+                    .ok_or_else(|| invalid(format!("roi-extractor returned no round for {id}")))?
                     .roi;
                 let p = plugin(
                     stage
@@ -572,7 +591,7 @@ impl<'a> Runner<'a> {
     fn pseudo_masks(
         &mut self,
         prompts: &BTreeMap<String, CasePrompts>,
-    ) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
+    ) -> crate::error::Result<Option<BTreeMap<String, LabelVolume>>> {
         let started = Instant::now();
         let fp = self.fp(Step::PseudoMasks, &[&self.step_fp(Step::Prompts)]);
         let Some(dir) = self.begin(Step::PseudoMasks, &fp)? else {
@@ -643,7 +662,7 @@ impl<'a> Runner<'a> {
         step: Step,
         targets: &BTreeMap<String, LabelVolume>,
         upstream: &[String],
-    ) -> anyhow::Result<Option<PathBuf>> {
+    ) -> crate::error::Result<Option<PathBuf>> {
         let started = Instant::now();
         let up: Vec<&str> = upstream.iter().map(String::as_str).collect();
         let fp = self.fp(step, &up);
@@ -672,7 +691,7 @@ impl<'a> Runner<'a> {
                 &format!("{} training", step.name()),
             )?;
             self.summary.add_stage_report(step.name(), &report);
-            let tmp = super::workdir::temporary_sibling(&model);
+            let tmp = clisc_workdir::temporary_sibling(&model);
             let saved = plugin(
                 net.save(tmp.display().to_string().as_str().into()),
                 &format!("saving the network to {}", tmp.display()),
@@ -701,13 +720,13 @@ impl<'a> Runner<'a> {
     /// Makes the file the network's plugin saved a model file
     /// ([`clisc_inference::model_file::ensure_model_file`]), so `clisc infer` and the
     /// DICOM node can rebuild the stage from it alone.
-    fn ensure_model_file(&self, saved: &Path) -> anyhow::Result<()> {
+    fn ensure_model_file(&self, saved: &Path) -> crate::error::Result<()> {
         let slot = StageSlot::VolumetricSegmenter;
         let spec = self
             .factory
             .pipeline
             .stage(slot)
-            .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
+            .ok_or_else(|| invalid(format!("the pipeline has no `[stages.{}]`", slot.key())))?;
         let registered = self.factory.registry.find(&spec.plugin, slot.kind())?;
         let version = registered.descriptor.info.version.as_str();
         clisc_inference::model_file::ensure_model_file(
@@ -723,7 +742,7 @@ impl<'a> Runner<'a> {
     /// (working spacing, bias correction, boundary refinement) into a saved
     /// model, so `clisc infer` treats new volumes as the pipeline treated
     /// its cases. A model file that cannot take them gets a warning.
-    fn record_preprocessing(&self, model: &Path) -> anyhow::Result<()> {
+    fn record_preprocessing(&self, model: &Path) -> crate::error::Result<()> {
         let preprocessing = clisc_inference::model_file::Preprocessing {
             spacing: self.summary.working_spacing,
             bias_correction: self.summary.bias_correction,
@@ -753,7 +772,7 @@ impl<'a> Runner<'a> {
         step: Step,
         targets: &BTreeMap<String, LabelVolume>,
         seed: StageSeed,
-    ) -> anyhow::Result<Partition> {
+    ) -> crate::error::Result<Partition> {
         let selection = self.model_selection();
         let ids: Vec<String> = targets.keys().cloned().collect();
         let seed = seed.seed(self.factory.pipeline.run.seed);
@@ -779,13 +798,13 @@ impl<'a> Runner<'a> {
         &self,
         parts: &Partition,
         targets: &BTreeMap<String, LabelVolume>,
-    ) -> anyhow::Result<(Vec<TrainingCase>, Vec<ValidationCase>)> {
+    ) -> crate::error::Result<(Vec<TrainingCase>, Vec<ValidationCase>)> {
         let truth = self.model_selection() == ModelSelection::GroundTruthValidation;
         let mut validation = Vec::with_capacity(parts.held_out.len());
         for id in &parts.held_out {
             let target = if truth {
                 self.case(id).truth.clone().ok_or_else(|| {
-                    anyhow!("model_selection = \"ground-truth-validation\": validation case `{id}` has no ground-truth label to score checkpoints against")
+                    invalid(format!("model_selection = \"ground-truth-validation\": validation case `{id}` has no ground-truth label to score checkpoints against"))
                 })?
             } else {
                 targets[id].clone()
@@ -810,7 +829,7 @@ impl<'a> Runner<'a> {
     /// resumed run, or a cluster run whose training ran in another job).
     /// Each report is kept with its step's fingerprint, so a stale one is
     /// never shown.
-    fn keep_stage_report(&mut self, step: Step, name: &str) -> anyhow::Result<()> {
+    fn keep_stage_report(&mut self, step: Step, name: &str) -> crate::error::Result<()> {
         let path = self.work.root().join("stage-reports.json");
         let mut kept: BTreeMap<String, KeptReport> = if path.exists() {
             read_json(&path)?
@@ -841,7 +860,11 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn load_network(&self, model: &Path, work: &Path) -> anyhow::Result<VolumetricSegmenterBox> {
+    fn load_network(
+        &self,
+        model: &Path,
+        work: &Path,
+    ) -> crate::error::Result<VolumetricSegmenterBox> {
         let mut net = self.factory.volumetric_segmenter(
             StageSlot::VolumetricSegmenter,
             work,
@@ -857,15 +880,20 @@ impl<'a> Runner<'a> {
 
     /// S3F: predict training cases, re-prompt, score, select. Returns the
     /// kept cases' targets (the network's predictions).
-    fn filter(&mut self, net1: &Path) -> anyhow::Result<Option<BTreeMap<String, LabelVolume>>> {
+    fn filter(
+        &mut self,
+        net1: &Path,
+    ) -> crate::error::Result<Option<BTreeMap<String, LabelVolume>>> {
         let started = Instant::now();
         let fp = self.fp(Step::Filter, &[&self.step_fp(Step::Network1)]);
         let Some(dir) = self.begin(Step::Filter, &fp)? else {
             return Ok(None);
         };
         let (pred_dir, reprompt_dir) = (dir.join("predictions"), dir.join("reprompted"));
-        std::fs::create_dir_all(&pred_dir)?;
-        std::fs::create_dir_all(&reprompt_dir)?;
+        std::fs::create_dir_all(&pred_dir)
+            .with_context(|| format!("creating {}", pred_dir.display()))?;
+        std::fs::create_dir_all(&reprompt_dir)
+            .with_context(|| format!("creating {}", reprompt_dir.display()))?;
         let ids = self.ids(Split::Train);
         let mut net: Option<VolumetricSegmenterBox> = None;
         let mut generator: Option<PromptGeneratorBox> = None;
@@ -948,11 +976,11 @@ impl<'a> Runner<'a> {
             "filter selection",
         )?;
         if decisions.len() != candidates.len() {
-            bail!(
+            return Err(invalid(format!(
                 "the filter returned {} decisions for {} cases",
                 decisions.len(),
                 candidates.len()
-            );
+            )));
         }
         write_json(&dir.join("decisions.json"), &decisions_to_json(&decisions))?;
         self.summary
@@ -971,7 +999,9 @@ impl<'a> Runner<'a> {
             })
             .collect();
         if kept.is_empty() {
-            bail!("the filter kept no case; nothing to train the final network on");
+            return Err(invalid(
+                "the filter kept no case; nothing to train the final network on",
+            ));
         }
         let plugins = [
             StageSlot::RepromptGenerator,
@@ -985,7 +1015,11 @@ impl<'a> Runner<'a> {
         Ok(Some(kept))
     }
 
-    fn predict_and_evaluate(&mut self, net1: &Path, net2: Option<&PathBuf>) -> anyhow::Result<()> {
+    fn predict_and_evaluate(
+        &mut self,
+        net1: &Path,
+        net2: Option<&PathBuf>,
+    ) -> crate::error::Result<()> {
         let started = Instant::now();
         let last = if net2.is_some() {
             Step::Network2
@@ -1011,7 +1045,8 @@ impl<'a> Runner<'a> {
             } else {
                 dir.join(name)
             };
-            std::fs::create_dir_all(&out_dir)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
             let mut net = None;
             let mut preds = BTreeMap::new();
             let refine = self.summary.refine_boundary_mm;
@@ -1024,7 +1059,7 @@ impl<'a> Runner<'a> {
                     case.geometry
                         .crop
                         .crop_labels(&io::read_labels(&path)?)
-                        .map_err(|e| anyhow!("{}: {e}", path.display()))?
+                        .with_context(|| format!("{}", path.display()))?
                 } else {
                     if net.is_none() {
                         net = Some(self.load_network(model, &dir.join(format!("{name}-plugin")))?);
@@ -1088,7 +1123,7 @@ pub fn data_fingerprint(pipeline: &Pipeline, train: &str, test: &str) -> String 
     fingerprint(&parts)
 }
 
-/// The fingerprint of `step` (see [`super::workdir`]): its name, the seed,
+/// The fingerprint of `step` (see [`clisc_workdir`]): its name, the seed,
 /// the plugins and settings of its slots, and `upstream` (the data and the
 /// fingerprints of the steps it reads). Shared with the Slurm planner,
 /// which predicts every step's fingerprint before anything runs.
@@ -1124,20 +1159,20 @@ fn write_prediction(
     refine_boundary_mm: Option<f64>,
     path: &Path,
     working_path: &Path,
-) -> anyhow::Result<LabelVolume> {
+) -> crate::error::Result<LabelVolume> {
     let id = case.id();
     let probability = plugin(
         net.predict_probability(&case.input),
         &format!("predicting {id}"),
     )?;
     if let Some(dir) = working_path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     io::write_labels(working_path, &probability.labels())?;
     let mut on_box = case
         .geometry
         .probability_to_cropped(&probability)
-        .map_err(|e| anyhow!("case {id}: {e}"))?;
+        .with_context(|| format!("case {id}"))?;
     if let Some(mm) = refine_boundary_mm {
         let raw = clisc_nifti::read(&case.flair_path)
             .with_context(|| format!("reading {}", case.flair_path.display()))?;
@@ -1145,34 +1180,39 @@ fn write_prediction(
             .geometry
             .refine_on_crop_box(id, on_box, &raw.data, mm)
             .map_err(|e| {
-                anyhow!(
+                invalid(format!(
                     "case {id}: refining the border on {}: {e}",
                     case.flair_path.display()
-                )
+                ))
             })?;
     }
     let original = case
         .geometry
         .crop
         .uncrop(&on_box)
-        .map_err(|e| anyhow!("case {id}: {e}"))?;
+        .with_context(|| format!("case {id}"))?;
     io::write_labels_like(path, &original, &case.flair_path)?;
     Ok(on_box)
 }
 
 /// Writes labels on a case's cropped grid back in the grid and header of
 /// its raw FLAIR.
-fn write_original(case: &PreparedCase, labels: &LabelVolume, path: &Path) -> anyhow::Result<()> {
+fn write_original(
+    case: &PreparedCase,
+    labels: &LabelVolume,
+    path: &Path,
+) -> crate::error::Result<()> {
     io::write_labels_like(path, &case.restore(labels)?, &case.flair_path)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> crate::error::Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)?;
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> crate::error::Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(value).with_context(|| format!("writing {}", path.display()))?;
     write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 

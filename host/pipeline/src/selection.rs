@@ -3,7 +3,7 @@
 //! (`model_selection` in `[stages.volumetric_segmenter]`).
 
 use super::config::ModelSelection;
-use anyhow::bail;
+use crate::error::invalid;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -29,25 +29,23 @@ pub fn partition(
     targets: &[String],
     validation: &[String],
     seed: u64,
-) -> anyhow::Result<Partition> {
+) -> crate::error::Result<Partition> {
     let mut training = targets.to_vec();
     training.sort();
     let held_out = match selection {
         ModelSelection::Last => Vec::new(),
         ModelSelection::GroundTruthValidation => {
             if validation.is_empty() {
-                bail!(
-                    "model_selection = \"ground-truth-validation\" scores checkpoints on the validation split, which is empty; give `[dataset] split` ratios with a validation part (e.g. ratios = [7, 1, 2])"
-                );
+                return Err(invalid("model_selection = \"ground-truth-validation\" scores checkpoints on the validation split, which is empty; give `[dataset] split` ratios with a validation part (e.g. ratios = [7, 1, 2])"));
             }
             validation.to_vec()
         }
         ModelSelection::PseudoLabelHoldout { fraction } => {
             if training.len() < 2 {
-                bail!(
+                return Err(invalid(format!(
                     "model_selection = \"pseudo-label-holdout\" needs at least 2 cases to train the network on (one to train, one to hold out); this step has {}",
                     training.len()
-                );
+                )));
             }
             let n =
                 ((training.len() as f64 * fraction).round() as usize).clamp(1, training.len() - 1);

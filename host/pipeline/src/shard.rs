@@ -19,7 +19,7 @@
 //! manifest).
 
 use super::cases::{case_file, Split};
-use super::workdir::{write_atomic, Step, StepStatus};
+use clisc_workdir::{write_atomic, Step, StepStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;

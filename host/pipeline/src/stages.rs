@@ -2,7 +2,7 @@
 //! slot's plugin and gets the right trait object back, or a clear error.
 
 use super::config::{Pipeline, StageSlot};
-use anyhow::{anyhow, Context};
+use crate::error::{invalid, WithContext};
 use clisc_progress::Bars;
 use clisc_registry::Registry;
 use clisc_sdk::stage::{
@@ -66,11 +66,11 @@ impl StageFactory<'_> {
         slot: StageSlot,
         work_dir: &Path,
         seed: StageSeed,
-    ) -> anyhow::Result<StageObject> {
+    ) -> crate::error::Result<StageObject> {
         let spec = self
             .pipeline
             .stage(slot)
-            .ok_or_else(|| anyhow!("the pipeline has no `[stages.{}]`", slot.key()))?;
+            .ok_or_else(|| invalid(format!("the pipeline has no `[stages.{}]`", slot.key())))?;
         std::fs::create_dir_all(work_dir)
             .with_context(|| format!("creating {}", work_dir.display()))?;
         let ctx = HostContext {
@@ -128,15 +128,15 @@ macro_rules! typed_create {
                 slot: StageSlot,
                 work_dir: &Path,
                 seed: StageSeed,
-            ) -> anyhow::Result<$boxed> {
+            ) -> crate::error::Result<$boxed> {
                 match self.create(slot, work_dir, seed)? {
                     StageObject::$variant(stage) => Ok(stage),
-                    other => Err(anyhow!(
+                    other => Err(invalid(format!(
                         "plugin of [stages.{}] returned a {} instead of a {}",
                         slot.key(),
                         other.kind(),
                         slot.kind()
-                    )),
+                    ))),
                 }
             }
         }

@@ -5,15 +5,19 @@
 //! data URIs and also saved next to it). [`montage`] draws the montages
 //! (slices with label outlines), which `clisc synth` previews use too.
 
+mod error;
 pub mod montage;
 mod montages;
+
+pub use error::ReportError;
 
 pub use montages::{Montage, LEGEND, MAX_TEST, MAX_TRAINING};
 
 use base64::Engine;
 use clisc_pipeline::cases::Cases;
 use clisc_pipeline::summary::{mean_std, prompt_placement_fractions, CaseScore, RunSummary};
-use clisc_pipeline::workdir::{Manifest, Step, WorkDir};
+use clisc_workdir::{Manifest, Step, WorkDir};
+use error::WithContext;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -21,14 +25,21 @@ use std::path::{Path, PathBuf};
 /// work folder `work` of a finished (or partial) run, from its summary, its
 /// manifest and artefacts, and the prepared `cases` (the images the
 /// montages show); returns the HTML's path.
-pub fn write_report(work: &Path, summary: &RunSummary, cases: &Cases) -> anyhow::Result<PathBuf> {
+pub fn write_report(
+    work: &Path,
+    summary: &RunSummary,
+    cases: &Cases,
+) -> Result<PathBuf, ReportError> {
     let dir = work.join(Step::Report.folder());
-    std::fs::create_dir_all(&dir)?;
-    let manifest = WorkDir::open(work)?.read_manifest();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let manifest = WorkDir::open(work)
+        .with_context(|| format!("opening work folder {}", work.display()))?
+        .read_manifest();
     let montages = montages::write_montages(work, cases, &dir);
     let html = render(summary, &manifest, &montages);
     let path = dir.join("report.html");
-    clisc_pipeline::workdir::write_atomic(&path, html.as_bytes())?;
+    clisc_workdir::write_atomic(&path, html.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -385,9 +396,9 @@ mod tests {
         };
         manifest.steps.insert(
             "roi".into(),
-            clisc_pipeline::workdir::StepRecord {
+            clisc_workdir::StepRecord {
                 fingerprint: "f".into(),
-                status: clisc_pipeline::workdir::StepStatus::Done,
+                status: clisc_workdir::StepStatus::Done,
                 plugins: vec!["roi_extractor=cam@0.1.0".into()],
                 seconds: 1.0,
                 finished_at: String::new(),

@@ -17,7 +17,7 @@
 //! y = row as everywhere in clisc. The function is pure apart from writing
 //! the PNG: it takes SDK data types and returns the slices it drew.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{ReportError, WithContext};
 use clisc_sdk::{CaseInput, CasePrompts, LabelVolume, RoiResult};
 use image::{Rgb, RgbImage};
 use std::path::Path;
@@ -258,7 +258,7 @@ impl Canvas {
 /// Draws the montage and writes it as a PNG at `path` (parent folders are
 /// created). Returns the slices drawn (empty: no slice to show, and no file
 /// is written).
-pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>> {
+pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>, ReportError> {
     let grid = input.case.image.grid;
     let [w, h, nz] = grid.dims();
     let n = w * h;
@@ -266,16 +266,16 @@ pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>
         .case
         .image
         .require_channel("flair")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| ReportError::Montage(format!("montage of case {}: {e}", input.case.id)))?;
     let slices = match &input.slices {
         Some(s) => s.clone(),
         None => choose_slices(input, input.max_slices),
     };
     if let Some(&z) = slices.iter().find(|&&z| z >= nz) {
-        bail!(
+        return Err(ReportError::Montage(format!(
             "montage of case {}: slice {z} is outside the volume ({nz} slices)",
             input.case.id
-        );
+        )));
     }
     if slices.is_empty() {
         return Ok(slices);
@@ -286,20 +286,18 @@ pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>
         .unwrap_or_default();
     for r in &rounds {
         if r.cam.grid.shape != grid.shape || r.roi.grid.shape != grid.shape {
-            bail!(
+            return Err(ReportError::Montage(format!(
                 "montage of case {}: round `{}` is not on the case's grid",
-                input.case.id,
-                r.name
-            );
+                input.case.id, r.name
+            )));
         }
     }
     for c in &input.contours {
         if c.labels.grid.shape != grid.shape {
-            bail!(
+            return Err(ReportError::Montage(format!(
                 "montage of case {}: contour `{}` is not on the case's grid",
-                input.case.id,
-                c.name
-            );
+                input.case.id, c.name
+            )));
         }
     }
     let scale = input.scale.max(1);

@@ -8,16 +8,16 @@
 //! ground truth. Test cases: FLAIR and an overlay with the final model's
 //! prediction and the ground truth.
 
+use crate::error::{ReportError, WithContext};
 use crate::montage::{
     choose_slices, write_montage, Contour, MontageInput, BOX_COLOUR, GROUND_TRUTH_COLOUR,
     NEGATIVE_COLOUR, POSITIVE_COLOUR, PREDICTION_COLOUR, PSEUDO_LABEL_COLOUR, ROI_COLOUR,
 };
-use anyhow::Context;
 use clisc_pipeline::artefacts::{prompts_from_json, PromptSetRecord};
 use clisc_pipeline::cases::{case_file, ids_in, Cases, PreparedCase, Split};
 use clisc_pipeline::io;
-use clisc_pipeline::workdir::Step;
 use clisc_sdk::{CasePrompts, LabelVolume, RoiResult};
+use clisc_workdir::Step;
 use std::path::{Path, PathBuf};
 
 /// At most this many training cases get a montage.
@@ -79,7 +79,10 @@ pub(crate) fn write_montages(work: &Path, cases: &Cases, out: &Path) -> Vec<Mont
             match case_montage(work, &cases[id], out) {
                 Ok(Some(m)) => montages.push(m),
                 Ok(None) => {}
-                Err(e) => tracing::warn!("report: no montage of case {id}: {e:#}"),
+                Err(e) => tracing::warn!(
+                    "report: no montage of case {id}: {}",
+                    clisc_pipeline::error::display_chain(&e)
+                ),
             }
         }
     }
@@ -100,7 +103,11 @@ fn remove_old_montages(out: &Path) {
     }
 }
 
-fn case_montage(work: &Path, case: &PreparedCase, out: &Path) -> anyhow::Result<Option<Montage>> {
+fn case_montage(
+    work: &Path,
+    case: &PreparedCase,
+    out: &Path,
+) -> Result<Option<Montage>, ReportError> {
     let train = case.split == Split::Train;
     let found = if train {
         training_artefacts(work, case.id())?
@@ -190,7 +197,7 @@ fn caption(train: bool, found: &Found, contours: usize, slices: &[usize]) -> Str
     )
 }
 
-fn training_artefacts(work: &Path, id: &str) -> anyhow::Result<Found> {
+fn training_artefacts(work: &Path, id: &str) -> Result<Found, ReportError> {
     let roi_dir = work.join(Step::Roi.folder());
     let roi = if roi_dir.join(format!("{id}.rounds.json")).exists() {
         Some(io::read_roi_result(&roi_dir, id)?)
@@ -220,7 +227,7 @@ fn training_artefacts(work: &Path, id: &str) -> anyhow::Result<Found> {
     })
 }
 
-fn test_artefacts(work: &Path, id: &str) -> anyhow::Result<Found> {
+fn test_artefacts(work: &Path, id: &str) -> Result<Found, ReportError> {
     // The final model's predictions on the cropped grid (the first network's
     // when the pipeline has no filter).
     let cropped = work.join(Step::Predictions.folder()).join("cropped");
@@ -230,9 +237,9 @@ fn test_artefacts(work: &Path, id: &str) -> anyhow::Result<Found> {
     })
 }
 
-fn labels_if_present(path: &Path) -> anyhow::Result<Option<LabelVolume>> {
+fn labels_if_present(path: &Path) -> Result<Option<LabelVolume>, ReportError> {
     if path.exists() {
-        io::read_labels(path).map(Some)
+        Ok(Some(io::read_labels(path)?))
     } else {
         Ok(None)
     }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use clisc_metrics::{evaluate_case, Evaluation};
-use clisc_pipeline::workdir::write_atomic;
+use clisc_workdir::write_atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,11 +1,12 @@
 //! `clisc run --config PIPELINE.toml`: run a pipeline end to end.
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
-use clisc_pipeline::lock::{LockMode, RunLock};
 use clisc_pipeline::shard::{Shard, ShardRole};
-use clisc_pipeline::{cases::Split, workdir::Step, RunOptions};
+use clisc_pipeline::{cases::Split, RunOptions};
 use clisc_progress::Bars;
+use clisc_workdir::lock::{LockMode, RunLock};
+use clisc_workdir::Step;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc run`.
@@ -132,7 +133,7 @@ pub fn run_pipeline(
 /// Writes the report of a finished (or failed) run; the run's own error
 /// comes first.
 fn finish(
-    outcome: anyhow::Result<()>,
+    outcome: Result<(), clisc_pipeline::PipelineError>,
     runner: &clisc_pipeline::Runner<'_>,
 ) -> anyhow::Result<clisc_pipeline::RunSummary> {
     // A failed run still gets a report of what it did; its error comes first.
@@ -141,12 +142,8 @@ fn finish(
         tracing::info!("report of the partial run: {}", path.display());
     }
     outcome?;
-    let report = report.map_err(|e| {
-        anyhow!(
-            "writing the report in {}: {e:#}",
-            runner.work_dir().display()
-        )
-    })?;
+    let report =
+        report.with_context(|| format!("writing the report in {}", runner.work_dir().display()))?;
     tracing::info!("report: {}", report.display());
     Ok(runner.summary.clone())
 }

@@ -6,7 +6,7 @@
 //! the same artefacts. Shards (`--shard i/n`), which are meant to run side
 //! by side, share the lock; a whole run or a merge needs it alone. (The
 //! lock does not tell the shards of different steps apart; the shard
-//! records of each step do, see [`crate::shard`].) The kernel drops the
+//! records of each step do, see `clisc_pipeline::shard`.) The kernel drops the
 //! lock with the process, so a killed run never leaves the folder locked.
 //! Where there is no `flock` (not Unix, or a file system mounted without
 //! locks, such as NFS with `nolock`), runs go on unlocked with a warning.

@@ -1,3 +1,5 @@
+//! # clisc workdir
+//!
 //! The run's work folder: one sub-folder per step, a manifest recording
 //! what produced each step's artefacts, and atomic writes so an interrupted
 //! run never leaves a half-written artefact behind.
@@ -9,6 +11,8 @@
 //! step with a different fingerprint has its folder cleared and is rerun.
 //! A step that was interrupted keeps its finished per-case files (each
 //! written atomically), so a resumed run only does the missing cases.
+
+pub mod lock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -205,13 +209,13 @@ impl WorkDir {
         &self.root
     }
     /// The folder of `step` (created).
-    pub(crate) fn step_dir(&self, step: Step) -> io::Result<PathBuf> {
+    pub fn step_dir(&self, step: Step) -> io::Result<PathBuf> {
         let dir = self.root.join(step.folder());
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
     /// Removes the folder of `step` and everything in it.
-    pub(crate) fn clear_step(&self, step: Step) -> io::Result<()> {
+    pub fn clear_step(&self, step: Step) -> io::Result<()> {
         let dir = self.root.join(step.folder());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -229,7 +233,7 @@ impl WorkDir {
             .unwrap_or_default()
     }
     /// Writes the manifest atomically.
-    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> io::Result<()> {
+    pub fn write_manifest(&self, manifest: &Manifest) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
         write_atomic(&self.manifest_path(), &bytes)
     }
@@ -252,7 +256,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// A temporary name next to `path` (same folder, so rename is atomic). The
 /// original name stays the suffix, so writers that choose the format by
 /// extension (`.nii.gz`) still do the right thing.
-pub(crate) fn temporary_sibling(path: &Path) -> PathBuf {
+pub fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
