@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes a small MR study as classic DICOM files with pydicom (an
-independent writer), for tests/dicom_infer.rs and tests/dicom_pacs.rs.
+independent writer), for tests/dicom_infer.rs, tests/dicom_pacs.rs and
+bench/node/load.py.
 
     make_dicom_study.py FLAIR.nii.gz OUT_DIR STUDY_UID PATIENT_ID
 
@@ -12,6 +13,10 @@ to column x, row ny-1-y of slice z, the layout clisc and dcm2niix read
 back, so `clisc dicom convert` gives back the NIfTI voxels (to the 0.05
 quantisation). Prints one JSON line: study, series and frame of reference
 UIDs.
+
+The DICOM writing itself is that of the host tests' series generator
+(host/cli/tests/reference/dicom/make_series.py), so both test suites
+exercise one writer.
 """
 
 import json
@@ -20,78 +25,47 @@ import sys
 
 import nibabel as nib
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "host", "cli", "tests", "reference", "dicom"))
+import make_series  # noqa: E402  (the shared pydicom writer)
+
 SLOPE = 0.05
-
-
-def rotation(deg_x, deg_y):
-    a, b = np.radians(deg_x), np.radians(deg_y)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    return ry @ rx
+# The patient and study of these tests (tests/dicom_infer.rs checks that
+# the patient's name is never printed).
+STUDY_FIELDS = dict(PatientName="Test^Flair", StudyDate="20250102", StudyTime="101500", StudyID="7",
+                    StudyDescription="clisc PACS test")
 
 
 def write_series(out, vol, study_uid, patient_id, frame_uid, number, desc, spacing):
+    """One series of `vol` (x, y, z) in OUT/series<number>/; its UID."""
     nx, ny, nz = vol.shape
     series_uid = generate_uid()
-    r = rotation(12.0, -7.0)
+    r = make_series.rot(12.0, -7.0)
     row_dir, col_dir = r @ np.array([1.0, 0, 0]), r @ np.array([0, 1.0, 0])
     normal = np.cross(row_dir, col_dir)
     origin = np.array([-20.0, -25.0, -10.0])
     folder = os.path.join(out, "series%d" % number)
-    os.makedirs(folder, exist_ok=True)
     stored = np.round(vol / SLOPE).astype(np.int16)
     # Slices written in reverse order with shuffled names: readers must sort by position.
     for k in reversed(range(nz)):
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = MR_STORAGE
+        ds = make_series.base_dataset(study_uid, series_uid, desc, number, make_series.MR_STORAGE, frame_uid,
+                                      PatientID=patient_id, AccessionNumber="ACC" + patient_id[-4:],
+                                      **STUDY_FIELDS)
         ds.SOPInstanceUID = generate_uid()
-        ds.PatientName = "Test^Flair"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.StudyDate = "20250102"
-        ds.StudyTime = "101500"
-        ds.StudyID = "7"
-        ds.AccessionNumber = "ACC" + patient_id[-4:]
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "clisc PACS test"
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = number
-        ds.SeriesDescription = desc
-        ds.Modality = "MR"
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.Manufacturer = "clisc-tests"
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.ImageOrientationPatient = [float("%.8f" % v) for v in list(row_dir) + list(col_dir)]
-        pos = origin + k * spacing[2] * normal
-        ds.ImagePositionPatient = [float("%.6f" % v) for v in pos]
+        ds.ImagePositionPatient = [float("%.6f" % v) for v in origin + k * spacing[2] * normal]
         ds.PixelSpacing = [spacing[1], spacing[0]]  # row spacing, column spacing
         ds.SliceThickness = spacing[2]
         ds.RescaleSlope = SLOPE
         ds.RescaleIntercept = 0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ny, nx
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         # DICOM row r (top first) is volume row ny-1-r; column c is x = c.
-        frame = stored[:, ::-1, k].T
-        ds.PixelData = np.ascontiguousarray(frame).tobytes()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
+        make_series.set_pixels(ds, stored[:, ::-1, k].T)
         name = "%08x.dcm" % (hash(ds.SOPInstanceUID) & 0xFFFFFFFF)
-        ds.save_as(os.path.join(folder, name), enforce_file_format=True)
+        make_series.save(ds, os.path.join(folder, name), None)
     return series_uid
 
 

@@ -58,7 +58,7 @@ pub(crate) const STATUS_OUT_OF_RESOURCES: u16 = 0xA700;
 pub(crate) const STATUS_UNRECOGNIZED_OPERATION: u16 = 0x0211;
 
 /// A DICOM network failure, naming the peer and the operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
     /// A peer given as text is not `AE@HOST:PORT`.
     #[error("invalid DICOM peer `{0}`: expected AE_TITLE@HOST:PORT (AE title 1-16 characters)")]
@@ -100,6 +100,13 @@ pub enum NetError {
         /// What went wrong.
         message: String,
     },
+    /// An AE title is not 1 to 16 printable ASCII characters without a
+    /// backslash.
+    #[error("`{0}` is not a valid AE title (1 to 16 printable ASCII characters, no backslash)")]
+    AeTitle(String),
+    /// A send returned no outcome for a file: it was not attempted.
+    #[error("not attempted")]
+    NotAttempted,
 }
 
 /// A remote application entity: AE title, TCP address and, when the
@@ -158,15 +165,13 @@ impl std::str::FromStr for Peer {
 
 /// Checks an AE title: 1 to 16 printable ASCII characters, no backslash,
 /// not only spaces.
-pub fn validate_ae_title(ae: &str) -> Result<(), String> {
+pub fn validate_ae_title(ae: &str) -> Result<(), NetError> {
     if ae.trim().is_empty()
         || ae.len() > 16
         || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
         || ae.contains('\\')
     {
-        return Err(format!(
-            "`{ae}` is not a valid AE title (1 to 16 printable ASCII characters, no backslash)"
-        ));
+        return Err(NetError::AeTitle(ae.to_string()));
     }
     Ok(())
 }

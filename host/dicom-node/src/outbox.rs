@@ -3,13 +3,10 @@
 //! moved to `<dir>/sent/` only once the receiver confirmed them, and stay
 //! in `pending/` (across failures and restarts) until then.
 
+use crate::net::{NetError, StoreOutcome};
 use clisc_dicom::DicomError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Each file's outcome of one send: `Ok` once the receiver confirmed it,
-/// else why not.
-pub type SendOutcomes = Vec<(PathBuf, Result<(), String>)>;
 
 /// A persistent send queue (see the module documentation).
 #[derive(Debug, Clone)]
@@ -24,7 +21,7 @@ pub struct FlushReport {
     /// Files confirmed by the receiver (now in `sent/`).
     pub sent: Vec<PathBuf>,
     /// Files still pending, with the reason of this attempt's failure.
-    pub failed: Vec<(PathBuf, String)>,
+    pub failed: Vec<(PathBuf, NetError)>,
 }
 
 fn werr(path: &Path, e: impl std::fmt::Display) -> DicomError {
@@ -98,13 +95,14 @@ impl Outbox {
         Ok(files)
     }
 
-    /// Tries to send every pending file with `send`, which gets the files
-    /// and returns each one's outcome (or an error for all of them, e.g.
-    /// when the receiver cannot be reached). Confirmed files move to
-    /// `sent/`; the others stay pending.
+    /// Tries to send every pending file with `send` (e.g.
+    /// [`crate::net::store_files`]), which gets the files and returns each
+    /// one's outcome (or an error for all of them, e.g. when the receiver
+    /// cannot be reached). Confirmed files move to `sent/`; the others
+    /// stay pending.
     pub fn flush<F>(&self, send: F) -> Result<FlushReport, DicomError>
     where
-        F: FnOnce(&[PathBuf]) -> Result<SendOutcomes, String>,
+        F: FnOnce(&[PathBuf]) -> Result<Vec<StoreOutcome>, NetError>,
     {
         let files = self.pending()?;
         let mut report = FlushReport::default();
@@ -117,14 +115,14 @@ impl Outbox {
             }
             Ok(outcomes) => {
                 for f in files {
-                    match outcomes.iter().find(|(p, _)| *p == f).map(|(_, r)| r) {
+                    match outcomes.iter().find(|o| o.path == f).map(|o| &o.result) {
                         Some(Ok(())) => {
                             let dst = self.sent.join(f.file_name().unwrap_or_default());
                             std::fs::rename(&f, &dst).map_err(|e| werr(&dst, e))?;
                             report.sent.push(dst);
                         }
                         Some(Err(why)) => report.failed.push((f, why.clone())),
-                        None => report.failed.push((f, "not attempted".into())),
+                        None => report.failed.push((f, NetError::NotAttempted)),
                     }
                 }
             }
@@ -146,7 +144,7 @@ impl Outbox {
         delay: Duration,
     ) -> Result<(Vec<PathBuf>, FlushReport), DicomError>
     where
-        F: FnMut(&[PathBuf]) -> Result<SendOutcomes, String>,
+        F: FnMut(&[PathBuf]) -> Result<Vec<StoreOutcome>, NetError>,
     {
         let mut all_sent = Vec::new();
         let mut wait = delay;
@@ -176,6 +174,13 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn refused() -> NetError {
+        NetError::Associate {
+            peer: "PACS@host:104".into(),
+            message: "connection refused".into(),
+        }
+    }
+
     #[test]
     fn failed_sends_keep_the_file_until_it_is_confirmed() {
         let d = tempfile::tempdir().unwrap();
@@ -192,10 +197,21 @@ mod tests {
                     calls += 1;
                     assert_eq!(files, std::slice::from_ref(&queued));
                     assert_eq!(std::fs::read(&files[0]).unwrap(), b"payload");
+                    let outcome = |result| {
+                        Ok(vec![StoreOutcome {
+                            path: files[0].clone(),
+                            result,
+                        }])
+                    };
                     match calls {
-                        1 => Err("connection refused".into()),
-                        2 => Ok(vec![(files[0].clone(), Err("status 0xA700".into()))]),
-                        _ => Ok(vec![(files[0].clone(), Ok(()))]),
+                        1 => Err(refused()),
+                        2 => outcome(Err(NetError::Status {
+                            peer: "PACS@host:104".into(),
+                            operation: "C-STORE".into(),
+                            status: 0xA700,
+                            comment: String::new(),
+                        })),
+                        _ => outcome(Ok(())),
                     }
                 },
                 5,
@@ -210,9 +226,10 @@ mod tests {
         // A receiver that never answers: the file stays pending.
         outbox.enqueue(&src, "seg.dcm").unwrap();
         let (_, last) = outbox
-            .deliver(|_| Err("down".into()), 2, Duration::from_millis(1))
+            .deliver(|_| Err(refused()), 2, Duration::from_millis(1))
             .unwrap();
         assert_eq!(last.failed.len(), 1);
+        assert_eq!(last.failed[0].1, refused());
         assert_eq!(outbox.pending().unwrap().len(), 1);
         assert_eq!(
             std::fs::read(&outbox.pending().unwrap()[0]).unwrap(),

@@ -443,35 +443,32 @@ impl<'a> Runner<'a> {
         let Some(dir) = self.begin(Step::PseudoLabels, &fp)? else {
             return Ok(None);
         };
-        let mut stage = None;
-        let mut out = BTreeMap::new();
-        let ids = self.ids(Split::Train);
-        for (i, id) in ids.iter().enumerate() {
-            let path = dir.join(format!("{id}.json"));
-            let labels = if path.exists() {
-                let records: Vec<SliceLabelRecord> = read_json(&path)?;
-                labels_from_json(&records)
-            } else {
-                if stage.is_none() {
-                    stage = Some(self.factory.pseudo_labeler(
-                        StageSlot::PseudoLabeler,
-                        &dir.join("plugin"),
-                        StageSeed::PseudoLabels,
-                    )?);
-                }
-                let s = stage.as_mut().expect("created");
+        let json = |id: &str| dir.join(format!("{id}.json"));
+        let out = self.each_training_case(
+            Step::PseudoLabels,
+            |id| {
+                let path = json(id);
+                let cached = path
+                    .exists()
+                    .then(|| read_json::<Vec<SliceLabelRecord>>(&path));
+                cached.transpose().map(|r| r.map(|r| labels_from_json(&r)))
+            },
+            |factory| {
+                factory.pseudo_labeler(
+                    StageSlot::PseudoLabeler,
+                    &dir.join("plugin"),
+                    StageSeed::PseudoLabels,
+                )
+            },
+            |stage, case| {
                 let labels = plugin(
-                    s.label_slices(&self.case(id).input),
-                    &format!("pseudo-labeler on case {id}"),
+                    stage.label_slices(&case.input),
+                    &format!("pseudo-labeler on case {}", case.id()),
                 )?;
-                write_json(&path, &labels_to_json(&labels))?;
-                labels
-            };
-            self.factory
-                .bars
-                .update("pseudo-labels", i as u64 + 1, ids.len() as u64, id);
-            out.insert(id.clone(), labels);
-        }
+                write_json(&json(case.id()), &labels_to_json(&labels))?;
+                Ok(labels)
+            },
+        )?;
         self.summary.slice_labels = Some(SliceLabelStats::measure(&self.cases, &out));
         self.finish(
             Step::PseudoLabels,
@@ -548,37 +545,37 @@ impl<'a> Runner<'a> {
         let Some(dir) = self.begin(Step::Prompts, &fp)? else {
             return Ok(None);
         };
-        let mut stage = None;
-        let mut out = BTreeMap::new();
-        for id in self.ids(Split::Train) {
-            let path = dir.join(format!("{id}.json"));
-            let prompts = if path.exists() {
-                let records: Vec<PromptSetRecord> = read_json(&path)?;
-                prompts_from_json(&records)
-            } else {
-                if stage.is_none() {
-                    stage = Some(self.factory.prompt_generator(
-                        StageSlot::PromptGenerator,
-                        &dir.join("plugin"),
-                        StageSeed::Prompts,
-                    )?);
-                }
-                let roi = &rois[&id]
+        let json = |id: &str| dir.join(format!("{id}.json"));
+        let out = self.each_training_case(
+            Step::Prompts,
+            |id| {
+                let path = json(id);
+                let cached = path
+                    .exists()
+                    .then(|| read_json::<Vec<PromptSetRecord>>(&path));
+                cached.transpose().map(|r| r.map(|r| prompts_from_json(&r)))
+            },
+            |factory| {
+                factory.prompt_generator(
+                    StageSlot::PromptGenerator,
+                    &dir.join("plugin"),
+                    StageSeed::Prompts,
+                )
+            },
+            |stage, case| {
+                let id = case.id();
+                let roi = &rois[id]
                     .final_round()
                     .ok_or_else(|| invalid(format!("roi-extractor returned no round for {id}")))?
                     .roi;
-                let p = plugin(
-                    stage
-                        .as_mut()
-                        .expect("created")
-                        .prompts(&self.case(&id).input, roi),
+                let prompts = plugin(
+                    stage.prompts(&case.input, roi),
                     &format!("prompt-generator on case {id}"),
                 )?;
-                write_json(&path, &prompts_to_json(&p))?;
-                p
-            };
-            out.insert(id, prompts);
-        }
+                write_json(&json(id), &prompts_to_json(&prompts))?;
+                Ok(prompts)
+            },
+        )?;
         self.summary.measure_prompts(&self.cases, &out);
         self.finish(
             Step::Prompts,
@@ -597,44 +594,38 @@ impl<'a> Runner<'a> {
         let Some(dir) = self.begin(Step::PseudoMasks, &fp)? else {
             return Ok(None);
         };
-        let mut stage = None;
-        let mut out = BTreeMap::new();
-        let ids = self.ids(Split::Train);
-        for (i, id) in ids.iter().enumerate() {
-            // `<id>.nii.gz` on the cropped grid (what later steps read) and
-            // `original/<id>.nii.gz` in the raw FLAIR's grid and header,
-            // rewritten whenever the cropped one is computed.
-            let path = case_file(&dir, id, "");
-            let original = case_file(&dir.join("original"), id, "");
-            let mask = if path.exists() {
-                let m = io::read_labels(&path)?;
-                if !original.exists() {
-                    write_original(self.case(id), &m, &original)?;
+        // `<id>.nii.gz` on the cropped grid (what later steps read) and
+        // `original/<id>.nii.gz` in the raw FLAIR's grid and header,
+        // rewritten whenever the cropped one is computed.
+        let cropped = |id: &str| case_file(&dir, id, "");
+        let original = |id: &str| case_file(&dir.join("original"), id, "");
+        let keep_largest = self.keep_largest_components();
+        let out = self.each_training_case(
+            Step::PseudoMasks,
+            |id| {
+                if !cropped(id).exists() {
+                    return Ok(None);
                 }
-                m
-            } else {
-                if stage.is_none() {
-                    stage = Some(self.factory.promptable_stage(
-                        StageSlot::PromptableSegmenter,
-                        &dir.join("plugin"),
-                        StageSeed::PseudoMasks,
-                    )?);
+                let mask = io::read_labels(&cropped(id))?;
+                if !original(id).exists() {
+                    write_original(self.case(id), &mask, &original(id))?;
                 }
-                let m = segment_case(
-                    stage.as_mut().expect("created"),
-                    self.case(id),
-                    &prompts[id],
-                    self.keep_largest_components(),
-                )?;
-                write_original(self.case(id), &m, &original)?;
-                io::write_labels(&path, &m)?;
-                m
-            };
-            self.factory
-                .bars
-                .update("pseudo-masks", i as u64 + 1, ids.len() as u64, id);
-            out.insert(id.clone(), mask);
-        }
+                Ok(Some(mask))
+            },
+            |factory| {
+                factory.promptable_stage(
+                    StageSlot::PromptableSegmenter,
+                    &dir.join("plugin"),
+                    StageSeed::PseudoMasks,
+                )
+            },
+            |stage, case| {
+                let mask = segment_case(stage, case, &prompts[case.id()], keep_largest)?;
+                write_original(case, &mask, &original(case.id()))?;
+                io::write_labels(&cropped(case.id()), &mask)?;
+                Ok(mask)
+            },
+        )?;
         self.summary.pseudo_masks = self.score_against_truth(&out);
         self.finish(
             Step::PseudoMasks,
@@ -642,6 +633,42 @@ impl<'a> Runner<'a> {
             started,
         )?;
         Ok(Some(out))
+    }
+
+    /// The skeleton of a per-case step on the training cases of this
+    /// invocation: each case's artefact is read back by `cached` when it
+    /// is there, otherwise `compute`d (which also writes it) by the step's
+    /// stage, which `create` makes on the first case that needs it, so a
+    /// step whose cases are all cached starts no stage. Progress is shown
+    /// under the step's name.
+    fn each_training_case<S, T>(
+        &self,
+        step: Step,
+        cached: impl Fn(&str) -> crate::error::Result<Option<T>>,
+        create: impl FnOnce(&StageFactory<'_>) -> crate::error::Result<S>,
+        mut compute: impl FnMut(&mut S, &PreparedCase) -> crate::error::Result<T>,
+    ) -> crate::error::Result<BTreeMap<String, T>> {
+        let ids = self.ids(Split::Train);
+        let mut create = Some(create);
+        let mut stage = None;
+        let mut out = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            let value = match cached(id)? {
+                Some(value) => value,
+                None => {
+                    if stage.is_none() {
+                        let create = create.take().expect("the stage is created once");
+                        stage = Some(create(&self.factory)?);
+                    }
+                    compute(stage.as_mut().expect("created above"), self.case(id))?
+                }
+            };
+            self.factory
+                .bars
+                .update(step.name(), i as u64 + 1, ids.len() as u64, id);
+            out.insert(id.clone(), value);
+        }
+        Ok(out)
     }
 
     /// Dice, precision and recall ([`CaseScore::overlap`]) of masks

@@ -400,19 +400,6 @@ fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(listen).with_context(|| format!("listening on {listen} (--listen)"))
 }
 
-/// Sends `files` to `peer`, in the form [`Outbox::flush`] expects.
-fn store_for_outbox(
-    local_ae: &str,
-    peer: &Peer,
-    files: &[PathBuf],
-) -> Result<clisc_dicom_node::outbox::SendOutcomes, String> {
-    let outcomes = net::store_files(local_ae, peer, files).map_err(|e| e.to_string())?;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| (o.path, o.result.map_err(|e| e.to_string())))
-        .collect())
-}
-
 /// Like [`seconds`], but 0 is refused (a socket timeout of 0 is an error).
 fn positive_seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
     match seconds(v, flag)? {
@@ -513,7 +500,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut next = Instant::now();
             while !stop.load(Ordering::SeqCst) {
                 if Instant::now() >= next {
-                    match outbox.flush(|files| store_for_outbox(&ae, &peer, files)) {
+                    match outbox.flush(|files| net::store_files(&ae, &peer, files)) {
                         Ok(r) => {
                             for f in &r.sent {
                                 println!("sent {} to {peer}", f.display());

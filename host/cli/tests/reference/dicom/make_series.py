@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes the DICOM test series for host/cli/tests/dicom_*.rs with pydicom (an
 independent DICOM writer) and, for JPEG baseline/lossless, DCMTK's dcmcjpeg.
+Its writing functions (`base_dataset`, `set_pixels`, `save`, `rot`) are also
+the writer of tests/support/make_dicom_study.py, the root tests' studies.
 
     make_series.py OUT_DIR
 
@@ -60,7 +62,9 @@ def pattern(nx, ny, nz, lo, hi, seed):
     return np.clip(base + noise, lo, hi)  # [slice, row, col]
 
 
-def base_dataset(study, series, desc, number, sop_class, frame_of_ref, modality="MR"):
+def base_dataset(study, series, desc, number, sop_class, frame_of_ref, modality="MR", **fields):
+    """Patient, study and series modules of one image; `fields` (DICOM
+    keywords) replace the test patient's and study's values."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
@@ -84,6 +88,8 @@ def base_dataset(study, series, desc, number, sop_class, frame_of_ref, modality=
     ds.Manufacturer = "clisc-tests"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword, value in fields.items():
+        setattr(ds, keyword, value)
     return ds
 
 
