@@ -25,6 +25,7 @@ done
 mkdir -p bench/results
 {
     echo "# clisc demo benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m), load average before: $load_before"
+    echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' +uncommitted changes'), kernel $(uname -r)"
     echo "wall_seconds $(echo "$end - $start" | bc)"
     cat "$dir/out.txt"
     cat "$dir/held-out.txt"
