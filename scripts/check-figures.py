@@ -2,11 +2,18 @@
 """Checks that every measured figure in the README and docs has a source.
 
 A figure is a number with a decimal point in README.md or docs/*.md
-(outside fenced code blocks). It has a source when it appears in
-docs/results.md (the figures table) or in a file under bench/results/
-(superseded runs are kept in bench/results/superseded/); a figure
-written with fewer decimals than its source counts when the source
-rounds to it. Integers are not checked. Numbers
+(outside fenced code blocks; both ends of a range such as 0.32-0.43;
+with or without a unit such as 3.1x). It has a source when it appears in
+the figures table of docs/results.md (its table rows, not its prose) or
+in a file under bench/results/ (superseded runs are kept in
+bench/results/superseded/); a figure written with fewer decimals than its
+source counts when the source rounds to it.
+
+What it does not check: integers; and whether a figure comes from the
+file its sentence cites. All results files form one pool of about a
+thousand numbers, so a short figure (two decimals) nearly always matches
+something: the check catches figures with no file at all, typically
+longer ones, not a wrong figure that happens to exist elsewhere. Numbers
 that are not measurements (versions, sample log lines, quoted papers)
 are listed with their reason in scripts/figures-allowed.txt.
 
@@ -22,7 +29,13 @@ import sys
 from decimal import ROUND_HALF_UP, Decimal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUMBER = re.compile(r"(?<![\w.\-/])\d+\.\d+(?!\w|\.\d)")
+NUMBER = re.compile(r"(?<![\w.\-/])\d+\.\d+(?!\d|\.\d)")
+RANGE = re.compile(r"(\d)-(\d)")
+
+
+def numbers(text):
+    """The decimal numbers of `text`, both ends of ranges included."""
+    return NUMBER.findall(RANGE.sub(r"\1 - \2", text))
 
 
 def read(path):
@@ -35,10 +48,12 @@ def documents():
 
 
 def sources():
-    """All text a figure may come from: the figures table and the results files."""
-    files = ["docs/results.md"] + [os.path.relpath(p, ROOT) for p in glob.glob(
+    """All numbers a figure may come from: the rows of the figures table
+    and the results files."""
+    table = [line for line in read("docs/results.md").splitlines() if line.startswith("|")]
+    files = [os.path.relpath(p, ROOT) for p in glob.glob(
         os.path.join(ROOT, "bench", "results", "**", "*"), recursive=True) if os.path.isfile(p)]
-    return set(NUMBER.findall("\n".join(read(f) for f in files)))
+    return set(numbers("\n".join(table + [read(f) for f in files])))
 
 
 def allowed():
@@ -76,7 +91,7 @@ def main():
                 continue
             if in_code:
                 continue
-            for number in NUMBER.findall(line):
+            for number in numbers(line):
                 if (doc, number) not in ok and not sourced(number, known):
                     missing.append(f"{doc}:{n}: {number}  | {line.strip()[:100]}")
     if missing:

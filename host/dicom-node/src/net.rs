@@ -687,16 +687,22 @@ pub fn store_files(
         });
     }
     let mut s = Session::open(local_ae, peer, &contexts)?;
-    for o in ready {
+    let mut ready = ready.into_iter();
+    while let Some(o) = ready.next() {
         let result = store_one(&mut s, &o);
         if let Err(e) = &result {
             tracing::warn!("C-STORE of {} to {}: {e}", o.path.display(), s.peer);
             if matches!(e, NetError::Protocol { .. }) {
                 // The association is unusable: the rest fail with the same reason.
+                let rest = ready.map(|r| StoreOutcome {
+                    path: r.path,
+                    result: Err(e.clone()),
+                });
                 outcomes.push(StoreOutcome {
                     path: o.path.clone(),
-                    result,
+                    result: result.clone(),
                 });
+                outcomes.extend(rest);
                 return Ok(outcomes);
             }
         }

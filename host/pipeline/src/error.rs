@@ -72,9 +72,10 @@ pub enum PipelineError {
         #[source]
         source: Box<PipelineError>,
     },
-    /// The run cannot go on as configured or with the data it has (an
-    /// empty training split, a filter that kept no case, a work folder of
-    /// another pipeline); the message says what to change.
+    /// The run cannot go on as configured or with what it has: an empty
+    /// training split, a filter that kept no case, a stage that returned
+    /// something unusable (a mask of the wrong size, no ROI round), volumes
+    /// that do not fit together; the message says which and where.
     #[error("{0}")]
     Invalid(String),
 }

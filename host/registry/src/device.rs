@@ -31,7 +31,12 @@ pub enum DeviceError {
 /// GPU and `cpu` otherwise; `cuda` becomes `cuda:0`; `cpu` and `cuda:N`
 /// are kept, a GPU index libtorch does not see is an error.
 pub fn resolve(what: &str, spec: &str) -> Result<String, DeviceError> {
-    resolve_with(what, spec, clisc_nn::device::cuda_device_count())
+    // `cpu` needs no count (which loads libtorch's CUDA backend, if any).
+    let gpus = match spec.trim() {
+        "cpu" => 0,
+        _ => clisc_nn::device::cuda_device_count(),
+    };
+    resolve_with(what, spec, gpus)
 }
 
 /// [`resolve`] with the number of visible GPUs given.

@@ -11,10 +11,12 @@ use tch::Device;
 /// when libtorch sees a GPU, otherwise the CPU. Asking for a GPU that is
 /// not there is an error, not a silent CPU fallback.
 pub fn resolve_device(spec: &str) -> Result<Device, PluginError> {
-    load_cuda_backend();
     let spec = spec.trim();
     match spec {
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" => {
+            load_cuda_backend();
+            Ok(Device::cuda_if_available())
+        }
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match spec {
@@ -56,25 +58,35 @@ const CUDA_BACKEND: &str = "libtorch_cuda.so";
 /// of libtorch drops `libtorch_cuda.so` (no symbol of it is referenced)
 /// and libtorch then reports no GPU at all. Loading it by hand restores
 /// the GPUs; a CPU-only libtorch has no such file and stays on the CPU.
-/// It is looked up by name (the binary's run path, `LD_LIBRARY_PATH`)
-/// and then beside the libtorch this process already mapped.
+/// The backend must be the one of the libtorch this process already
+/// mapped, so it is looked up beside that `libtorch_cpu.so`; only when
+/// none is mapped (a static build) is it looked up by name. Only device
+/// settings that can mean a GPU (`auto`, `cuda`, `cuda:N`) load it.
 fn load_cuda_backend() {
     static LOAD: Once = Once::new();
     LOAD.call_once(|| {
-        let candidates =
-            std::iter::once(PathBuf::from(CUDA_BACKEND)).chain(mapped_libtorch_dir().map(|d| d.join(CUDA_BACKEND)));
-        for candidate in candidates {
-            // SAFETY: libtorch_cuda's initialisers only register its
-            // backend with the libtorch already loaded in this process.
-            match unsafe { libloading::Library::new(&candidate) } {
-                Ok(library) => {
-                    tracing::debug!(library = %candidate.display(), "loaded libtorch's CUDA backend");
-                    // Kept for the life of the process: libtorch holds
-                    // pointers into it.
-                    std::mem::forget(library);
-                    return;
-                }
-                Err(error) => tracing::trace!(library = %candidate.display(), %error, "no CUDA backend"),
+        let candidate = match mapped_libtorch_dir() {
+            Some(dir) if !dir.join(CUDA_BACKEND).exists() => {
+                tracing::debug!("CPU-only libtorch in {}: no CUDA backend", dir.display());
+                return;
+            }
+            Some(dir) => dir.join(CUDA_BACKEND),
+            None => PathBuf::from(CUDA_BACKEND),
+        };
+        // SAFETY: libtorch_cuda's initialisers only register its backend
+        // with the libtorch already loaded in this process (the one beside it).
+        match unsafe { libloading::Library::new(&candidate) } {
+            Ok(library) => {
+                tracing::debug!(library = %candidate.display(), "loaded libtorch's CUDA backend");
+                // Kept for the life of the process: libtorch holds pointers into it.
+                std::mem::forget(library);
+            }
+            Err(error) if candidate.is_absolute() => tracing::warn!(
+                "{} is there but could not be loaded ({error}); libtorch will see no GPU",
+                candidate.display()
+            ),
+            Err(error) => {
+                tracing::debug!(library = %candidate.display(), %error, "no CUDA backend")
             }
         }
     });
