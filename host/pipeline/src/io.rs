@@ -1,11 +1,31 @@
-//! Reading and writing the runner's volume artefacts (NIfTI in the work
-//! folder), atomically.
+//! Reading and writing the runner's artefacts in the work folder (NIfTI
+//! volumes and JSON records), atomically.
 
 use crate::error::{invalid, WithContext};
 use clisc_sdk::stage::{RoiResult, RoiRound};
 use clisc_sdk::{LabelVolume, Volume};
 use clisc_workdir::temporary_sibling;
 use std::path::Path;
+
+/// Reads a JSON record; errors name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> crate::error::Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// [`read_json`] of a record that may not have been written (yet).
+pub fn read_json_if_present<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> crate::error::Result<Option<T>> {
+    path.exists().then(|| read_json(path)).transpose()
+}
+
+/// Writes a JSON record (pretty-printed), atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> crate::error::Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(value).with_context(|| format!("writing {}", path.display()))?;
+    clisc_workdir::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
 
 /// Reads a label volume written by [`write_labels`].
 pub fn read_labels(path: &Path) -> crate::error::Result<LabelVolume> {
@@ -75,21 +95,12 @@ pub fn write_roi_result(dir: &Path, case: &str, result: &RoiResult) -> crate::er
         write_labels(&dir.join(format!("{case}.{name}.roi.nii.gz")), &round.roi)?;
         names.push(name);
     }
-    let list = dir.join(format!("{case}.rounds.json"));
-    let bytes =
-        serde_json::to_vec_pretty(&names).with_context(|| format!("writing {}", list.display()))?;
-    clisc_workdir::write_atomic(&list, &bytes)
-        .with_context(|| format!("writing {}", list.display()))?;
-    Ok(())
+    write_json(&dir.join(format!("{case}.rounds.json")), &names)
 }
 
 /// Reads back what [`write_roi_result`] wrote.
 pub fn read_roi_result(dir: &Path, case: &str) -> crate::error::Result<RoiResult> {
-    let list = dir.join(format!("{case}.rounds.json"));
-    let names: Vec<String> = serde_json::from_slice(
-        &std::fs::read(&list).with_context(|| format!("reading {}", list.display()))?,
-    )
-    .with_context(|| format!("parsing {}", list.display()))?;
+    let names: Vec<String> = read_json(&dir.join(format!("{case}.rounds.json")))?;
     let mut rounds = Vec::new();
     for name in names {
         let cam_path = dir.join(format!("{case}.{name}.cam.nii.gz"));
@@ -180,10 +191,5 @@ pub(crate) fn write_scores(
     let csv_path = dir.join(format!("{name}.csv"));
     clisc_workdir::write_atomic(&csv_path, csv.as_bytes())
         .with_context(|| format!("writing {}", csv_path.display()))?;
-    let json_path = dir.join(format!("{name}.json"));
-    let json = serde_json::to_vec_pretty(scores)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    clisc_workdir::write_atomic(&json_path, &json)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    Ok(())
+    write_json(&dir.join(format!("{name}.json")), &scores)
 }

@@ -7,7 +7,7 @@ use super::artefacts::{
 };
 use super::cases::{case_file, ids_in, Cases, PreparedCase, Split};
 use super::config::{ModelSelection, NetworkTargets, Pipeline, RetrainTargets, StageSlot};
-use super::io;
+use super::io::{self, read_json, read_json_if_present, write_json};
 use super::promptable::{segment_case, PromptableStage};
 use super::selection::{partition, Partition};
 use super::shard::{self, ShardRole};
@@ -27,8 +27,7 @@ use clisc_sdk::stage::{
 };
 use clisc_sdk::{CasePrompts, LabelVolume, PluginError, SlicePseudoLabels};
 use clisc_workdir::{
-    fingerprint, write_atomic, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus,
-    WorkDir,
+    fingerprint, FileRecord, InputRecord, Manifest, Step, StepRecord, StepStatus, WorkDir,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -447,11 +446,8 @@ impl<'a> Runner<'a> {
         let out = self.each_training_case(
             Step::PseudoLabels,
             |id| {
-                let path = json(id);
-                let cached = path
-                    .exists()
-                    .then(|| read_json::<Vec<SliceLabelRecord>>(&path));
-                cached.transpose().map(|r| r.map(|r| labels_from_json(&r)))
+                let records = read_json_if_present::<Vec<SliceLabelRecord>>(&json(id))?;
+                Ok(records.map(|r| labels_from_json(&r)))
             },
             |factory| {
                 factory.pseudo_labeler(
@@ -549,11 +545,8 @@ impl<'a> Runner<'a> {
         let out = self.each_training_case(
             Step::Prompts,
             |id| {
-                let path = json(id);
-                let cached = path
-                    .exists()
-                    .then(|| read_json::<Vec<PromptSetRecord>>(&path));
-                cached.transpose().map(|r| r.map(|r| prompts_from_json(&r)))
+                let records = read_json_if_present::<Vec<PromptSetRecord>>(&json(id))?;
+                Ok(records.map(|r| prompts_from_json(&r)))
             },
             |factory| {
                 factory.prompt_generator(
@@ -1230,17 +1223,6 @@ fn write_original(
     path: &Path,
 ) -> crate::error::Result<()> {
     io::write_labels_like(path, &case.restore(labels)?, &case.flair_path)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> crate::error::Result<T> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> crate::error::Result<()> {
-    let bytes =
-        serde_json::to_vec_pretty(value).with_context(|| format!("writing {}", path.display()))?;
-    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

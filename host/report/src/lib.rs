@@ -15,9 +15,9 @@ pub use montages::{Montage, LEGEND, MAX_TEST, MAX_TRAINING};
 
 use base64::Engine;
 use clisc_pipeline::cases::Cases;
+use clisc_pipeline::error::WithContext;
 use clisc_pipeline::summary::{mean_std, prompt_placement_fractions, CaseScore, RunSummary};
 use clisc_workdir::{Manifest, Step, WorkDir};
-use error::WithContext;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

@@ -17,7 +17,8 @@
 //! y = row as everywhere in clisc. The function is pure apart from writing
 //! the PNG: it takes SDK data types and returns the slices it drew.
 
-use crate::error::{ReportError, WithContext};
+use crate::error::ReportError;
+use clisc_pipeline::error::WithContext;
 use clisc_sdk::{CaseInput, CasePrompts, LabelVolume, RoiResult};
 use image::{Rgb, RgbImage};
 use std::path::Path;
@@ -349,10 +350,10 @@ pub fn write_montage(input: &MontageInput<'_>, path: &Path) -> Result<Vec<usize>
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    canvas
-        .img
-        .save(path)
-        .with_context(|| format!("writing montage {}", path.display()))?;
+    canvas.img.save(path).map_err(|source| ReportError::Image {
+        context: format!("writing montage {}", path.display()),
+        source,
+    })?;
     Ok(slices)
 }
 

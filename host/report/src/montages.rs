@@ -8,7 +8,7 @@
 //! ground truth. Test cases: FLAIR and an overlay with the final model's
 //! prediction and the ground truth.
 
-use crate::error::{ReportError, WithContext};
+use crate::error::ReportError;
 use crate::montage::{
     choose_slices, write_montage, Contour, MontageInput, BOX_COLOUR, GROUND_TRUTH_COLOUR,
     NEGATIVE_COLOUR, POSITIVE_COLOUR, PREDICTION_COLOUR, PSEUDO_LABEL_COLOUR, ROI_COLOUR,
@@ -205,15 +205,8 @@ fn training_artefacts(work: &Path, id: &str) -> Result<Found, ReportError> {
         None
     };
     let prompts_path = work.join(Step::Prompts.folder()).join(format!("{id}.json"));
-    let prompts = if prompts_path.exists() {
-        let bytes = std::fs::read(&prompts_path)
-            .with_context(|| format!("reading {}", prompts_path.display()))?;
-        let records: Vec<PromptSetRecord> = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing {}", prompts_path.display()))?;
-        Some(prompts_from_json(&records))
-    } else {
-        None
-    };
+    let prompts = io::read_json_if_present::<Vec<PromptSetRecord>>(&prompts_path)?
+        .map(|records| prompts_from_json(&records));
     let filter_predictions = work.join(Step::Filter.folder()).join("predictions");
     Ok(Found {
         roi,
