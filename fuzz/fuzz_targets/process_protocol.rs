@@ -4,7 +4,7 @@
 //! decode to the same frame.
 #![no_main]
 
-use clisc_adapters::process::protocol::{read_frame, Frame};
+use clisc_process_protocol::{read_frame, Frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

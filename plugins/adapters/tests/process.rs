@@ -427,6 +427,33 @@ fn an_exception_is_not_retried() {
 }
 
 #[test]
+fn a_process_of_another_protocol_version_is_told_so() {
+    let err = misbehaving("future", 20.0)
+        .err()
+        .expect("a version-2 handshake must be refused");
+    let m = err.message.as_str();
+    assert!(
+        m.contains("speaks protocol \"clisc-process\" version 2; this side speaks \"clisc-process\" version 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_result_of_the_wrong_shape_names_the_method_and_the_field() {
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("mistyped", 20.0) else {
+        panic!("handshake failed")
+    };
+    let (case, _) = synthetic_case();
+    let err = stage.label_slices(&case).unwrap_err();
+    let m = err.message.as_str();
+    assert!(m.contains("process plugin `misbehaving-mistyped`"), "{m}");
+    assert!(
+        m.contains("the result of `label_slices` is malformed: invalid type: string \"high\", expected f32"),
+        "{m}"
+    );
+}
+
+#[test]
 fn a_garbage_speaking_process_is_refused_at_the_handshake() {
     let t = Instant::now();
     let err = misbehaving("garbage", 20.0)

@@ -6,7 +6,10 @@
 //! the host waits for frames with a deadline, and on expiry kills the
 //! process, which unblocks both threads.
 
-use super::protocol::{read_frame, Frame, ReadError, PROTOCOL, PROTOCOL_VERSION};
+use clisc_process_protocol::{
+    read_frame, Buffer, Call, ErrorReport, Frame, Hello, HostMessage, PluginMessage, ReadError,
+    ResultFields, RunContext, SettingSpec, SettingType,
+};
 use clisc_sdk::config::{ConfigField, FieldProblem, ProblemKind};
 use clisc_sdk::{HostContext, PluginError, ProgressSinkBox};
 use serde_json::{json, Map, Value};
@@ -23,11 +26,6 @@ use std::time::{Duration, Instant};
 const STDERR_LINES: usize = 20;
 /// How often the host looks at a running call's time and memory.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-/// The calls whose result depends only on their request and the settings,
-/// so that a fresh process gives what the lost one would have. The others
-/// (`fit`, `extract`, `train`, `predict`, `save`, `load`) rely on what
-/// earlier calls left in the process and are never retried.
-pub const RETRYABLE: [&str; 4] = ["label_slices", "prompts", "segment", "select"];
 /// How long a plugin may take to exit after `shutdown` before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -66,19 +64,48 @@ pub struct CallLimits {
     pub retries: u32,
 }
 
-/// What the plugin announced in its handshake.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hello {
-    /// Plugin name.
-    pub name: String,
-    /// Stage kind (`pseudo-labeler`, ...).
-    pub kind: String,
-    /// Plugin version.
-    pub version: String,
-    /// One-line description.
-    pub description: String,
-    /// Settings schema, as announced.
-    pub settings: Vec<Value>,
+/// The answer to a call: the `result` frame's fields (read them with
+/// [`Reply::read`] as the method's result type) and its buffers.
+pub struct Reply {
+    plugin: String,
+    method: &'static str,
+    fields: ResultFields,
+    buffers: Vec<Buffer>,
+}
+
+impl Reply {
+    /// The fields as `T`, the method's result type.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        self.fields
+            .read(self.method)
+            .map_err(|e| PluginError::internal(format!("process plugin `{}`: {e}", self.plugin)))
+    }
+
+    /// The buffer called `name`, checked to hold `len` values.
+    pub fn buffer(&self, name: &str, len: usize) -> Result<&Buffer, PluginError> {
+        let b = self
+            .buffers
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| self.malformed(format!("no buffer `{name}`")))?;
+        if b.len() != len {
+            return Err(self.malformed(format!(
+                "buffer `{name}` has {} values (shape {:?}), expected {len}",
+                b.len(),
+                b.shape
+            )));
+        }
+        Ok(b)
+    }
+
+    /// An error about this answer: it is well-formed but does not fit the
+    /// request (`what`).
+    pub fn malformed(&self, what: String) -> PluginError {
+        PluginError::internal(format!(
+            "process plugin `{}`: malformed result of `{}`: {what}",
+            self.plugin, self.method
+        ))
+    }
 }
 
 struct Running {
@@ -92,7 +119,7 @@ struct Running {
 /// A started (or restartable) plugin process.
 pub struct PluginProcess {
     spec: ProcessSpec,
-    context: Value,
+    context: RunContext,
     progress: ProgressSinkBox,
     running: Option<Running>,
     hello: Option<Hello>,
@@ -107,12 +134,12 @@ impl PluginProcess {
                 spec.adapter
             )));
         }
-        let context = json!({
-            "device": ctx.device.as_str(),
-            "seed": ctx.seed,
-            "threads": ctx.threads,
-            "work_dir": ctx.work_dir.as_str(),
-        });
+        let context = RunContext {
+            device: ctx.device.to_string(),
+            seed: ctx.seed,
+            threads: ctx.threads,
+            work_dir: ctx.work_dir.to_string(),
+        };
         let mut process = Self {
             spec,
             context,
@@ -129,19 +156,21 @@ impl PluginProcess {
         self.hello.as_ref()
     }
 
-    /// Sends a `call` for `method` and returns the `result` frame.
-    /// Restarts the process first if an earlier failure stopped it. A
-    /// call in [`RETRYABLE`] whose process was lost while it ran (crash,
-    /// silence, broken limit) is tried again on a fresh process as
+    /// Sends `call` with its `buffers` and returns the answer. Restarts
+    /// the process first if an earlier failure stopped it. A stateless
+    /// call ([`Call::is_stateless`]: `label_slices`, `prompts`, `segment`,
+    /// `select`) whose process was lost while it ran (crash, silence,
+    /// broken limit) is tried again on a fresh process as
     /// [`CallLimits::retries`] allows.
-    pub fn call(&mut self, method: &str, mut request: Frame) -> Result<Frame, PluginError> {
-        request.header.insert("type".into(), "call".into());
-        request.header.insert("method".into(), method.into());
-        let retries = if RETRYABLE.contains(&method) {
+    pub fn call(&mut self, call: Call, buffers: Vec<Buffer>) -> Result<Reply, PluginError> {
+        let method = call.method();
+        let retries = if call.is_stateless() {
             self.spec.limits.retries
         } else {
             0
         };
+        let mut request = Frame::from_message(&HostMessage::Call(call));
+        request.buffers = buffers;
         let mut failures = 0;
         loop {
             let (result, reached) = self.call_once(method, &request);
@@ -161,7 +190,11 @@ impl PluginProcess {
     }
 
     /// One attempt at a call, and whether it reached a running process.
-    fn call_once(&mut self, method: &str, request: &Frame) -> (Result<Frame, PluginError>, bool) {
+    fn call_once(
+        &mut self,
+        method: &'static str,
+        request: &Frame,
+    ) -> (Result<Reply, PluginError>, bool) {
         if let Err(e) = self.ensure_running() {
             return (Err(e), false);
         }
@@ -172,16 +205,23 @@ impl PluginProcess {
             Ok(reply) => reply,
             Err(e) => return (Err(e), true),
         };
-        let result = match reply.kind() {
-            "result" => Ok(reply),
-            "error" => Err(PluginError::internal(format!(
+        let result = match reply.message::<PluginMessage>("a reply") {
+            Ok(PluginMessage::Result(fields)) => Ok(Reply {
+                plugin: self.plugin_name(),
+                method,
+                fields,
+                buffers: reply.buffers,
+            }),
+            Ok(PluginMessage::Error(error)) => Err(PluginError::internal(format!(
                 "{} failed in `{method}`: {}",
                 self.who(),
-                error_text(&reply)
+                error_text(&error)
             ))),
-            other => Err(self.fail(&format!(
-                "answered `{method}` with a frame of type {other:?} instead of \"result\""
+            Ok(_) => Err(self.fail(&format!(
+                "answered `{method}` with a frame of type {:?} instead of \"result\"",
+                reply.kind()
             ))),
+            Err(e) => Err(self.fail(&format!("answered `{method}` with a bad frame: {e}"))),
         };
         (result, true)
     }
@@ -262,7 +302,7 @@ impl PluginProcess {
         let settings = resolve_settings(&hello, &self.spec.settings).map_err(|problems| {
             let who = format!(
                 "{} `{}` (command {:?})",
-                self.spec.adapter, hello.name, self.spec.command
+                self.spec.adapter, hello.plugin.name, self.spec.command
             );
             self.stop();
             let text: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
@@ -273,76 +313,43 @@ impl PluginProcess {
             }
         })?;
         self.hello = Some(hello);
-        let configure = Frame::new(
-            "configure",
-            json!({"settings": settings, "context": self.context}),
-        );
+        let configure = Frame::from_message(&HostMessage::Configure {
+            settings,
+            context: self.context.clone(),
+        });
         self.send(&configure, "configure")?;
         let reply = self.receive("configure")?;
-        match reply.kind() {
-            "ready" => Ok(()),
-            "error" => {
+        match reply.message::<PluginMessage>("the answer to `configure`") {
+            Ok(PluginMessage::Ready) => Ok(()),
+            Ok(PluginMessage::Error(error)) => {
                 let err = PluginError::config(format!(
                     "{} rejected its settings: {}",
                     self.who(),
-                    error_text(&reply)
+                    error_text(&error)
                 ));
                 self.stop();
                 Err(err)
             }
-            other => Err(self.fail(&format!(
-                "answered `configure` with {other:?} instead of \"ready\""
+            Ok(_) => Err(self.fail(&format!(
+                "answered `configure` with {:?} instead of \"ready\"",
+                reply.kind()
             ))),
+            Err(e) => Err(self.fail(&e.to_string())),
         }
     }
 
+    /// The plugin's handshake, checked: protocol and version first
+    /// (versioned handshake), then that it runs the adapter's stage kind.
     fn check_hello(&mut self, frame: &Frame) -> Result<Hello, PluginError> {
-        let h = &frame.header;
-        if frame.kind() != "hello" {
-            return Err(self.fail(&format!(
-                "first frame is of type {:?}, expected the \"hello\" handshake",
-                frame.kind()
-            )));
-        }
-        let protocol = h
-            .get("protocol")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let version = h.get("protocol_version").and_then(Value::as_u64);
-        if protocol != PROTOCOL || version != Some(PROTOCOL_VERSION) {
-            return Err(self.fail(&format!(
-                "speaks protocol {protocol:?} version {version:?}; this host speaks {PROTOCOL:?} version {PROTOCOL_VERSION}"
-            )));
-        }
-        let plugin = h.get("plugin").cloned().unwrap_or(Value::Null);
-        let field = |k: &str| {
-            plugin
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let hello = Hello {
-            name: field("name"),
-            kind: field("kind"),
-            version: field("version"),
-            description: field("description"),
-            settings: h
-                .get("settings")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        if hello.name.is_empty() {
-            return Err(self.fail("handshake has no plugin name (`plugin.name`)"));
-        }
-        if hello.kind != self.spec.kind {
+        let hello = Hello::from_frame(frame).map_err(|e| self.fail(&e.to_string()))?;
+        let plugin = &hello.plugin;
+        if plugin.kind != self.spec.kind {
             return Err(self.fail(&format!(
                 "plugin `{}` is a {:?} but adapter {} runs {:?} plugins",
-                hello.name, hello.kind, self.spec.adapter, self.spec.kind
+                plugin.name, plugin.kind, self.spec.adapter, self.spec.kind
             )));
         }
-        tracing::info!(plugin = %hello.name, version = %hello.version, "plugin process ready");
+        tracing::info!(plugin = %plugin.name, version = %plugin.version, "plugin process ready");
         Ok(hello)
     }
 
@@ -435,21 +442,20 @@ impl PluginProcess {
             };
             last_frame = Instant::now();
             match received {
-                Ok(Ok(frame)) => match frame.kind() {
-                    "log" => {
-                        let message = frame.header.get("message").and_then(Value::as_str).unwrap_or_default();
-                        self.progress.log(format!("{}: {message}", self.plugin_name()).as_str().into());
+                Ok(Ok(frame)) if matches!(frame.kind(), "log" | "progress") => {
+                    match frame.message::<PluginMessage>("a log or progress frame") {
+                        Ok(PluginMessage::Log { message }) => {
+                            self.progress.log(format!("{}: {message}", self.plugin_name()).as_str().into());
+                        }
+                        Ok(PluginMessage::Progress(p)) => {
+                            let task = p.task.as_deref().unwrap_or(what);
+                            self.progress.report(task.into(), p.done, p.total, p.message.as_str().into());
+                        }
+                        Ok(_) => unreachable!("the frame's type is log or progress"),
+                        Err(e) => return Err(self.fail(&format!("sent a bad frame while the host waited for `{what}`: {e}"))),
                     }
-                    "progress" => {
-                        let h = &frame.header;
-                        let task = h.get("task").and_then(Value::as_str).unwrap_or(what);
-                        let done = h.get("done").and_then(Value::as_u64).unwrap_or(0);
-                        let total = h.get("total").and_then(Value::as_u64).unwrap_or(0);
-                        let message = h.get("message").and_then(Value::as_str).unwrap_or_default();
-                        self.progress.report(task.into(), done, total, message.into());
-                    }
-                    _ => return Ok(frame),
-                },
+                }
+                Ok(Ok(frame)) => return Ok(frame),
                 Ok(Err(ReadError::Closed)) | Err(RecvTimeoutError::Disconnected) => {
                     let status = self.wait_exit(Duration::from_secs(1));
                     let how = match status {
@@ -487,7 +493,7 @@ impl PluginProcess {
     fn plugin_name(&self) -> String {
         self.hello
             .as_ref()
-            .map(|h| h.name.clone())
+            .map(|h| h.plugin.name.clone())
             .unwrap_or_else(|| "?".into())
     }
 
@@ -495,7 +501,7 @@ impl PluginProcess {
         match &self.hello {
             Some(h) => format!(
                 "{} `{}` (command {:?})",
-                self.spec.adapter, h.name, self.spec.command
+                self.spec.adapter, h.plugin.name, self.spec.command
             ),
             None => format!("{} (command {:?})", self.spec.adapter, self.spec.command),
         }
@@ -539,7 +545,7 @@ impl Drop for PluginProcess {
             return;
         };
         if let Some(tx) = running.to_child.take() {
-            let _ = tx.send(Frame::new("shutdown", json!({})).encode());
+            let _ = tx.send(Frame::from_message(&HostMessage::Shutdown).encode());
         }
         let exited = self.wait_exit(SHUTDOWN_GRACE);
         if exited.is_none() {
@@ -634,18 +640,20 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// The schema type names used in the handshake, mapped to TOML kinds.
-fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
-    let name = spec
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or("a setting without `name`")?;
-    let doc = spec.get("doc").and_then(Value::as_str).unwrap_or_default();
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("string");
-    let default = spec.get("default").filter(|v| !v.is_null());
-    let bad = || format!("setting `{name}`: default {default:?} does not match type {ty:?}");
-    let mut field = match ty {
-        "float" => ConfigField::float(
+/// A setting the plugin announced, as an SDK field (its type mapped to a
+/// TOML kind); the error says why the announcement is unusable.
+fn field_from_spec(spec: &SettingSpec) -> Result<ConfigField, String> {
+    let (name, doc) = (spec.name.as_str(), spec.doc.as_str());
+    let default = spec.default.as_ref().filter(|v| !v.is_null());
+    let bad = || {
+        format!(
+            "setting `{name}`: default {} does not match type {:?}",
+            default.map_or("null".into(), Value::to_string),
+            spec.kind
+        )
+    };
+    let mut field = match spec.kind {
+        SettingType::Float => ConfigField::float(
             name,
             default
                 .map(|d| d.as_f64().ok_or_else(bad))
@@ -653,7 +661,7 @@ fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
                 .unwrap_or(0.0),
             doc,
         ),
-        "integer" => ConfigField::integer(
+        SettingType::Integer => ConfigField::integer(
             name,
             default
                 .map(|d| d.as_i64().ok_or_else(bad))
@@ -661,7 +669,7 @@ fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
                 .unwrap_or(0),
             doc,
         ),
-        "bool" => ConfigField::bool(
+        SettingType::Bool => ConfigField::bool(
             name,
             default
                 .map(|d| d.as_bool().ok_or_else(bad))
@@ -669,7 +677,7 @@ fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
                 .unwrap_or(false),
             doc,
         ),
-        "string" => ConfigField::string(
+        SettingType::String => ConfigField::string(
             name,
             default
                 .map(|d| d.as_str().ok_or_else(bad))
@@ -677,29 +685,19 @@ fn field_from_json(spec: &Value) -> Result<ConfigField, String> {
                 .unwrap_or(""),
             doc,
         ),
-        "float_list" => ConfigField::float_list(name, &[], doc),
-        "string_list" => ConfigField::string_list(name, &[], doc),
-        other => return Err(format!("setting `{name}` has unknown type {other:?}")),
+        SettingType::FloatList => ConfigField::float_list(name, &[], doc),
+        SettingType::StringList => ConfigField::string_list(name, &[], doc),
     };
-    match ty {
-        "float_list" | "string_list" => {
-            if let Some(d) = default {
-                let v = json_to_toml(d).ok_or_else(bad)?;
-                field.default = abi_stable::std_types::ROption::RSome(v.to_string().into());
-            }
+    let is_list = matches!(spec.kind, SettingType::FloatList | SettingType::StringList);
+    match default {
+        Some(d) if is_list => {
+            let v = json_to_toml(d).ok_or_else(bad)?;
+            field.default = abi_stable::std_types::ROption::RSome(v.to_string().into());
         }
+        None if !is_list => field.default = abi_stable::std_types::ROption::RNone,
         _ => {}
     }
-    if default.is_none() && !matches!(ty, "float_list" | "string_list") {
-        field.default = abi_stable::std_types::ROption::RNone;
-    }
-    if let Some(choices) = spec.get("choices").and_then(Value::as_array) {
-        field.choices = choices
-            .iter()
-            .filter_map(Value::as_str)
-            .map(Into::into)
-            .collect();
-    }
+    field.choices = spec.choices.iter().map(|c| c.as_str().into()).collect();
     Ok(field)
 }
 
@@ -751,7 +749,7 @@ pub fn resolve_settings(
     let schema = hello
         .settings
         .iter()
-        .map(field_from_json)
+        .map(field_from_spec)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| vec![problem("", format!("its announced schema is invalid: {m}"))])?;
     let mut table = toml::Table::new();
@@ -783,14 +781,9 @@ const DETAIL_LINES: usize = 12;
 /// optional `details` (the plugin's traceback, without a last line that
 /// repeats the message), indented; the whole details are logged at debug
 /// level.
-fn error_text(reply: &Frame) -> String {
-    let header = &reply.header;
-    let mut text = header
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("(no message)")
-        .to_string();
-    if let Some(details) = header.get("details").and_then(Value::as_str) {
+fn error_text(error: &ErrorReport) -> String {
+    let mut text = error.message.clone();
+    if let Some(details) = &error.details {
         tracing::debug!("plugin error details:\n{details}");
         let mut lines: Vec<&str> = details.lines().filter(|l| !l.trim().is_empty()).collect();
         // A Python traceback ends with the message itself.
@@ -811,17 +804,20 @@ mod tests {
     use super::*;
 
     fn hello() -> Hello {
-        Hello {
-            name: "p".into(),
-            kind: "pseudo-labeler".into(),
-            version: "1".into(),
-            description: String::new(),
-            settings: vec![
-                json!({"name": "k", "type": "float", "default": 2.0, "doc": "threshold"}),
-                json!({"name": "mode", "type": "string", "default": "a", "choices": ["a", "b"]}),
-                json!({"name": "weights", "type": "string", "doc": "required"}),
-            ],
-        }
+        let settings = json!([
+            {"name": "k", "type": "float", "default": 2.0, "doc": "threshold"},
+            {"name": "mode", "type": "string", "default": "a", "choices": ["a", "b"]},
+            {"name": "weights", "type": "string", "doc": "required"},
+        ]);
+        Hello::new(
+            clisc_process_protocol::PluginInfo {
+                name: "p".into(),
+                kind: "pseudo-labeler".into(),
+                version: "1".into(),
+                description: String::new(),
+            },
+            serde_json::from_value(settings).unwrap(),
+        )
     }
 
     #[test]

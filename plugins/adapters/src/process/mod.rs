@@ -20,7 +20,7 @@
 //! * `retries`: how many times a call whose process was lost while it ran
 //!   (crash, silence, broken limit) is tried again on a fresh process;
 //!   only calls that need nothing from earlier calls are retried
-//!   ([`client::RETRYABLE`]: `label_slices`, `prompts`, `segment`,
+//!   ([`Call::is_stateless`]: `label_slices`, `prompts`, `segment`,
 //!   `select`), never an exception the plugin reports;
 //! * `settings`: the plugin's own settings, a TOML table validated against
 //!   the schema the plugin announces (a problem names `settings.KEY`, which
@@ -30,14 +30,18 @@
 //! call and asked to shut down when the stage is dropped. A crash, an exit,
 //! a timeout or a malformed reply is a [`PluginError`] that names the
 //! adapter, the plugin, the command and the end of its stderr; the next
-//! call starts a fresh process. The wire format is in [`protocol`], the
-//! process management in [`client`].
+//! call starts a fresh process. The protocol (frames and typed messages)
+//! is the crate `clisc-process-protocol`; the process management is in
+//! [`client`], and this module maps SDK data to protocol messages and back.
 
 pub mod client;
-pub mod protocol;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
-use client::{settings_to_json, CallLimits, PluginProcess, ProcessSpec};
+use client::{settings_to_json, CallLimits, PluginProcess, ProcessSpec, Reply};
+use clisc_process_protocol::{
+    Buffer, Call, CandidateHeader, CaseHeader, ExtractResult, GridHeader, MetricsResult,
+    PromptSetHeader, PromptsResult, SelectResult, SliceLabelHeader, SliceLabelsResult,
+};
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
     CaseInput, CheckpointChoice, Filter, FilterCandidate, FilterDecision, LabelledCase,
@@ -49,9 +53,6 @@ use clisc_sdk::{
     PluginError, PromptPoint, PromptSet, SliceLabel, SlicePseudoLabels, StageKind, StageObject,
     Volume,
 };
-use protocol::{Buffer, Frame};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The settings shared by every process adapter.
@@ -255,114 +256,113 @@ process_plugin!(
 
 // ---------------------------------------------------------------- encoding
 
+/// The buffers of a request, gathered while its header is built.
+#[derive(Default)]
+struct Buffers(Vec<Buffer>);
+
+impl Buffers {
+    /// Adds a case's channels and brain mask under `prefix` and returns
+    /// the case's header.
+    fn case(&mut self, prefix: &str, case: &CaseInput) -> CaseHeader {
+        let shape = volume_shape(&case.image.grid);
+        let mut channels = Vec::new();
+        for c in case.image.channels.iter() {
+            let name = format!("{prefix}image/{}", c.name);
+            self.0.push(Buffer::f32(&name, shape.clone(), &c.data));
+            channels.push(c.name.to_string());
+        }
+        let mask = format!("{prefix}brain_mask");
+        self.0.push(Buffer::u8(&mask, shape, &case.brain_mask.data));
+        CaseHeader {
+            id: case.id.to_string(),
+            grid: grid_header(&case.image.grid),
+            channels,
+            labels: None,
+        }
+    }
+
+    /// Adds a label volume as buffer `name`.
+    fn labels(&mut self, name: &str, labels: &LabelVolume) {
+        let shape = volume_shape(&labels.grid);
+        self.0.push(Buffer::u8(name, shape, &labels.data));
+    }
+}
+
+/// A volume's buffer shape, `[nz, ny, nx]` (the same bytes as clisc's
+/// x-fastest volumes).
 fn volume_shape(grid: &Grid) -> Vec<usize> {
     let [nx, ny, nz] = grid.dims();
     vec![nz, ny, nx]
 }
 
-fn grid_json(grid: &Grid) -> Value {
-    json!({"shape": grid.shape, "spacing": grid.spacing, "affine": grid.affine})
-}
-
-/// Adds a case (its channels and brain mask) under `prefix` and returns its header.
-fn put_case(frame: &mut Frame, prefix: &str, case: &CaseInput) -> Value {
-    let shape = volume_shape(&case.image.grid);
-    let mut channels = Vec::new();
-    for c in case.image.channels.iter() {
-        frame.buffers.push(Buffer::f32(
-            &format!("{prefix}image/{}", c.name),
-            shape.clone(),
-            &c.data,
-        ));
-        channels.push(c.name.to_string());
+fn grid_header(grid: &Grid) -> GridHeader {
+    GridHeader {
+        shape: grid.shape,
+        spacing: grid.spacing,
+        affine: grid.affine,
     }
-    frame.buffers.push(Buffer::u8(
-        &format!("{prefix}brain_mask"),
-        shape,
-        &case.brain_mask.data,
-    ));
-    json!({"id": case.id.as_str(), "grid": grid_json(&case.image.grid), "channels": channels})
 }
 
-fn put_labels(frame: &mut Frame, name: &str, labels: &LabelVolume) {
-    frame
-        .buffers
-        .push(Buffer::u8(name, volume_shape(&labels.grid), &labels.data));
+fn label_headers(labels: &SlicePseudoLabels) -> Vec<SliceLabelHeader> {
+    labels
+        .slices
+        .iter()
+        .map(|s| SliceLabelHeader {
+            index: s.index,
+            label: s.label,
+            probability: s.probability,
+            kept: s.kept,
+        })
+        .collect()
 }
 
-fn reply_err(p: &PluginProcess, what: String) -> PluginError {
-    let name = p.hello().map(|h| h.name.as_str()).unwrap_or("?");
-    PluginError::internal(format!("process plugin `{name}`: malformed result: {what}"))
-}
-
-/// The buffer `name` of `frame`, checked to hold `len` values.
-fn take<'a>(
-    p: &PluginProcess,
-    frame: &'a Frame,
-    name: &str,
-    len: usize,
-) -> Result<&'a Buffer, PluginError> {
-    let b = frame
-        .buffer(name)
-        .ok_or_else(|| reply_err(p, format!("no buffer `{name}`")))?;
-    if b.len() != len {
-        return Err(reply_err(
-            p,
-            format!(
-                "buffer `{name}` has {} values (shape {:?}), expected {len}",
-                b.len(),
-                b.shape
-            ),
-        ));
+fn prompt_header(set: &PromptSet) -> PromptSetHeader {
+    PromptSetHeader {
+        slice: set.slice,
+        bbox: match &set.bbox {
+            ROption::RSome(b) => Some([b.x0, b.y0, b.x1, b.y1]),
+            ROption::RNone => None,
+        },
+        points: set
+            .points
+            .iter()
+            .map(|q| [q.x, q.y, f32::from(u8::from(q.positive))])
+            .collect(),
     }
-    Ok(b)
 }
 
-fn get<'a>(p: &PluginProcess, v: &'a Value, key: &str) -> Result<&'a Value, PluginError> {
-    v.get(key)
-        .ok_or_else(|| reply_err(p, format!("missing `{key}`")))
+fn prompt_set(header: PromptSetHeader) -> PromptSet {
+    PromptSet {
+        slice: header.slice,
+        bbox: header
+            .bbox
+            .map(|[x0, y0, x1, y1]| BoxXyxy { x0, y0, x1, y1 })
+            .into(),
+        points: header
+            .points
+            .iter()
+            .map(|&[x, y, positive]| PromptPoint {
+                x,
+                y,
+                positive: positive != 0.0,
+            })
+            .collect(),
+    }
 }
 
-fn num(p: &PluginProcess, v: &Value, key: &str) -> Result<f64, PluginError> {
-    get(p, v, key)?
-        .as_f64()
-        .ok_or_else(|| reply_err(p, format!("`{key}` is not a number")))
-}
-
-fn header_array<'a>(
-    p: &PluginProcess,
-    frame: &'a Frame,
-    key: &str,
-) -> Result<&'a Vec<Value>, PluginError> {
-    frame
-        .header
-        .get(key)
-        .and_then(Value::as_array)
-        .ok_or_else(|| reply_err(p, format!("no `{key}` array")))
-}
-
-/// The metrics of a training reply as a report. The protocol reports a
-/// model-selection choice as the metrics `selected_step` and
+/// The metrics of a `fit` or `train` answer as a report. The protocol
+/// reports a model-selection choice as the metrics `selected_step` and
 /// `selected_validation_dice` (and, optionally, `last_validation_dice`
 /// and `validation_evaluations`); they become [`StageReport::selection`].
-fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError> {
-    let mut report = StageReport::default();
-    let mut numbers = BTreeMap::new();
-    if let Some(m) = frame.header.get("metrics") {
-        let m = m
-            .as_object()
-            .ok_or_else(|| reply_err(p, "`metrics` is not an object".into()))?;
-        for (k, v) in m {
-            let v = v
-                .as_f64()
-                .ok_or_else(|| reply_err(p, format!("metric `{k}` is not a number")))?;
-            numbers.insert(k.clone(), v);
-        }
-    }
+fn metrics_report(reply: &Reply) -> Result<StageReport, PluginError> {
+    let MetricsResult {
+        metrics: mut numbers,
+    } = reply.read()?;
     let step = numbers.remove("selected_step");
     let dice = numbers.remove("selected_validation_dice");
     let last = numbers.remove("last_validation_dice");
     let evaluations = numbers.remove("validation_evaluations");
+    let mut report = StageReport::default();
     match (step, dice) {
         (Some(step), Some(dice)) if step >= 0.0 && step.fract() == 0.0 => {
             report.selection = ROption::RSome(CheckpointChoice {
@@ -374,8 +374,7 @@ fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError>
         }
         (None, None) => {}
         _ => {
-            return Err(reply_err(
-                p,
+            return Err(reply.malformed(
                 "a model-selection choice needs both `selected_step` (a whole step number) and `selected_validation_dice`".into(),
             ))
         }
@@ -386,105 +385,34 @@ fn metrics(p: &PluginProcess, frame: &Frame) -> Result<StageReport, PluginError>
     Ok(report)
 }
 
-fn boxed_json(b: &ROption<BoxXyxy>) -> Value {
-    match b {
-        ROption::RSome(b) => json!([b.x0, b.y0, b.x1, b.y1]),
-        ROption::RNone => Value::Null,
-    }
-}
-
-fn points_json(points: &[PromptPoint]) -> Value {
-    Value::Array(
-        points
-            .iter()
-            .map(|q| json!([q.x, q.y, u8::from(q.positive)]))
-            .collect(),
-    )
-}
-
-fn parse_prompt_set(p: &PluginProcess, v: &Value) -> Result<PromptSet, PluginError> {
-    let slice = num(p, v, "slice")? as u32;
-    let bbox = match v.get("box") {
-        None | Some(Value::Null) => ROption::RNone,
-        Some(Value::Array(a)) if a.len() == 4 && a.iter().all(Value::is_number) => {
-            let c: Vec<f32> = a.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
-            ROption::RSome(BoxXyxy {
-                x0: c[0],
-                y0: c[1],
-                x1: c[2],
-                y1: c[3],
-            })
-        }
-        Some(_) => {
-            return Err(reply_err(
-                p,
-                "`box` must be [x0, y0, x1, y1] or null".into(),
-            ))
-        }
-    };
-    let mut points = RVec::new();
-    for q in v
-        .get("points")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let c = q
-            .as_array()
-            .filter(|a| a.len() == 3)
-            .ok_or_else(|| reply_err(p, "a point must be [x, y, positive]".into()))?;
-        let f = |i: usize| {
-            c[i].as_f64()
-                .ok_or_else(|| reply_err(p, "point coordinates must be numbers".into()))
-        };
-        points.push(PromptPoint {
-            x: f(0)? as f32,
-            y: f(1)? as f32,
-            positive: f(2)? != 0.0,
-        });
-    }
-    Ok(PromptSet {
-        slice,
-        bbox,
-        points,
-    })
-}
-
 // ---------------------------------------------------------------- stages
 
 impl PseudoLabeler for ProcessLabeler {
     fn label_slices(&mut self, case: &CaseInput) -> RResult<SlicePseudoLabels, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let header = put_case(&mut frame, "", case);
-            frame.header.insert("case".into(), header);
-            let mut guard = self.lock();
-            let reply = guard.call("label_slices", frame)?;
-            let p = &*guard;
-            let list = reply
-                .header
-                .get("slices")
-                .and_then(Value::as_array)
-                .ok_or_else(|| reply_err(p, "no `slices` array".into()))?;
+            let mut buffers = Buffers::default();
+            let call = Call::LabelSlices {
+                case: buffers.case("", case),
+            };
+            let reply = self.lock().call(call, buffers.0)?;
+            let SliceLabelsResult { slices: list } = reply.read()?;
             let nz = case.image.grid.shape[2] as usize;
             if list.len() != nz {
-                return Err(reply_err(
-                    p,
-                    format!("{} slice labels for a volume of {nz} slices", list.len()),
-                ));
+                return Err(reply.malformed(format!(
+                    "{} slice labels for a volume of {nz} slices",
+                    list.len()
+                )));
             }
-            let mut slices = RVec::new();
-            for (z, s) in list.iter().enumerate() {
-                let label = num(p, s, "label")?;
-                let probability = num(p, s, "probability")? as f32;
-                let kept = s.get("kept").and_then(Value::as_bool).unwrap_or(true);
-                slices.push(SliceLabel {
+            let slices = list
+                .iter()
+                .enumerate()
+                .map(|(z, s)| SliceLabel {
                     index: z as u32,
-                    label: u8::from(label != 0.0),
-                    probability,
-                    kept,
-                });
-            }
+                    label: u8::from(s.label != 0.0),
+                    probability: s.probability,
+                    kept: s.kept,
+                })
+                .collect();
             Ok(SlicePseudoLabels { slices })
         })()
         .into()
@@ -494,17 +422,17 @@ impl PseudoLabeler for ProcessLabeler {
 impl RoiExtractor for ProcessRoiExtractor {
     fn fit(&mut self, cases: RSlice<'_, LabelledCase>) -> RResult<StageReport, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let mut headers = Vec::new();
-            for (i, c) in cases.iter().enumerate() {
-                let mut h = put_case(&mut frame, &format!("case{i}/"), &c.case);
-                h["labels"] = labels_json(&c.labels);
-                headers.push(h);
-            }
-            frame.header.insert("cases".into(), Value::Array(headers));
-            let mut guard = self.lock();
-            let reply = guard.call("fit", frame)?;
-            metrics(&guard, &reply)
+            let mut buffers = Buffers::default();
+            let cases = cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| CaseHeader {
+                    labels: Some(label_headers(&c.labels)),
+                    ..buffers.case(&format!("case{i}/"), &c.case)
+                })
+                .collect();
+            let reply = self.lock().call(Call::Fit { cases }, buffers.0)?;
+            metrics_report(&reply)
         })()
         .into()
     }
@@ -514,25 +442,21 @@ impl RoiExtractor for ProcessRoiExtractor {
         labels: &SlicePseudoLabels,
     ) -> RResult<RoiResult, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let mut h = put_case(&mut frame, "", case);
-            h["labels"] = labels_json(labels);
-            frame.header.insert("case".into(), h);
-            let mut guard = self.lock();
-            let reply = guard.call("extract", frame)?;
-            let p = &*guard;
+            let mut buffers = Buffers::default();
+            let case_header = CaseHeader {
+                labels: Some(label_headers(labels)),
+                ..buffers.case("", case)
+            };
+            let call = Call::Extract { case: case_header };
+            let reply = self.lock().call(call, buffers.0)?;
+            let ExtractResult { rounds: headers } = reply.read()?;
             let grid = case.image.grid;
             let mut rounds = RVec::new();
-            for (i, r) in header_array(p, &reply, "rounds")?.iter().enumerate() {
-                let name = r
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("round")
-                    .to_string();
-                let cam = take(p, &reply, &format!("round{i}/cam"), grid.len())?.to_f32();
-                let roi = take(p, &reply, &format!("round{i}/roi"), grid.len())?.to_u8();
+            for (i, r) in headers.into_iter().enumerate() {
+                let cam = reply.buffer(&format!("round{i}/cam"), grid.len())?.to_f32();
+                let roi = reply.buffer(&format!("round{i}/roi"), grid.len())?.to_u8();
                 rounds.push(RoiRound {
-                    name: name.into(),
+                    name: r.name.into(),
                     cam: Volume::single(grid, "cam", cam),
                     roi: LabelVolume {
                         grid,
@@ -546,16 +470,6 @@ impl RoiExtractor for ProcessRoiExtractor {
     }
 }
 
-fn labels_json(labels: &SlicePseudoLabels) -> Value {
-    Value::Array(
-        labels
-            .slices
-            .iter()
-            .map(|s| json!({"index": s.index, "label": s.label, "probability": s.probability, "kept": s.kept}))
-            .collect(),
-    )
-}
-
 impl PromptGenerator for ProcessPromptGenerator {
     fn prompts(
         &mut self,
@@ -563,18 +477,16 @@ impl PromptGenerator for ProcessPromptGenerator {
         roi: &LabelVolume,
     ) -> RResult<CasePrompts, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let h = put_case(&mut frame, "", case);
-            frame.header.insert("case".into(), h);
-            put_labels(&mut frame, "roi", roi);
-            let mut guard = self.lock();
-            let reply = guard.call("prompts", frame)?;
-            let p = &*guard;
-            let mut sets = RVec::new();
-            for s in header_array(p, &reply, "sets")? {
-                sets.push(parse_prompt_set(p, s)?);
-            }
-            Ok(CasePrompts { sets })
+            let mut buffers = Buffers::default();
+            let call = Call::Prompts {
+                case: buffers.case("", case),
+            };
+            buffers.labels("roi", roi);
+            let reply = self.lock().call(call, buffers.0)?;
+            let PromptsResult { sets } = reply.read()?;
+            Ok(CasePrompts {
+                sets: sets.into_iter().map(prompt_set).collect(),
+            })
         })()
         .into()
     }
@@ -589,18 +501,22 @@ impl PromptableSegmenter for ProcessPromptable {
         (|| {
             let img = &slice.image;
             let (w, h) = (img.width as usize, img.height as usize);
-            let sets: Vec<Value> = prompts
-                .iter()
-                .map(|s| json!({"slice": s.slice, "box": boxed_json(&s.bbox), "points": points_json(&s.points)}))
-                .collect();
-            let frame = Frame::new("call", json!({"case_id": slice.case_id.as_str(), "index": slice.index, "prompts": sets}))
-                .with(Buffer::f32("image", vec![h, w, img.channels as usize], &img.data));
-            let mut guard = self.lock();
-            let reply = guard.call("segment", frame)?;
-            let masks = take(&guard, &reply, "masks", prompts.len() * w * h)?.to_u8();
+            let call = Call::Segment {
+                case_id: slice.case_id.to_string(),
+                index: slice.index,
+                prompts: prompts.iter().map(prompt_header).collect(),
+            };
+            let shape = vec![h, w, img.channels as usize];
+            let image = Buffer::f32("image", shape, &img.data);
+            let reply = self.lock().call(call, vec![image])?;
+            let masks = reply.buffer("masks", prompts.len() * w * h)?.to_u8();
             Ok(masks
                 .chunks(w * h)
-                .map(|m| Mask2d { width: img.width, height: img.height, data: m.iter().map(|&v| u8::from(v != 0)).collect() })
+                .map(|m| Mask2d {
+                    width: img.width,
+                    height: img.height,
+                    data: m.iter().map(|&v| u8::from(v != 0)).collect(),
+                })
                 .collect())
         })()
         .into()
@@ -616,28 +532,26 @@ impl ProcessVolumetric {
         cases: &[TrainingCase],
         validation: &[ValidationCase],
     ) -> Result<StageReport, PluginError> {
-        let mut frame = Frame::new("call", json!({}));
-        let mut put = |key: &str, prefix: &str, labelled: Vec<(&CaseInput, &LabelVolume)>| {
+        let mut buffers = Buffers::default();
+        let mut put = |prefix: &str, labelled: Vec<(&CaseInput, &LabelVolume)>| {
             let mut headers = Vec::new();
             for (i, (case, target)) in labelled.into_iter().enumerate() {
                 let prefix = format!("{prefix}{i}/");
-                headers.push(put_case(&mut frame, &prefix, case));
-                put_labels(&mut frame, &format!("{prefix}target"), target);
+                headers.push(buffers.case(&prefix, case));
+                buffers.labels(&format!("{prefix}target"), target);
             }
-            frame.header.insert(key.into(), Value::Array(headers));
+            headers
         };
-        put(
-            "cases",
-            "case",
-            cases.iter().map(|c| (&c.case, &c.target)).collect(),
-        );
-        if !validation.is_empty() {
-            let held_out = validation.iter().map(|c| (&c.case, &c.target)).collect();
-            put("validation", "valid", held_out);
-        }
-        let mut guard = self.lock();
-        let reply = guard.call("train", frame)?;
-        metrics(&guard, &reply)
+        let cases = put("case", cases.iter().map(|c| (&c.case, &c.target)).collect());
+        let validation = (!validation.is_empty()).then(|| {
+            put(
+                "valid",
+                validation.iter().map(|c| (&c.case, &c.target)).collect(),
+            )
+        });
+        let call = Call::Train { cases, validation };
+        let reply = self.lock().call(call, buffers.0)?;
+        metrics_report(&reply)
     }
 }
 
@@ -655,13 +569,13 @@ impl VolumetricSegmenter for ProcessVolumetric {
     }
     fn predict(&mut self, case: &CaseInput) -> RResult<LabelVolume, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
-            let h = put_case(&mut frame, "", case);
-            frame.header.insert("case".into(), h);
-            let mut guard = self.lock();
-            let reply = guard.call("predict", frame)?;
+            let mut buffers = Buffers::default();
+            let call = Call::Predict {
+                case: buffers.case("", case),
+            };
+            let reply = self.lock().call(call, buffers.0)?;
             let grid = case.image.grid;
-            let data = take(&guard, &reply, "labels", grid.len())?.to_u8();
+            let data = reply.buffer("labels", grid.len())?.to_u8();
             Ok(LabelVolume {
                 grid,
                 data: data.into_iter().map(|v| u8::from(v != 0)).collect(),
@@ -670,16 +584,16 @@ impl VolumetricSegmenter for ProcessVolumetric {
         .into()
     }
     fn save(&self, path: RStr<'_>) -> RResult<(), PluginError> {
-        self.lock()
-            .call("save", Frame::new("call", json!({"path": path.as_str()})))
-            .map(|_| ())
-            .into()
+        let call = Call::Save {
+            path: path.to_string(),
+        };
+        self.lock().call(call, Vec::new()).map(|_| ()).into()
     }
     fn load(&mut self, path: RStr<'_>) -> RResult<(), PluginError> {
-        self.lock()
-            .call("load", Frame::new("call", json!({"path": path.as_str()})))
-            .map(|_| ())
-            .into()
+        let call = Call::Load {
+            path: path.to_string(),
+        };
+        self.lock().call(call, Vec::new()).map(|_| ()).into()
     }
 }
 
@@ -689,48 +603,37 @@ impl Filter for ProcessFilter {
         candidates: RSlice<'_, FilterCandidate>,
     ) -> RResult<RVec<FilterDecision>, PluginError> {
         (|| {
-            let mut frame = Frame::new("call", json!({}));
+            let mut buffers = Buffers::default();
             let mut headers = Vec::new();
             for (i, c) in candidates.iter().enumerate() {
-                put_labels(
-                    &mut frame,
-                    &format!("candidate{i}/pseudo_label"),
-                    &c.pseudo_label,
-                );
-                put_labels(&mut frame, &format!("candidate{i}/reference"), &c.reference);
-                headers.push(
-                    json!({"case_id": c.case_id.as_str(), "grid": grid_json(&c.pseudo_label.grid)}),
-                );
-            }
-            frame
-                .header
-                .insert("candidates".into(), Value::Array(headers));
-            let mut guard = self.lock();
-            let reply = guard.call("select", frame)?;
-            let p = &*guard;
-            let list = header_array(p, &reply, "decisions")?;
-            if list.len() != candidates.len() {
-                return Err(reply_err(
-                    p,
-                    format!(
-                        "{} decisions for {} candidates",
-                        list.len(),
-                        candidates.len()
-                    ),
-                ));
-            }
-            let mut out = RVec::new();
-            for (c, d) in candidates.iter().zip(list) {
-                let keep = get(p, d, "keep")?
-                    .as_bool()
-                    .ok_or_else(|| reply_err(p, "`keep` is not a boolean".into()))?;
-                out.push(FilterDecision {
-                    case_id: c.case_id.clone(),
-                    score: num(p, d, "score")?,
-                    keep,
+                buffers.labels(&format!("candidate{i}/pseudo_label"), &c.pseudo_label);
+                buffers.labels(&format!("candidate{i}/reference"), &c.reference);
+                headers.push(CandidateHeader {
+                    case_id: c.case_id.to_string(),
+                    grid: grid_header(&c.pseudo_label.grid),
                 });
             }
-            Ok(out)
+            let call = Call::Select {
+                candidates: headers,
+            };
+            let reply = self.lock().call(call, buffers.0)?;
+            let SelectResult { decisions } = reply.read()?;
+            if decisions.len() != candidates.len() {
+                return Err(reply.malformed(format!(
+                    "{} decisions for {} candidates",
+                    decisions.len(),
+                    candidates.len()
+                )));
+            }
+            Ok(candidates
+                .iter()
+                .zip(decisions)
+                .map(|(c, d)| FilterDecision {
+                    case_id: c.case_id.clone(),
+                    score: d.score,
+                    keep: d.keep,
+                })
+                .collect())
         })()
         .into()
     }

@@ -4,6 +4,9 @@ usage: misbehaving.py MODE   with MODE one of
   crash    handshake fine, then dies with exit status 3 on the first call
   hang     handshake fine, then never answers a call
   garbage  writes text instead of frames (before any handshake)
+  future   announces protocol version 2, with a handshake laid out differently
+  mistyped handshake fine, answers every call with slice labels whose
+           probability is text
   error    handshake fine, every call raises (reported, process keeps serving);
            with a second argument FILE, each call first appends a line to it
   busy     handshake fine, then reports progress forever without answering
@@ -29,6 +32,10 @@ class Misbehaving:
     settings = []
 
     def label_slices(self, case):
+        if MODE == "mistyped":
+            # Past the helper, which would refuse to send this.
+            cp._send({"type": "result", "slices": [{"label": 1, "probability": "high"}] * case.nz})
+            os._exit(0)
         if MODE == "crash":
             sys.stderr.write("about to crash: segmentation model exploded\n")
             sys.stderr.flush()
@@ -61,5 +68,9 @@ if MODE == "garbage":
     sys.stdout.write("hello from a plugin that prints instead of speaking the protocol\n")
     sys.stdout.flush()
     time.sleep(3600)
+elif MODE == "future":
+    cp._out = sys.stdout.buffer
+    cp._send({"type": "hello", "protocol": "clisc-process", "protocol_version": 2, "plugin": "misbehaving-future"})
+    sys.stdin.read()
 else:
     cp.serve(Misbehaving())

@@ -1,5 +1,6 @@
-//! The `clisc-process` wire format: length-prefixed frames, each a JSON
-//! header followed by raw little-endian binary buffers.
+//! The frame codec: length-prefixed frames, each a JSON header followed by
+//! raw little-endian binary buffers. It knows nothing of what the headers
+//! mean; [`crate::message`] gives them their types.
 //!
 //! ```text
 //! frame   = magic "CLSC" (4 bytes)
@@ -15,16 +16,12 @@
 //! little-endian, C order (last index fastest). Volumes travel as
 //! `[nz, ny, nx]` (so x is fastest, as in clisc), images as
 //! `[height, width, channels]`, masks as `[n, height, width]`.
-//! The full protocol (messages and their order) is in
+//! The messages and their order are in [`crate::message`] and
 //! `docs/plugins-process.md`.
 
 use serde_json::{json, Map, Value};
 use std::io::{self, Read, Write};
 
-/// Protocol name announced in the handshake.
-pub const PROTOCOL: &str = "clisc-process";
-/// Protocol version this host speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"CLSC";
 /// Largest header accepted (a header is a small JSON object).
@@ -197,24 +194,17 @@ impl Frame {
 }
 
 /// Why a frame could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The stream ended cleanly before a new frame began.
+    #[error("the stream closed")]
     Closed,
     /// Reading failed or the stream ended inside a frame.
-    Io(io::Error),
+    #[error("reading the stream failed: {0}")]
+    Io(#[source] io::Error),
     /// The bytes are not a well-formed frame.
+    #[error("malformed frame: {0}")]
     Malformed(String),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Closed => f.write_str("the plugin closed its stdout"),
-            ReadError::Io(e) => write!(f, "reading the plugin's stdout failed: {e}"),
-            ReadError::Malformed(m) => write!(f, "malformed reply: {m}"),
-        }
-    }
 }
 
 /// Writes one frame and flushes.
