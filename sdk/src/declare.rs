@@ -239,6 +239,100 @@ macro_rules! __setting_read {
     };
 }
 
+/// Declares an enum of choices once: each value with its name in the
+/// settings. Generates `NAMES` (for the schema's `choice(...)`), `name()`,
+/// `from_name()` and [`FromSetting`], which refuses a name that is not
+/// declared (no fallback to some default value):
+///
+/// ```
+/// use clisc_sdk::{plugin_settings, setting_choice};
+///
+/// setting_choice! {
+///     /// How slices are summarised.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///     pub enum Statistic {
+///         /// The median of the brain's intensities.
+///         Median = "median",
+///         /// Their mean.
+///         Mean = "mean",
+///     }
+/// }
+///
+/// plugin_settings! {
+///     /// The settings.
+///     pub struct Example {
+///         /// intensity statistic
+///         pub statistic: Statistic = choice(Statistic::Median.name(), Statistic::NAMES),
+///     }
+/// }
+///
+/// assert_eq!(Statistic::NAMES, ["median", "mean"]);
+/// assert_eq!(Statistic::from_name("mean"), Some(Statistic::Mean));
+/// assert_eq!(Example::defaults().unwrap().statistic, Statistic::Median);
+/// ```
+#[macro_export]
+macro_rules! setting_choice {
+    (
+        $(#[$attr:meta])*
+        $vis:vis enum $name:ident {
+            $(
+                $(#[$vattr:meta])*
+                $variant:ident = $text:literal
+            ),+ $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        $vis enum $name {
+            $(
+                $(#[$vattr])*
+                $variant,
+            )+
+        }
+
+        impl $name {
+            /// Every value's name in the settings, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// This value's name in the settings.
+            pub const fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+
+            /// The value called `text`, if there is one.
+            pub fn from_name(text: &str) -> ::std::option::Option<Self> {
+                match text {
+                    $($text => ::std::option::Option::Some(Self::$variant),)+
+                    _ => ::std::option::Option::None,
+                }
+            }
+        }
+
+        impl $crate::declare::FromSetting for $name {
+            fn from_setting(
+                settings: &$crate::config::Settings,
+                key: &str,
+            ) -> ::std::result::Result<Self, $crate::PluginError> {
+                $crate::declare::read_choice(settings, key, Self::NAMES, Self::from_name)
+            }
+        }
+    };
+}
+
+/// Reads a choice setting with a [`setting_choice!`] enum's `from_name`;
+/// an undeclared name is an error that lists the declared ones.
+#[doc(hidden)]
+pub fn read_choice<T>(
+    settings: &Settings,
+    key: &str,
+    names: &[&str],
+    from_name: fn(&str) -> Option<T>,
+) -> Result<T, PluginError> {
+    let text = settings.str(key)?;
+    from_name(text).ok_or_else(|| settings.wrong(key, &format!("one of {names:?}, found {text:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Settings;
@@ -360,6 +454,43 @@ shared_on = true"
         assert!(
             Example::defaults().is_err(),
             "no default for the weights file"
+        );
+    }
+
+    crate::setting_choice! {
+        /// Two ways.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Way {
+            /// The first.
+            First = "first",
+            /// The second.
+            Second = "second-way",
+        }
+    }
+
+    #[test]
+    fn a_choice_enum_reads_its_declared_names_and_refuses_others() {
+        use crate::declare::FromSetting;
+        assert_eq!(Way::NAMES, ["first", "second-way"]);
+        assert_eq!(Way::Second.name(), "second-way");
+        // A schema that allows a name the enum does not declare: the read
+        // fails instead of falling back to some value.
+        let schema = [crate::ConfigField::choice(
+            "way",
+            "first",
+            &["first", "second-way", "third"],
+            "a way",
+        )];
+        let read = |text: &str| {
+            let settings = Settings::parse("example", text, &schema).unwrap();
+            Way::from_setting(&settings, "way")
+        };
+        assert_eq!(read("way = \"second-way\"").unwrap(), Way::Second);
+        assert_eq!(read("").unwrap(), Way::First);
+        let err = read("way = \"third\"").unwrap_err();
+        assert_eq!(
+            err.message.as_str(),
+            "example: setting `way` must be one of [\"first\", \"second-way\"], found \"third\""
         );
     }
 }

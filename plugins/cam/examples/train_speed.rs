@@ -8,7 +8,13 @@ use tch::{Device, Kind, Tensor};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arch = Arch::parse(args.get(1).map_or("resnet18", |s| s.as_str())).unwrap();
+    let name = args.get(1).map_or("resnet18", |s| s.as_str());
+    let arch = Arch::from_name(name).unwrap_or_else(|| {
+        panic!(
+            "architecture must be one of {:?}, found {name:?}",
+            Arch::NAMES
+        )
+    });
     let size: i64 = args.get(2).map_or(112, |s| s.parse().unwrap());
     let batch: i64 = args.get(3).map_or(32, |s| s.parse().unwrap());
     let threads = tch::get_num_threads();

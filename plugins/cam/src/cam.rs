@@ -20,34 +20,21 @@
 use crate::classifier::Classifier;
 use crate::resnet::{ResNet, Stage};
 use crate::slices::to_network_input;
-use clisc_sdk::PluginError;
 use tch::{Device, Kind, Tensor};
 
 /// The tumor class index of the two-class head.
 pub const TUMOR: i64 = 1;
 
-/// Which activation map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CamMethod {
-    /// LayerCAM.
-    LayerCam,
-    /// Grad-CAM.
-    GradCam,
-    /// Plain CAM on `layer4`.
-    Cam,
-}
-
-impl CamMethod {
-    /// Parses `layercam`, `gradcam` or `cam`.
-    pub fn parse(s: &str) -> Result<Self, PluginError> {
-        match s {
-            "layercam" => Ok(CamMethod::LayerCam),
-            "gradcam" => Ok(CamMethod::GradCam),
-            "cam" => Ok(CamMethod::Cam),
-            other => Err(PluginError::config(format!(
-                "cam: `cam` must be layercam, gradcam or cam, found `{other}`"
-            ))),
-        }
+clisc_sdk::setting_choice! {
+    /// Which activation map.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CamMethod {
+        /// LayerCAM.
+        LayerCam = "layercam",
+        /// Grad-CAM.
+        GradCam = "gradcam",
+        /// Plain CAM on `layer4`.
+        Cam = "cam",
     }
 }
 

@@ -57,7 +57,7 @@ plugin_settings! {
     #[derive(Debug, Clone, PartialEq)]
     pub struct CamSettings {
         /// classifier backbone (CLISC: resnet50)
-        pub arch: Arch = choice("resnet18", &["resnet18", "resnet34", "resnet50"]),
+        pub arch: Arch = choice(Arch::ResNet18.name(), Arch::NAMES),
         /// torchvision ImageNet state dict for the backbone (.pth); absent = train from scratch
         pub pretrained: Option<PathBuf> = optional_weights_file(
             "torchvision's ImageNet weights, e.g. ResNet-50: https://download.pytorch.org/models/resnet50-11ad3fa6.pth (resnet18-f37072fd.pth, resnet34-b627a593.pth likewise)"
@@ -79,7 +79,7 @@ plugin_settings! {
         /// random horizontal/vertical flips while training
         pub flips: bool = bool(true),
         /// activation map method
-        pub cam: CamMethod = choice("layercam", &["layercam", "gradcam", "cam"]),
+        pub cam: CamMethod = choice(CamMethod::LayerCam.name(), CamMethod::NAMES),
         /// layer hooked by LayerCAM / Grad-CAM (plain CAM always uses layer4)
         pub target_layer: Stage = choice("layer3", &["layer1", "layer2", "layer3", "layer4"]),
         /// slices per CAM batch
@@ -100,18 +100,6 @@ plugin_settings! {
         pub gate_classifier: bool = bool(true),
         /// slices with fewer brain pixels get no CAM
         pub min_brain_pixels: usize = integer(100),
-    }
-}
-
-impl FromSetting for Arch {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Arch::parse(s.str(key)?)
-    }
-}
-
-impl FromSetting for CamMethod {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        CamMethod::parse(s.str(key)?)
     }
 }
 

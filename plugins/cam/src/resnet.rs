@@ -25,37 +25,20 @@ use clisc_sdk::PluginError;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-/// Which torchvision ResNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    /// BasicBlocks [2, 2, 2, 2], 512 features.
-    ResNet18,
-    /// BasicBlocks [3, 4, 6, 3], 512 features.
-    ResNet34,
-    /// Bottlenecks [3, 4, 6, 3], 2048 features (CLISC's choice).
-    ResNet50,
+clisc_sdk::setting_choice! {
+    /// Which torchvision ResNet (named as in torchvision).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Arch {
+        /// BasicBlocks [2, 2, 2, 2], 512 features.
+        ResNet18 = "resnet18",
+        /// BasicBlocks [3, 4, 6, 3], 512 features.
+        ResNet34 = "resnet34",
+        /// Bottlenecks [3, 4, 6, 3], 2048 features (CLISC's choice).
+        ResNet50 = "resnet50",
+    }
 }
 
 impl Arch {
-    /// Parses `resnet18`, `resnet34` or `resnet50`.
-    pub fn parse(s: &str) -> Result<Self, PluginError> {
-        match s {
-            "resnet18" => Ok(Arch::ResNet18),
-            "resnet34" => Ok(Arch::ResNet34),
-            "resnet50" => Ok(Arch::ResNet50),
-            other => Err(PluginError::config(format!(
-                "cam: `arch` must be one of resnet18, resnet34, resnet50, found `{other}`"
-            ))),
-        }
-    }
-    /// Name as in torchvision.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::ResNet18 => "resnet18",
-            Arch::ResNet34 => "resnet34",
-            Arch::ResNet50 => "resnet50",
-        }
-    }
     fn blocks(self) -> [usize; 4] {
         match self {
             Arch::ResNet18 => [2, 2, 2, 2],

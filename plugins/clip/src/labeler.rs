@@ -11,7 +11,6 @@
 
 use abi_stable::std_types::{RResult, RVec};
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{CaseInput, PseudoLabeler};
 use clisc_sdk::{plugin_settings, PluginError, SliceLabel, SlicePseudoLabels};
 use clisc_weight_free::smoothing::Smoothing;
@@ -44,21 +43,14 @@ pub trait ZeroShotModel: Send {
     fn logits(&self, image_features: &Tensor, text_features: &Tensor) -> Tensor;
 }
 
-/// How the prompts of one class are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ensemble {
-    /// Average the normalised text embeddings per class.
-    Embedding,
-    /// Sum the per-prompt probabilities per class.
-    Probability,
-}
-
-impl FromSetting for Ensemble {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "probability" => Ensemble::Probability,
-            _ => Ensemble::Embedding,
-        })
+clisc_sdk::setting_choice! {
+    /// How the prompts of one class are combined.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Ensemble {
+        /// Average the normalised text embeddings per class.
+        Embedding = "embedding",
+        /// Sum the per-prompt probabilities per class.
+        Probability = "probability",
     }
 }
 
@@ -73,7 +65,7 @@ plugin_settings! {
         /// prompts describing a slice with tumor
         pub prompts_abnormal: Vec<String> = string_list(&[PROMPT_ABNORMAL]),
         /// several prompts per class: average their text embeddings, or sum their probabilities
-        pub ensemble: Ensemble = choice("embedding", &["embedding", "probability"]),
+        pub ensemble: Ensemble = choice(Ensemble::Embedding.name(), Ensemble::NAMES),
         /// keep a slice when its label probability is at least this
         pub threshold: f32 = float(0.6),
         /// slices per image-encoder batch

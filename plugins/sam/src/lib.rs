@@ -19,7 +19,6 @@ pub mod spline_resize;
 use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_imaging::intensity::{equalize_histogram, minmax_to_u8};
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
     plugin_settings, ConfigField, HostContext, Image2d, Mask2d, Plugin, PluginError, PromptSet,
@@ -133,19 +132,10 @@ plugin_settings! {
         /// clisc: the paper's 8-bit + histogram-equalised slice through Meta's SamPredictor;
         /// medsam: MedSAM's inference recipe (8-bit slice, no equalisation, cubic resize to
         /// 1024 x 1024, [0, 1], sigmoid > 0.5) for medsam_vit_b.pth
-        preprocess: Recipe = choice("clisc", &["clisc", "medsam"]),
+        preprocess: Recipe = choice(Recipe::Sam.name(), Recipe::NAMES),
         /// store each slice's image embedding (4 MiB) in the stage's work dir and reuse it on
         /// later calls
         cache_embeddings: bool = bool(false),
-    }
-}
-
-impl FromSetting for Recipe {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "medsam" => Recipe::MedSam,
-            _ => Recipe::Sam,
-        })
     }
 }
 

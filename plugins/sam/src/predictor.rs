@@ -25,13 +25,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-/// Which pre- and post-processing an embedding was made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recipe {
-    /// Meta's `SamPredictor`.
-    Sam,
-    /// MedSAM's inference script.
-    MedSam,
+clisc_sdk::setting_choice! {
+    /// Which pre- and post-processing an embedding was made with (the
+    /// `sam` plugin's `preprocess` setting names them).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Recipe {
+        /// Meta's `SamPredictor`.
+        Sam = "clisc",
+        /// MedSAM's inference script.
+        MedSam = "medsam",
+    }
 }
 
 /// An image's embedding with the sizes needed to map masks back.

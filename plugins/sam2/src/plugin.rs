@@ -76,9 +76,9 @@ impl Plugin for Sam2Plugin {
         );
         let stage = Sam2Segmenter {
             predictor: Sam2Predictor { model },
-            equalize: s.preprocess == "clisc",
+            equalize: s.preprocess == SlicePreparation::Equalized,
             multimask,
-            largest_box_only: s.conditioning == "largest-box",
+            largest_box_only: s.conditioning == Conditioning::LargestBox,
             max_conditioning,
             fill_hole_area: s.fill_hole_area,
         };
@@ -87,6 +87,28 @@ impl Plugin for Sam2Plugin {
         } else {
             StageObject::promptable_segmenter(stage)
         })
+    }
+}
+
+clisc_sdk::setting_choice! {
+    /// How a slice becomes the model's 8-bit image (`preprocess`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum SlicePreparation {
+        /// Min-max to 8 bits and histogram equalisation (the paper's, as `sam`).
+        Equalized = "clisc",
+        /// Min-max to 8 bits only.
+        MinMax = "minmax",
+    }
+}
+
+clisc_sdk::setting_choice! {
+    /// Which prompted slices condition a propagation (`conditioning`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Conditioning {
+        /// Every prompted slice.
+        All = "all",
+        /// Only the slice whose box is largest.
+        LargestBox = "largest-box",
     }
 }
 
@@ -103,13 +125,13 @@ plugin_settings! {
         image_size: i64 = integer(0),
         /// clisc: min-max to 8 bits and histogram equalisation (the paper's slice preparation for
         /// SAM); minmax: min-max to 8 bits only
-        preprocess: String = choice("clisc", &["clisc", "minmax"]),
+        preprocess: SlicePreparation = choice(SlicePreparation::Equalized.name(), SlicePreparation::NAMES),
         /// segment the whole volume: the prompted slices are conditioning frames and the masks
         /// propagate to every other slice (SAM 2's video predictor)
         propagate: bool = bool(false),
         /// with propagate: condition on every prompted slice, or only on the slice whose box is
         /// largest
-        conditioning: String = choice("all", &["all", "largest-box"]),
+        conditioning: Conditioning = choice(Conditioning::All.name(), Conditioning::NAMES),
         /// with propagate and conditioning = "all": a tracked slice attends to at most this many
         /// prompted slices, the nearest (0 = all, the official default; at least 2 otherwise)
         max_conditioning_frames: usize = integer(0),

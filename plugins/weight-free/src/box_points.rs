@@ -24,7 +24,6 @@ use clisc_imaging::components::label_2d;
 use clisc_imaging::overlap::bbox_2d;
 use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{CaseInput, PromptGenerator};
 use clisc_sdk::{
     plugin_settings, BoxXyxy, CasePrompts, ConfigField, HostContext, LabelVolume, Plugin,
@@ -52,21 +51,14 @@ impl Plugin for BoxPointsPlugin {
     }
 }
 
-/// How positive points are chosen among the candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
-    /// CLISC's indices in row-major order.
-    Reference,
-    /// Farthest-point sampling.
-    Spread,
-}
-
-impl FromSetting for Selection {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "spread" => Selection::Spread,
-            _ => Selection::Reference,
-        })
+clisc_sdk::setting_choice! {
+    /// How positive points are chosen among the candidates.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Selection {
+        /// CLISC's indices in row-major order.
+        Reference = "reference",
+        /// Farthest-point sampling.
+        Spread = "spread",
     }
 }
 
@@ -83,7 +75,7 @@ plugin_settings! {
         /// positives come from ROI pixels above this fraction of the ROI's intensity range
         pub intensity_fraction: f32 = float(0.6),
         /// `reference`: first, n/3, n/2, 2n/3, last in row-major order; `spread`: farthest-point sampling
-        pub point_selection: Selection = choice("reference", &["reference", "spread"]),
+        pub point_selection: Selection = choice(Selection::Reference.name(), Selection::NAMES),
         /// one prompt set per connected ROI component on a slice instead of one per slice
         pub per_component: bool = bool(false),
         /// include the box prompt

@@ -36,20 +36,21 @@ use abi_stable::std_types::{RResult, RSlice, RVec};
 use clisc_imaging::components::largest_component;
 use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{Filter, FilterCandidate, FilterDecision};
 use clisc_sdk::{
     plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError, StageKind,
     StageObject,
 };
 
-/// How two masks are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Similarity {
-    /// `2|A∩B| / (|A|+|B|)` (the paper).
-    Dice,
-    /// `|A∩B| / |A∪B|` (Jaccard).
-    Iou,
+clisc_sdk::setting_choice! {
+    /// How two masks are compared.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Similarity {
+        /// `2|A∩B| / (|A|+|B|)` (the paper).
+        Dice = "dice",
+        /// `|A∩B| / |A∪B|` (Jaccard).
+        Iou = "iou",
+    }
 }
 
 /// Overlap of two binary masks (nonzero = set) of the same length. Two
@@ -110,7 +111,7 @@ plugin_settings! {
     /// The settings of `s3f`, as declared (checked by [`S3f::new`]).
     struct S3fSettings {
         /// agreement measure between prediction and re-prompted mask
-        similarity: Similarity = choice("dice", &["dice", "iou"]),
+        similarity: Similarity = choice(Similarity::Dice.name(), Similarity::NAMES),
         /// fraction of cases kept, ceil(fraction * n) (paper: 0.8)
         keep_fraction: f64 = float(0.8),
         /// keep at least this many cases (when there are that many)
@@ -118,15 +119,6 @@ plugin_settings! {
         /// rank within this many groups of cases by pseudo-label size, keeping the top fraction
         /// of each (1 = one global ranking, the paper)
         size_strata: usize = integer(1),
-    }
-}
-
-impl FromSetting for Similarity {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "iou" => Similarity::Iou,
-            _ => Similarity::Dice,
-        })
     }
 }
 

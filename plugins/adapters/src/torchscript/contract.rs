@@ -2,8 +2,6 @@
 //! becomes the model's input tensor and how its output becomes a
 //! probability of "tumour".
 
-use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::{plugin_settings, PluginError};
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, IValue, Kind, Tensor};
@@ -13,53 +11,35 @@ pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
-/// How input intensities are rescaled before the model sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Normalization {
-    /// Passed as is (clisc's inputs are already z-scored over the brain).
-    None,
-    /// Per image (slice or volume) to `[0, 1]`.
-    MinMax,
-    /// Per image to zero mean and unit variance.
-    ZScore,
-    /// Per image min-max to the integers `0..=255`, as an 8-bit image file
-    /// holds the slice (what SAM-family models are trained on).
-    Uint8,
-    /// Per image to `[0, 1]`, then per channel `(x - mean) / std` with the
-    /// ImageNet constants (needs 3 input channels).
-    ImageNet,
-}
-
-/// What the model's output holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    /// Raw scores: sigmoid for one channel, softmax over channels otherwise.
-    Logits,
-    /// Probabilities in `[0, 1]`.
-    Probabilities,
-    /// A hard 0/1 mask (or class scores already thresholded).
-    Mask,
-}
-
-impl FromSetting for Normalization {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "none" => Normalization::None,
-            "minmax" => Normalization::MinMax,
-            "zscore" => Normalization::ZScore,
-            "uint8" => Normalization::Uint8,
-            _ => Normalization::ImageNet,
-        })
+clisc_sdk::setting_choice! {
+    /// How input intensities are rescaled before the model sees them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Normalization {
+        /// Passed as is (clisc's inputs are already z-scored over the brain).
+        None = "none",
+        /// Per image (slice or volume) to `[0, 1]`.
+        MinMax = "minmax",
+        /// Per image to zero mean and unit variance.
+        ZScore = "zscore",
+        /// Per image to `[0, 1]`, then per channel `(x - mean) / std` with the
+        /// ImageNet constants (needs 3 input channels).
+        ImageNet = "imagenet",
+        /// Per image min-max to the integers `0..=255`, as an 8-bit image file
+        /// holds the slice (what SAM-family models are trained on).
+        Uint8 = "uint8",
     }
 }
 
-impl FromSetting for OutputKind {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "logits" => OutputKind::Logits,
-            "probabilities" => OutputKind::Probabilities,
-            _ => OutputKind::Mask,
-        })
+clisc_sdk::setting_choice! {
+    /// What the model's output holds.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum OutputKind {
+        /// Raw scores: sigmoid for one channel, softmax over channels otherwise.
+        Logits = "logits",
+        /// Probabilities in `[0, 1]`.
+        Probabilities = "probabilities",
+        /// A hard 0/1 mask (or class scores already thresholded).
+        Mask = "mask",
     }
 }
 
@@ -78,10 +58,10 @@ plugin_settings! {
         /// intensity normalisation per image: none (clisc's z-scored input), minmax to [0,1],
         /// zscore, imagenet (minmax then ImageNet mean/std, 3 channels), uint8 (minmax to the
         /// integers 0..255, as SAM-family models expect)
-        pub normalization: Normalization = choice("none", &["none", "minmax", "zscore", "imagenet", "uint8"]),
+        pub normalization: Normalization = choice(Normalization::None.name(), Normalization::NAMES),
         /// what the model returns: logits (sigmoid for 1 channel, softmax otherwise),
         /// probabilities, or a 0/1 mask
-        pub output: OutputKind = choice("logits", &["logits", "probabilities", "mask"]),
+        pub output: OutputKind = choice(OutputKind::Logits.name(), OutputKind::NAMES),
         /// the tumour's class/channel when the output has several channels (ignored for one
         /// channel)
         pub class_index: i64 = integer(1),

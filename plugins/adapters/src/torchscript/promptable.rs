@@ -18,7 +18,6 @@ use super::contract::{Contract, ContractSettings, OutputKind};
 use super::tensor_err;
 use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
 use clisc_sdk::stage::{PromptableSegmenter, SliceImage};
 use clisc_sdk::{
     plugin_settings, ConfigField, HostContext, Mask2d, Plugin, PluginError, PromptSet, StageKind,
@@ -75,31 +74,23 @@ plugin_settings! {
         /// box-points: forward(image, box [1,4], points [1,N,3]); prompt-channels: forward(image
         /// with 2 extra channels: box mask, point map); embed-decode: embed(image) once per
         /// slice, decode(embedding, box [1,4], points [1,N,2], labels [1,N]) per prompt set
-        prompt_encoding: PromptEncoding = choice(
-            "box-points",
-            &["box-points", "prompt-channels", "embed-decode"]
-        ),
+        prompt_encoding: PromptEncoding = choice(PromptEncoding::BoxPoints.name(), PromptEncoding::NAMES),
         /// prompt-channels: radius in model pixels of the disc drawn per point
         point_radius: i64 = integer(2),
     }
 }
 
-impl FromSetting for PromptEncoding {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        Ok(match s.str(key)? {
-            "prompt-channels" => PromptEncoding::PromptChannels,
-            "embed-decode" => PromptEncoding::EmbedDecode,
-            _ => PromptEncoding::BoxPoints,
-        })
+clisc_sdk::setting_choice! {
+    /// How prompts reach the model (`prompt_encoding`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum PromptEncoding {
+        /// `forward(image, box, points)`.
+        BoxPoints = "box-points",
+        /// Two extra image channels: box mask and point map.
+        PromptChannels = "prompt-channels",
+        /// `embed(image)` once per slice, `decode(...)` per prompt set.
+        EmbedDecode = "embed-decode",
     }
-}
-
-/// How prompts reach the model (`prompt_encoding`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PromptEncoding {
-    BoxPoints,
-    PromptChannels,
-    EmbedDecode,
 }
 
 /// The stage of `torchscript-promptable-segmenter`.
