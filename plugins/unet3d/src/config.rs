@@ -5,44 +5,68 @@
 //! `clisc infer` can rebuild the stage) and to JSON.
 
 use clisc_sdk::config::Settings;
-use clisc_sdk::declare::FromSetting;
-use clisc_sdk::{plugin_settings, PluginError};
+use clisc_sdk::{plugin_settings, setting_choice, PluginError};
 use serde::{Deserialize, Serialize};
 
-/// Training loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Loss {
-    /// Cross-entropy (the paper).
-    Ce,
-    /// Cross-entropy plus soft Dice of the foreground.
-    DiceCe,
-    /// Generalised cross-entropy `(1 - p_y^q) / q` (robust to label noise).
-    Gce,
+setting_choice! {
+    /// Training loss.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Loss {
+        /// Cross-entropy (the paper).
+        Ce = "ce",
+        /// Cross-entropy plus soft Dice of the foreground.
+        DiceCe = "dice_ce",
+        /// Generalised cross-entropy `(1 - p_y^q) / q` (robust to label noise).
+        Gce = "gce",
+    }
 }
 
-/// How a whole case is predicted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InferenceMode {
-    /// Gaussian-weighted overlapping windows of `patch_size` at native resolution.
-    Sliding,
-    /// The reference code: resize the volume to `resize_size`^3 (nearest), predict, resize back.
-    Resize,
+setting_choice! {
+    /// How a whole case is predicted.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum InferenceMode {
+        /// Gaussian-weighted overlapping windows of `patch_size` at native resolution.
+        Sliding = "sliding",
+        /// The reference code: resize the volume to `resize_size`^3 (nearest), predict, resize back.
+        Resize = "resize",
+    }
 }
 
-/// Which flips of each window are predicted and averaged at test time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mirroring {
-    /// The window as it is (the paper).
-    #[default]
-    Off,
-    /// The 4 combinations of flips along x and y.
-    Axial,
-    /// The 8 combinations of flips along x, y and z.
-    All,
+setting_choice! {
+    /// Which flips of each window are predicted and averaged at test time.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum Mirroring {
+        /// The window as it is (the paper).
+        #[default]
+        Off = "off",
+        /// The 4 combinations of flips along x and y.
+        Axial = "axial",
+        /// The 8 combinations of flips along x, y and z.
+        All = "all",
+    }
 }
+
+/// Serialises the choice enums by their settings names, so the config's
+/// TOML (stored in checkpoints) and JSON hold the names the user writes.
+macro_rules! serde_by_name {
+    ($($ty:ty),*) => {$(
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(deserializer)?;
+                Self::from_name(&name)
+                    .ok_or_else(|| serde::de::Error::unknown_variant(&name, Self::NAMES))
+            }
+        }
+    )*};
+}
+
+serde_by_name!(Loss, InferenceMode, Mirroring);
 
 impl Mirroring {
     /// The flipped tensor dimensions (`[B, C, z, y, x]`) of each extra
@@ -81,7 +105,7 @@ plugin_settings! {
         /// poly decay lr = lr0 * (1 - step/steps)^power (paper: 0.9)
         pub poly_power: f64 = float(0.9),
         /// cross-entropy (paper), CE + soft Dice, or generalised CE
-        pub loss: Loss = choice("ce", &["ce", "dice_ce", "gce"]),
+        pub loss: Loss = choice(Loss::Ce.name(), Loss::NAMES),
         /// q of the generalised cross-entropy (0 < q <= 1)
         pub gce_q: f64 = float(0.7),
         /// probability that a patch is centred on a target voxel (0 = uniform random crops as the paper)
@@ -105,7 +129,7 @@ plugin_settings! {
         pub validation_every: usize = integer(100),
         /// sliding: Gaussian-weighted windows at native resolution; resize: the reference code's
         /// whole volume resized to resize_size^3
-        pub inference: InferenceMode = choice("sliding", &["sliding", "resize"]),
+        pub inference: InferenceMode = choice(InferenceMode::Sliding.name(), InferenceMode::NAMES),
         /// overlap of neighbouring windows in sliding mode, in [0, 1)
         pub overlap: f64 = float(0.5),
         /// windows per forward pass in sliding mode
@@ -116,38 +140,13 @@ plugin_settings! {
         pub largest_component: bool = bool(false),
         /// test-time mirroring: average each window's prediction over its flips along x and y
         /// (axial: 4 passes) or x, y and z (all: 8 passes); off in the paper
-        pub mirroring: Mirroring = choice("off", &["off", "axial", "all"]),
+        pub mirroring: Mirroring = choice(Mirroring::Off.name(), Mirroring::NAMES),
     }
 }
 
 impl Default for UNetConfig {
     fn default() -> Self {
         Self::defaults().expect("unet3d declares a default for every setting")
-    }
-}
-
-/// Reads a choice setting whose values are the enum's serde names.
-fn choice<T: for<'de> Deserialize<'de>>(s: &Settings, key: &str) -> Result<T, PluginError> {
-    let text = s.str(key)?;
-    T::deserialize(toml::Value::from(text))
-        .map_err(|e| PluginError::config(format!("unet3d: `{key}` = {text:?}: {e}")))
-}
-
-impl FromSetting for Loss {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        choice(s, key)
-    }
-}
-
-impl FromSetting for InferenceMode {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        choice(s, key)
-    }
-}
-
-impl FromSetting for Mirroring {
-    fn from_setting(s: &Settings, key: &str) -> Result<Self, PluginError> {
-        choice(s, key)
     }
 }
 
