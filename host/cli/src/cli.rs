@@ -6,7 +6,7 @@ use std::process::ExitCode;
 /// Unsupervised brain tumor segmentation (CLISC) with pluggable stages.
 #[derive(Debug, Parser)]
 #[command(name = "clisc", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Only errors on stderr; no progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -17,7 +17,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Inspect the available plugins.
     #[command(subcommand)]
     Plugins(crate::commands::plugins::PluginsCommand),

@@ -14,7 +14,7 @@
 //! the same variable) inherit the setting.
 
 /// The libtorch environment variable this module sets.
-pub const VARIABLE: &str = "THP_MEM_ALLOC_ENABLE";
+pub(crate) const VARIABLE: &str = "THP_MEM_ALLOC_ENABLE";
 
 /// Sets `THP_MEM_ALLOC_ENABLE=1` unless the environment already sets it.
 /// Call first thing in `main`, before any thread starts or any tensor is

@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The four BraTS modalities in their usual order.
-pub const BRATS_MODALITIES: [&str; 4] = ["t1", "t1ce", "t2", "flair"];
+pub(crate) const BRATS_MODALITIES: [&str; 4] = ["t1", "t1ce", "t2", "flair"];
 
 /// Which naming scheme the dataset folder follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

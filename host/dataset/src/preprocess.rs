@@ -373,8 +373,10 @@ impl Geometry {
     }
 
     /// A prediction's probabilities on the working grid as binary labels
-    /// on the whole original grid (see [`Geometry::probability_to_cropped`]).
-    pub fn restore_probability(
+    /// on the whole original grid (see [`Geometry::probability_to_cropped`];
+    /// runs and the inference engine refine the crop box in between).
+    #[cfg(test)]
+    fn restore_probability(
         &self,
         probability: &ProbabilityVolume,
     ) -> Result<LabelVolume, PluginError> {

@@ -33,13 +33,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Verification SOP class (C-ECHO).
-pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub(crate) const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// Study Root Query/Retrieve Information Model - FIND.
-pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+pub(crate) const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 /// Study Root Query/Retrieve Information Model - MOVE.
-pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+pub(crate) const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
 /// Implicit VR Little Endian (the default transfer syntax).
-pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub(crate) const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 /// Explicit VR Little Endian.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
@@ -182,7 +182,7 @@ pub fn validate_ae_title(ae: &str) -> Result<(), NetError> {
 /// command announces one, its data set (encoded in the context's transfer
 /// syntax).
 #[derive(Debug, Clone)]
-pub struct Message {
+pub(crate) struct Message {
     /// Presentation context ID.
     pub context_id: u8,
     /// The command set (group 0000).
@@ -957,7 +957,7 @@ pub fn move_study(
 }
 
 /// ImplementationClassUID of files clisc writes from the network.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.229598616520391406958432916853934412107";
+pub(crate) const IMPLEMENTATION_CLASS_UID: &str = "2.25.229598616520391406958432916853934412107";
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,7 @@ impl Outbox {
     /// numeric suffix is added if that name is taken). The copy is written
     /// under a temporary name and renamed, so the queue never holds half a
     /// file. Returns the queued path.
-    pub fn enqueue(&self, file: &Path, name: &str) -> Result<PathBuf, DicomError> {
+    pub(crate) fn enqueue(&self, file: &Path, name: &str) -> Result<PathBuf, DicomError> {
         let name = clisc_dicom::safe_file_name(name);
         let mut target = self.pending.join(&name);
         let mut i = 2;

@@ -34,7 +34,7 @@ use std::time::Duration;
 /// Accepts an association only when it is addressed to this node's AE
 /// title and comes from one of the allowed calling AE titles.
 #[derive(Debug, Clone)]
-pub struct AllowedCallers(pub Vec<String>);
+pub(crate) struct AllowedCallers(pub Vec<String>);
 
 impl AccessControl for AllowedCallers {
     fn check_access(

@@ -21,7 +21,7 @@ use clisc_dicom::DicomError;
 use std::path::{Path, PathBuf};
 
 /// The suffix of an instance being written (never acknowledged yet).
-pub const PART_SUFFIX: &str = ".part";
+pub(crate) const PART_SUFFIX: &str = ".part";
 
 /// The node's storage folder (see the module documentation).
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub struct Take {
 
 impl Take {
     /// The outbox name of this take's SEG.
-    pub fn seg_name(&self) -> String {
+    pub(crate) fn seg_name(&self) -> String {
         format!(
             "{}.seg.dcm",
             self.dir.file_name().unwrap_or_default().to_string_lossy()

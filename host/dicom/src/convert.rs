@@ -79,41 +79,6 @@ pub fn load_volume(series: &Series, channel: &str) -> Result<Volume, DicomError>
     Ok(Volume::single(grid, channel, data))
 }
 
-/// One input chosen by modality rules: its modality, its series (keep it:
-/// [`super::write_seg`] needs it to write results back) and its voxels as a
-/// single-channel volume named after the modality.
-#[derive(Debug, Clone)]
-pub struct SelectedVolume<'a> {
-    /// Modality name from the rules (`flair`, `t1`, ...).
-    pub modality: String,
-    /// The source series.
-    pub series: &'a Series,
-    /// Its voxels on its own grid (channel = `modality`).
-    pub volume: Volume,
-}
-
-/// Selects the inputs of a scanned study with `rules` and loads them.
-/// Each volume keeps its series' own grid: series of one study are not
-/// resampled onto each other (check [`clisc_nifti::same_geometry`]
-/// before stacking them as channels).
-pub fn load_selected<'a>(
-    report: &'a ScanReport,
-    rules: &ModalityRules,
-) -> Result<Vec<SelectedVolume<'a>>, DicomError> {
-    rules
-        .select(&report.series)?
-        .into_iter()
-        .map(|(modality, series)| {
-            let volume = load_volume(series, &modality)?;
-            Ok(SelectedVolume {
-                modality,
-                series,
-                volume,
-            })
-        })
-        .collect()
-}
-
 /// How [`convert_dir`] names and selects its outputs.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {

@@ -251,13 +251,6 @@ pub(crate) fn sort_and_measure(slices: &mut [SliceHeader]) -> Result<SeriesGeome
     })
 }
 
-/// World (RAS, mm) position of voxel `(x, y, z)` of `grid` (fractional
-/// indices allowed).
-pub fn voxel_to_world(grid: &Grid, ijk: [f64; 3]) -> [f64; 3] {
-    let a = &grid.affine;
-    std::array::from_fn(|i| a[i][0] * ijk[0] + a[i][1] * ijk[1] + a[i][2] * ijk[2] + a[i][3])
-}
-
 /// Axis codes of a grid (nibabel's `aff2axcodes`): for each voxel axis, the
 /// world direction (R/L, A/P, S/I) towards which the index increases, from
 /// the dominant component of the affine column (e.g. `LAS` for dcm2niix's

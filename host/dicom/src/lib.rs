@@ -34,9 +34,7 @@ pub mod scan;
 pub mod seg;
 pub mod select;
 
-pub use convert::{
-    convert_dir, load_volume, ConvertOptions, ConvertSummary, Converted, SelectedVolume,
-};
+pub use convert::{convert_dir, load_volume, ConvertOptions, ConvertSummary, Converted};
 pub use geometry::{GeometryWarning, SeriesGeometry};
 pub use scan::{scan_dir, ScanReport, Series, SkippedFile, SliceHeader};
 pub use seg::{write_seg, SegOptions, SegSegment, SegSummary};

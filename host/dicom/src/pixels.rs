@@ -16,7 +16,7 @@ use dicom_pixeldata::PixelDecoder;
 use std::path::Path;
 
 /// Transfer syntaxes whose pixel data this build can decode.
-pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+pub(crate) const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
     ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
     (

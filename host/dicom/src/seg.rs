@@ -28,7 +28,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 use std::path::{Path, PathBuf};
 
 /// SOP class UID of Segmentation Storage.
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+pub(crate) const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 /// A coded concept (code value, coding scheme designator, code meaning).

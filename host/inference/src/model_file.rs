@@ -133,7 +133,7 @@ fn write_header(out: &mut impl Write, header: &serde_json::Value) -> std::io::Re
 
 /// Whether `path` is a model file: a safetensors file whose metadata
 /// names the plugin that wrote it.
-pub fn is_model_file(path: &Path) -> bool {
+pub(crate) fn is_model_file(path: &Path) -> bool {
     read_metadata(path).is_ok_and(|m| m.contains_key(PLUGIN_KEY))
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One slice label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SliceLabelRecord {
+pub(crate) struct SliceLabelRecord {
     /// Axial index.
     pub index: u32,
     /// 1 = tumor.
@@ -122,7 +122,7 @@ pub fn prompts_from_json(records: &[PromptSetRecord]) -> CasePrompts {
 
 /// A filter decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionRecord {
+pub(crate) struct DecisionRecord {
     /// Case identifier.
     pub case_id: String,
     /// Quality score.

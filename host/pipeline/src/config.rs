@@ -268,7 +268,7 @@ impl ModelSelection {
     pub const NAMES: [&'static str; 3] =
         ["last", "pseudo-label-holdout", "ground-truth-validation"];
     /// Default `holdout_fraction`.
-    pub const DEFAULT_FRACTION: f64 = 0.2;
+    pub(crate) const DEFAULT_FRACTION: f64 = 0.2;
 
     /// The name used in pipeline files, summaries and reports.
     pub fn name(&self) -> &'static str {
@@ -340,7 +340,7 @@ impl StageSpec {
     /// next to `plugin` (defaults left out): the one place that spells
     /// them, for the resolved pipeline ([`Pipeline::to_toml`]) and for the
     /// steps' fingerprints.
-    pub fn host_options(&self) -> toml::Table {
+    pub(crate) fn host_options(&self) -> toml::Table {
         self.host.to_table()
     }
 }
@@ -403,7 +403,7 @@ impl HostOptions {
     }
 
     /// `retrain_on` of a filter (else the default).
-    pub fn retrain_on(&self) -> RetrainTargets {
+    pub(crate) fn retrain_on(&self) -> RetrainTargets {
         match self {
             Self::Filter { retrain_on } => *retrain_on,
             _ => RetrainTargets::default(),

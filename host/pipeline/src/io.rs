@@ -21,7 +21,7 @@ pub fn read_json_if_present<T: serde::de::DeserializeOwned>(
 }
 
 /// Writes a JSON record (pretty-printed), atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> crate::error::Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> crate::error::Result<()> {
     let bytes =
         serde_json::to_vec_pretty(value).with_context(|| format!("writing {}", path.display()))?;
     clisc_workdir::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))

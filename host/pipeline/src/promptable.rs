@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A constructed promptable segmenter of either form.
-pub enum PromptableStage {
+pub(crate) enum PromptableStage {
     /// Called once per prompted slice.
     Slices(PromptableSegmenterBox),
     /// Called once per case with every prompt set.
@@ -27,7 +27,7 @@ pub enum PromptableStage {
 
 impl StageFactory<'_> {
     /// A new instance of the slot's promptable segmenter.
-    pub fn promptable_stage(
+    pub(crate) fn promptable_stage(
         &self,
         slot: StageSlot,
         work_dir: &Path,

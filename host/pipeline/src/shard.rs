@@ -109,7 +109,7 @@ fn per_case_names() -> String {
 /// The steps whose work is independent per case (apart from what they
 /// read from earlier steps), so they can run as shards. The training steps
 /// (`roi`, `network-1`, `network-2`) and `evaluation` are single jobs.
-pub const PER_CASE: [Step; 5] = [
+pub(crate) const PER_CASE: [Step; 5] = [
     Step::PseudoLabels,
     Step::Prompts,
     Step::PseudoMasks,

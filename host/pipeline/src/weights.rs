@@ -29,7 +29,7 @@ pub struct OfficialWeights {
 /// The official checkpoints the built-in plugins read (CLIP, torchvision
 /// ResNets, Segment Anything, SAM 2, MedSAM, MedSAM2, BiomedCLIP), by file
 /// name.
-pub const OFFICIAL: &[OfficialWeights] = &[
+pub(crate) const OFFICIAL: &[OfficialWeights] = &[
     OfficialWeights {
         file_name: "ViT-B-32.pt",
         what: "OpenAI CLIP ViT-B/32 (TorchScript archive)",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// The environment variable listing extra plugin files or folders
 /// (separated like `PATH`).
-pub const PLUGIN_PATH_VAR: &str = "CLISC_PLUGIN_PATH";
+pub(crate) const PLUGIN_PATH_VAR: &str = "CLISC_PLUGIN_PATH";
 
 /// Why a plugin library could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -26,13 +26,13 @@ use std::path::Path;
 /// ROI contour colour (yellow).
 pub const ROI_COLOUR: [u8; 3] = [255, 220, 0];
 /// Box colour (cyan).
-pub const BOX_COLOUR: [u8; 3] = [0, 220, 255];
+pub(crate) const BOX_COLOUR: [u8; 3] = [0, 220, 255];
 /// Positive point colour (green).
-pub const POSITIVE_COLOUR: [u8; 3] = [0, 230, 60];
+pub(crate) const POSITIVE_COLOUR: [u8; 3] = [0, 230, 60];
 /// Negative point colour (red).
-pub const NEGATIVE_COLOUR: [u8; 3] = [255, 40, 40];
+pub(crate) const NEGATIVE_COLOUR: [u8; 3] = [255, 40, 40];
 /// Suggested colour of a promptable-segmenter pseudo-label contour (magenta).
-pub const PSEUDO_LABEL_COLOUR: [u8; 3] = [255, 0, 255];
+pub(crate) const PSEUDO_LABEL_COLOUR: [u8; 3] = [255, 0, 255];
 /// Suggested colour of a network prediction contour (blue).
 pub const PREDICTION_COLOUR: [u8; 3] = [40, 140, 255];
 /// Suggested colour of a ground-truth contour (orange).

@@ -28,7 +28,7 @@ pub fn gauss(h: u64) -> f32 {
 /// Smooth value noise in [-1, 1]: random values on a lattice of spacing
 /// `wavelength` (in the caller's coordinates), blended with a smoothstep.
 #[derive(Clone)]
-pub struct ValueNoise {
+pub(crate) struct ValueNoise {
     values: Vec<f32>,
     dims: [usize; 3],
     origin: [f32; 3],

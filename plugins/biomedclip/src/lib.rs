@@ -56,11 +56,11 @@ pub use tokenizer::{WordPieceTokenizer, CONTEXT_LENGTH};
 
 /// Where the model's files are published (the weights, `vocab.txt` and
 /// the open_clip configuration, under "Files and versions").
-pub const DOWNLOAD_PAGE: &str =
+pub(crate) const DOWNLOAD_PAGE: &str =
     "https://huggingface.co/microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224";
 
 /// The vocabulary's file name, looked for next to the weights.
-pub const VOCAB_FILE: &str = "vocab.txt";
+pub(crate) const VOCAB_FILE: &str = "vocab.txt";
 
 /// BiomedCLIP with its vocabulary: what the slice labeler drives.
 #[derive(Debug)]
@@ -124,7 +124,7 @@ fn vocab_path(weights: &Path, vocab: Option<PathBuf>) -> PathBuf {
 }
 
 /// Plugin registration of [`BiomedClipLabeler`].
-pub struct BiomedClipPlugin;
+pub(crate) struct BiomedClipPlugin;
 
 impl Plugin for BiomedClipPlugin {
     const NAME: &'static str = "biomedclip";

@@ -204,7 +204,7 @@ impl WordPieceTokenizer {
 
     /// Builds the tokenizer from the text of a `vocab.txt`; `source` names
     /// it in errors.
-    pub fn from_vocab(text: &str, source: &str) -> Result<WordPieceTokenizer, PluginError> {
+    pub(crate) fn from_vocab(text: &str, source: &str) -> Result<WordPieceTokenizer, PluginError> {
         let lines = vocab_lines(text);
         let vocab: HashMap<String, i64> = lines
             .iter()
@@ -245,22 +245,22 @@ impl WordPieceTokenizer {
     }
 
     /// Id of `[PAD]`.
-    pub fn pad_id(&self) -> i64 {
+    pub(crate) fn pad_id(&self) -> i64 {
         self.special("[PAD]")
     }
 
     /// Id of `[UNK]`.
-    pub fn unk_id(&self) -> i64 {
+    pub(crate) fn unk_id(&self) -> i64 {
         self.special("[UNK]")
     }
 
     /// Id of `[CLS]`.
-    pub fn cls_id(&self) -> i64 {
+    pub(crate) fn cls_id(&self) -> i64 {
         self.special("[CLS]")
     }
 
     /// Id of `[SEP]`.
-    pub fn sep_id(&self) -> i64 {
+    pub(crate) fn sep_id(&self) -> i64 {
         self.special("[SEP]")
     }
 

@@ -59,7 +59,7 @@ impl Threshold {
 
 /// The AMDA mask of one positive slice (`size x size`, row-major): 1 where
 /// the pixel is hidden. Empty when the CAM has no ROI on this slice.
-pub fn positive_mask(
+pub(crate) fn positive_mask(
     cam: &[f32],
     brain: &[f32],
     size: usize,
@@ -103,7 +103,7 @@ pub fn positive_mask(
 /// A random mask for a negative slice: one of `positives` (non-empty masks)
 /// moved so that its bounding box lies at a random place inside the brain's
 /// bounding box (or anywhere when the brain is smaller than the mask).
-pub fn negative_mask(
+pub(crate) fn negative_mask(
     positives: &[Vec<u8>],
     brain: &[f32],
     size: usize,
@@ -143,7 +143,7 @@ pub fn negative_mask(
 /// `size x size`, `labels` their classes. Returns one mask per slice
 /// (negatives get random masks when `mask_negatives`, else empty ones).
 #[allow(clippy::too_many_arguments)] // the masking inputs are independent; a struct would only rename them
-pub fn masks_for_set(
+pub(crate) fn masks_for_set(
     cams: &[f32],
     brains: &[f32],
     labels: &[i64],

@@ -39,7 +39,7 @@ clisc_sdk::setting_choice! {
 }
 
 /// Per-sample min-max of `[N, H, W]` maps to `[0, 1]` (constant maps -> 0).
-pub fn minmax_per_sample(maps: &Tensor) -> Tensor {
+pub(crate) fn minmax_per_sample(maps: &Tensor) -> Tensor {
     let n = maps.size()[0];
     let flat = maps.reshape([n, -1]);
     let lo = flat.amin(1, true);
@@ -142,7 +142,7 @@ fn batched(xs: &Tensor, batch: usize, f: impl Fn(&Tensor) -> (Tensor, Tensor)) -
 
 /// Bilinear upsampling (`align_corners = False`) of `[N, h, w]` maps to
 /// `[N, height, width]`, clamped to `[0, 1]`.
-pub fn upsample(maps: &Tensor, height: usize, width: usize) -> Tensor {
+pub(crate) fn upsample(maps: &Tensor, height: usize, width: usize) -> Tensor {
     maps.unsqueeze(1)
         .upsample_bilinear2d([height as i64, width as i64], false, None, None)
         .squeeze_dim(1)

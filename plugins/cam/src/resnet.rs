@@ -80,7 +80,7 @@ pub enum Stage {
 
 impl Stage {
     /// Parses `layer1` .. `layer4`.
-    pub fn parse_layer(s: &str) -> Result<Self, PluginError> {
+    pub(crate) fn parse_layer(s: &str) -> Result<Self, PluginError> {
         match s {
             "layer1" => Ok(Stage::Layer1),
             "layer2" => Ok(Stage::Layer2),
@@ -267,7 +267,7 @@ impl ResNet {
     /// The head applied at every spatial position of a `layer4` map
     /// (`[N, F, H, W]` -> `[N, 2, H, W]`), in eval mode. For a linear head
     /// this is exactly Zhou et al.'s class activation map.
-    pub fn head_per_position(&self, layer4: &Tensor) -> Tensor {
+    pub(crate) fn head_per_position(&self, layer4: &Tensor) -> Tensor {
         let (n, f, h, w) = layer4.size4().expect("layer4 map is 4D");
         let flat = layer4.permute([0, 2, 3, 1]).reshape([n * h * w, f]);
         let logits = self.head(&flat, false);

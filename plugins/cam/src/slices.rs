@@ -18,7 +18,7 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Min-max normalises one slice to `[0, 1]` (a constant slice becomes 0).
-pub fn minmax_unit(values: &[f32]) -> Vec<f32> {
+pub(crate) fn minmax_unit(values: &[f32]) -> Vec<f32> {
     let (lo, hi) = min_max(values);
     if hi > lo {
         let s = 1.0 / (hi - lo);
@@ -31,7 +31,7 @@ pub fn minmax_unit(values: &[f32]) -> Vec<f32> {
 /// Axial slice `z` of a volume prepared for the network: min-max to
 /// `[0, 1]`, resized to `size x size`; plus the brain mask resized with
 /// nearest neighbour (1.0 inside the brain).
-pub fn prepare_slice(
+pub(crate) fn prepare_slice(
     flair: &[f32],
     brain: &[u8],
     dims: [usize; 3],
@@ -66,7 +66,12 @@ pub struct SliceSet {
 
 impl SliceSet {
     /// Builds the set from flat buffers of `n` slices of `size x size`.
-    pub fn from_parts(images: Vec<f32>, brain: Vec<f32>, labels: Vec<i64>, size: usize) -> Self {
+    pub(crate) fn from_parts(
+        images: Vec<f32>,
+        brain: Vec<f32>,
+        labels: Vec<i64>,
+        size: usize,
+    ) -> Self {
         let n = labels.len() as i64;
         let s = size as i64;
         Self {
@@ -113,7 +118,7 @@ impl SliceSet {
 }
 
 /// Prepares every slice of `labelled` whose flag `kept` is set.
-pub fn kept_slices(
+pub(crate) fn kept_slices(
     image: &Volume,
     brain: &LabelVolume,
     labels: &clisc_sdk::SlicePseudoLabels,
@@ -143,7 +148,7 @@ pub fn kept_slices(
 
 /// Turns grey `[N, 1, S, S]` images in `[0, 1]` into the network's input:
 /// three identical channels normalised with ImageNet mean / std, on `device`.
-pub fn to_network_input(grey: &Tensor, device: Device) -> Tensor {
+pub(crate) fn to_network_input(grey: &Tensor, device: Device) -> Tensor {
     let mean = Tensor::from_slice(&IMAGENET_MEAN)
         .view([1, 3, 1, 1])
         .to_device(device);

@@ -48,7 +48,7 @@ pub use model::{Clip, ClipConfig};
 pub use tokenizer::{ClipTokenizer, CONTEXT_LENGTH};
 
 /// The CLIP slice labeler.
-pub type ClipLabeler = SliceLabeler<Clip>;
+pub(crate) type ClipLabeler = SliceLabeler<Clip>;
 
 /// Plugin registration of [`ClipLabeler`].
 pub struct ClipPlugin;

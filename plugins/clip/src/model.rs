@@ -66,12 +66,12 @@ impl ClipConfig {
     }
 
     /// Heads of the vision transformer (width / 64, as in the reference).
-    pub fn vision_heads(&self) -> i64 {
+    pub(crate) fn vision_heads(&self) -> i64 {
         self.vision_width / 64
     }
 
     /// Heads of the text transformer (width / 64).
-    pub fn text_heads(&self) -> i64 {
+    pub(crate) fn text_heads(&self) -> i64 {
         self.text_width / 64
     }
 

@@ -31,14 +31,14 @@ use tch::{Kind, Tensor};
 
 /// CLIP's per-channel mean (RGB, on 0..1), digits as in the reference.
 #[allow(clippy::excessive_precision)]
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub(crate) const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's per-channel standard deviation, digits as in the reference.
 #[allow(clippy::excessive_precision)]
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub(crate) const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Size after torchvision's `Resize(n_px)`: short side `n_px`, long side
 /// `floor(n_px * long / short)`. Returns `(width, height)`.
-pub fn resized_size(width: usize, height: usize, n_px: usize) -> (usize, usize) {
+pub(crate) fn resized_size(width: usize, height: usize, n_px: usize) -> (usize, usize) {
     if width <= height {
         (n_px, n_px * height / width)
     } else {
@@ -76,12 +76,12 @@ pub fn preprocess_u8(
 }
 
 /// Per-slice min-max to 8 bits (see the module docs for why).
-pub fn slice_to_u8(values: &[f32]) -> Vec<u8> {
+pub(crate) fn slice_to_u8(values: &[f32]) -> Vec<u8> {
     minmax_to_u8(values)
 }
 
 /// A batch of preprocessed images as a [n, 3, n_px, n_px] tensor.
-pub fn batch_tensor(images: &[Vec<f32>], n_px: usize) -> Tensor {
+pub(crate) fn batch_tensor(images: &[Vec<f32>], n_px: usize) -> Tensor {
     let flat: Vec<f32> = images.iter().flat_map(|v| v.iter().copied()).collect();
     Tensor::from_slice(&flat)
         .view([images.len() as i64, 3, n_px as i64, n_px as i64])

@@ -91,7 +91,7 @@ impl ClipTokenizer {
     /// Builds the tokenizer from the text of `bpe_simple_vocab_16e6.txt`
     /// (first line a header, then one merge `a b` per line; the first
     /// 49152 - 256 - 2 merges are used, as in the reference).
-    pub fn from_merges(text: &str) -> Result<ClipTokenizer, PluginError> {
+    pub(crate) fn from_merges(text: &str) -> Result<ClipTokenizer, PluginError> {
         let merges: Vec<(String, String)> = text
             .split('\n')
             .skip(1)
@@ -148,13 +148,15 @@ impl ClipTokenizer {
     }
 
     /// Id of `<|startoftext|>`.
-    pub fn sot(&self) -> i64 {
+    #[cfg(test)]
+    fn sot(&self) -> i64 {
         self.sot
     }
 
     /// Id of `<|endoftext|>` (the largest id, which is why CLIP pools the
     /// text at the argmax of the ids).
-    pub fn eot(&self) -> i64 {
+    #[cfg(test)]
+    fn eot(&self) -> i64 {
         self.eot
     }
 
@@ -257,7 +259,7 @@ impl ClipTokenizer {
 }
 
 /// Python's `html.unescape`.
-pub fn html_unescape(text: &str) -> String {
+pub(crate) fn html_unescape(text: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         Regex::new(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)")

@@ -12,7 +12,7 @@
 //! * [`torch_pickle`]: the `torch.save` reader behind [`weights`].
 
 pub mod device;
-pub mod torch_pickle;
+pub(crate) mod torch_pickle;
 pub mod weights;
 
 pub use device::resolve_device;

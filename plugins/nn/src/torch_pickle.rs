@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 /// What makes a `torch.save` file unreadable.
 #[derive(Debug, thiserror::Error)]
-pub enum TorchFileError {
+pub(crate) enum TorchFileError {
     /// The file or a member of its archive cannot be read.
     #[error("{0}")]
     Io(String),
@@ -557,7 +557,7 @@ fn flatten(v: &Val, prefix: &str, out: &mut Vec<(String, TensorSpec)>) {
 /// Reads a zip-format `torch.save` file into `(name, tensor)` pairs on the
 /// CPU, keeping each tensor's dtype. The caller adds the file name to
 /// errors.
-pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, TorchFileError> {
+pub(crate) fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, TorchFileError> {
     let io = |what: &str, e: &dyn std::fmt::Display| TorchFileError::Io(format!("{what}: {e}"));
     let file = std::fs::File::open(path).map_err(|e| io("cannot open", &e))?;
     let mut zip = zip::ZipArchive::new(file)

@@ -61,7 +61,7 @@ impl WeightFormat {
 
     /// Detects the format of `path` from its first bytes (and, for zip
     /// archives, from the entries inside).
-    pub fn detect(path: &Path) -> Result<WeightFormat, PluginError> {
+    pub(crate) fn detect(path: &Path) -> Result<WeightFormat, PluginError> {
         let shown = path.display();
         let mut file = std::fs::File::open(path)
             .map_err(|e| PluginError::weights(format!("cannot open weight file `{shown}`: {e}")))?;

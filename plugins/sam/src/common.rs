@@ -34,7 +34,7 @@ impl LayerNorm2d {
 
 /// Two-layer feed-forward block (`lin1`, activation, `lin2`).
 #[derive(Debug)]
-pub struct MlpBlock {
+pub(crate) struct MlpBlock {
     lin1: nn::Linear,
     lin2: nn::Linear,
     gelu: bool,
@@ -44,7 +44,7 @@ impl MlpBlock {
     /// Exact (erf) GELU, as `nn.GELU()`.
     pub const GELU: bool = true;
     /// ReLU, as used in the decoder's two-way transformer.
-    pub const RELU: bool = false;
+    pub(crate) const RELU: bool = false;
 
     /// Declares the block; `gelu` picks GELU (true) or ReLU (false).
     pub fn new(p: nn::Path, dim: i64, hidden: i64, gelu: bool) -> Self {

@@ -37,14 +37,6 @@ impl ImageEncoderConfig {
     pub fn vit_b() -> Self {
         Self::official(768, 12, 12, vec![2, 5, 8, 11])
     }
-    /// The official ViT-L configuration.
-    pub fn vit_l() -> Self {
-        Self::official(1024, 24, 16, vec![5, 11, 17, 23])
-    }
-    /// The official ViT-H configuration.
-    pub fn vit_h() -> Self {
-        Self::official(1280, 32, 16, vec![7, 15, 23, 31])
-    }
     fn official(embed_dim: i64, depth: i64, num_heads: i64, global_attn_indexes: Vec<i64>) -> Self {
         Self {
             img_size: 1024,
@@ -60,7 +52,7 @@ impl ImageEncoderConfig {
         }
     }
     /// Side of the token grid (64 for 1024 / 16).
-    pub fn grid_size(&self) -> i64 {
+    pub(crate) fn grid_size(&self) -> i64 {
         self.img_size / self.patch_size
     }
 }

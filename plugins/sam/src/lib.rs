@@ -56,7 +56,7 @@ pub fn slice_to_grey(image: &Image2d) -> Result<Vec<u8>, PluginError> {
 
 /// Converts an SDK prompt set to SAM's form (box corners and points as
 /// given, x = column).
-pub fn to_sam_prompt(set: &PromptSet) -> SamPrompt {
+pub(crate) fn to_sam_prompt(set: &PromptSet) -> SamPrompt {
     SamPrompt {
         points: set
             .points
@@ -289,7 +289,7 @@ fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
 
 /// Identifies a weight file by canonical path, size and modification time
 /// (cheap; a changed file invalidates cached embeddings).
-pub fn weights_fingerprint(path: &Path) -> u64 {
+pub(crate) fn weights_fingerprint(path: &Path) -> u64 {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let meta = std::fs::metadata(path).ok();
     let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
@@ -312,14 +312,6 @@ fn sanitize(id: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Sets the number of intra-op CPU threads libtorch uses (process-wide),
-/// for tools that drive SAM without a `HostContext`.
-pub fn set_torch_threads(threads: usize) {
-    if threads > 0 {
-        tch::set_num_threads(threads as i32);
-    }
 }
 
 clisc_sdk::register_builtin!(SamPlugin);

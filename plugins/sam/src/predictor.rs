@@ -227,7 +227,7 @@ impl SamPredictor {
 
     /// Computes the image embedding of a grey uint8 image with MedSAM's
     /// recipe (see the module documentation).
-    pub fn embed_medsam(
+    pub(crate) fn embed_medsam(
         &self,
         grey: &[u8],
         w: usize,
@@ -430,7 +430,7 @@ impl SamPredictor {
 
     /// `Sam.postprocess_masks`: logits at the original size (the
     /// [`Recipe::Sam`] post-processing).
-    pub fn postprocess(
+    pub(crate) fn postprocess(
         &self,
         low_res: &Tensor,
         input_size: (usize, usize),
@@ -452,7 +452,7 @@ impl SamPredictor {
 
 /// MedSAM's post-processing: sigmoid of the low-resolution logits,
 /// upsampled bilinearly to `original_size` (its mask is `> 0.5`).
-pub fn medsam_probability(low_res: &Tensor, original_size: (usize, usize)) -> Tensor {
+pub(crate) fn medsam_probability(low_res: &Tensor, original_size: (usize, usize)) -> Tensor {
     low_res.sigmoid().upsample_bilinear2d(
         [original_size.0 as i64, original_size.1 as i64],
         false,

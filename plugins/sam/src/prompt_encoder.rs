@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 /// Random Fourier features of normalised coordinates
 /// (`pe_layer.positional_encoding_gaussian_matrix`, `(2, C/2)`).
 #[derive(Debug)]
-pub struct PositionEmbeddingRandom {
+pub(crate) struct PositionEmbeddingRandom {
     gaussian: Tensor,
 }
 
@@ -39,7 +39,7 @@ impl PositionEmbeddingRandom {
 
     /// Encodes pixel coordinates (`(.., 2)`, x then y) of an image of
     /// `(h, w)` pixels.
-    pub fn with_coords(&self, coords: &Tensor, image_size: (i64, i64)) -> Tensor {
+    pub(crate) fn with_coords(&self, coords: &Tensor, image_size: (i64, i64)) -> Tensor {
         let x = coords.select(-1, 0) / image_size.1 as f64;
         let y = coords.select(-1, 1) / image_size.0 as f64;
         self.pe_encoding(&Tensor::stack(&[x, y], -1))

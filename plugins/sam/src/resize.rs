@@ -9,7 +9,7 @@ use clisc_imaging::pillow::{self, Filter};
 
 /// Output size `(h, w)` with the longest side scaled to `target`
 /// (`ResizeLongestSide.get_preprocess_shape`).
-pub fn preprocess_shape(old_h: usize, old_w: usize, target: usize) -> (usize, usize) {
+pub(crate) fn preprocess_shape(old_h: usize, old_w: usize, target: usize) -> (usize, usize) {
     let scale = target as f64 / old_h.max(old_w) as f64;
     let new_h = (old_h as f64 * scale + 0.5) as usize;
     let new_w = (old_w as f64 * scale + 0.5) as usize;
@@ -19,7 +19,7 @@ pub fn preprocess_shape(old_h: usize, old_w: usize, target: usize) -> (usize, us
 /// Resizes an interleaved uint8 image (`channels` per pixel, row-major)
 /// from `w x h` to `new_w x new_h` with Pillow's `Image.resize(...,
 /// BILINEAR)` arithmetic.
-pub fn pil_resize_bilinear(
+pub(crate) fn pil_resize_bilinear(
     src: &[u8],
     w: usize,
     h: usize,

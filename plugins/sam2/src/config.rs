@@ -40,7 +40,7 @@ impl HieraConfig {
     }
 
     /// Index of the last block of each stage (`stage_ends`).
-    pub fn stage_ends(&self) -> Vec<i64> {
+    pub(crate) fn stage_ends(&self) -> Vec<i64> {
         self.stages
             .iter()
             .scan(0, |sum, n| {
@@ -51,7 +51,7 @@ impl HieraConfig {
     }
 
     /// Width of each stage's output, first stage first.
-    pub fn stage_dims(&self) -> Vec<i64> {
+    pub(crate) fn stage_dims(&self) -> Vec<i64> {
         (0..self.stages.len() as u32)
             .map(|i| self.embed_dim * 2i64.pow(i))
             .collect()
@@ -138,15 +138,15 @@ pub struct Sam2Config {
 }
 
 /// Width of the FPN neck and of every SAM head (`d_model`).
-pub const HIDDEN_DIM: i64 = 256;
+pub(crate) const HIDDEN_DIM: i64 = 256;
 /// Width of a memory (`memory_encoder.out_dim`).
-pub const MEM_DIM: i64 = 64;
+pub(crate) const MEM_DIM: i64 = 64;
 /// Stride of the lowest-resolution feature map the heads use.
-pub const BACKBONE_STRIDE: i64 = 16;
+pub(crate) const BACKBONE_STRIDE: i64 = 16;
 /// Object pointers a frame can attend to at most (`max_obj_ptrs_in_encoder`).
-pub const MAX_OBJ_PTRS: i64 = 16;
+pub(crate) const MAX_OBJ_PTRS: i64 = 16;
 /// Mask logit that stands for "no object" (`NO_OBJ_SCORE`).
-pub const NO_OBJ_SCORE: f64 = -1024.0;
+pub(crate) const NO_OBJ_SCORE: f64 = -1024.0;
 
 impl Sam2Config {
     /// The official config of trunk `name` (`hiera_t`, `hiera_s`,

@@ -20,7 +20,7 @@ pub(crate) fn sine_wavelengths(n: i64, device: Device) -> Tensor {
 
 /// The 2D sine position encoding of DETR (`PositionEmbeddingSine`,
 /// normalised, temperature 10000): `(1, C, H, W)` for an `H x W` grid.
-pub fn sine_position_encoding(channels: i64, h: i64, w: i64, device: Device) -> Tensor {
+pub(crate) fn sine_position_encoding(channels: i64, h: i64, w: i64, device: Device) -> Tensor {
     let half = channels / 2;
     let scale = 2.0 * std::f64::consts::PI;
     let eps = 1e-6;
@@ -102,7 +102,7 @@ impl FpnNeck {
 /// strides 4, 8 and 16 (the first two already through the mask decoder's
 /// `conv_s0` / `conv_s1`) and the stride-16 position encoding.
 #[derive(Debug)]
-pub struct BackboneFeatures {
+pub(crate) struct BackboneFeatures {
     /// `(B, 32, S/4, S/4)` and `(B, 64, S/8, S/8)`: the decoder's
     /// high-resolution features.
     pub high_res: [Tensor; 2],
@@ -114,7 +114,7 @@ pub struct BackboneFeatures {
 
 /// Trunk + neck.
 #[derive(Debug)]
-pub struct ImageEncoder {
+pub(crate) struct ImageEncoder {
     trunk: Hiera,
     neck: FpnNeck,
 }

@@ -21,7 +21,7 @@ const STABILITY_THRESHOLD: f64 = 0.98;
 
 /// What the decoder returns for a batch of prompt sets.
 #[derive(Debug)]
-pub struct DecoderOutput {
+pub(crate) struct DecoderOutput {
     /// Low-resolution mask logits `(B, M, S/4, S/4)`, `M` = 3 with
     /// multimask output, else 1.
     pub masks: Tensor,

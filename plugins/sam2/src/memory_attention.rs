@@ -158,7 +158,7 @@ impl MemoryAttentionLayer {
 
 /// The memory attention stack.
 #[derive(Debug)]
-pub struct MemoryAttention {
+pub(crate) struct MemoryAttention {
     layers: Vec<MemoryAttentionLayer>,
     norm: nn::LayerNorm,
 }

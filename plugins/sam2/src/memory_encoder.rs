@@ -59,7 +59,7 @@ pub struct Memory {
 
 /// The memory encoder.
 #[derive(Debug)]
-pub struct MemoryEncoder {
+pub(crate) struct MemoryEncoder {
     /// `mask_downsampler.encoder`: (conv 3x3/2, LayerNorm2d, GELU) x 4,
     /// then a 1x1 convolution.
     downsample: Vec<(nn::Conv2D, LayerNorm2d)>,

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 /// The official video predictor's hole filling (`fill_hole_area=8`).
-pub const FILL_HOLE_AREA: usize = 8;
+pub(crate) const FILL_HOLE_AREA: usize = 8;
 
 /// Frames by index, in a given order.
 type Frameset<'a> = Vec<(usize, &'a FrameState)>;
@@ -115,7 +115,7 @@ impl<'a, F: Frames> Propagation<'a, F> {
 
     /// Fills holes of up to `area` low-resolution pixels (0: none) instead
     /// of the official 8.
-    pub fn with_fill_hole_area(mut self, area: usize) -> Self {
+    pub(crate) fn with_fill_hole_area(mut self, area: usize) -> Self {
         self.fill_hole_area = area;
         self
     }

@@ -22,7 +22,7 @@ pub struct Prompt {
 impl Prompt {
     /// Points `(1, N, 2)` in the model's `size x size` frame and labels
     /// `(1, N)`, box corners first (`_prep_prompts` + `concat_points`).
-    pub fn to_model_frame(
+    pub(crate) fn to_model_frame(
         &self,
         image_hw: (usize, usize),
         size: i64,
@@ -54,7 +54,7 @@ impl Prompt {
     }
 
     /// Number of points the model sees (box corners included).
-    pub fn num_points(&self) -> usize {
+    pub(crate) fn num_points(&self) -> usize {
         self.points.len() + if self.bbox.is_some() { 2 } else { 0 }
     }
 }

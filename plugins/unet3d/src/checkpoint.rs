@@ -27,17 +27,17 @@ use clisc_sdk::model_file::{
     PLUGIN_KEY as KEY_PLUGIN, PLUGIN_VERSION_KEY as KEY_VERSION, SETTINGS_KEY as KEY_SETTINGS,
 };
 /// Metadata key: SGD steps done.
-pub const KEY_STEP: &str = "clisc.step";
+pub(crate) const KEY_STEP: &str = "clisc.step";
 /// Metadata key: SGD steps planned.
-pub const KEY_TOTAL: &str = "clisc.total_steps";
+pub(crate) const KEY_TOTAL: &str = "clisc.total_steps";
 /// Metadata key: fingerprint of the training data (resume check).
-pub const KEY_DATA: &str = "clisc.data";
+pub(crate) const KEY_DATA: &str = "clisc.data";
 /// Metadata key: smoothed training loss at `step`.
-pub const KEY_LOSS: &str = "clisc.loss";
+pub(crate) const KEY_LOSS: &str = "clisc.loss";
 /// Name prefix of the training state a resumable checkpoint carries besides
 /// the weights (SGD momentum buffers, fp16 loss-scaler state). These
 /// tensors are not parameters: [`read`] returns them apart.
-pub const TRAINING_STATE_PREFIX: &str = "training.";
+pub(crate) const TRAINING_STATE_PREFIX: &str = "training.";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,7 @@ fn stored_config(settings: &str) -> Result<UNetConfig, PluginError> {
 
 /// [`save`] plus training state tensors, stored under their names
 /// prefixed with [`TRAINING_STATE_PREFIX`].
-pub fn save_with_state(
+pub(crate) fn save_with_state(
     vs: &VarStore,
     state: &HashMap<String, Tensor>,
     meta: &CheckpointMeta,
@@ -146,7 +146,7 @@ pub fn save_with_state(
 }
 
 /// Writes to a temporary sibling, then renames: a reader never sees half a file.
-pub fn save_atomic(
+pub(crate) fn save_atomic(
     vs: &VarStore,
     state: &HashMap<String, Tensor>,
     meta: &CheckpointMeta,
@@ -251,7 +251,7 @@ pub fn read(path: &Path) -> Result<Checkpoint, PluginError> {
 
 /// Copies `tensors` into the variables of `vs`; every variable must be
 /// present with the same shape, and no extra tensor may be left over.
-pub fn load_into(
+pub(crate) fn load_into(
     vs: &mut VarStore,
     tensors: &HashMap<String, Tensor>,
     path: &Path,

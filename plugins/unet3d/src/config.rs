@@ -24,7 +24,7 @@ setting_choice! {
 setting_choice! {
     /// How a whole case is predicted.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum InferenceMode {
+    pub(crate) enum InferenceMode {
         /// Gaussian-weighted overlapping windows of `patch_size` at native resolution.
         Sliding = "sliding",
         /// The reference code: resize the volume to `resize_size`^3 (nearest), predict, resize back.
@@ -35,7 +35,7 @@ setting_choice! {
 setting_choice! {
     /// Which flips of each window are predicted and averaged at test time.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    pub enum Mirroring {
+    pub(crate) enum Mirroring {
         /// The window as it is (the paper).
         #[default]
         Off = "off",
@@ -241,7 +241,7 @@ impl UNetConfig {
     }
 
     /// Input sizes must be multiples of this (`2^(levels - 1)`).
-    pub fn size_multiple(&self) -> i64 {
+    pub(crate) fn size_multiple(&self) -> i64 {
         1 << (self.features.len() - 1)
     }
 
@@ -255,13 +255,13 @@ impl UNetConfig {
     }
 
     /// The settings as a TOML table text, accepted by the plugin's schema.
-    pub fn to_settings_toml(&self) -> String {
+    pub(crate) fn to_settings_toml(&self) -> String {
         toml::to_string(self).expect("the config serialises to TOML")
     }
 
     /// The part of the config that decides what training produces; a
     /// checkpoint can be resumed only when this is unchanged.
-    pub fn training_key(&self) -> String {
+    pub(crate) fn training_key(&self) -> String {
         let mut t = self.clone();
         t.checkpoint_every = 0;
         t.validation_every = 0;
@@ -276,7 +276,7 @@ impl UNetConfig {
 
     /// Replaces the architecture and training fields by `stored`'s and keeps
     /// this config's inference fields (used when loading a checkpoint).
-    pub fn with_inference_of(&self, stored: &UNetConfig) -> UNetConfig {
+    pub(crate) fn with_inference_of(&self, stored: &UNetConfig) -> UNetConfig {
         UNetConfig {
             inference: self.inference,
             overlap: self.overlap,

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 /// The binary segmentation of `image` (`dims` = x, y, z): the voxels of
 /// [`predict_probability`] above one half.
-pub fn predict_labels(
+pub(crate) fn predict_labels(
     model: &Model,
     cfg: &UNetConfig,
     image: &[f32],
@@ -69,7 +69,7 @@ fn restrict(prob: &mut [f32], brain: &[u8], dims: [usize; 3], largest_only: bool
 /// Window origins along one axis of length `dim` (>= `window`) so that
 /// neighbours overlap by at least `overlap` and the last window ends at
 /// the edge (nnU-Net's spacing).
-pub fn window_starts(dim: usize, window: usize, overlap: f64) -> Vec<usize> {
+pub(crate) fn window_starts(dim: usize, window: usize, overlap: f64) -> Vec<usize> {
     assert!(dim >= window && window > 0);
     let step = ((window as f64) * (1.0 - overlap)).floor().max(1.0);
     let span = (dim - window) as f64;
@@ -84,7 +84,7 @@ pub fn window_starts(dim: usize, window: usize, overlap: f64) -> Vec<usize> {
 
 /// Separable Gaussian importance map over a window `[x, y, z]` (x fastest),
 /// sigma = 1/8 of the window, maximum 1, no zeros (nnU-Net's weighting).
-pub fn gaussian_map(window: [usize; 3]) -> Vec<f32> {
+pub(crate) fn gaussian_map(window: [usize; 3]) -> Vec<f32> {
     let axis = |w: usize| -> Vec<f64> {
         let c = (w as f64 - 1.0) / 2.0;
         let s = (w as f64 / 8.0).max(1e-3);

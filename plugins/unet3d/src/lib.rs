@@ -42,10 +42,10 @@ pub const NAME: &str = "unet3d";
 /// Plugin version (stored in checkpoints).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// File name of the resumable training checkpoint inside the work dir.
-pub const TRAINING_CHECKPOINT: &str = "unet3d-training.safetensors";
+pub(crate) const TRAINING_CHECKPOINT: &str = "unet3d-training.safetensors";
 
 /// Plugin registration of [`Unet3d`].
-pub struct Unet3dPlugin;
+pub(crate) struct Unet3dPlugin;
 
 impl Plugin for Unet3dPlugin {
     const NAME: &'static str = NAME;
@@ -128,7 +128,7 @@ impl Unet3d {
     /// Trains like [`Unet3d::train_cases`]; with `validation` cases, scores
     /// the network on them every `validation_every` steps and keeps the
     /// best-scoring weights instead of the last ones.
-    pub fn train_selecting(
+    pub(crate) fn train_selecting(
         &mut self,
         cases: &[TrainingCase],
         validation: &[ValidationCase],
@@ -180,14 +180,14 @@ impl Unet3d {
     }
 
     /// Binary prediction of one case on its grid (brain only).
-    pub fn predict_case(&mut self, case: &CaseInput) -> Result<LabelVolume, PluginError> {
+    pub(crate) fn predict_case(&mut self, case: &CaseInput) -> Result<LabelVolume, PluginError> {
         Ok(self.predict_case_probability(case)?.labels())
     }
 
     /// Foreground probability of every voxel of a case (see
     /// [`infer::predict_probability`]); [`Unet3d::predict_case`] is this
     /// cut at one half.
-    pub fn predict_case_probability(
+    pub(crate) fn predict_case_probability(
         &mut self,
         case: &CaseInput,
     ) -> Result<ProbabilityVolume, PluginError> {
@@ -214,7 +214,7 @@ impl Unet3d {
     }
 
     /// Writes the trained model with its settings to `path`.
-    pub fn save_model(&self, path: &Path) -> Result<(), PluginError> {
+    pub(crate) fn save_model(&self, path: &Path) -> Result<(), PluginError> {
         let model = self
             .model
             .as_ref()
@@ -233,7 +233,7 @@ impl Unet3d {
     /// Loads a model written by [`Unet3d::save_model`] (or a training
     /// checkpoint): the network and training settings come from the file,
     /// the inference settings from this stage.
-    pub fn load_model(&mut self, path: &Path) -> Result<(), PluginError> {
+    pub(crate) fn load_model(&mut self, path: &Path) -> Result<(), PluginError> {
         let ck = checkpoint::read(path)?;
         let cfg = self.cfg.with_inference_of(&ck.meta.config);
         cfg.validate().map_err(|e| {

@@ -23,7 +23,7 @@ use tch::Tensor;
 
 /// Two `Conv3d -> InstanceNorm3d -> ReLU` layers (PyTorch `UnetConv3`).
 #[derive(Debug)]
-pub struct ConvBlock {
+pub(crate) struct ConvBlock {
     conv1: nn::Conv3D,
     conv2: nn::Conv3D,
 }
@@ -63,7 +63,7 @@ impl ConvBlock {
 
 /// Upsample, concatenate with the skip connection, convolve (`UnetUp3_CT`).
 #[derive(Debug)]
-pub struct UpBlock {
+pub(crate) struct UpBlock {
     conv: ConvBlock,
 }
 

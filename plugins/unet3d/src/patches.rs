@@ -46,7 +46,7 @@ pub struct CaseArrays {
 impl CaseArrays {
     /// Copies the `flair` channel and the target of a training case,
     /// checking that they lie on the same grid.
-    pub fn from_training(case: &TrainingCase) -> Result<Self, PluginError> {
+    pub(crate) fn from_training(case: &TrainingCase) -> Result<Self, PluginError> {
         let id = case.case.id.to_string();
         let grid = case.case.image.grid;
         let image = case.case.image.require_channel("flair").map_err(|e| {
@@ -89,7 +89,7 @@ impl CaseArrays {
 
 /// A batch of patches, `[batch, 1, z, y, x]` images and `[batch, z, y, x]` labels.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Number of patches.
     pub batch: usize,
     /// Patch size along x, y, z.
@@ -103,7 +103,7 @@ pub struct Batch {
 /// Ranges of the random intensity augmentation (see the module docs); all
 /// zero = off.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct IntensityAugmentation {
+pub(crate) struct IntensityAugmentation {
     /// Gain drawn from `[1 - scale, 1 + scale]`.
     pub scale: f32,
     /// Offset drawn from `[-shift, shift]` (z-score units).
@@ -114,14 +114,14 @@ pub struct IntensityAugmentation {
 
 impl IntensityAugmentation {
     /// Whether any augmentation is configured.
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.scale > 0.0 || self.shift > 0.0 || self.ramp > 0.0
     }
 }
 
 /// Cuts augmented patches from the cases.
 #[derive(Debug, Clone)]
-pub struct PatchSampler {
+pub(crate) struct PatchSampler {
     /// The cases, shared with the producer thread.
     pub cases: Arc<Vec<CaseArrays>>,
     /// Patch size along x, y, z.
@@ -139,7 +139,7 @@ pub struct PatchSampler {
 /// One patch draw: where, how turned and with what intensity change
 /// (exposed for tests).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PatchDraw {
+pub(crate) struct PatchDraw {
     /// Case index.
     pub case: usize,
     /// Crop origin in the volume (may be negative: padding).
@@ -302,7 +302,8 @@ impl PatchSampler {
 
     /// Starts a producer thread that sends `steps` batches of `batch_size`
     /// patches, seeded by `seed`; it stops early when the receiver is dropped.
-    pub fn spawn(
+    #[cfg(test)]
+    fn spawn(
         self,
         seed: u64,
         steps: usize,
@@ -315,7 +316,7 @@ impl PatchSampler {
     /// stream seeded by `seed`: a training run resumed at step `first` gets
     /// exactly the batches an uninterrupted run gets from that step on (the
     /// earlier draws are replayed without cutting patches).
-    pub fn spawn_at(
+    pub(crate) fn spawn_at(
         self,
         seed: u64,
         first: usize,

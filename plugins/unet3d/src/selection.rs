@@ -36,7 +36,7 @@ pub struct HeldOutCase {
 impl HeldOutCase {
     /// Copies a validation case, checking that image, brain mask and
     /// reference share one grid.
-    pub fn from_validation(v: &ValidationCase) -> Result<Self, PluginError> {
+    pub(crate) fn from_validation(v: &ValidationCase) -> Result<Self, PluginError> {
         let id = v.case.id.to_string();
         let grid = v.case.image.grid;
         let what = |part: &str| format!("unet3d: validation case `{id}` {part}");
@@ -123,7 +123,7 @@ impl ModelSelector {
     }
 
     /// Whether the weights after `done` of `total` steps are scored.
-    pub fn due(&self, done: usize, total: usize) -> bool {
+    pub(crate) fn due(&self, done: usize, total: usize) -> bool {
         done % self.every == 0 || done == total
     }
 
@@ -166,7 +166,7 @@ impl ModelSelector {
     }
 
     /// Puts the best weights into `model` (nothing when none was scored).
-    pub fn apply_best(&self, model: &mut Model) {
+    pub(crate) fn apply_best(&self, model: &mut Model) {
         let Some(best) = &self.best else { return };
         let _guard = tch::no_grad_guard();
         for (name, mut var) in model.vs.variables() {

@@ -31,7 +31,7 @@ use clisc_sdk::{
 };
 
 /// Plugin registration of [`BoxPoints`].
-pub struct BoxPointsPlugin;
+pub(crate) struct BoxPointsPlugin;
 
 impl Plugin for BoxPointsPlugin {
     const NAME: &'static str = "box-points";
@@ -54,7 +54,7 @@ impl Plugin for BoxPointsPlugin {
 clisc_sdk::setting_choice! {
     /// How positive points are chosen among the candidates.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Selection {
+    pub(crate) enum Selection {
         /// CLISC's indices in row-major order.
         Reference = "reference",
         /// Farthest-point sampling.
@@ -224,7 +224,7 @@ impl BoxPoints {
 
 /// CLISC's picks among `n` candidates: for 5 points `[0, n/3, n/2, 2n/3,
 /// n-1]` (integer division), otherwise evenly spaced; duplicates dropped.
-pub fn reference_indices(n: usize, k: usize) -> Vec<usize> {
+pub(crate) fn reference_indices(n: usize, k: usize) -> Vec<usize> {
     if n == 0 || k == 0 {
         return Vec::new();
     }
@@ -241,7 +241,7 @@ pub fn reference_indices(n: usize, k: usize) -> Vec<usize> {
 
 /// Farthest-point sampling of `k` of the pixel indices `candidates`
 /// (returns positions in `candidates`), starting next to their centroid.
-pub fn farthest_points(candidates: &[usize], width: usize, k: usize) -> Vec<usize> {
+pub(crate) fn farthest_points(candidates: &[usize], width: usize, k: usize) -> Vec<usize> {
     if candidates.is_empty() || k == 0 {
         return Vec::new();
     }

@@ -68,7 +68,7 @@ use clisc_sdk::{
 };
 
 /// Plugin registration of [`ClassicPrompt`].
-pub struct ClassicPromptPlugin;
+pub(crate) struct ClassicPromptPlugin;
 
 impl Plugin for ClassicPromptPlugin {
     const NAME: &'static str = "classic-prompt";

@@ -38,7 +38,7 @@ use clisc_sdk::{
 };
 
 /// Plugin registration of [`FlairIntensity`].
-pub struct FlairIntensityPlugin;
+pub(crate) struct FlairIntensityPlugin;
 
 impl Plugin for FlairIntensityPlugin {
     const NAME: &'static str = "flair-intensity";
@@ -67,7 +67,7 @@ impl Plugin for FlairIntensityPlugin {
 plugin_settings! {
     /// The settings of `flair-intensity` (the smoothing's are [`Smoothing::schema`]).
     #[derive(Debug, Clone)]
-    pub struct FlairIntensitySettings {
+    pub(crate) struct FlairIntensitySettings {
         /// hyperintense = more than k robust SDs (1.4826 MAD) above the brain median
         pub k: f32 = float(1.5),
         /// drop hyperintense 3D components smaller than this fraction of the largest
@@ -83,7 +83,7 @@ plugin_settings! {
 
 /// The labeler with its settings.
 #[derive(Debug, Clone)]
-pub struct FlairIntensity {
+pub(crate) struct FlairIntensity {
     /// What the schema declares.
     pub settings: FlairIntensitySettings,
     /// Neighbour-majority smoothing of the kept labels along z (as CLIP's).
@@ -108,7 +108,7 @@ impl FlairIntensity {
     }
 
     /// The cleaned 3D hyperintensity mask of a case.
-    pub fn hyperintense_mask(&self, case: &CaseInput) -> Result<Vec<u8>, PluginError> {
+    pub(crate) fn hyperintense_mask(&self, case: &CaseInput) -> Result<Vec<u8>, PluginError> {
         let flair = case.image.require_channel("flair")?;
         let brain = &case.brain_mask.data;
         case.image.grid.check_len(brain.len(), "brain mask")?;
@@ -143,7 +143,7 @@ impl FlairIntensity {
     }
 
     /// Labels from a hyperintensity mask and the brain mask.
-    pub fn label_from_mask(
+    pub(crate) fn label_from_mask(
         &self,
         mask: &[u8],
         brain: &[u8],

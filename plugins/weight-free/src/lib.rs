@@ -21,7 +21,7 @@
 
 pub mod box_points;
 pub mod classic;
-pub mod flair_intensity;
+pub(crate) mod flair_intensity;
 pub mod s3f;
 pub mod smoothing;
 

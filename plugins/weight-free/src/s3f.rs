@@ -1,8 +1,8 @@
 //! `s3f`: the self-learning filter of CLISC.
 //!
 //! The pipeline predicts every training case with the first network,
-//! keeps the prediction's largest 3D component ([`reprompt_source`]),
-//! re-prompts the promptable segmenter from it (box without dilation, same
+//! keeps the prediction's largest 3D component (26-connectivity, as CLISC
+//! does before re-prompting SAM), re-prompts the promptable segmenter from it (box without dilation, same
 //! points) and hands this plugin one [`FilterCandidate`] per case:
 //! `pseudo_label` = the network's prediction, `reference` = the
 //! re-prompted segmentation. The filter scores each case by the overlap of
@@ -33,19 +33,16 @@
 //! tumours.
 
 use abi_stable::std_types::{RResult, RSlice, RVec};
-use clisc_imaging::components::largest_component;
-use clisc_imaging::Connectivity;
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{Filter, FilterCandidate, FilterDecision};
 use clisc_sdk::{
-    plugin_settings, ConfigField, HostContext, LabelVolume, Plugin, PluginError, StageKind,
-    StageObject,
+    plugin_settings, ConfigField, HostContext, Plugin, PluginError, StageKind, StageObject,
 };
 
 clisc_sdk::setting_choice! {
     /// How two masks are compared.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Similarity {
+    pub(crate) enum Similarity {
         /// `2|A∩B| / (|A|+|B|)` (the paper).
         Dice = "dice",
         /// `|A∩B| / |A∪B|` (Jaccard).
@@ -56,7 +53,7 @@ clisc_sdk::setting_choice! {
 /// Overlap of two binary masks (nonzero = set) of the same length. Two
 /// empty masks give 1.0 (the mathematical convention; the filter itself
 /// treats empty pseudo-labels separately, see the module docs).
-pub fn similarity(a: &[u8], b: &[u8], kind: Similarity) -> f64 {
+pub(crate) fn similarity(a: &[u8], b: &[u8], kind: Similarity) -> f64 {
     assert_eq!(a.len(), b.len(), "similarity of masks of different sizes");
     let (mut inter, mut sa, mut sb) = (0usize, 0usize, 0usize);
     for (&x, &y) in a.iter().zip(b) {
@@ -74,19 +71,8 @@ pub fn similarity(a: &[u8], b: &[u8], kind: Similarity) -> f64 {
     }
 }
 
-/// The mask the re-prompt is built from: the largest 3D connected
-/// component (26-connectivity) of a network prediction, as CLISC does
-/// before re-prompting SAM. Empty in, empty out.
-pub fn reprompt_source(prediction: &LabelVolume) -> LabelVolume {
-    LabelVolume {
-        grid: prediction.grid,
-        data: largest_component(&prediction.data, prediction.grid.dims(), Connectivity::Full)
-            .into(),
-    }
-}
-
 /// Plugin registration of [`S3f`].
-pub struct S3fPlugin;
+pub(crate) struct S3fPlugin;
 
 impl Plugin for S3fPlugin {
     const NAME: &'static str = "s3f";
@@ -124,7 +110,7 @@ plugin_settings! {
 
 /// The filter with its settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct S3f {
+pub(crate) struct S3f {
     /// Agreement measure.
     pub similarity: Similarity,
     /// Fraction of cases kept.
@@ -156,7 +142,7 @@ impl S3f {
     }
 
     /// Ranks within `k` pseudo-label size groups (see the module docs).
-    pub fn with_size_strata(mut self, k: usize) -> Result<Self, PluginError> {
+    pub(crate) fn with_size_strata(mut self, k: usize) -> Result<Self, PluginError> {
         if k == 0 {
             return Err(PluginError::config(
                 "s3f: `size_strata` must be at least 1 (1 = one global ranking)",
@@ -167,7 +153,7 @@ impl S3f {
     }
 
     /// How many of `n` candidates are kept.
-    pub fn keep_count(&self, n: usize) -> usize {
+    pub(crate) fn keep_count(&self, n: usize) -> usize {
         self.fraction_of(n).max(self.min_keep.min(n)).min(n)
     }
 
@@ -275,7 +261,7 @@ impl Filter for S3f {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clisc_sdk::Grid;
+    use clisc_sdk::{Grid, LabelVolume};
 
     fn mask(bits: &[u8]) -> LabelVolume {
         LabelVolume {
@@ -428,16 +414,6 @@ mod tests {
             .decide(&[cand("a", &[1, 0], &[1, 0, 0])])
             .unwrap_err();
         assert!(e.message.contains("`a`"), "{}", e.message);
-    }
-
-    #[test]
-    fn reprompt_source_keeps_the_largest_component() {
-        let m = mask(&[1, 1, 0, 1, 1, 1, 0, 1]);
-        assert_eq!(
-            reprompt_source(&m).data.as_slice(),
-            &[0, 0, 0, 1, 1, 1, 0, 0]
-        );
-        assert_eq!(reprompt_source(&mask(&[0, 0])).data.as_slice(), &[0, 0]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The demo pipeline, shipped inside the binary.
-pub const DEMO_PIPELINE: &str = include_str!("../../../../configs/demo.toml");
+pub(crate) const DEMO_PIPELINE: &str = include_str!("../../../../configs/demo.toml");
 
 /// Arguments of `clisc demo`.
 #[derive(Debug, Args)]

@@ -167,7 +167,7 @@ pub(crate) fn flair_rules(spec: Option<&str>) -> anyhow::Result<ModalityRules> {
 
 /// What [`segment_dicom_study`] wrote for one study.
 #[derive(Debug, Clone)]
-pub struct StudyResult {
+pub(crate) struct StudyResult {
     /// StudyInstanceUID.
     pub study_uid: String,
     /// The FLAIR series that was segmented ([`clisc_dicom::Series::label`]).

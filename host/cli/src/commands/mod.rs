@@ -1,19 +1,19 @@
 //! One module per `clisc` subcommand.
 
-pub mod check;
-pub mod clip;
-pub mod demo;
-pub mod dicom;
-pub mod eval;
-pub mod infer;
-pub mod model;
+pub(crate) mod check;
+pub(crate) mod clip;
+pub(crate) mod demo;
+pub(crate) mod dicom;
+pub(crate) mod eval;
+pub(crate) mod infer;
+pub(crate) mod model;
 pub mod plugins;
 pub mod run;
-pub mod sam;
-pub mod slurm;
-pub mod split;
-pub mod study_image;
-pub mod synth;
+pub(crate) mod sam;
+pub(crate) mod slurm;
+pub(crate) mod split;
+pub(crate) mod study_image;
+pub(crate) mod synth;
 
 use anyhow::Context;
 use clisc_registry::loader::env_search_path;

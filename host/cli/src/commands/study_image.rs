@@ -13,7 +13,7 @@ use std::path::Path;
 const CHANNEL: &str = "flair";
 
 /// An input image and what a pipeline would give a stage for it.
-pub struct StudyImage {
+pub(crate) struct StudyImage {
     /// The image as read (one channel, `flair`).
     pub volume: Volume,
     /// The NIfTI header, for a NIfTI input.

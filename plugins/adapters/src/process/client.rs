@@ -31,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How to start a plugin process and what the adapter expects of it.
 #[derive(Debug, Clone)]
-pub struct ProcessSpec {
+pub(crate) struct ProcessSpec {
     /// Name of the adapter plugin (`process-pseudo-labeler`, ...), for messages.
     pub adapter: &'static str,
     /// Stage kind the adapter implements; the process must announce it.
@@ -54,7 +54,7 @@ pub struct ProcessSpec {
 /// crashed, hung or exceeded a limit is tried again on a fresh process up
 /// to `retries` times (an exception the plugin reports is not retried).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CallLimits {
+pub(crate) struct CallLimits {
     /// Longest a call may take, progress or not (`None`: no limit).
     pub max_call: Option<Duration>,
     /// Largest resident memory of the process during a call, in MiB
@@ -66,7 +66,7 @@ pub struct CallLimits {
 
 /// The answer to a call: the `result` frame's fields (read them with
 /// [`Reply::read`] as the method's result type) and its buffers.
-pub struct Reply {
+pub(crate) struct Reply {
     plugin: String,
     method: &'static str,
     fields: ResultFields,
@@ -117,7 +117,7 @@ struct Running {
 }
 
 /// A started (or restartable) plugin process.
-pub struct PluginProcess {
+pub(crate) struct PluginProcess {
     spec: ProcessSpec,
     context: RunContext,
     progress: ProgressSinkBox,
@@ -149,11 +149,6 @@ impl PluginProcess {
         };
         process.ensure_running()?;
         Ok(process)
-    }
-
-    /// What the plugin announced (after a successful start).
-    pub fn hello(&self) -> Option<&Hello> {
-        self.hello.as_ref()
     }
 
     /// Sends `call` with its `buffers` and returns the answer. Restarts
@@ -598,7 +593,7 @@ fn group_resident_mib(group: u32) -> Option<u64> {
 }
 
 /// Whether memory limits can be watched here (Linux's `/proc`).
-pub fn memory_is_observable() -> bool {
+pub(crate) fn memory_is_observable() -> bool {
     std::path::Path::new("/proc/self/status").exists()
 }
 
@@ -767,7 +762,7 @@ pub fn resolve_settings(
 
 /// The plugin's own settings (the adapter's `settings` table) as the JSON
 /// object the protocol carries.
-pub fn settings_to_json(table: &toml::Table) -> Map<String, Value> {
+pub(crate) fn settings_to_json(table: &toml::Table) -> Map<String, Value> {
     table
         .iter()
         .map(|(k, v)| (k.clone(), toml_to_json(v)))

@@ -14,7 +14,7 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 clisc_sdk::setting_choice! {
     /// How input intensities are rescaled before the model sees them.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Normalization {
+    pub(crate) enum Normalization {
         /// Passed as is (clisc's inputs are already z-scored over the brain).
         None = "none",
         /// Per image (slice or volume) to `[0, 1]`.
@@ -33,7 +33,7 @@ clisc_sdk::setting_choice! {
 clisc_sdk::setting_choice! {
     /// What the model's output holds.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum OutputKind {
+    pub(crate) enum OutputKind {
         /// Raw scores: sigmoid for one channel, softmax over channels otherwise.
         Logits = "logits",
         /// Probabilities in `[0, 1]`.
@@ -46,7 +46,7 @@ clisc_sdk::setting_choice! {
 plugin_settings! {
     /// The settings every TorchScript adapter shares (a `group` of each
     /// adapter's settings).
-    pub struct ContractSettings {
+    pub(crate) struct ContractSettings {
         /// the TorchScript file (torch.jit.script / torch.jit.trace + .save)
         pub model: PathBuf = weights_file(
             "your own model exported with torch.jit.script or torch.jit.trace and .save (docs/plugins-torchscript.md)"
@@ -71,7 +71,7 @@ plugin_settings! {
 }
 
 /// The parsed common contract plus the loaded model.
-pub struct Contract {
+pub(crate) struct Contract {
     /// Plugin name for messages.
     pub plugin: &'static str,
     /// Model path for messages.
@@ -175,7 +175,7 @@ impl Contract {
 
     /// Turns class scores `[N, K, ...]` into the tumour probability
     /// `[N, ...]` according to `output` and `class_index`.
-    pub fn tumour_probability(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
+    pub(crate) fn tumour_probability(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
         let k = scores.size()[1];
         let scores = scores.to_kind(Kind::Float);
         let pick = |t: &Tensor| -> Result<Tensor, PluginError> {
@@ -204,7 +204,7 @@ impl Contract {
     /// rounds logits within about 1e-7 of it to exactly the threshold
     /// (so a logit of -1e-7 stays background, as in SAM's own `logit > 0`;
     /// the two differ only for a logit of exactly 0, tumour here).
-    pub fn tumour_mask(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
+    pub(crate) fn tumour_mask(&self, scores: &Tensor) -> Result<Tensor, PluginError> {
         if self.output == OutputKind::Logits && scores.size()[1] == 1 {
             let t = self.threshold;
             let logit = (t / (1.0 - t)).ln();
@@ -214,7 +214,7 @@ impl Contract {
     }
 
     /// An input error about the model's output shape.
-    pub fn bad_output(&self, shape: &[i64], expected: &str) -> PluginError {
+    pub(crate) fn bad_output(&self, shape: &[i64], expected: &str) -> PluginError {
         PluginError::input(format!(
             "{}: model {} returned a tensor of shape {shape:?}; expected {expected}",
             self.plugin,
@@ -226,7 +226,7 @@ impl Contract {
 /// Normalises `x` (`[N, 1, ...spatial]`, one image per row, statistics per
 /// image) and repeats it to `channels` channels; `ImageNet` then applies
 /// the per-channel ImageNet mean and standard deviation.
-pub fn prepare_input(x: &Tensor, normalization: Normalization, channels: i64) -> Tensor {
+pub(crate) fn prepare_input(x: &Tensor, normalization: Normalization, channels: i64) -> Tensor {
     let n = x.size()[0];
     let flat = x.reshape([n, -1]);
     let eps = 1e-8;
@@ -274,7 +274,11 @@ pub fn prepare_input(x: &Tensor, normalization: Normalization, channels: i64) ->
 }
 
 /// Loads a TorchScript module in eval mode.
-pub fn load_module(plugin: &str, path: &Path, device: Device) -> Result<CModule, PluginError> {
+pub(crate) fn load_module(
+    plugin: &str,
+    path: &Path,
+    device: Device,
+) -> Result<CModule, PluginError> {
     if !path.is_file() {
         return Err(PluginError::weights(format!(
             "{plugin}: TorchScript file {} does not exist",

@@ -75,7 +75,7 @@ plugin_settings! {
 }
 
 /// The stage of `torchscript-pseudo-labeler`.
-pub struct TorchScriptLabeler {
+pub(crate) struct TorchScriptLabeler {
     contract: Contract,
     input_size: i64,
     batch_size: usize,
@@ -211,7 +211,7 @@ plugin_settings! {
 }
 
 /// The stage of `torchscript-volumetric-segmenter`.
-pub struct TorchScriptVolumetric {
+pub(crate) struct TorchScriptVolumetric {
     contract: Contract,
     input_shape: Option<[i64; 3]>,
     pad_multiple: i64,
