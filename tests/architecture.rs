@@ -189,6 +189,30 @@ fn dependencies_point_down_the_layers() {
 
 /// Libraries return typed errors (`thiserror`) that callers can match on;
 /// `anyhow` is for the CLI, which only prints them.
+/// `pub` says "another crate uses this": every library crate denies (via
+/// clippy's `-D warnings`) a `pub` item its crate root does not export, so
+/// what is `pub` inside a private module is written `pub(crate)`.
+#[test]
+fn every_library_warns_on_unreachable_pub() {
+    let missing: Vec<String> = workspace_crates()
+        .into_iter()
+        .map(|c| workspace_root().join(&c.folder).join("src/lib.rs"))
+        .filter(|lib| lib.exists())
+        .filter(|lib| {
+            !std::fs::read_to_string(lib)
+                .unwrap()
+                .lines()
+                .any(|l| l.trim() == "#![warn(unreachable_pub)]")
+        })
+        .map(|lib| lib.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "library crates without #![warn(unreachable_pub)]: {}",
+        missing.join(", ")
+    );
+}
+
 #[test]
 fn only_the_cli_uses_anyhow() {
     let users: Vec<String> = workspace_crates()

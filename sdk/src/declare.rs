@@ -158,7 +158,8 @@ macro_rules! plugin_settings {
         impl $name {
             /// The settings schema: key, kind, default and description of
             /// every field, in declaration order.
-            pub fn schema() -> ::std::vec::Vec<$crate::ConfigField> {
+            #[allow(dead_code)]
+            $vis fn schema() -> ::std::vec::Vec<$crate::ConfigField> {
                 let mut fields = ::std::vec::Vec::new();
                 $(
                     fields.extend($crate::__setting_fields!(
@@ -172,7 +173,8 @@ macro_rules! plugin_settings {
 
             /// The declared defaults; an error when a setting has none
             /// (a required path).
-            pub fn defaults() -> ::std::result::Result<Self, $crate::PluginError> {
+            #[allow(dead_code)]
+            $vis fn defaults() -> ::std::result::Result<Self, $crate::PluginError> {
                 Self::read(&$crate::config::Settings::parse(
                     ::std::stringify!($name),
                     "",
@@ -184,7 +186,8 @@ macro_rules! plugin_settings {
             /// filled in by the host or [`Settings::parse`]).
             ///
             /// [`Settings::parse`]: $crate::config::Settings::parse
-            pub fn read(
+            #[allow(dead_code)]
+            $vis fn read(
                 settings: &$crate::config::Settings,
             ) -> ::std::result::Result<Self, $crate::PluginError> {
                 ::std::result::Result::Ok(Self {
@@ -291,17 +294,20 @@ macro_rules! setting_choice {
 
         impl $name {
             /// Every value's name in the settings, in declaration order.
-            pub const NAMES: &'static [&'static str] = &[$($text),+];
+            #[allow(dead_code)]
+            $vis const NAMES: &'static [&'static str] = &[$($text),+];
 
             /// This value's name in the settings.
-            pub const fn name(&self) -> &'static str {
+            #[allow(dead_code)]
+            $vis const fn name(&self) -> &'static str {
                 match self {
                     $(Self::$variant => $text,)+
                 }
             }
 
             /// The value called `text`, if there is one.
-            pub fn from_name(text: &str) -> ::std::option::Option<Self> {
+            #[allow(dead_code)]
+            $vis fn from_name(text: &str) -> ::std::option::Option<Self> {
                 match text {
                     $($text => ::std::option::Option::Some(Self::$variant),)+
                     _ => ::std::option::Option::None,

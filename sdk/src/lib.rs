@@ -25,7 +25,7 @@
 //!   `height = ny` (rows, y).
 //! * Points and boxes are in pixel coordinates of that slice: `x` is the
 //!   column, `y` is the row (the convention of Segment Anything).
-
+#![warn(unreachable_pub)]
 #![allow(non_local_definitions)] // emitted by abi_stable's #[sabi_trait] expansion
 
 pub mod config;

@@ -6,6 +6,7 @@
 //! for Slurm, `clisc-report`, `clisc-synth`). Stages are never called
 //! directly: every stage, built-in or external, is reached through the
 //! registry and the traits of [`clisc_sdk`]. See docs/architecture.md.
+#![warn(unreachable_pub)]
 
 pub mod cli;
 pub mod commands;

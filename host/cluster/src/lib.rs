@@ -11,6 +11,7 @@
 //! the shards with missing cases and the steps after them. Resources come
 //! from the pipeline's `[slurm]` section ([`settings`]); [`script`] renders
 //! the sbatch scripts.
+#![warn(unreachable_pub)]
 
 pub mod plan;
 pub mod script;

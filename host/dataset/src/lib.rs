@@ -33,6 +33,7 @@
 //! seed = 0
 //! # csv = "splits.csv"          # case_id,split
 //! ```
+#![warn(unreachable_pub)]
 
 pub mod preprocess;
 pub mod splits;

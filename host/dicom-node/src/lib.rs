@@ -14,6 +14,7 @@
 //!   processed, failed, results) and its repair after a kill.
 //!
 //! Reading, converting and writing DICOM files is `clisc-dicom`'s job.
+#![warn(unreachable_pub)]
 
 pub mod net;
 pub mod outbox;

@@ -193,11 +193,11 @@ pub(crate) struct Message {
 
 impl Message {
     /// A 16-bit command field (e.g. Status), if present.
-    pub fn u16(&self, tag: Tag) -> Option<u16> {
+    pub(crate) fn u16(&self, tag: Tag) -> Option<u16> {
         self.command.element(tag).ok().and_then(|e| e.to_int().ok())
     }
     /// A text command field (e.g. AffectedSOPInstanceUID), trimmed.
-    pub fn text(&self, tag: Tag) -> Option<String> {
+    pub(crate) fn text(&self, tag: Tag) -> Option<String> {
         self.command
             .element(tag)
             .ok()

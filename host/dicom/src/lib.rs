@@ -24,6 +24,7 @@
 //! `y` runs along the DICOM rows *bottom-up* (the last DICOM row is `y = 0`),
 //! `z` runs over the slices sorted by position along the slice normal
 //! (row cosine x column cosine), ascending.
+#![warn(unreachable_pub)]
 
 pub mod convert;
 pub mod geometry;

@@ -4,6 +4,7 @@
 //! ([`engine::Segmenter`]) that rebuilds the network's stage from such a
 //! file and segments new FLAIR volumes, as `clisc infer` and the DICOM
 //! node do. The runner writes model files with the same functions.
+#![warn(unreachable_pub)]
 
 pub mod engine;
 pub mod model_file;

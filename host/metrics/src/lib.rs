@@ -21,6 +21,7 @@
 //!
 //! Sensitivity = TP / (TP + FN) and specificity = TN / (TN + FP), over the
 //! whole grid; each is `NaN` (undefined) when its denominator is 0.
+#![warn(unreachable_pub)]
 
 use clisc_sdk::{Grid, LabelVolume, PluginError};
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,7 @@
 //! the grid's affine both as the sform and as the qform (nearest rigid +
 //! scaling approximation for sheared affines), so outputs overlay the
 //! inputs exactly in other tools (ITK-SNAP, FSLeyes, nibabel, 3D Slicer).
+#![warn(unreachable_pub)]
 
 use clisc_sdk::{Grid, LabelVolume, Volume};
 use nifti::{Endianness, NiftiHeader, NiftiType};

@@ -14,6 +14,7 @@
 //! Data flows one way: dataset (`clisc-dataset`) -> stages (found in
 //! `clisc-registry`) -> artefacts in the work folder -> summary
 //! (evaluated with `clisc-metrics`; `clisc-report` turns it into HTML).
+#![warn(unreachable_pub)]
 
 pub mod artefacts;
 pub mod cases;

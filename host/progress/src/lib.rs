@@ -10,6 +10,7 @@
 //! position, percentage, elapsed time,
 //! an estimate of the time left, and the task's message (for training:
 //! the loss). `CLISC_PROGRESS_INTERVAL` (seconds) changes the interval.
+#![warn(unreachable_pub)]
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RStr};

@@ -11,6 +11,7 @@
 //!   plugin sees it (`auto` becomes `cpu` or `cuda:N`);
 //! * [`standalone`]: one stage outside a pipeline, with a private work
 //!   folder (`clisc infer`, `clisc sam`, `clisc clip`, the DICOM node).
+#![warn(unreachable_pub)]
 
 pub mod device;
 pub mod loader;

@@ -4,6 +4,7 @@
 //! Dice-distribution plot per stage, and per-case montage PNGs embedded as
 //! data URIs and also saved next to it). [`montage`] draws the montages
 //! (slices with label outlines), which `clisc synth` previews use too.
+#![warn(unreachable_pub)]
 
 mod error;
 pub mod montage;

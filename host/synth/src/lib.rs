@@ -20,6 +20,7 @@
 //! Anatomy is defined on a 240 x 240 x 155 "standard" brain and scaled to
 //! the requested shape, so small shapes (e.g. 96 x 96 x 64) show the same
 //! brain, coarser (fine structures are kept at least a few voxels wide).
+#![warn(unreachable_pub)]
 
 pub mod noise;
 pub mod preview;

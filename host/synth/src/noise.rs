@@ -38,7 +38,7 @@ pub(crate) struct ValueNoise {
 impl ValueNoise {
     /// Noise covering the box `[lo, hi]` (inclusive, any units) with the given
     /// wavelength, from `seed`.
-    pub fn new(seed: u64, lo: [f32; 3], hi: [f32; 3], wavelength: f32) -> Self {
+    pub(crate) fn new(seed: u64, lo: [f32; 3], hi: [f32; 3], wavelength: f32) -> Self {
         let inv = 1.0 / wavelength.max(1e-3);
         let dims = [0, 1, 2].map(|d| (((hi[d] - lo[d]) * inv).ceil().max(0.0) as usize) + 3);
         let n = dims[0] * dims[1] * dims[2];
@@ -55,7 +55,7 @@ impl ValueNoise {
 
     /// The noise at `p` (clamped to the covered box).
     #[inline]
-    pub fn at(&self, p: [f32; 3]) -> f32 {
+    pub(crate) fn at(&self, p: [f32; 3]) -> f32 {
         let mut i = [0usize; 3];
         let mut t = [0f32; 3];
         for d in 0..3 {

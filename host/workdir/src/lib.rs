@@ -11,6 +11,7 @@
 //! step with a different fingerprint has its folder cleared and is rerun.
 //! A step that was interrupted keeps its finished per-case files (each
 //! written atomically), so a resumed run only does the missing cases.
+#![warn(unreachable_pub)]
 
 pub mod lock;
 

@@ -16,6 +16,7 @@
 //!   [`clisc_sdk::PluginError`] naming the plugin and its command.
 //!
 //! See `docs/plugins-torchscript.md` and `docs/plugins-process.md`.
+#![warn(unreachable_pub)]
 
 pub mod process;
 pub mod torchscript;

@@ -36,6 +36,7 @@
 //! let labeler = SliceLabeler::new(model, LabelerOptions::default())?;
 //! # Ok::<(), clisc_sdk::PluginError>(())
 //! ```
+#![warn(unreachable_pub)]
 
 pub mod model;
 pub mod text;

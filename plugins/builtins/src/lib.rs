@@ -11,6 +11,7 @@
 //!
 //! Nothing here is called: the stages are reached only through the
 //! registry and the traits of `clisc-sdk`.
+#![warn(unreachable_pub)]
 
 use clisc_adapters as _;
 use clisc_biomedclip as _;

@@ -7,6 +7,7 @@
 //!   ([`slices`]), class activation maps ([`cam`]: LayerCAM, Grad-CAM,
 //!   CAM), adaptive masking data augmentation ([`amda`]) and unsupervised
 //!   3D ROIs ([`roi`]).
+#![warn(unreachable_pub)]
 
 pub mod amda;
 pub mod cam;

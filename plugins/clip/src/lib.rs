@@ -23,6 +23,7 @@
 //!
 //! The labelling itself is model-independent ([`labeler`]): CLIP plugs in
 //! through [`ZeroShotModel`], and so does BiomedCLIP (`clisc-biomedclip`).
+#![warn(unreachable_pub)]
 
 pub mod labeler;
 pub mod model;

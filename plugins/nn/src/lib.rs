@@ -10,6 +10,7 @@
 //!   safetensors -> `name -> tensor`, then a checked copy into a
 //!   `VarStore` (see the module docs for the recipe).
 //! * [`torch_pickle`]: the `torch.save` reader behind [`weights`].
+#![warn(unreachable_pub)]
 
 pub mod device;
 pub(crate) mod torch_pickle;

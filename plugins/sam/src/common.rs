@@ -42,12 +42,12 @@ pub(crate) struct MlpBlock {
 
 impl MlpBlock {
     /// Exact (erf) GELU, as `nn.GELU()`.
-    pub const GELU: bool = true;
+    pub(crate) const GELU: bool = true;
     /// ReLU, as used in the decoder's two-way transformer.
     pub(crate) const RELU: bool = false;
 
     /// Declares the block; `gelu` picks GELU (true) or ReLU (false).
-    pub fn new(p: nn::Path, dim: i64, hidden: i64, gelu: bool) -> Self {
+    pub(crate) fn new(p: nn::Path, dim: i64, hidden: i64, gelu: bool) -> Self {
         Self {
             lin1: nn::linear(&p / "lin1", dim, hidden, Default::default()),
             lin2: nn::linear(&p / "lin2", hidden, dim, Default::default()),
@@ -55,7 +55,7 @@ impl MlpBlock {
         }
     }
     /// Applies the block.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let h = self.lin1.forward(x);
         let h = if self.gelu { h.gelu("none") } else { h.relu() };
         self.lin2.forward(&h)

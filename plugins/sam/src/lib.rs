@@ -6,6 +6,7 @@
 //! official predictor's pre- and post-processing ([`predictor`]), and the
 //! `sam` promptable-segmenter plugin that applies CLISC's slice
 //! preparation (min-max to 8 bits, histogram equalisation, 3 channels).
+#![warn(unreachable_pub)]
 
 pub mod common;
 pub mod image_encoder;

@@ -28,7 +28,7 @@ impl PositionEmbeddingRandom {
     }
 
     /// Dense encoding of an `h x w` grid of pixel centres: `(C, h, w)`.
-    pub fn grid(&self, h: i64, w: i64) -> Tensor {
+    pub(crate) fn grid(&self, h: i64, w: i64) -> Tensor {
         let device = self.gaussian.device();
         let ones = Tensor::ones([h, w], (Kind::Float, device));
         let y = (ones.cumsum(0, Kind::Float) - 0.5) / h as f64;

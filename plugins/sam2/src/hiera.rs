@@ -217,7 +217,7 @@ fn block_specs(cfg: &HieraConfig) -> Vec<BlockSpec> {
 
 /// The trunk.
 #[derive(Debug)]
-pub struct Hiera {
+pub(crate) struct Hiera {
     patch_embed: nn::Conv2D,
     pos_embed: Tensor,
     pos_embed_window: Tensor,
@@ -227,7 +227,7 @@ pub struct Hiera {
 
 impl Hiera {
     /// Declares the variables under `p` (= `image_encoder.trunk`).
-    pub fn new(p: nn::Path, cfg: &HieraConfig) -> Self {
+    pub(crate) fn new(p: nn::Path, cfg: &HieraConfig) -> Self {
         let d = cfg.embed_dim;
         let patch = nn::ConvConfig {
             stride: 4,
@@ -260,7 +260,7 @@ impl Hiera {
 
     /// The output of each stage, `(B, C_i, H_i, W_i)`, highest resolution
     /// first (strides 4, 8, 16, 32).
-    pub fn forward(&self, image: &Tensor) -> Vec<Tensor> {
+    pub(crate) fn forward(&self, image: &Tensor) -> Vec<Tensor> {
         let x = image.apply(&self.patch_embed).permute([0, 2, 3, 1]);
         let (h, w) = (x.size()[1], x.size()[2]);
         let mut x = x + self.position_embedding(h, w);

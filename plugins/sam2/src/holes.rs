@@ -12,7 +12,7 @@ const FILLED_LOGIT: f32 = 0.1;
 
 /// Fills holes of at most `max_area` pixels in each `(h, w)` map of
 /// `logits` `(N, 1, h, w)`.
-pub fn fill_holes(logits: &Tensor, max_area: usize) -> Tensor {
+pub(crate) fn fill_holes(logits: &Tensor, max_area: usize) -> Tensor {
     if max_area == 0 {
         return logits.shallow_clone();
     }

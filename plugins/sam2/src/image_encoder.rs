@@ -121,7 +121,7 @@ pub(crate) struct ImageEncoder {
 
 impl ImageEncoder {
     /// Declares the variables under `p` (= `image_encoder`).
-    pub fn new(p: nn::Path, cfg: &HieraConfig) -> Self {
+    pub(crate) fn new(p: nn::Path, cfg: &HieraConfig) -> Self {
         Self {
             trunk: Hiera::new(&p / "trunk", cfg),
             neck: FpnNeck::new(&p / "neck", &cfg.stage_dims()),
@@ -130,7 +130,7 @@ impl ImageEncoder {
 
     /// The neck's levels at strides 4, 8 and 16 (the stride-32 level is
     /// dropped, `scalp = 1`).
-    pub fn forward(&self, image: &Tensor) -> Vec<Tensor> {
+    pub(crate) fn forward(&self, image: &Tensor) -> Vec<Tensor> {
         let mut levels = self.neck.forward(&self.trunk.forward(image));
         levels.truncate(levels.len() - 1);
         levels

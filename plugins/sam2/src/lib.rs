@@ -7,6 +7,7 @@
 //! the official image predictor ([`predictor`]) and video predictor
 //! ([`propagation`], the axial slices of a volume as the frames of a
 //! video), and the `sam2` promptable segmenter ([`plugin`]).
+#![warn(unreachable_pub)]
 
 pub mod config;
 mod hiera;

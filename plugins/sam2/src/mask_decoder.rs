@@ -35,7 +35,7 @@ pub(crate) struct DecoderOutput {
 
 /// The decoder.
 #[derive(Debug)]
-pub struct MaskDecoder {
+pub(crate) struct MaskDecoder {
     transformer: TwoWayTransformer,
     iou_token: Tensor,
     mask_tokens: Tensor,
@@ -53,7 +53,7 @@ pub struct MaskDecoder {
 
 impl MaskDecoder {
     /// Declares the variables under `p` (= `sam_mask_decoder`).
-    pub fn new(p: nn::Path) -> Self {
+    pub(crate) fn new(p: nn::Path) -> Self {
         let d = HIDDEN_DIM;
         let up = &p / "output_upscaling";
         let s2 = nn::ConvTransposeConfig {
@@ -93,7 +93,7 @@ impl MaskDecoder {
     /// `image`: `(1, C, h, w)` or `(B, C, h, w)`; `image_pe`: `(1, C, h, w)`;
     /// `sparse`: `(B, N, C)`; `dense`: `(B, C, h, w)`; `high_res`: the
     /// `conv_s0` / `conv_s1` features of the same image.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         image: &Tensor,
         image_pe: &Tensor,

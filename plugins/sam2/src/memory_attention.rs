@@ -165,7 +165,7 @@ pub(crate) struct MemoryAttention {
 
 impl MemoryAttention {
     /// Declares the variables under `p` (= `memory_attention`).
-    pub fn new(p: nn::Path, num_layers: i64) -> Self {
+    pub(crate) fn new(p: nn::Path, num_layers: i64) -> Self {
         Self {
             layers: (0..num_layers)
                 .map(|i| MemoryAttentionLayer::new(&p / "layers" / i))
@@ -179,7 +179,7 @@ impl MemoryAttention {
     /// `current`, `current_pos`: `(B, HW, C)`; `memory`, `memory_pos`:
     /// `(B, M, 64)` with the `num_obj_ptrs` object-pointer tokens last.
     /// Returns `(B, HW, C)`.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         current: &Tensor,
         current_pos: &Tensor,

@@ -50,7 +50,7 @@ impl CxBlock {
 /// One memory: features `(B, 64, h, w)` and their position encoding
 /// `(1, 64, h, w)`.
 #[derive(Debug)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// `maskmem_features`.
     pub features: Tensor,
     /// `maskmem_pos_enc`.
@@ -71,7 +71,7 @@ pub(crate) struct MemoryEncoder {
 
 impl MemoryEncoder {
     /// Declares the variables under `p` (= `memory_encoder`).
-    pub fn new(p: nn::Path) -> Self {
+    pub(crate) fn new(p: nn::Path) -> Self {
         let enc = &p / "mask_downsampler" / "encoder";
         let conv = nn::ConvConfig {
             stride: 2,
@@ -107,7 +107,7 @@ impl MemoryEncoder {
 
     /// `pix_feat`: `(B, 256, h, w)`; `mask`: `(B, 1, 16h, 16w)`, already
     /// through the sigmoid (or binarised) and scaled.
-    pub fn forward(&self, pix_feat: &Tensor, mask: &Tensor) -> Memory {
+    pub(crate) fn forward(&self, pix_feat: &Tensor, mask: &Tensor) -> Memory {
         let mut m = mask.shallow_clone();
         for (conv, norm) in &self.downsample {
             m = norm.forward(&m.apply(conv)).gelu("none");

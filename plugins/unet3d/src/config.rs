@@ -71,7 +71,7 @@ serde_by_name!(Loss, InferenceMode, Mirroring);
 impl Mirroring {
     /// The flipped tensor dimensions (`[B, C, z, y, x]`) of each extra
     /// pass; the unflipped pass is implied.
-    pub fn flips(self) -> &'static [&'static [i64]] {
+    pub(crate) fn flips(self) -> &'static [&'static [i64]] {
         match self {
             Mirroring::Off => &[],
             Mirroring::Axial => &[&[4], &[3], &[4, 3]],

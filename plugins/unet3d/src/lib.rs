@@ -11,6 +11,7 @@
 //!
 //! Predictions are restricted to the case's brain mask and optionally
 //! reduced to their largest 3D connected component.
+#![warn(unreachable_pub)]
 
 pub mod checkpoint;
 pub mod config;

@@ -49,14 +49,14 @@ fn norm_relu(x: &Tensor) -> Tensor {
 
 impl ConvBlock {
     /// Builds the block under `p` (`p/conv1/0`, `p/conv2/0`).
-    pub fn new(p: &nn::Path, cin: i64, cout: i64) -> Self {
+    pub(crate) fn new(p: &nn::Path, cin: i64, cout: i64) -> Self {
         Self {
             conv1: conv3(p / "conv1" / "0", cin, cout),
             conv2: conv3(p / "conv2" / "0", cout, cout),
         }
     }
     /// Applies both layers.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         norm_relu(&self.conv2.forward(&norm_relu(&self.conv1.forward(x))))
     }
 }
@@ -70,13 +70,13 @@ pub(crate) struct UpBlock {
 impl UpBlock {
     /// `coarse` channels come from below, `skip` channels from the encoder;
     /// the output has `skip` channels.
-    pub fn new(p: &nn::Path, coarse: i64, skip: i64) -> Self {
+    pub(crate) fn new(p: &nn::Path, coarse: i64, skip: i64) -> Self {
         Self {
             conv: ConvBlock::new(&(p / "conv"), coarse + skip, skip),
         }
     }
     /// Upsamples `below` trilinearly to the size of `skip` and fuses them.
-    pub fn forward(&self, skip: &Tensor, below: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, skip: &Tensor, below: &Tensor) -> Tensor {
         let size = skip.size();
         let up = below.upsample_trilinear3d(&size[2..], false, None, None, None);
         self.conv.forward(&Tensor::cat(&[skip, &up], 1))

@@ -158,7 +158,7 @@ pub(crate) struct PatchDraw {
 
 impl PatchSampler {
     /// Draws where and how to cut the next patch.
-    pub fn draw(&self, rng: &mut impl Rng) -> PatchDraw {
+    pub(crate) fn draw(&self, rng: &mut impl Rng) -> PatchDraw {
         let case = rng.random_range(0..self.cases.len());
         let c = &self.cases[case];
         let centre = if !c.foreground.is_empty() && rng.random_bool(self.foreground_fraction) {
@@ -230,7 +230,7 @@ impl PatchSampler {
 
     /// Cuts the patch described by `draw` into `image` and `target`
     /// (`patch` voxels each, x fastest).
-    pub fn cut(&self, draw: &PatchDraw, image: &mut [f32], target: &mut [u8]) {
+    pub(crate) fn cut(&self, draw: &PatchDraw, image: &mut [f32], target: &mut [u8]) {
         let c = &self.cases[draw.case];
         let [px, py, pz] = self.patch;
         let [nx, ny, nz] = c.dims.map(|d| d as isize);
@@ -280,7 +280,7 @@ impl PatchSampler {
     }
 
     /// A batch of `n` random patches.
-    pub fn batch(&self, rng: &mut impl Rng, n: usize) -> Batch {
+    pub(crate) fn batch(&self, rng: &mut impl Rng, n: usize) -> Batch {
         let len: usize = self.patch.iter().product();
         let mut image = vec![0f32; n * len];
         let mut target = vec![0u8; n * len];

@@ -18,6 +18,7 @@
 //! The JSON form of the prompts a pipeline saves per case is the host's
 //! (`clisc_pipeline::artefacts::prompts_to_json`), shared by every prompt
 //! generator.
+#![warn(unreachable_pub)]
 
 pub mod box_points;
 pub mod classic;

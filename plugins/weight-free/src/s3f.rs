@@ -123,7 +123,7 @@ pub(crate) struct S3f {
 
 impl S3f {
     /// Validates and builds the filter.
-    pub fn new(
+    pub(crate) fn new(
         similarity: Similarity,
         keep_fraction: f64,
         min_keep: usize,
@@ -163,7 +163,7 @@ impl S3f {
     }
 
     /// The score of one candidate (see the module docs for empty masks).
-    pub fn score(&self, c: &FilterCandidate) -> Result<f64, PluginError> {
+    pub(crate) fn score(&self, c: &FilterCandidate) -> Result<f64, PluginError> {
         if c.pseudo_label.grid.shape != c.reference.grid.shape
             || c.pseudo_label.data.len() != c.reference.data.len()
         {
@@ -187,7 +187,7 @@ impl S3f {
     }
 
     /// One decision per candidate, in input order.
-    pub fn decide(
+    pub(crate) fn decide(
         &self,
         candidates: &[FilterCandidate],
     ) -> Result<Vec<FilterDecision>, PluginError> {

@@ -7,6 +7,7 @@
 //! for the SAM and CLIP preprocessing). Volumes are x-fastest slices of
 //! `[nx, ny, nz]`; 2D images are row-major `width x height` (the
 //! conventions of `clisc-sdk`).
+#![warn(unreachable_pub)]
 
 pub mod bias;
 pub mod components;

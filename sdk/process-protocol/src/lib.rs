@@ -27,6 +27,7 @@
 //! assert_eq!(frame.kind(), "call");
 //! assert_eq!(frame.message::<HostMessage>("a call").unwrap(), call);
 //! ```
+#![warn(unreachable_pub)]
 
 pub mod frame;
 pub mod message;

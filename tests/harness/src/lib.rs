@@ -3,6 +3,7 @@
 //! (`$CLISC_PYTHON`, set by `source scripts/env.sh`), the parity tests'
 //! reference folders, generated on first use, and (feature `tch`) the
 //! largest difference between two tensors.
+#![warn(unreachable_pub)]
 
 use std::path::PathBuf;
 use std::process::Command;

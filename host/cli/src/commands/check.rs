@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// Arguments of `clisc check`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// The pipeline file.
     pub file: PathBuf,
     /// Do not start the stages that pass settings on (process plugins),
@@ -22,7 +22,7 @@ pub struct CheckArgs {
 /// resolved pipeline (defaults filled in) and, as closing comments, the
 /// stages so started and the device a run would use on this machine (or
 /// why it could not run here).
-pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut registry = super::PluginPathArgs::default().registry()?;
     let mut pipeline = clisc_pipeline::load(&args.file, &mut registry)?;
     // `[slurm]` belongs to clisc-cluster: validated there, printed resolved.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 /// Arguments of `clisc clip`.
 #[derive(Debug, Args)]
-pub struct ClipArgs {
+pub(crate) struct ClipArgs {
     /// The pseudo-labeler plugin.
     #[arg(long, default_value = "clip")]
     pub plugin: String,
@@ -38,7 +38,7 @@ pub struct ClipArgs {
 }
 
 /// Prints one `slice<TAB>label<TAB>probability<TAB>kept` line per slice.
-pub fn run(args: ClipArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ClipArgs) -> anyhow::Result<()> {
     let image = StudyImage::read(&args.image)?;
     let only = match args.slice {
         Some(z) => Some(image.slice(&args.image, Some(z))?.0),

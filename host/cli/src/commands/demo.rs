@@ -15,7 +15,7 @@ pub(crate) const DEMO_PIPELINE: &str = include_str!("../../../../configs/demo.to
 
 /// Arguments of `clisc demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Folder for the data, the pipeline copy, the work folder and the report.
     #[arg(long, default_value = "demo")]
     pub dir: PathBuf,
@@ -31,7 +31,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo; prints where the report is and the test Dice.
-pub fn run(args: DemoArgs, quiet: bool) -> anyhow::Result<()> {
+pub(crate) fn run(args: DemoArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let data = args.dir.join("data");
     synthesise(&data, &args)?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// DICOM subcommands.
 #[derive(Debug, Subcommand)]
-pub enum DicomCommand {
+pub(crate) enum DicomCommand {
     /// List the studies and series under a folder, with their geometry.
     Ls(LsArgs),
     /// Convert the series under a folder to NIfTI (same voxels and affine as dcm2niix).
@@ -38,7 +38,7 @@ pub enum DicomCommand {
 
 /// This node's identity on the network (shared by serve, pull and push).
 #[derive(Debug, Args)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// This node's AE title.
     #[arg(long, default_value = "CLISC")]
     pub ae_title: String,
@@ -88,7 +88,7 @@ impl NodeArgs {
 
 /// Arguments of `clisc dicom serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// Address to listen on for associations.
@@ -147,7 +147,7 @@ pub struct ServeArgs {
 
 /// Arguments of `clisc dicom pull`.
 #[derive(Debug, Args)]
-pub struct PullArgs {
+pub(crate) struct PullArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// The PACS, `AE@HOST:PORT`; it must know this node's AE title and
@@ -183,7 +183,7 @@ pub struct PullArgs {
 
 /// Arguments of `clisc dicom push`.
 #[derive(Debug, Args)]
-pub struct PushArgs {
+pub(crate) struct PushArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// The receiver, `AE@HOST:PORT`.
@@ -202,7 +202,7 @@ pub struct PushArgs {
 
 /// Arguments of `clisc dicom ls`.
 #[derive(Debug, Args)]
-pub struct LsArgs {
+pub(crate) struct LsArgs {
     /// Folder searched recursively (any file names, mixed studies and series).
     pub dir: PathBuf,
     /// Also list the files that were skipped, and why.
@@ -220,7 +220,7 @@ pub struct LsArgs {
 
 /// Arguments of `clisc dicom convert`.
 #[derive(Debug, Args)]
-pub struct ConvertArgs {
+pub(crate) struct ConvertArgs {
     /// Folder searched recursively.
     pub dir: PathBuf,
     /// Output folder for the NIfTI files.
@@ -243,7 +243,7 @@ fn load_rules(spec: &str) -> anyhow::Result<ModalityRules> {
 }
 
 /// Runs a DICOM subcommand.
-pub fn run(cmd: DicomCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: DicomCommand) -> anyhow::Result<()> {
     match cmd {
         DicomCommand::Ls(args) => ls(args),
         DicomCommand::Convert(args) => convert(args),

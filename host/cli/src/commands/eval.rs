@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc eval`.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Predictions: `<case>.nii[.gz]` files, or BraTS-style folders
     /// `<case>/<case>_seg.nii[.gz]` (or `<case>/<case>.nii[.gz]`).
     #[arg(long)]
@@ -66,7 +66,7 @@ pub(crate) fn find_label_files(dir: &Path) -> anyhow::Result<BTreeMap<String, Pa
 }
 
 /// Runs the evaluation.
-pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
     let preds = find_label_files(&args.pred)?;
     let gts = find_label_files(&args.gt)?;
     let ids: Vec<&String> = preds.keys().filter(|id| gts.contains_key(*id)).collect();

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc infer`.
 #[derive(Debug, Args)]
-pub struct InferArgs {
+pub(crate) struct InferArgs {
     /// Model file written by a pipeline (`.../model.ckpt`) or a plugin's `save`.
     #[arg(long)]
     pub model: PathBuf,
@@ -262,7 +262,7 @@ pub(crate) fn segment_dicom_study(
 }
 
 /// Runs `clisc infer`.
-pub fn run(args: InferArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: InferArgs) -> anyhow::Result<()> {
     let registry = args.plugins.registry()?;
     let options = LoadOptions {
         device: &args.device,

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 /// `clisc model ...`.
 #[derive(Debug, Subcommand)]
-pub enum ModelCommand {
+pub(crate) enum ModelCommand {
     /// Make a model file for `clisc infer` / `clisc dicom serve` from a
     /// volumetric-segmenter plugin and its settings (e.g. a TorchScript
     /// network and its contract), without running a pipeline.
@@ -36,7 +36,7 @@ pub enum ModelCommand {
 
 /// `clisc model wrap`.
 #[derive(Debug, clap::Args)]
-pub struct WrapArgs {
+pub(crate) struct WrapArgs {
     /// The volumetric-segmenter plugin that runs the model, e.g.
     /// `torchscript-volumetric-segmenter`.
     #[arg(long)]
@@ -63,7 +63,7 @@ pub struct WrapArgs {
 
 /// `clisc model info`.
 #[derive(Debug, clap::Args)]
-pub struct InfoArgs {
+pub(crate) struct InfoArgs {
     /// A model file (`.../model.ckpt` of a run, or one `clisc model wrap` wrote).
     pub model: PathBuf,
 }
@@ -86,7 +86,7 @@ fn parse_bias_correction(text: &str) -> Result<BiasCorrection, String> {
 }
 
 /// Runs a `clisc model` subcommand.
-pub fn run(command: ModelCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: ModelCommand) -> anyhow::Result<()> {
     match command {
         ModelCommand::Wrap(args) => wrap(&args),
         ModelCommand::Info(args) => info(&args),

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `clisc sam`.
 #[derive(Debug, Args)]
-pub struct SamArgs {
+pub(crate) struct SamArgs {
     /// The promptable-segmenter plugin.
     #[arg(long, default_value = "sam")]
     pub plugin: String,
@@ -111,7 +111,7 @@ fn prompt_set(args: &SamArgs, slice: u32, dx: f64, dy: f64) -> PromptSet {
 }
 
 /// Runs the plugin on the slice with the given prompts and writes the mask.
-pub fn run(args: SamArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SamArgs) -> anyhow::Result<()> {
     if args.bbox.is_none() && args.pos.is_empty() && args.neg.is_empty() {
         bail!("give at least one prompt: --box, --pos or --neg");
     }

@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// `clisc slurm ...`.
 #[derive(Debug, Subcommand)]
-pub enum SlurmCommand {
+pub(crate) enum SlurmCommand {
     /// Write and submit the sbatch scripts that complete a run: job arrays
     /// for per-case steps, single jobs for training, chained by
     /// dependencies. Steps already done are skipped; after a failure,
@@ -24,7 +24,7 @@ pub enum SlurmCommand {
 
 /// Arguments of `clisc slurm submit`.
 #[derive(Debug, Args)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// The pipeline file (its `[slurm]` section sets shards and resources).
     #[arg(long, short)]
     pub config: PathBuf,
@@ -34,7 +34,7 @@ pub struct SubmitArgs {
 }
 
 /// Runs a `clisc slurm` command.
-pub fn run(command: SlurmCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: SlurmCommand) -> anyhow::Result<()> {
     match command {
         SlurmCommand::Submit(args) => submit(&args),
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// Arguments of `clisc split`.
 #[derive(Debug, Args)]
-pub struct SplitArgs {
+pub(crate) struct SplitArgs {
     /// Dataset root (BraTS 2020 / 2021 layout).
     #[arg(long)]
     pub dataset: PathBuf,
@@ -28,7 +28,7 @@ pub struct SplitArgs {
 }
 
 /// Opens the dataset (FLAIR required), splits it, writes the CSV.
-pub fn run(args: SplitArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SplitArgs) -> anyhow::Result<()> {
     let layout = match args.layout.as_str() {
         "brats2020" => LayoutKind::Brats2020,
         "brats2021" => LayoutKind::Brats2021,

@@ -24,7 +24,7 @@ pub(crate) struct StudyImage {
 
 impl StudyImage {
     /// Reads `path` (`.nii`, `.nii.gz`, or an image format such as PNG).
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn read(path: &Path) -> anyhow::Result<Self> {
         let (volume, nifti) = if clisc_nifti::is_nifti_path(path) {
             let (volume, info) = clisc_nifti::read_volume(path, CHANNEL)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -50,13 +50,17 @@ impl StudyImage {
     }
 
     /// Where the stage input sits in the image.
-    pub fn crop(&self) -> &Crop {
+    pub(crate) fn crop(&self) -> &Crop {
         &self.prepared.geometry.crop
     }
 
     /// The axial slice to work on (`None`: the middle one), checked against
     /// the image, as an index of the image and of the stage input.
-    pub fn slice(&self, path: &Path, slice: Option<usize>) -> anyhow::Result<(usize, usize)> {
+    pub(crate) fn slice(
+        &self,
+        path: &Path,
+        slice: Option<usize>,
+    ) -> anyhow::Result<(usize, usize)> {
         let nz = self.volume.grid.dims()[2];
         if slice.is_some() && self.nifti.is_none() {
             bail!(

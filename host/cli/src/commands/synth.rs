@@ -8,7 +8,7 @@ use std::time::Instant;
 
 /// Arguments of `clisc synth`.
 #[derive(Debug, Args)]
-pub struct SynthArgs {
+pub(crate) struct SynthArgs {
     /// Output folder (created); cases go to `<out>/BraTS20_Training_NNN/`.
     #[arg(long)]
     pub out: PathBuf,
@@ -47,7 +47,7 @@ pub(crate) fn parse_shape(s: &str) -> Result<[usize; 3], String> {
 }
 
 /// Generates and writes the cases, printing one line per case.
-pub fn run(args: SynthArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SynthArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.healthy_fraction) {
         bail!(
             "--healthy-fraction {} is not in 0..=1",

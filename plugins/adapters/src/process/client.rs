@@ -75,14 +75,14 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// The fields as `T`, the method's result type.
-    pub fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
         self.fields
             .read(self.method)
             .map_err(|e| PluginError::internal(format!("process plugin `{}`: {e}", self.plugin)))
     }
 
     /// The buffer called `name`, checked to hold `len` values.
-    pub fn buffer(&self, name: &str, len: usize) -> Result<&Buffer, PluginError> {
+    pub(crate) fn buffer(&self, name: &str, len: usize) -> Result<&Buffer, PluginError> {
         let b = self
             .buffers
             .iter()
@@ -100,7 +100,7 @@ impl Reply {
 
     /// An error about this answer: it is well-formed but does not fit the
     /// request (`what`).
-    pub fn malformed(&self, what: String) -> PluginError {
+    pub(crate) fn malformed(&self, what: String) -> PluginError {
         PluginError::internal(format!(
             "process plugin `{}`: malformed result of `{}`: {what}",
             self.plugin, self.method
@@ -127,7 +127,7 @@ pub(crate) struct PluginProcess {
 
 impl PluginProcess {
     /// Starts the process, checks its handshake and configures it.
-    pub fn start(spec: ProcessSpec, ctx: &HostContext) -> Result<Self, PluginError> {
+    pub(crate) fn start(spec: ProcessSpec, ctx: &HostContext) -> Result<Self, PluginError> {
         if spec.command.is_empty() {
             return Err(PluginError::config(format!(
                 "{}: setting `command` is empty",
@@ -157,7 +157,7 @@ impl PluginProcess {
     /// `select`) whose process was lost while it ran (crash, silence,
     /// broken limit) is tried again on a fresh process as
     /// [`CallLimits::retries`] allows.
-    pub fn call(&mut self, call: Call, buffers: Vec<Buffer>) -> Result<Reply, PluginError> {
+    pub(crate) fn call(&mut self, call: Call, buffers: Vec<Buffer>) -> Result<Reply, PluginError> {
         let method = call.method();
         let retries = if call.is_stateless() {
             self.spec.limits.retries

@@ -96,7 +96,7 @@ pub(crate) struct Contract {
 
 impl Contract {
     /// Checks the common settings and loads the model on the context's device.
-    pub fn load(
+    pub(crate) fn load(
         plugin: &'static str,
         settings: ContractSettings,
         device_spec: &str,
@@ -138,19 +138,19 @@ impl Contract {
 
     /// Normalises `x` (`[N, 1, ...spatial]`, one image per row) and repeats
     /// it to the model's channel count.
-    pub fn prepare(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn prepare(&self, x: &Tensor) -> Tensor {
         prepare_input(x, self.normalization, self.input_channels)
     }
 
     /// Runs the model's `forward`; a tuple or list output yields its first
     /// tensor.
-    pub fn forward(&self, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
+    pub(crate) fn forward(&self, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
         self.call("forward", inputs)
     }
 
     /// Runs the model's method `method` (`forward`, or one exported with
     /// `@torch.jit.export`); a tuple or list output yields its first tensor.
-    pub fn call(&self, method: &str, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
+    pub(crate) fn call(&self, method: &str, inputs: &[Tensor]) -> Result<Tensor, PluginError> {
         let args: Vec<IValue> = inputs
             .iter()
             .map(|t| IValue::Tensor(t.shallow_clone()))

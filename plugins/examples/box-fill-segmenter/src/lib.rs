@@ -10,6 +10,7 @@
 //! bounding box of the positive points grown by `point_margin` pixels.
 //! Together with `example-threshold` it shows both directions of the SDK:
 //! a per-slice 2D stage and a per-case 3D one.
+#![warn(unreachable_pub)]
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use clisc_sdk::config::Settings;

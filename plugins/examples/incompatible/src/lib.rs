@@ -6,6 +6,7 @@
 //! It writes the root module by hand (instead of `export_plugins!`, which
 //! always declares the SDK it is compiled with) to simulate a library built
 //! against a future SDK.
+#![warn(unreachable_pub)]
 
 use abi_stable::export_root_module;
 use abi_stable::prefix_type::PrefixTypeTrait;

@@ -6,6 +6,7 @@
 //!
 //! It also has a `panic_on_slice` setting so tests can check that a plugin
 //! panic reaches the host as a clear error instead of crashing it.
+#![warn(unreachable_pub)]
 
 use abi_stable::std_types::{RResult, RVec};
 use clisc_sdk::config::Settings;

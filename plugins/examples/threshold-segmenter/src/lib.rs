@@ -13,6 +13,7 @@
 //!   plugin, its version and settings, plus the learned threshold; `load`
 //!   reads it back. `clisc infer --model FILE --plugin-path LIB` rebuilds
 //!   the stage from that metadata.
+#![warn(unreachable_pub)]
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use clisc_sdk::config::Settings;
