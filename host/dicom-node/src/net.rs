@@ -206,20 +206,39 @@ impl Message {
     }
 }
 
+/// What broke on an established association; the caller names the peer
+/// (it becomes [`NetError::Protocol`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// Sending or receiving a PDU failed (dicom-ul's words).
+    #[error(transparent)]
+    Transport(Box<dyn std::error::Error + Send + Sync>),
+    /// A command set could not be encoded.
+    #[error("encoding a command: {0}")]
+    EncodeCommand(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A received command set could not be read.
+    #[error("unreadable command set: {0}")]
+    ReadCommand(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The peer broke the order of a DIMSE message's fragments or of the
+    /// association's PDUs.
+    #[error("{0}")]
+    Sequence(String),
+}
+
 /// Send/receive PDUs on an established association (client or server).
 pub(crate) trait Link {
-    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String>;
-    fn receive_pdu(&mut self) -> Result<Pdu, String>;
+    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), LinkError>;
+    fn receive_pdu(&mut self) -> Result<Pdu, LinkError>;
     /// The largest PDU the peer accepts (0 = no limit).
     fn peer_max_pdu(&self) -> u32;
 }
 
 impl<S: Read + Write + CloseSocket> Link for ClientAssociation<S> {
-    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String> {
-        self.send(pdu).map_err(|e| e.to_string())
+    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), LinkError> {
+        self.send(pdu).map_err(|e| LinkError::Transport(e.into()))
     }
-    fn receive_pdu(&mut self) -> Result<Pdu, String> {
-        self.receive().map_err(|e| e.to_string())
+    fn receive_pdu(&mut self) -> Result<Pdu, LinkError> {
+        self.receive().map_err(|e| LinkError::Transport(e.into()))
     }
     fn peer_max_pdu(&self) -> u32 {
         self.acceptor_max_pdu_length()
@@ -227,11 +246,11 @@ impl<S: Read + Write + CloseSocket> Link for ClientAssociation<S> {
 }
 
 impl<S: Read + Write + CloseSocket> Link for dicom_ul::ServerAssociation<S> {
-    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), String> {
-        SyncAssociation::send(self, pdu).map_err(|e| e.to_string())
+    fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), LinkError> {
+        SyncAssociation::send(self, pdu).map_err(|e| LinkError::Transport(e.into()))
     }
-    fn receive_pdu(&mut self) -> Result<Pdu, String> {
-        SyncAssociation::receive(self).map_err(|e| e.to_string())
+    fn receive_pdu(&mut self) -> Result<Pdu, LinkError> {
+        SyncAssociation::receive(self).map_err(|e| LinkError::Transport(e.into()))
     }
     fn peer_max_pdu(&self) -> u32 {
         self.requestor_max_pdu_length()
@@ -253,11 +272,11 @@ fn implicit_le() -> &'static dicom_encoding::TransferSyntax {
 }
 
 /// Encodes a command set in implicit VR little endian, with its group length.
-fn encode_command(command: &InMemDicomObject) -> Result<Vec<u8>, String> {
+fn encode_command(command: &InMemDicomObject) -> Result<Vec<u8>, LinkError> {
     let mut body = Vec::new();
     command
         .write_dataset_with_ts(&mut body, implicit_le())
-        .map_err(|e| format!("encoding a command: {e}"))?;
+        .map_err(|e| LinkError::EncodeCommand(e.into()))?;
     let mut out = Vec::with_capacity(body.len() + 12);
     out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -271,17 +290,17 @@ pub(crate) fn send_message(
     context_id: u8,
     command: &InMemDicomObject,
     data: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let max = match link.peer_max_pdu() {
         0 => 65536,
         n => n.min(1 << 20),
     } as usize;
     // PDV item header: 4 bytes length, context ID, control header.
     let chunk = max.saturating_sub(6).max(64);
-    let mut send = |bytes: &[u8], value_type: PDataValueType| -> Result<(), String> {
+    let mut send = |bytes: &[u8], value_type: PDataValueType| -> Result<(), LinkError> {
         let mut pieces = bytes.chunks(chunk).peekable();
         if pieces.peek().is_none() {
-            return Err("empty DIMSE fragment".into());
+            return Err(LinkError::Sequence("empty DIMSE fragment".into()));
         }
         while let Some(piece) = pieces.next() {
             let pdu = Pdu::PData {
@@ -305,7 +324,7 @@ pub(crate) fn send_message(
 
 /// Receives one message. `Ok(None)` when the peer released the
 /// association (the release is answered) or aborted it.
-pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, String> {
+pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, LinkError> {
     let mut command_bytes = Vec::new();
     let mut command: Option<(u8, InMemDicomObject, bool)> = None;
     let mut data = Vec::new();
@@ -316,7 +335,9 @@ pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, St
                     match v.value_type {
                         PDataValueType::Command => {
                             if command.is_some() {
-                                return Err("a command fragment after a complete command".into());
+                                return Err(LinkError::Sequence(
+                                    "a command fragment after a complete command".into(),
+                                ));
                             }
                             command_bytes.extend_from_slice(&v.data);
                             if v.is_last {
@@ -324,7 +345,7 @@ pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, St
                                     &command_bytes[..],
                                     implicit_le(),
                                 )
-                                .map_err(|e| format!("unreadable command set: {e}"))?;
+                                .map_err(|e| LinkError::ReadCommand(e.into()))?;
                                 let has_data = obj
                                     .element(tags::COMMAND_DATA_SET_TYPE)
                                     .ok()
@@ -343,7 +364,9 @@ pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, St
                         }
                         PDataValueType::Data => {
                             if command.is_none() {
-                                return Err("a data fragment before its command".into());
+                                return Err(LinkError::Sequence(
+                                    "a data fragment before its command".into(),
+                                ));
                             }
                             data.extend_from_slice(&v.data);
                             if v.is_last {
@@ -366,7 +389,12 @@ pub(crate) fn receive_message(link: &mut dyn Link) -> Result<Option<Message>, St
                 tracing::warn!("association aborted by the peer ({source:?})");
                 return Ok(None);
             }
-            other => return Err(format!("unexpected PDU: {}", other.short_description())),
+            other => {
+                return Err(LinkError::Sequence(format!(
+                    "unexpected PDU: {}",
+                    other.short_description()
+                )))
+            }
         }
     }
 }
@@ -534,14 +562,15 @@ impl Session {
         command: &InMemDicomObject,
         data: Option<&[u8]>,
     ) -> Result<(), NetError> {
-        send_message(self.assoc.link(), context_id, command, data).map_err(|m| self.protocol(m))
+        send_message(self.assoc.link(), context_id, command, data)
+            .map_err(|e| self.protocol(e.to_string()))
     }
 
     fn receive(&mut self) -> Result<Message, NetError> {
         match receive_message(self.assoc.link()) {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(self.protocol("the peer ended the association mid-operation")),
-            Err(m) => Err(self.protocol(m)),
+            Err(e) => Err(self.protocol(e.to_string())),
         }
     }
 

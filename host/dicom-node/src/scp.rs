@@ -31,6 +31,57 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Why the node turned a connection or a study away before serving it.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The socket's read timeout could not be set.
+    #[error("{0}")]
+    Socket(std::io::Error),
+    /// A TLS client reached a plain-TCP node.
+    #[error("a TLS client connected to this plain-TCP node (start it with --tls-cert, --tls-key, --tls-ca)")]
+    TlsOnPlainNode,
+    /// The first byte is not an A-ASSOCIATE-RQ.
+    #[error("expected an A-ASSOCIATE-RQ (PDU type 0x01), the peer sent a byte 0x{0:02X}")]
+    NotAnAssociateRequest(u8),
+    /// The first byte on a TLS node is not a handshake record.
+    #[error(
+        "expected a TLS handshake record (0x16) on this TLS node, the peer sent a byte 0x{0:02X}"
+    )]
+    NotATlsHandshake(u8),
+    /// The peer closed the connection before `what`.
+    #[error("the peer closed the connection before {0}")]
+    ClosedBefore(&'static str),
+    /// Nothing arrived within the idle timeout.
+    #[error("no {what} within {seconds:.0} s (--idle-timeout): {error}")]
+    Silent {
+        /// What was awaited.
+        what: &'static str,
+        /// The idle timeout.
+        seconds: f64,
+        /// The read's error.
+        error: std::io::Error,
+    },
+    /// The client hello kept arriving in pieces past the idle timeout.
+    #[error("the TLS client hello did not arrive whole within {0:.0} s (--idle-timeout)")]
+    PartialClientHello(f64),
+    /// As many studies wait in the inbox as the node allows.
+    #[error("{waiting} studies are waiting in {} (the limit); send this study again later", .inbox.display())]
+    InboxFull {
+        /// Studies waiting.
+        waiting: usize,
+        /// The inbox.
+        inbox: PathBuf,
+    },
+    /// The study's folder could not be created.
+    #[error("creating {}: {error}", .dir.display())]
+    StudyFolder {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
 /// Accepts an association only when it is addressed to this node's AE
 /// title and comes from one of the allowed calling AE titles.
 #[derive(Debug, Clone)]
@@ -214,13 +265,11 @@ impl StoreScp {
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        let perr = |m: String| NetError::Protocol {
+        let perr = |e: &dyn std::fmt::Display| NetError::Protocol {
             peer: peer_addr.clone(),
-            message: m,
+            message: e.to_string(),
         };
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| perr(e.to_string()))?;
+        stream.set_nonblocking(false).map_err(|e| perr(&e))?;
         let options = ServerAssociationOptions::new()
             .ae_access_control(AllowedCallers(self.allowed_callers.clone()))
             .ae_title(self.ae_title.clone())
@@ -233,12 +282,13 @@ impl StoreScp {
         };
         match &self.tls {
             None => {
-                self.await_associate_request(&stream).map_err(perr)?;
+                self.await_associate_request(&stream)
+                    .map_err(|e| perr(&e))?;
                 let mut assoc = options.establish(stream).map_err(associate)?;
                 self.converse(&mut assoc, &peer_addr, on_stored)
             }
             Some(tls) => {
-                self.await_client_hello(&stream).map_err(perr)?;
+                self.await_client_hello(&stream).map_err(|e| perr(&e))?;
                 let mut assoc = options
                     .tls_config(tls.clone())
                     .establish_tls(stream)
@@ -253,25 +303,21 @@ impl StoreScp {
     /// 0.10.1 (with its `sync-tls` feature) must not see a connection
     /// that sends nothing: after its read times out it looks for a TLS
     /// client hello in the empty buffer and spins there for ever.
-    fn await_associate_request(&self, stream: &TcpStream) -> Result<(), String> {
+    fn await_associate_request(&self, stream: &TcpStream) -> Result<(), Refusal> {
         stream
             .set_read_timeout(Some(self.limits.idle_timeout))
-            .map_err(|e| e.to_string())?;
+            .map_err(Refusal::Socket)?;
         let mut first = [0u8; 1];
         match stream.peek(&mut first) {
             Ok(1) if first[0] == 0x01 => Ok(()),
-            Ok(1) if first[0] == 0x16 => {
-                Err("a TLS client connected to this plain-TCP node (start it with --tls-cert, --tls-key, --tls-ca)".into())
-            }
-            Ok(1) => Err(format!(
-                "expected an A-ASSOCIATE-RQ (PDU type 0x01), the peer sent a byte 0x{:02X}",
-                first[0]
-            )),
-            Ok(_) => Err("the peer closed the connection before associating".into()),
-            Err(e) => Err(format!(
-                "no A-ASSOCIATE-RQ within {:.0} s (--idle-timeout): {e}",
-                self.limits.idle_timeout.as_secs_f64()
-            )),
+            Ok(1) if first[0] == 0x16 => Err(Refusal::TlsOnPlainNode),
+            Ok(1) => Err(Refusal::NotAnAssociateRequest(first[0])),
+            Ok(_) => Err(Refusal::ClosedBefore("associating")),
+            Err(error) => Err(Refusal::Silent {
+                what: "A-ASSOCIATE-RQ",
+                seconds: self.limits.idle_timeout.as_secs_f64(),
+                error,
+            }),
         }
     }
 
@@ -280,35 +326,30 @@ impl StoreScp {
     /// start a TLS handshake on a connection that closes or stalls before
     /// its client hello is complete: rustls' acceptor then reads nothing
     /// and dicom-ul asks it again, for ever.
-    fn await_client_hello(&self, stream: &TcpStream) -> Result<(), String> {
+    fn await_client_hello(&self, stream: &TcpStream) -> Result<(), Refusal> {
         stream
             .set_read_timeout(Some(self.limits.idle_timeout))
-            .map_err(|e| e.to_string())?;
+            .map_err(Refusal::Socket)?;
         let start = std::time::Instant::now();
         let mut buf = vec![0u8; 5 + (1 << 14)];
         loop {
-            let n = stream.peek(&mut buf).map_err(|e| {
-                format!(
-                    "no TLS client hello within {:.0} s (--idle-timeout): {e}",
-                    self.limits.idle_timeout.as_secs_f64()
-                )
+            let n = stream.peek(&mut buf).map_err(|error| Refusal::Silent {
+                what: "TLS client hello",
+                seconds: self.limits.idle_timeout.as_secs_f64(),
+                error,
             })?;
             if n == 0 {
-                return Err("the peer closed the connection before its TLS client hello".into());
+                return Err(Refusal::ClosedBefore("its TLS client hello"));
             }
             if buf[0] != 0x16 {
-                return Err(format!(
-                    "expected a TLS handshake record (0x16) on this TLS node, the peer sent a byte 0x{:02X}",
-                    buf[0]
-                ));
+                return Err(Refusal::NotATlsHandshake(buf[0]));
             }
             if n >= 5 && n >= 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])) {
                 return Ok(());
             }
             if start.elapsed() >= self.limits.idle_timeout {
-                return Err(format!(
-                    "the TLS client hello did not arrive whole within {:.0} s (--idle-timeout)",
-                    self.limits.idle_timeout.as_secs_f64()
+                return Err(Refusal::PartialClientHello(
+                    self.limits.idle_timeout.as_secs_f64(),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -323,9 +364,9 @@ impl StoreScp {
         peer_addr: &str,
         on_stored: &dyn Fn(StoredInstance),
     ) -> Result<(), NetError> {
-        let perr = |m: String| NetError::Protocol {
+        let perr = |e: crate::net::LinkError| NetError::Protocol {
             peer: peer_addr.to_string(),
-            message: m,
+            message: e.to_string(),
         };
         let caller = dicom_ul::association::Association::peer_ae_title(assoc)
             .trim()
@@ -398,7 +439,7 @@ impl StoreScp {
 
     /// Creates the study folder `dir` unless that would exceed
     /// `max_waiting_studies`; the reason when not.
-    fn admit(&self, dir: &std::path::Path) -> Result<(), String> {
+    fn admit(&self, dir: &std::path::Path) -> Result<(), Refusal> {
         if dir.is_dir() {
             return Ok(());
         }
@@ -412,13 +453,16 @@ impl StoreScp {
                 })
                 .unwrap_or(0);
             if waiting >= self.limits.max_waiting_studies {
-                return Err(format!(
-                    "{waiting} studies are waiting in {} (the limit); send this study again later",
-                    self.inbox.display()
-                ));
+                return Err(Refusal::InboxFull {
+                    waiting,
+                    inbox: self.inbox.clone(),
+                });
             }
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|error| Refusal::StudyFolder {
+            dir: dir.to_path_buf(),
+            error,
+        })
     }
 
     /// Parses and writes one received instance; on failure the DIMSE status
@@ -451,7 +495,7 @@ impl StoreScp {
         let dir = self.inbox.join(safe_file_name(&study_uid));
         let path = dir.join(format!("{}.dcm", safe_file_name(sop_instance)));
         let fail = |m: String| (STATUS_OUT_OF_RESOURCES, m);
-        self.admit(&dir).map_err(fail)?;
+        self.admit(&dir).map_err(|e| fail(e.to_string()))?;
         let meta = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(sop_class)
             .media_storage_sop_instance_uid(sop_instance)
