@@ -49,15 +49,11 @@ impl Plugin for FlairIntensityPlugin {
 
     fn settings() -> Vec<ConfigField> {
         FlairIntensitySettings::schema()
-            .into_iter()
-            .chain(Smoothing::schema(false))
-            .collect()
     }
 
     fn create(settings: Settings, _ctx: &HostContext) -> Result<StageObject, PluginError> {
         let labeler = FlairIntensity {
             settings: FlairIntensitySettings::read(&settings)?,
-            smoothing: Smoothing::from_settings(&settings)?,
         };
         labeler.validate()?;
         Ok(StageObject::pseudo_labeler(labeler))
@@ -65,7 +61,7 @@ impl Plugin for FlairIntensityPlugin {
 }
 
 plugin_settings! {
-    /// The settings of `flair-intensity` (the smoothing's are [`Smoothing::schema`]).
+    /// The settings of `flair-intensity`.
     #[derive(Debug, Clone)]
     pub(crate) struct FlairIntensitySettings {
         /// hyperintense = more than k robust SDs (1.4826 MAD) above the brain median
@@ -78,6 +74,9 @@ plugin_settings! {
         pub threshold: f32 = float(0.6),
         /// slices with less brain than this are labelled 0 and not kept
         pub min_brain_pixels: usize = integer(200),
+        /// Neighbour-majority smoothing of the kept labels along z, as CLIP's
+        /// (off by default; its settings are [`Smoothing::schema`]'s).
+        pub smoothing: Option<Smoothing> = group(Smoothing::schema(false), Smoothing::from_settings),
     }
 }
 
@@ -86,8 +85,6 @@ plugin_settings! {
 pub(crate) struct FlairIntensity {
     /// What the schema declares.
     pub settings: FlairIntensitySettings,
-    /// Neighbour-majority smoothing of the kept labels along z (as CLIP's).
-    pub smoothing: Option<Smoothing>,
 }
 
 impl FlairIntensity {
@@ -181,7 +178,7 @@ impl FlairIntensity {
         let mut labels = SlicePseudoLabels {
             slices: RVec::from(slices),
         };
-        if let Some(smoothing) = self.smoothing {
+        if let Some(smoothing) = self.settings.smoothing {
             smoothing.apply(&mut labels);
         }
         labels
@@ -239,7 +236,6 @@ mod tests {
                 k: 3.0,
                 ..FlairIntensitySettings::defaults().unwrap()
             },
-            smoothing: None,
         }
     }
 
@@ -268,11 +264,9 @@ mod tests {
         }
         let raw = labeler().label_from_mask(&mask, &brain, slice_len);
         assert_eq!(raw.slices[10].label, 0);
-        let smoothed = FlairIntensity {
-            smoothing: Some(Smoothing::default()),
-            ..labeler()
-        }
-        .label_from_mask(&mask, &brain, slice_len);
+        let mut smoothing_on = labeler();
+        smoothing_on.settings.smoothing = Some(Smoothing::default());
+        let smoothed = smoothing_on.label_from_mask(&mask, &brain, slice_len);
         assert_eq!(smoothed.slices[10].label, 1);
         assert!(smoothed.slices.iter().all(|s| s.label == 1 && s.kept));
     }
