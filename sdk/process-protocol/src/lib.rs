@@ -35,8 +35,8 @@ pub mod message;
 pub use frame::{read_frame, write_frame, Buffer, Dtype, Frame, ReadError};
 pub use message::{
     Call, CandidateHeader, CaseHeader, Decision, ErrorReport, ExtractResult, GridHeader, Hello,
-    HostMessage, MessageError, MetricsResult, PluginInfo, PluginMessage, ProgressReport,
-    PromptSetHeader, PromptsResult, ResultFields, RoundHeader, RunContext, SelectResult,
-    SettingSpec, SettingType, SliceLabelEntry, SliceLabelHeader, SliceLabelsResult, PROTOCOL,
-    PROTOCOL_VERSION,
+    HostMessage, MessageError, MetricsResult, ModelSelection, PluginInfo, PluginMessage,
+    ProgressReport, PromptSetHeader, PromptsResult, ResultFields, RoundHeader, RunContext,
+    SelectResult, SettingSpec, SettingType, SliceLabelEntry, SliceLabelHeader, SliceLabelsResult,
+    PROTOCOL, PROTOCOL_VERSION,
 };

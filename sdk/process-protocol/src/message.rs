@@ -506,6 +506,47 @@ pub struct MetricsResult {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// A model-selection choice, as `train` reports it among its metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelSelection {
+    /// The training step whose weights were kept (metric `selected_step`).
+    pub step: u64,
+    /// Their Dice on the held-out cases (`selected_validation_dice`).
+    pub validation_dice: f64,
+    /// The last evaluation's Dice, when reported (`last_validation_dice`).
+    pub last_validation_dice: Option<f64>,
+    /// How many evaluations were made, when reported (`validation_evaluations`).
+    pub evaluations: Option<u32>,
+}
+
+impl MetricsResult {
+    /// Takes the model-selection metrics out of [`MetricsResult::metrics`]:
+    /// none of `selected_step` and `selected_validation_dice` is no choice;
+    /// both (a whole, non-negative step) are one; one without the other is
+    /// an error.
+    pub fn take_selection(&mut self) -> Result<Option<ModelSelection>, MessageError> {
+        let step = self.metrics.remove("selected_step");
+        let dice = self.metrics.remove("selected_validation_dice");
+        let last = self.metrics.remove("last_validation_dice");
+        let evaluations = self.metrics.remove("validation_evaluations");
+        match (step, dice) {
+            (Some(step), Some(dice)) if step >= 0.0 && step.fract() == 0.0 => {
+                Ok(Some(ModelSelection {
+                    step: step as u64,
+                    validation_dice: dice,
+                    last_validation_dice: last,
+                    evaluations: evaluations.map(|n| n as u32),
+                }))
+            }
+            (None, None) => Ok(None),
+            _ => Err(MessageError::Malformed {
+                what: "the model selection among the metrics".into(),
+                reason: "it needs both `selected_step` (a whole step number) and `selected_validation_dice`".into(),
+            }),
+        }
+    }
+}
+
 /// The result of `extract`: buffers `round<i>/cam` (f32) and
 /// `round<i>/roi` (u8) per round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -718,6 +759,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown variant `bogus`"));
+    }
+
+    #[test]
+    fn a_model_selection_travels_as_two_metrics() {
+        let mut result = MetricsResult {
+            metrics: [
+                ("loss", 0.5),
+                ("selected_step", 300.0),
+                ("selected_validation_dice", 0.8),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        let choice = result.take_selection().unwrap().unwrap();
+        assert_eq!((choice.step, choice.validation_dice), (300, 0.8));
+        assert_eq!(result.metrics.keys().collect::<Vec<_>>(), ["loss"]);
+        assert_eq!(result.take_selection(), Ok(None));
+        result.metrics.insert("selected_step".into(), 2.5);
+        result
+            .metrics
+            .insert("selected_validation_dice".into(), 0.8);
+        assert!(result.take_selection().is_err(), "a fractional step");
+        result.metrics.insert("selected_step".into(), 2.0);
+        assert!(result.take_selection().is_err(), "a step without its Dice");
     }
 
     #[test]

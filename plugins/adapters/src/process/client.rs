@@ -7,8 +7,8 @@
 //! process, which unblocks both threads.
 
 use clisc_process_protocol::{
-    read_frame, Buffer, Call, ErrorReport, Frame, Hello, HostMessage, PluginMessage, ReadError,
-    ResultFields, RunContext, SettingSpec, SettingType,
+    read_frame, Buffer, Call, ErrorReport, Frame, Hello, HostMessage, MessageError, PluginMessage,
+    ReadError, ResultFields, RunContext, SettingSpec, SettingType,
 };
 use clisc_sdk::config::{ConfigField, FieldProblem, ProblemKind};
 use clisc_sdk::{HostContext, PluginError, ProgressSinkBox};
@@ -76,9 +76,12 @@ pub(crate) struct Reply {
 impl Reply {
     /// The fields as `T`, the method's result type.
     pub(crate) fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
-        self.fields
-            .read(self.method)
-            .map_err(|e| PluginError::internal(format!("process plugin `{}`: {e}", self.plugin)))
+        self.fields.read(self.method).map_err(|e| self.invalid(e))
+    }
+
+    /// A protocol error in this answer, naming the plugin.
+    pub(crate) fn invalid(&self, error: MessageError) -> PluginError {
+        PluginError::internal(format!("process plugin `{}`: {error}", self.plugin))
     }
 
     /// The buffer called `name`, checked to hold `len` values.

@@ -350,36 +350,22 @@ fn prompt_set(header: PromptSetHeader) -> PromptSet {
     }
 }
 
-/// The metrics of a `fit` or `train` answer as a report. The protocol
-/// reports a model-selection choice as the metrics `selected_step` and
-/// `selected_validation_dice` (and, optionally, `last_validation_dice`
-/// and `validation_evaluations`); they become [`StageReport::selection`].
+/// The metrics of a `fit` or `train` answer as a report; a model-selection
+/// choice among them ([`MetricsResult::take_selection`]) becomes
+/// [`StageReport::selection`].
 fn metrics_report(reply: &Reply) -> Result<StageReport, PluginError> {
-    let MetricsResult {
-        metrics: mut numbers,
-    } = reply.read()?;
-    let step = numbers.remove("selected_step");
-    let dice = numbers.remove("selected_validation_dice");
-    let last = numbers.remove("last_validation_dice");
-    let evaluations = numbers.remove("validation_evaluations");
+    let mut result: MetricsResult = reply.read()?;
+    let selection = result.take_selection().map_err(|e| reply.invalid(e))?;
     let mut report = StageReport::default();
-    match (step, dice) {
-        (Some(step), Some(dice)) if step >= 0.0 && step.fract() == 0.0 => {
-            report.selection = ROption::RSome(CheckpointChoice {
-                step: step as u64,
-                validation_dice: dice,
-                last_validation_dice: last.into(),
-                evaluations: evaluations.map(|n| n as u32).into(),
-            });
-        }
-        (None, None) => {}
-        _ => {
-            return Err(reply.malformed(
-                "a model-selection choice needs both `selected_step` (a whole step number) and `selected_validation_dice`".into(),
-            ))
-        }
+    if let Some(choice) = selection {
+        report.selection = ROption::RSome(CheckpointChoice {
+            step: choice.step,
+            validation_dice: choice.validation_dice,
+            last_validation_dice: choice.last_validation_dice.into(),
+            evaluations: choice.evaluations.into(),
+        });
     }
-    for (k, v) in numbers {
+    for (k, v) in result.metrics {
         report.push(&k, v);
     }
     Ok(report)
