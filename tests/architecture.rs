@@ -187,8 +187,6 @@ fn dependencies_point_down_the_layers() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Libraries return typed errors (`thiserror`) that callers can match on;
-/// `anyhow` is for the CLI, which only prints them.
 /// `pub` says "another crate uses this": every library crate denies (via
 /// clippy's `-D warnings`) a `pub` item its crate root does not export, so
 /// what is `pub` inside a private module is written `pub(crate)`.
@@ -213,6 +211,8 @@ fn every_library_warns_on_unreachable_pub() {
     );
 }
 
+/// Libraries return typed errors (`thiserror`) that callers can match on;
+/// `anyhow` is for the CLI, which only prints them.
 #[test]
 fn only_the_cli_uses_anyhow() {
     let users: Vec<String> = workspace_crates()

@@ -42,7 +42,9 @@
 //! `string_list(&["a"])`, `table`, `required_path`, `optional_path`,
 //! `weights_file("download hint")`, `optional_weights_file("hint")`. The
 //! field's type says how the resolved value is read ([`FromSetting`]);
-//! the plugin's own types (enums of choices, parsed strings) implement it.
+//! the plugin's own types implement it, and an enum of choices is
+//! declared with [`setting_choice!`](crate::setting_choice), which
+//! implements it from each value's name.
 //! A field can also hold a group of settings that several plugins share:
 //! `group(SCHEMA, READ)` adds the entries `SCHEMA` to the schema and fills
 //! the field with `READ(&settings)` (the field's doc comment then only

@@ -215,10 +215,10 @@ pub(crate) enum LinkError {
     Transport(Box<dyn std::error::Error + Send + Sync>),
     /// A command set could not be encoded.
     #[error("encoding a command: {0}")]
-    EncodeCommand(#[source] Box<dyn std::error::Error + Send + Sync>),
+    EncodeCommand(Box<dyn std::error::Error + Send + Sync>),
     /// A received command set could not be read.
     #[error("unreadable command set: {0}")]
-    ReadCommand(#[source] Box<dyn std::error::Error + Send + Sync>),
+    ReadCommand(Box<dyn std::error::Error + Send + Sync>),
     /// The peer broke the order of a DIMSE message's fragments or of the
     /// association's PDUs.
     #[error("{0}")]

@@ -119,7 +119,8 @@ def log(message):
 
 def progress(task, done, total, message=""):
     """Progress of a long step (drawn as a progress bar by the host)."""
-    _send({"type": "progress", "task": task, "done": int(done), "total": int(total), "message": message})
+    _send({"type": "progress", "task": str(task), "done": int(done), "total": int(total),
+           "message": str(message)})
 
 
 # ------------------------------------------------------------------ framing

@@ -448,9 +448,19 @@ fn a_result_of_the_wrong_shape_names_the_method_and_the_field() {
     let m = err.message.as_str();
     assert!(m.contains("process plugin `misbehaving-mistyped`"), "{m}");
     assert!(
-        m.contains("the result of `label_slices` is malformed: invalid type: string \"high\", expected f32"),
+        m.contains("the result of `label_slices` is malformed: slices[0].probability: invalid type: string \"high\", expected f32"),
         "{m}"
     );
+}
+
+#[test]
+fn a_bad_progress_frame_is_skipped_not_fatal() {
+    let Ok(StageObject::PseudoLabeler(mut stage)) = misbehaving("chatty", 20.0) else {
+        panic!("handshake failed")
+    };
+    let (case, _) = synthetic_case();
+    let labels = stage.label_slices(&case).unwrap();
+    assert_eq!(labels.slices.len(), case.image.grid.shape[2] as usize);
 }
 
 #[test]

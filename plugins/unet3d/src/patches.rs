@@ -312,10 +312,12 @@ impl PatchSampler {
         self.spawn_at(seed, 0, steps, batch_size)
     }
 
-    /// Like [`PatchSampler::spawn`], but starting at batch `first` of the
-    /// stream seeded by `seed`: a training run resumed at step `first` gets
-    /// exactly the batches an uninterrupted run gets from that step on (the
-    /// earlier draws are replayed without cutting patches).
+    /// Starts a producer thread that sends `steps` batches of `batch_size`
+    /// patches, starting at batch `first` of the stream seeded by `seed`: a
+    /// training run resumed at step `first` gets exactly the batches an
+    /// uninterrupted run gets from that step on (the earlier draws are
+    /// replayed without cutting patches). It stops early when the receiver
+    /// is dropped.
     pub(crate) fn spawn_at(
         self,
         seed: u64,

@@ -2,8 +2,8 @@
 //!
 //! The pipeline predicts every training case with the first network,
 //! keeps the prediction's largest 3D component (26-connectivity, as CLISC
-//! does before re-prompting SAM), re-prompts the promptable segmenter from it (box without dilation, same
-//! points) and hands this plugin one [`FilterCandidate`] per case:
+//! does before re-prompting SAM), re-prompts the promptable segmenter
+//! from it (box without dilation, same points) and hands this plugin one [`FilterCandidate`] per case:
 //! `pseudo_label` = the network's prediction, `reference` = the
 //! re-prompted segmentation. The filter scores each case by the overlap of
 //! the two (`similarity`: Dice, the paper, or IoU), ranks the cases and

@@ -201,9 +201,9 @@ pub enum ReadError {
     Closed,
     /// Reading failed or the stream ended inside a frame.
     #[error("reading the stream failed: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     /// The bytes are not a well-formed frame.
-    #[error("malformed frame: {0}")]
+    #[error("{0}")]
     Malformed(String),
 }
 

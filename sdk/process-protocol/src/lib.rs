@@ -36,7 +36,7 @@ pub use frame::{read_frame, write_frame, Buffer, Dtype, Frame, ReadError};
 pub use message::{
     Call, CandidateHeader, CaseHeader, Decision, ErrorReport, ExtractResult, GridHeader, Hello,
     HostMessage, MessageError, MetricsResult, ModelSelection, PluginInfo, PluginMessage,
-    ProgressReport, PromptSetHeader, PromptsResult, ResultFields, RoundHeader, RunContext,
-    SelectResult, SettingSpec, SettingType, SliceLabelEntry, SliceLabelHeader, SliceLabelsResult,
-    PROTOCOL, PROTOCOL_VERSION,
+    PointHeader, ProgressReport, PromptSetHeader, PromptsResult, ResultFields, RoundHeader,
+    RunContext, SelectResult, SettingSpec, SettingType, SliceLabelEntry, SliceLabelHeader,
+    SliceLabelsResult, PROTOCOL, PROTOCOL_VERSION,
 };

@@ -20,7 +20,7 @@
 
 use crate::frame::Frame;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -76,15 +76,35 @@ impl Frame {
         }
     }
 
-    /// The header read as `T`; `what` names the message in the error.
+    /// The header read as `T`; `what` names the message in the error,
+    /// which names the field too (`plugin.version: invalid type: ...`).
     pub fn message<T: DeserializeOwned>(&self, what: &str) -> Result<T, MessageError> {
-        serde_json::from_value(Value::Object(self.header.clone())).map_err(|e| {
-            MessageError::Malformed {
-                what: what.to_string(),
-                reason: e.to_string(),
-            }
-        })
+        read_as(Value::Object(self.header.clone()), what)
     }
+}
+
+/// Reads `value` as `T`; a problem names the message (`what`) and the
+/// path of the field (`slices[2].probability: invalid type: ...`).
+fn read_as<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, MessageError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        };
+        MessageError::Malformed {
+            what: what.to_string(),
+            reason,
+        }
+    })
+}
+
+/// A field that may be missing or null: both read as `T::default()`.
+fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 // ------------------------------------------------------------- handshake
@@ -99,7 +119,7 @@ pub struct Hello {
     /// Name, stage kind, version and description.
     pub plugin: PluginInfo,
     /// The schema of the plugin's own settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub settings: Vec<SettingSpec>,
 }
 
@@ -111,10 +131,10 @@ pub struct PluginInfo {
     /// Stage kind, as the SDK names it (`pseudo-labeler`, ...).
     pub kind: String,
     /// Plugin version.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
     /// One-line description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
 }
 
@@ -124,36 +144,80 @@ pub struct SettingSpec {
     /// Key in the `settings` table.
     pub name: String,
     /// Value type (default `string`).
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: SettingType,
     /// Default value; missing or null makes the setting required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
     /// One-line description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub doc: String,
     /// The allowed values of a string setting (empty: any).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub choices: Vec<String>,
 }
 
-/// The value types a plugin setting may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The value types a plugin setting may have, by their names on the wire.
+/// A name this version does not know is kept ([`SettingType::Unknown`]), so
+/// the host can say which setting of the schema is unusable instead of
+/// refusing the whole handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum SettingType {
-    /// A number.
+    /// `float`: a number.
     Float,
-    /// A whole number.
+    /// `integer`: a whole number.
     Integer,
-    /// `true` or `false`.
+    /// `bool`: `true` or `false`.
     Bool,
-    /// Text.
+    /// `string`: text.
     #[default]
     String,
-    /// A list of numbers.
+    /// `float_list`: a list of numbers.
     FloatList,
-    /// A list of texts.
+    /// `string_list`: a list of texts.
     StringList,
+    /// Any other name.
+    Unknown(String),
+}
+
+impl SettingType {
+    /// The name on the wire.
+    pub fn name(&self) -> &str {
+        match self {
+            SettingType::Float => "float",
+            SettingType::Integer => "integer",
+            SettingType::Bool => "bool",
+            SettingType::String => "string",
+            SettingType::FloatList => "float_list",
+            SettingType::StringList => "string_list",
+            SettingType::Unknown(name) => name,
+        }
+    }
+}
+
+impl From<String> for SettingType {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "float" => SettingType::Float,
+            "integer" => SettingType::Integer,
+            "bool" => SettingType::Bool,
+            "string" => SettingType::String,
+            "float_list" => SettingType::FloatList,
+            "string_list" => SettingType::StringList,
+            _ => SettingType::Unknown(name),
+        }
+    }
+}
+
+impl From<SettingType> for String {
+    fn from(kind: SettingType) -> Self {
+        kind.name().to_string()
+    }
 }
 
 /// Only the fields every version of the handshake keeps.
@@ -386,12 +450,41 @@ pub struct SliceLabelHeader {
 pub struct PromptSetHeader {
     /// Slice index.
     pub slice: u32,
-    /// `[x0, y0, x1, y1]`, or none.
+    /// `[x0, y0, x1, y1]`, or none (`null` or absent).
     #[serde(rename = "box", default)]
     pub bbox: Option<[f32; 4]>,
     /// `[x, y, 1]` for a positive point, `[x, y, 0]` for a negative one.
-    #[serde(default)]
-    pub points: Vec<[f32; 3]>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub points: Vec<PointHeader>,
+}
+
+/// A prompt point, `[x, y, 1 or 0]` on the wire (any non-zero number is
+/// positive when read).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointHeader {
+    /// Column, in pixels.
+    pub x: f32,
+    /// Row, in pixels.
+    pub y: f32,
+    /// Inside the object (1) or outside (0).
+    pub positive: bool,
+}
+
+impl Serialize for PointHeader {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.x, self.y, u8::from(self.positive)).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PointHeader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (x, y, label) = <(f32, f32, f64)>::deserialize(deserializer)?;
+        Ok(PointHeader {
+            x,
+            y,
+            positive: label != 0.0,
+        })
+    }
 }
 
 /// A pseudo-label offered to a filter.
@@ -419,7 +512,7 @@ pub enum PluginMessage {
     /// A line for the host's log.
     Log {
         /// The line.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         message: String,
     },
     /// Progress of a long call (each one counts as activity).
@@ -432,28 +525,25 @@ pub enum PluginMessage {
 pub struct ResultFields(pub Map<String, Value>);
 
 impl ResultFields {
-    /// The fields read as `T`, the result type of `method`.
+    /// The fields read as `T`, the result type of `method`; a problem
+    /// names the field (`slices[2].probability: ...`).
     pub fn read<T: DeserializeOwned>(&self, method: &str) -> Result<T, MessageError> {
-        serde_json::from_value(Value::Object(self.0.clone())).map_err(|e| MessageError::Malformed {
-            what: format!("the result of `{method}`"),
-            reason: e.to_string(),
-        })
+        read_as(
+            Value::Object(self.0.clone()),
+            &format!("the result of `{method}`"),
+        )
     }
 }
 
 /// An `error` frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReport {
-    /// What failed, in one line.
-    #[serde(default = "no_message")]
-    pub message: String,
+    /// What failed, in one line (`None`: the plugin sent none).
+    #[serde(default)]
+    pub message: Option<String>,
     /// More lines (a traceback), optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
-}
-
-fn no_message() -> String {
-    "(no message)".into()
 }
 
 /// A `progress` frame.
@@ -469,7 +559,7 @@ pub struct ProgressReport {
     #[serde(default)]
     pub total: u64,
     /// A short note.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub message: String,
 }
 
@@ -487,13 +577,9 @@ pub struct SliceLabelEntry {
     pub label: f64,
     /// Probability of the label.
     pub probability: f32,
-    /// Whether the slice takes part (default true).
-    #[serde(default = "yes")]
-    pub kept: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Whether the slice takes part (absent or null: yes).
+    #[serde(default)]
+    pub kept: Option<bool>,
 }
 
 /// The result of `fit` and `train`. A model-selection choice is reported
@@ -558,13 +644,9 @@ pub struct ExtractResult {
 /// One round of ROI extraction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundHeader {
-    /// Round name (default `round`).
-    #[serde(default = "round")]
-    pub name: String,
-}
-
-fn round() -> String {
-    "round".into()
+    /// Round name (absent or null: `round`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The result of `prompts`.
@@ -617,7 +699,11 @@ mod tests {
             prompts: vec![PromptSetHeader {
                 slice: 3,
                 bbox: Some([1.0, 2.0, 5.0, 6.0]),
-                points: vec![[3.0, 4.0, 1.0]],
+                points: vec![PointHeader {
+                    x: 3.0,
+                    y: 4.0,
+                    positive: true,
+                }],
             }],
         });
         let frame = Frame::from_message(&call);
@@ -625,7 +711,7 @@ mod tests {
         assert_eq!(
             Value::Object(frame.header.clone()),
             json!({"type": "call", "method": "segment", "case_id": "c1", "index": 3,
-                   "prompts": [{"slice": 3, "box": [1.0, 2.0, 5.0, 6.0], "points": [[3.0, 4.0, 1.0]]}]})
+                   "prompts": [{"slice": 3, "box": [1.0, 2.0, 5.0, 6.0], "points": [[3.0, 4.0, 1]]}]})
         );
         let bytes = frame.encode();
         let back: HostMessage = read_frame(&mut bytes.as_slice())
@@ -701,24 +787,36 @@ mod tests {
     }
 
     #[test]
-    fn setting_types_default_to_string_and_unknown_ones_are_refused() {
+    fn handshake_fields_may_be_null_and_setting_types_unknown() {
         let frame = Frame::new(
             "hello",
             json!({"protocol": "clisc-process", "protocol_version": 1,
-                   "plugin": {"name": "p", "kind": "filter"},
-                   "settings": [{"name": "mode", "choices": ["a", "b"]}]}),
+                   "plugin": {"name": "p", "kind": "filter", "description": null},
+                   "settings": [{"name": "mode", "choices": ["a", "b"], "doc": null},
+                                {"name": "k", "type": "complex"}]}),
         );
         let hello = Hello::from_frame(&frame).unwrap();
+        assert_eq!(hello.plugin.description, "");
         assert_eq!(hello.settings[0].kind, SettingType::String);
         assert_eq!(hello.settings[0].default, None);
+        assert_eq!(hello.settings[0].doc, "");
+        // Kept by name: the host says which setting it cannot use.
+        assert_eq!(
+            hello.settings[1].kind,
+            SettingType::Unknown("complex".into())
+        );
+        assert_eq!(hello.settings[1].kind.name(), "complex");
+        // A mistyped field is named with its path.
         let frame = Frame::new(
             "hello",
             json!({"protocol": "clisc-process", "protocol_version": 1,
-                   "plugin": {"name": "p", "kind": "filter"},
-                   "settings": [{"name": "k", "type": "complex"}]}),
+                   "plugin": {"name": "p", "kind": "filter", "version": 2}}),
         );
         let err = Hello::from_frame(&frame).unwrap_err().to_string();
-        assert!(err.contains("unknown variant `complex`"), "{err}");
+        assert!(
+            err.contains("plugin.version: invalid type: integer `2`, expected a string"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -732,8 +830,8 @@ mod tests {
         };
         let result: SliceLabelsResult = fields.read("label_slices").unwrap();
         assert_eq!(result.slices[0].label, 1.0);
-        assert!(result.slices[0].kept, "kept defaults to true");
-        assert!(!result.slices[1].kept);
+        assert_eq!(result.slices[0].kept, None, "kept is optional");
+        assert_eq!(result.slices[1].kept, Some(false));
         let err = fields
             .read::<SelectResult>("select")
             .unwrap_err()

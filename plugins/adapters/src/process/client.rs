@@ -203,7 +203,14 @@ impl PluginProcess {
             Ok(reply) => reply,
             Err(e) => return (Err(e), true),
         };
-        let result = match reply.message::<PluginMessage>("a reply") {
+        if !matches!(reply.kind(), "result" | "error") {
+            let found = reply.kind().to_string();
+            let err = self.fail(&format!(
+                "answered `{method}` with a frame of type {found:?} instead of \"result\""
+            ));
+            return (Err(err), true);
+        }
+        let result = match reply.message::<PluginMessage>(&format!("its answer to `{method}`")) {
             Ok(PluginMessage::Result(fields)) => Ok(Reply {
                 plugin: self.plugin_name(),
                 method,
@@ -339,7 +346,10 @@ impl PluginProcess {
     /// The plugin's handshake, checked: protocol and version first
     /// (versioned handshake), then that it runs the adapter's stage kind.
     fn check_hello(&mut self, frame: &Frame) -> Result<Hello, PluginError> {
-        let hello = Hello::from_frame(frame).map_err(|e| self.fail(&e.to_string()))?;
+        let hello = Hello::from_frame(frame).map_err(|e| match e {
+            MessageError::Version { .. } => self.fail(&e.to_string()),
+            _ => self.fail(&format!("sent a bad handshake: {e}")),
+        })?;
         let plugin = &hello.plugin;
         if plugin.kind != self.spec.kind {
             return Err(self.fail(&format!(
@@ -450,7 +460,8 @@ impl PluginProcess {
                             self.progress.report(task.into(), p.done, p.total, p.message.as_str().into());
                         }
                         Ok(_) => unreachable!("the frame's type is log or progress"),
-                        Err(e) => return Err(self.fail(&format!("sent a bad frame while the host waited for `{what}`: {e}"))),
+                        // Logs and progress only inform: a bad one is shown, not fatal.
+                        Err(e) => tracing::warn!("{}: ignored a {} frame: {e}", self.who(), frame.kind()),
                     }
                 }
                 Ok(Ok(frame)) => return Ok(frame),
@@ -647,10 +658,10 @@ fn field_from_spec(spec: &SettingSpec) -> Result<ConfigField, String> {
         format!(
             "setting `{name}`: default {} does not match type {:?}",
             default.map_or("null".into(), Value::to_string),
-            spec.kind
+            spec.kind.name()
         )
     };
-    let mut field = match spec.kind {
+    let mut field = match &spec.kind {
         SettingType::Float => ConfigField::float(
             name,
             default
@@ -685,6 +696,9 @@ fn field_from_spec(spec: &SettingSpec) -> Result<ConfigField, String> {
         ),
         SettingType::FloatList => ConfigField::float_list(name, &[], doc),
         SettingType::StringList => ConfigField::string_list(name, &[], doc),
+        SettingType::Unknown(other) => {
+            return Err(format!("setting `{name}` has unknown type {other:?}"))
+        }
     };
     let is_list = matches!(spec.kind, SettingType::FloatList | SettingType::StringList);
     match default {
@@ -735,7 +749,7 @@ fn toml_to_json(v: &toml::Value) -> Value {
 
 /// Validates the user's passthrough settings against the schema the
 /// plugin announced (unknown keys, types, choices) and fills its defaults.
-pub fn resolve_settings(
+pub(crate) fn resolve_settings(
     hello: &Hello,
     given: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldProblem>> {
@@ -780,7 +794,10 @@ const DETAIL_LINES: usize = 12;
 /// repeats the message), indented; the whole details are logged at debug
 /// level.
 fn error_text(error: &ErrorReport) -> String {
-    let mut text = error.message.clone();
+    let mut text = error
+        .message
+        .clone()
+        .unwrap_or_else(|| "(no message)".into());
     if let Some(details) = &error.details {
         tracing::debug!("plugin error details:\n{details}");
         let mut lines: Vec<&str> = details.lines().filter(|l| !l.trim().is_empty()).collect();

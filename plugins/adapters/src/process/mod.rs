@@ -34,13 +34,13 @@
 //! is the crate `clisc-process-protocol`; the process management is in
 //! [`client`], and this module maps SDK data to protocol messages and back.
 
-pub mod client;
+pub(crate) mod client;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
 use client::{settings_to_json, CallLimits, PluginProcess, ProcessSpec, Reply};
 use clisc_process_protocol::{
     Buffer, Call, CandidateHeader, CaseHeader, ExtractResult, GridHeader, MetricsResult,
-    PromptSetHeader, PromptsResult, SelectResult, SliceLabelHeader, SliceLabelsResult,
+    PointHeader, PromptSetHeader, PromptsResult, SelectResult, SliceLabelHeader, SliceLabelsResult,
 };
 use clisc_sdk::config::Settings;
 use clisc_sdk::stage::{
@@ -326,7 +326,11 @@ fn prompt_header(set: &PromptSet) -> PromptSetHeader {
         points: set
             .points
             .iter()
-            .map(|q| [q.x, q.y, f32::from(u8::from(q.positive))])
+            .map(|q| PointHeader {
+                x: q.x,
+                y: q.y,
+                positive: q.positive,
+            })
             .collect(),
     }
 }
@@ -341,10 +345,10 @@ fn prompt_set(header: PromptSetHeader) -> PromptSet {
         points: header
             .points
             .iter()
-            .map(|&[x, y, positive]| PromptPoint {
-                x,
-                y,
-                positive: positive != 0.0,
+            .map(|q| PromptPoint {
+                x: q.x,
+                y: q.y,
+                positive: q.positive,
             })
             .collect(),
     }
@@ -396,7 +400,7 @@ impl PseudoLabeler for ProcessLabeler {
                     index: z as u32,
                     label: u8::from(s.label != 0.0),
                     probability: s.probability,
-                    kept: s.kept,
+                    kept: s.kept.unwrap_or(true),
                 })
                 .collect();
             Ok(SlicePseudoLabels { slices })
@@ -442,7 +446,7 @@ impl RoiExtractor for ProcessRoiExtractor {
                 let cam = reply.buffer(&format!("round{i}/cam"), grid.len())?.to_f32();
                 let roi = reply.buffer(&format!("round{i}/roi"), grid.len())?.to_u8();
                 rounds.push(RoiRound {
-                    name: r.name.into(),
+                    name: r.name.as_deref().unwrap_or("round").into(),
                     cam: Volume::single(grid, "cam", cam),
                     roi: LabelVolume {
                         grid,

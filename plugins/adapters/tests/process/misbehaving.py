@@ -7,6 +7,8 @@ usage: misbehaving.py MODE   with MODE one of
   future   announces protocol version 2, with a handshake laid out differently
   mistyped handshake fine, answers every call with slice labels whose
            probability is text
+  chatty   handshake fine, sends a progress frame whose counts are text,
+           then answers normally
   error    handshake fine, every call raises (reported, process keeps serving);
            with a second argument FILE, each call first appends a line to it
   busy     handshake fine, then reports progress forever without answering
@@ -32,6 +34,9 @@ class Misbehaving:
     settings = []
 
     def label_slices(self, case):
+        if MODE == "chatty":
+            cp._send({"type": "progress", "task": "labelling", "done": "one", "total": 3})
+            return [{"label": 0, "probability": 1.0, "kept": True} for _ in range(case.nz)]
         if MODE == "mistyped":
             # Past the helper, which would refuse to send this.
             cp._send({"type": "result", "slices": [{"label": 1, "probability": "high"}] * case.nz})
