@@ -189,7 +189,7 @@ pub(crate) fn wrap(
 
 /// Makes `saved`, the file a volumetric segmenter's `save` wrote, a model
 /// file: one the plugin wrote in the contract is kept as it is; any other
-/// (a TorchScript archive, a process plugin's file) is [`wrap`]ped with
+/// (a TorchScript archive, a process plugin's file) is `wrap`ped with
 /// the plugin's name, version and settings (TOML) in its place.
 pub fn ensure_model_file(
     saved: &Path,
@@ -288,7 +288,7 @@ fn payload_range(path: &Path) -> Result<Option<(u64, u64)>, ModelFileError> {
     }
 }
 
-/// Whether `path` wraps a plugin's own file ([`wrap`]).
+/// Whether `path` wraps a plugin's own file (`wrap`).
 pub fn is_wrapped(path: &Path) -> Result<bool, ModelFileError> {
     Ok(payload_range(path)?.is_some())
 }

@@ -442,7 +442,7 @@ pub(crate) fn check_claimed_size(path: &Path, h: &NiftiHeader) -> Result<(), Nif
 
 /// Reads a `.nii` / `.nii.gz` file into a grid, `f32` voxels and header facts.
 ///
-/// The header is checked with [`check_claimed_size`] before the voxels are
+/// The header is checked with `check_claimed_size` before the voxels are
 /// read.
 pub fn read(path: &Path) -> Result<NiftiVolume, NiftiError> {
     let header = read_header(path)?;

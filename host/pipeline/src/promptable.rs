@@ -3,6 +3,9 @@
 //! the whole volume with all its prompts ([`VolumePromptableSegmenter`],
 //! SAM 2's propagation); either way the result is one binary volume per
 //! case, restricted to the brain and optionally to its largest components.
+//!
+//! [`PromptableSegmenter`]: clisc_sdk::stage::PromptableSegmenter
+//! [`VolumePromptableSegmenter`]: clisc_sdk::stage::VolumePromptableSegmenter
 
 use super::run::plugin;
 use super::stages::{StageFactory, StageSeed};

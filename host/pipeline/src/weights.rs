@@ -5,7 +5,7 @@
 //! A setting is a weight file when its plugin declares it with
 //! [`clisc_sdk::ConfigField::weights_file`] (or `optional_weights_file`),
 //! which carries the plugin's download hint, or when the file it names is
-//! one of the official checkpoints listed in [`OFFICIAL`] (recognised by
+//! one of the official checkpoints listed in `OFFICIAL` (recognised by
 //! file name, whatever plugin names it). The check is the same for every
 //! stage, built-in or external.
 

@@ -5,7 +5,7 @@
 //!
 //! When stderr is not a terminal (a Slurm log, CI, `nohup`) bars draw
 //! nothing, so each task instead logs a line when it starts, on its first
-//! update [`LINE_INTERVAL`] or more after its previous line while it runs
+//! update `LINE_INTERVAL` or more after its previous line while it runs
 //! (a task that reports rarely logs rarely), and when it ends: task,
 //! position, percentage, elapsed time,
 //! an estimate of the time left, and the task's message (for training:

@@ -42,7 +42,7 @@ pub enum LoadError {
     Folder { path: PathBuf, detail: String },
 }
 
-/// The search path from [`PLUGIN_PATH_VAR`], if set.
+/// The search path from `PLUGIN_PATH_VAR`, if set.
 pub fn env_search_path() -> Vec<PathBuf> {
     std::env::var_os(PLUGIN_PATH_VAR)
         .map(|v| {

@@ -104,7 +104,7 @@ pub fn render(case: &SynthCase, slices: &[usize]) -> RgbImage {
     out
 }
 
-/// Writes the preview of [`interesting_slices`] to `path` (PNG).
+/// Writes the preview of `interesting_slices` to `path` (PNG).
 pub fn write_preview(case: &SynthCase, path: &Path) -> Result<(), image::ImageError> {
     render(case, &interesting_slices(case)).save(path)
 }

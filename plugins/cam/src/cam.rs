@@ -13,7 +13,7 @@
 //!   `layer4`, whatever the target layer.
 //!
 //! Every map is min-max normalised per slice (a constant map becomes 0) at
-//! the feature resolution; callers upsample it bilinearly ([`upsample`]).
+//! the feature resolution; callers upsample it bilinearly (`upsample`).
 //! The activation before the target layer is computed without a graph;
 //! only the layers after it are differentiated.
 

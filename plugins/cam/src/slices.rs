@@ -5,7 +5,7 @@
 //! volume, becomes 0), resized bilinearly to `size x size` and stored as one
 //! grey channel. The three identical input channels and the ImageNet mean /
 //! std normalisation torchvision weights expect are applied on the fly per
-//! batch ([`to_network_input`]), so memory holds one float per pixel.
+//! batch (`to_network_input`), so memory holds one float per pixel.
 
 use clisc_imaging::intensity::min_max;
 use clisc_imaging::resample::{resize_bilinear, resize_nearest};

@@ -51,7 +51,7 @@ pub use tokenizer::{ClipTokenizer, CONTEXT_LENGTH};
 /// The CLIP slice labeler.
 pub(crate) type ClipLabeler = SliceLabeler<Clip>;
 
-/// Plugin registration of [`ClipLabeler`].
+/// Plugin registration of `ClipLabeler`.
 pub struct ClipPlugin;
 
 impl Plugin for ClipPlugin {

@@ -21,7 +21,7 @@
 //! slice to 8 bits in a way that clips almost all of the signal to a few
 //! grey levels (negative values saturate at 0, values above 1 at 1). We
 //! map each slice linearly from its own minimum and maximum to 0..=255
-//! ([`slice_to_u8`]) and replicate it to three channels, which is what an
+//! (`slice_to_u8`) and replicate it to three channels, which is what an
 //! 8-bit screenshot of the slice (what CLIP saw during pre-training) looks
 //! like. The slice is used as stored (row = y, column = x), no transposition.
 

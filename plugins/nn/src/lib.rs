@@ -9,7 +9,7 @@
 //! * [`weights`]: TorchScript archives, `torch.save` state dicts and
 //!   safetensors -> `name -> tensor`, then a checked copy into a
 //!   `VarStore` (see the module docs for the recipe).
-//! * [`torch_pickle`]: the `torch.save` reader behind [`weights`].
+//! * `torch_pickle`: the `torch.save` reader behind [`weights`].
 #![warn(unreachable_pub)]
 
 pub mod device;

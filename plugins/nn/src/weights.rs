@@ -14,7 +14,7 @@
 //!      carry buffers they need should use a state dict instead).
 //!    * **`torch.save` zip pickle** (a state dict, possibly nested such as
 //!      `{"model": {...}}`, flattened with `.`): read by
-//!      [`crate::torch_pickle`], because libtorch cannot read them.
+//!      `torch_pickle`, because libtorch cannot read them.
 //!    * **safetensors**.
 //!
 //!    The legacy (pre-1.6, non-zip) `torch.save` format is rejected with a

@@ -3,7 +3,7 @@
 //! plugin name and version, the settings (TOML, as the stage takes them)
 //! and the training progress. A resumable checkpoint written during
 //! training also holds the optimiser state (SGD momentum, fp16 loss scale)
-//! under [`TRAINING_STATE_PREFIX`], so that a resumed run continues exactly
+//! under `TRAINING_STATE_PREFIX`, so that a resumed run continues exactly
 //! as the uninterrupted one would.
 //!
 //! One file keeps the checkpoint atomic to move around (the pipeline saves
@@ -169,8 +169,8 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// Tensors by state-dict name.
     pub tensors: HashMap<String, Tensor>,
-    /// Training state saved with [`save_with_state`], by name without the
-    /// [`TRAINING_STATE_PREFIX`] (empty for a finished model).
+    /// Training state saved with `save_with_state`, by name without the
+    /// `TRAINING_STATE_PREFIX` (empty for a finished model).
     pub state: HashMap<String, Tensor>,
 }
 

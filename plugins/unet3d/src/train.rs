@@ -374,7 +374,7 @@ fn training_step(
 }
 
 /// Seconds of each of `steps` training steps (the loop's own
-/// [`training_step`], without patch sampling) of a network built from
+/// `training_step`, without patch sampling) of a network built from
 /// `cfg` on one fixed batch of `batch` patches of `cfg.patch_size`: the
 /// training-step row of the benchmark suite (`bench/suite`), against the
 /// same network, loss and `torch.optim.SGD` in PyTorch. The first step

@@ -3,7 +3,7 @@
 //! The built-in stages that need no pretrained weights and no libtorch, so
 //! that a whole pipeline runs on any machine without downloads:
 //!
-//! * `flair-intensity` ([`flair_intensity`], a pseudo-labeler): slice
+//! * `flair-intensity` (`flair_intensity`, a pseudo-labeler): slice
 //!   labels from FLAIR hyperintensity statistics, in place of CLIP;
 //! * `box-points` ([`box_points`], a prompt generator): per slice, the
 //!   ROI's bounding box (dilated), positive points among the ROI's bright

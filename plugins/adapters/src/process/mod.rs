@@ -32,7 +32,7 @@
 //! adapter, the plugin, the command and the end of its stderr; the next
 //! call starts a fresh process. The protocol (frames and typed messages)
 //! is the crate `clisc-process-protocol`; the process management is in
-//! [`client`], and this module maps SDK data to protocol messages and back.
+//! `client`, and this module maps SDK data to protocol messages and back.
 
 pub(crate) mod client;
 
