@@ -65,12 +65,13 @@ pub(crate) struct CallLimits {
 }
 
 /// The answer to a call: the `result` frame's fields (read them with
-/// [`Reply::read`] as the method's result type) and its buffers.
+/// [`Reply::read`] as the method's result type) and the frame, for its
+/// buffers.
 pub(crate) struct Reply {
     plugin: String,
     method: &'static str,
     fields: ResultFields,
-    buffers: Vec<Buffer>,
+    frame: Frame,
 }
 
 impl Reply {
@@ -87,9 +88,8 @@ impl Reply {
     /// The buffer called `name`, checked to hold `len` values.
     pub(crate) fn buffer(&self, name: &str, len: usize) -> Result<&Buffer, PluginError> {
         let b = self
-            .buffers
-            .iter()
-            .find(|b| b.name == name)
+            .frame
+            .buffer(name)
             .ok_or_else(|| self.malformed(format!("no buffer `{name}`")))?;
         if b.len() != len {
             return Err(self.malformed(format!(
@@ -203,6 +203,8 @@ impl PluginProcess {
             Ok(reply) => reply,
             Err(e) => return (Err(e), true),
         };
+        // The type first, so that a frame of another type is named as such
+        // rather than as a malformed result.
         if !matches!(reply.kind(), "result" | "error") {
             let found = reply.kind().to_string();
             let err = self.fail(&format!(
@@ -215,17 +217,14 @@ impl PluginProcess {
                 plugin: self.plugin_name(),
                 method,
                 fields,
-                buffers: reply.buffers,
+                frame: reply,
             }),
             Ok(PluginMessage::Error(error)) => Err(PluginError::internal(format!(
                 "{} failed in `{method}`: {}",
                 self.who(),
                 error_text(&error)
             ))),
-            Ok(_) => Err(self.fail(&format!(
-                "answered `{method}` with a frame of type {:?} instead of \"result\"",
-                reply.kind()
-            ))),
+            Ok(_) => unreachable!("the frame's type is result or error"),
             Err(e) => Err(self.fail(&format!("answered `{method}` with a bad frame: {e}"))),
         };
         (result, true)
